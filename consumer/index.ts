@@ -1,0 +1,3 @@
+export { SyncWorker, ResyncNeeded, type WorkerOptions, type WorkerState } from './worker.js';
+export { readStatus, findQueues, formatStatus, type QueueStatus } from './status.js';
+export { main } from './cli.js';

@@ -1,0 +1,352 @@
+/**
+ * SyncWorker: drains a queue from the master and applies it to the replica.
+ *
+ * Each batch is applied on the replica by one script that also moves the
+ * replica's watermark, so a batch sent twice (after a crash, a cut link, a
+ * takeover) is applied once. Entries leave the master's log only after the
+ * replica confirmed them. Several batches may be in flight (the window) to
+ * hide the link's round trip; they are applied and trimmed in order.
+ */
+import { EventEmitter } from 'node:events';
+import { createHash, randomUUID } from 'node:crypto';
+import type { Redis, RedisOptions } from 'ioredis';
+import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { decodeEntry, describeCommand } from '../shared/entry.js';
+import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
+import { connect, isLinkError, onSide, SideError } from './connections.js';
+import { Lease } from './lease.js';
+
+export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
+
+export interface WorkerOptions {
+  master: RedisOptions;
+  replica: RedisOptions;
+  /** @default 'default' */
+  queue?: string;
+  /** @default 'qsync' */
+  prefix?: string;
+  /** db of the queue on the master and of the watermark on the replica. @default 0 */
+  queueDb?: number;
+  /** most entries per batch. @default 1000 */
+  batchSize?: number;
+  /** most bytes of entries per batch (a single larger entry still goes alone). @default 4 MiB */
+  batchBytes?: number;
+  /** batches in flight to the replica at once. @default 4 */
+  window?: number;
+  /** lease time: a standby takes over this long after the active worker died. @default 10000 */
+  leaseMs?: number;
+  /** a link with no answer for this long is reset (catches blackholes). @default 15000 */
+  timeoutMs?: number;
+  /** how often halted and resync-needed states are checked again. @default 5000 */
+  recheckMs?: number;
+  backoff?: BackoffOptions;
+  logger?: Logger;
+  /** identifies this worker in the lease and status. @default random */
+  id?: string;
+}
+
+interface Batch {
+  entries: Buffer[];
+  epoch: string;
+  masterSeq: number | null;
+}
+
+type ApplyReply = (number | string)[];
+type Outcome = { batch: Batch; reply: ApplyReply } | { batch: Batch; error: Error };
+
+/** The replica cannot be brought up to date from the queue. */
+export class ResyncNeeded extends Error {}
+
+const BLOCK_SECONDS = 1;
+
+export class SyncWorker extends EventEmitter {
+  readonly keys: QueueKeys;
+  readonly id: string;
+  private readonly log: Logger;
+  private readonly opts: Required<Omit<WorkerOptions, 'master' | 'replica' | 'logger' | 'id' | 'backoff'>> & { backoff: BackoffOptions };
+  private readonly master: Redis;
+  private readonly blocker: Redis;
+  private readonly replica: Redis;
+  private readonly lease: Lease;
+  private readonly stop = new AbortController();
+  private current: WorkerState = 'starting';
+  private detail: Record<string, unknown> = {};
+  private running?: Promise<void>;
+  private closing?: Promise<void>;
+  private failures = 0;
+  private appliedTotal = 0;
+  private watermark = 0;
+
+  constructor(options: WorkerOptions) {
+    super();
+    this.opts = {
+      queue: options.queue ?? DEFAULT_QUEUE,
+      prefix: options.prefix ?? DEFAULT_PREFIX,
+      queueDb: options.queueDb ?? DEFAULT_QUEUE_DB,
+      batchSize: options.batchSize ?? 1000,
+      batchBytes: options.batchBytes ?? 4 * 1024 * 1024,
+      window: options.window ?? 4,
+      leaseMs: options.leaseMs ?? 10_000,
+      timeoutMs: options.timeoutMs ?? 15_000,
+      recheckMs: options.recheckMs ?? 5000,
+      backoff: options.backoff ?? {},
+    };
+    this.id = options.id ?? randomUUID();
+    this.keys = new QueueKeys(this.opts.prefix, this.opts.queue);
+    this.log = (options.logger ?? createLogger()).child({ queue: this.opts.queue, worker: this.id });
+    const conn = { backoff: this.opts.backoff, commandTimeoutMs: this.opts.timeoutMs };
+    const db = this.opts.queueDb;
+    this.master = connect({ ...options.master, db }, conn, `qsync:${this.opts.queue}:master`);
+    this.blocker = connect({ ...options.master, db }, conn, `qsync:${this.opts.queue}:wait`, BLOCK_SECONDS * 1000);
+    this.replica = connect({ ...options.replica, db }, conn, `qsync:${this.opts.queue}:replica`);
+    this.lease = new Lease(this.master, this.keys, this.id, this.opts.leaseMs);
+  }
+
+  get state(): WorkerState {
+    return this.current;
+  }
+
+  /** Entries this worker applied to the replica since it started. */
+  get applied(): number {
+    return this.appliedTotal;
+  }
+
+  /** Starts the loop in the background; returns at once. */
+  start(): this {
+    this.running ??= this.run();
+    return this;
+  }
+
+  /**
+   * Finishes the batches in flight, releases the lease and disconnects.
+   * Safe to call more than once.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stop.abort();
+      this.blocker.disconnect();
+      await this.running?.catch(() => {});
+      try {
+        if (this.lease.valid()) await this.lease.release();
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'could not release the lease; it expires by itself');
+      }
+      this.setState('stopped');
+      for (const c of [this.master, this.replica]) {
+        try {
+          await c.quit();
+        } catch {
+          c.disconnect();
+        }
+      }
+    })();
+    return this.closing;
+  }
+
+  private get stopping(): boolean {
+    return this.stop.signal.aborted;
+  }
+
+  private setState(state: WorkerState, detail: Record<string, unknown> = {}): void {
+    const same = state === this.current && JSON.stringify(detail) === JSON.stringify(this.detail);
+    if (same) return;
+    const level = state === 'halted' || state === 'resync-needed' ? 'error' : state === 'backing-off' ? 'warn' : 'info';
+    this.log[level]({ state, from: this.current, ...detail }, `state ${state}`);
+    this.current = state;
+    this.detail = detail;
+    this.emit('state', state, detail);
+    // Best effort: status readers see it when the master is reachable.
+    this.master
+      .hset(this.keys.status, 'state', state, 'stateSince', Date.now(), 'detail', JSON.stringify(detail), 'consumer', this.id)
+      .catch(() => {});
+  }
+
+  /** Waits until a connection is ready, or for at most the link timeout. */
+  private ready(client: Redis): Promise<void> {
+    if (client.status === 'ready') return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        client.off('ready', done);
+        resolve();
+      };
+      const timer = setTimeout(done, this.opts.timeoutMs);
+      client.once('ready', done);
+    });
+  }
+
+  private async run(): Promise<void> {
+    await Promise.all([this.ready(this.master), this.ready(this.replica)]);
+    const renew = setInterval(() => void this.renewLease(), Math.max(100, Math.floor(this.opts.leaseMs / 3)));
+    try {
+      while (!this.stopping) {
+        try {
+          const wait = await onSide('master', this.lease.acquire());
+          if (wait > 0) {
+            this.setState('standby');
+            await sleep(Math.min(wait + 20, this.opts.leaseMs), this.stop.signal);
+            continue;
+          }
+          await this.lead();
+        } catch (err) {
+          await this.recover(err as Error);
+        }
+      }
+    } finally {
+      clearInterval(renew);
+    }
+  }
+
+  private async renewLease(): Promise<void> {
+    if (this.stopping || !this.lease.valid()) return;
+    try {
+      const wait = await this.lease.acquire();
+      if (wait > 0) this.log.warn({ holder: wait }, 'lease lost to another worker');
+    } catch {
+      // The drain loop sees the link problem and the lease runs out by itself.
+    }
+  }
+
+  private async recover(err: Error): Promise<void> {
+    if (this.stopping) return;
+    if (err instanceof ResyncNeeded) {
+      this.setState('resync-needed', { reason: err.message });
+      await sleep(this.opts.recheckMs, this.stop.signal);
+      return;
+    }
+    this.failures++;
+    const side = err instanceof SideError ? err.side : undefined;
+    const reason = err instanceof SideError ? err.cause.message : err.message;
+    if (!isLinkError(err)) this.log.error({ side, err: reason }, 'unexpected error; retrying');
+    this.setState('backing-off', { side, reason: reason.replace(/\d+ms/, 'N ms') });
+    await sleep(backoffDelay(this.failures, this.opts.backoff), this.stop.signal);
+  }
+
+  /** Drains while this worker holds the lease. */
+  private async lead(): Promise<void> {
+    const [seq, epoch] = await onSide('replica', this.replica.hmget(this.keys.applied, 'seq', 'epoch'));
+    this.watermark = Number(seq ?? 0);
+    let offset = 0;
+    let gapSeenAt = -1;
+    const inflight: Promise<Outcome>[] = [];
+    try {
+      while (!this.stopping && this.lease.valid()) {
+        while (inflight.length < this.opts.window) {
+          const batch = await this.read(offset);
+          this.checkMaster(batch, epoch);
+          if (batch.entries.length === 0) break;
+          offset += batch.entries.length;
+          inflight.push(this.apply(batch));
+          if (batch.entries.length < this.opts.batchSize) break;
+        }
+        if (inflight.length === 0) {
+          // Blocks until the log is non-empty; rotating its head onto itself changes nothing.
+          const woke = await onSide('master', this.blocker.blmove(this.keys.log, this.keys.log, 'LEFT', 'LEFT', BLOCK_SECONDS));
+          if (woke === null) this.setState('idle');
+          continue;
+        }
+        const outcome = await inflight.shift()!;
+        if ('error' in outcome) throw outcome.error;
+        const [code] = outcome.reply;
+        if (code === 0) {
+          await this.confirm(outcome.batch, outcome.reply);
+          offset -= outcome.batch.entries.length;
+          this.failures = 0;
+          continue;
+        }
+        // Anything but success: let the window drain, then start over from the head.
+        await Promise.all(inflight.splice(0));
+        offset = 0;
+        if (code === -1) {
+          const [, wm, next] = outcome.reply.map(Number);
+          if (gapSeenAt === wm) {
+            throw new ResyncNeeded(`entries ${wm + 1} to ${next - 1} are gone from the master's log; the replica needs qsync resync`);
+          }
+          gapSeenAt = wm;
+          this.watermark = wm;
+        } else if (code === -2) {
+          throw new ResyncNeeded(`the replica follows another log (epoch ${outcome.reply[1]}); the master's sequence started over`);
+        } else {
+          await this.halt(outcome);
+        }
+      }
+    } finally {
+      await Promise.all(inflight);
+    }
+  }
+
+  private async read(offset: number): Promise<Batch> {
+    const reply = await onSide(
+      'master',
+      this.master.qsyncReadBatchBuffer(this.keys.log, this.keys.meta, offset, this.opts.batchSize, this.opts.batchBytes),
+    );
+    const [epoch, seq, ...entries] = reply;
+    return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, entries };
+  }
+
+  /** Stops on a master that lost its log (restarted without persistence). */
+  private checkMaster(batch: Batch, replicaEpoch: string | null): void {
+    if (this.watermark === 0) {
+      if (batch.entries.length === 0 && batch.masterSeq !== null && batch.masterSeq > 0) {
+        throw new ResyncNeeded(`the replica has never been synchronised and the master's log is already at ${batch.masterSeq}; run qsync resync`);
+      }
+      return;
+    }
+    if (batch.masterSeq === null) {
+      throw new ResyncNeeded(`the master has no log sequence but the replica applied up to ${this.watermark}: the master lost its data (restarted without persistence?)`);
+    }
+    if (batch.masterSeq < this.watermark || (replicaEpoch && batch.epoch && batch.epoch !== replicaEpoch)) {
+      throw new ResyncNeeded(`the master's sequence started over (master at ${batch.masterSeq}, replica at ${this.watermark}): the master lost its data`);
+    }
+  }
+
+  private apply(batch: Batch): Promise<Outcome> {
+    return onSide(
+      'replica',
+      this.replica.qsyncApplyBatch(this.keys.applied, batch.epoch, String(this.opts.queueDb), ...batch.entries),
+    ).then(
+      (reply) => ({ batch, reply }),
+      (error: Error) => ({ batch, error }),
+    );
+  }
+
+  private async confirm(batch: Batch, reply: ApplyReply): Promise<void> {
+    const watermark = Number(reply[1]);
+    const count = Number(reply[2]);
+    const last = batch.entries[batch.entries.length - 1];
+    const sha = createHash('sha1').update(last).digest('hex');
+    const trimmed = await onSide(
+      'master',
+      this.master.qsyncTrim(this.keys.log, this.keys.lease, this.keys.status, this.id, batch.entries.length, sha, watermark, String(Date.now())),
+    );
+    if (trimmed === -1) throw new SideError('master', new Error('lease lost before trimming; another worker took over'));
+    if (trimmed === -2) throw new SideError('master', new Error('the head of the log changed under this worker'));
+    this.watermark = watermark;
+    this.appliedTotal += count;
+    if (count > 0) this.emit('applied', { count, watermark });
+    this.setState('streaming');
+  }
+
+  private async halt(outcome: { batch: Batch; reply: ApplyReply }): Promise<void> {
+    const [code, ...rest] = outcome.reply;
+    let detail: Record<string, unknown>;
+    if (code === -3) {
+      const position = Number(rest[0]);
+      detail = { reason: 'an entry in the log is not a qsync entry', position: this.watermark + position };
+    } else {
+      const [, seq, index, error] = rest;
+      const entry = outcome.batch.entries.find((raw) => {
+        try {
+          return decodeEntry(raw).seq === Number(seq);
+        } catch {
+          return false;
+        }
+      });
+      const cmd = entry ? decodeEntry(entry).commands[Number(index) - 1] : undefined;
+      detail = { reason: 'the replica refused an entry', seq: Number(seq), command: cmd ? describeCommand(cmd) : undefined, error };
+    }
+    this.setState('halted', detail);
+    await sleep(this.opts.recheckMs, this.stop.signal);
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * The command table: every write qsync replicates, where its keys are, and how
+ * the producer turns it into the deterministic form that is logged.
+ *
+ * This is the only place that decides what is supported. The producer routes
+ * calls with it, the Lua scripts receive it as a generated Lua table (see
+ * `scripts.ts`), and the README's command list is checked against it by a test.
+ */
+import { hasFlag, exists } from '@ioredis/commands';
+
+/**
+ * How a command is written to the log after it ran on the master.
+ *
+ * - `always`: as sent, whenever it succeeded.
+ * - `changed`: as sent, only when the reply says something changed
+ *   (an integer above 0, a non-nil bulk, a non-empty array, OK).
+ * - `set`: SET with any options. Logged as `SET k v [PXAT abs]` from the key's
+ *   absolute expiry after the write, or `DEL k` when it was set already expired;
+ *   nothing when NX/XX prevented it.
+ * - `setex`: SETEX / PSETEX, value in the third argument, logged like `set`.
+ * - `setnx`: SETNX, logged as `SET k v` when it set.
+ * - `getset`: GETSET, logged as `SET k v` (it clears the TTL).
+ * - `getdel`: GETDEL, logged as `DEL k` when the key existed.
+ * - `getex`: GETEX with an option, logged as `PEXPIREAT k abs`, `PERSIST k` or `DEL k`.
+ * - `expire`: EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT, logged as
+ *   `PEXPIREAT k abs` (or `DEL k` when the time had passed) when it applied.
+ * - `incrbyfloat`: logged as `SET k <result> KEEPTTL`.
+ * - `hincrbyfloat`: logged as `HSET k f <result>`.
+ * - `spop`: logged as `SREM k <members popped>`.
+ * - `zpop`: ZPOPMIN / ZPOPMAX, logged as `ZREM k <members popped>`.
+ * - `pop`: LPOP / RPOP, logged with the count actually popped.
+ */
+export type LogRule =
+  | 'always'
+  | 'changed'
+  | 'set'
+  | 'setex'
+  | 'setnx'
+  | 'getset'
+  | 'getdel'
+  | 'getex'
+  | 'expire'
+  | 'incrbyfloat'
+  | 'hincrbyfloat'
+  | 'spop'
+  | 'zpop'
+  | 'pop';
+
+/**
+ * Where the keys are among a command's arguments (1-based, the command name
+ * not counted), as in Redis's legacy key specs: `first`, `last` (negative
+ * counts from the end), `step`.
+ */
+export interface KeySpec {
+  first: number;
+  last: number;
+  step: number;
+}
+
+export interface CommandSpec {
+  keys: KeySpec;
+  log: LogRule;
+}
+
+const one: KeySpec = { first: 1, last: 1, step: 1 };
+const two: KeySpec = { first: 1, last: 2, step: 1 };
+const all: KeySpec = { first: 1, last: -1, step: 1 };
+const pairs: KeySpec = { first: 1, last: -1, step: 2 };
+
+/** The supported writes, by lower-case command name. */
+export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
+  // strings
+  set: { keys: one, log: 'set' },
+  setnx: { keys: one, log: 'setnx' },
+  setex: { keys: one, log: 'setex' },
+  psetex: { keys: one, log: 'setex' },
+  mset: { keys: pairs, log: 'always' },
+  msetnx: { keys: pairs, log: 'changed' },
+  append: { keys: one, log: 'always' },
+  incr: { keys: one, log: 'always' },
+  decr: { keys: one, log: 'always' },
+  incrby: { keys: one, log: 'always' },
+  decrby: { keys: one, log: 'always' },
+  incrbyfloat: { keys: one, log: 'incrbyfloat' },
+  setrange: { keys: one, log: 'always' },
+  getset: { keys: one, log: 'getset' },
+  getdel: { keys: one, log: 'getdel' },
+  getex: { keys: one, log: 'getex' },
+  setbit: { keys: one, log: 'always' },
+  // keys
+  del: { keys: all, log: 'changed' },
+  unlink: { keys: all, log: 'changed' },
+  expire: { keys: one, log: 'expire' },
+  pexpire: { keys: one, log: 'expire' },
+  expireat: { keys: one, log: 'expire' },
+  pexpireat: { keys: one, log: 'expire' },
+  persist: { keys: one, log: 'changed' },
+  rename: { keys: two, log: 'always' },
+  renamenx: { keys: two, log: 'changed' },
+  copy: { keys: two, log: 'changed' },
+  // hashes
+  hset: { keys: one, log: 'always' },
+  hsetnx: { keys: one, log: 'changed' },
+  hmset: { keys: one, log: 'always' },
+  hdel: { keys: one, log: 'changed' },
+  hincrby: { keys: one, log: 'always' },
+  hincrbyfloat: { keys: one, log: 'hincrbyfloat' },
+  // lists
+  lpush: { keys: one, log: 'always' },
+  rpush: { keys: one, log: 'always' },
+  lpushx: { keys: one, log: 'changed' },
+  rpushx: { keys: one, log: 'changed' },
+  lpop: { keys: one, log: 'pop' },
+  rpop: { keys: one, log: 'pop' },
+  linsert: { keys: one, log: 'changed' },
+  lset: { keys: one, log: 'always' },
+  lrem: { keys: one, log: 'changed' },
+  ltrim: { keys: one, log: 'always' },
+  lmove: { keys: two, log: 'changed' },
+  rpoplpush: { keys: two, log: 'changed' },
+  // sets
+  sadd: { keys: one, log: 'changed' },
+  srem: { keys: one, log: 'changed' },
+  spop: { keys: one, log: 'spop' },
+  smove: { keys: two, log: 'changed' },
+  sinterstore: { keys: all, log: 'always' },
+  sunionstore: { keys: all, log: 'always' },
+  sdiffstore: { keys: all, log: 'always' },
+  // sorted sets
+  zadd: { keys: one, log: 'always' },
+  zincrby: { keys: one, log: 'always' },
+  zrem: { keys: one, log: 'changed' },
+  zremrangebyscore: { keys: one, log: 'changed' },
+  zremrangebyrank: { keys: one, log: 'changed' },
+  zremrangebylex: { keys: one, log: 'changed' },
+  zpopmin: { keys: one, log: 'zpop' },
+  zpopmax: { keys: one, log: 'zpop' },
+  // others
+  pfadd: { keys: one, log: 'changed' },
+});
+
+/**
+ * Commands that are not flagged as writes by Redis but change data anyway
+ * (scripts and functions), or whose semantics a logged write cannot keep.
+ */
+const ALSO_REFUSED = new Set(['eval', 'evalsha', 'fcall', 'watch', 'unwatch', 'discard', 'exec']);
+
+/** The spec of a supported write, or undefined for anything else. */
+export function commandSpec(name: string): CommandSpec | undefined {
+  return Object.prototype.hasOwnProperty.call(COMMANDS, name) ? COMMANDS[name] : undefined;
+}
+
+/** True for a Redis command that writes data but is not in the table. */
+export function isUnsupportedWrite(name: string): boolean {
+  if (commandSpec(name)) return false;
+  if (ALSO_REFUSED.has(name)) return true;
+  return exists(name) && hasFlag(name, 'write');
+}
+
+/**
+ * The argument indexes (0-based, into `args` without the command name) that
+ * hold keys.
+ */
+export function keyIndexes(spec: KeySpec, argCount: number): number[] {
+  const last = spec.last < 0 ? argCount + spec.last : spec.last - 1;
+  const out: number[] = [];
+  for (let i = spec.first - 1; i <= last && i < argCount; i += spec.step) out.push(i);
+  return out;
+}
+
+/**
+ * Most arguments one command may have. Commands run inside Lua scripts on
+ * both sides, and Lua 5.1 cannot pass more than about 8000 values to a call.
+ */
+export const MAX_ARGS = 7000;

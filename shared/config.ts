@@ -1,0 +1,106 @@
+/**
+ * Reading and checking configuration: Redis URLs, numbers, choices. Every
+ * failure is a ConfigError with one line naming the bad value (and never a
+ * password).
+ */
+import { readFileSync } from 'node:fs';
+import type { RedisOptions } from 'ioredis';
+import { ConfigError } from './errors.js';
+
+export interface TlsFiles {
+  /** CA bundle to verify the server with (PEM) */
+  ca?: string;
+  /** client certificate (PEM), for servers that require one */
+  cert?: string;
+  /** client key (PEM) */
+  key?: string;
+  /** skip server certificate verification (not for production) */
+  insecure?: boolean;
+}
+
+/** A URL with its password replaced, safe to log. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+function readPem(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(`qsync: cannot read ${what} file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/**
+ * ioredis options for a `redis://` or `rediss://` URL:
+ * `redis[s]://[user[:password]@]host[:port][/db]`.
+ */
+export function redisOptionsFromUrl(url: string, what: string, tls: TlsFiles = {}): RedisOptions {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(`qsync: ${what} '${redactUrl(url) === '(unparsable URL)' ? url.replace(/:[^:@/]*@/, ':***@') : url}' is not a URL (expected redis://host:port or rediss://host:port)`);
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
+    throw new ConfigError(`qsync: ${what} '${redactUrl(url)}' must start with redis:// or rediss://`);
+  }
+  if (!u.hostname) throw new ConfigError(`qsync: ${what} '${redactUrl(url)}' has no host`);
+  const port = u.port === '' ? 6379 : Number(u.port);
+  const dbText = u.pathname.replace(/^\//, '');
+  const db = dbText === '' ? 0 : Number(dbText);
+  if (!Number.isInteger(db) || db < 0) throw new ConfigError(`qsync: ${what} '${redactUrl(url)}' has a bad db number '${dbText}'`);
+  const options: RedisOptions = {
+    host: u.hostname.replace(/^\[|\]$/g, ''),
+    port,
+    db,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+  };
+  if (u.protocol === 'rediss:') {
+    options.tls = {
+      servername: options.host,
+      rejectUnauthorized: !tls.insecure,
+      ca: tls.ca ? readPem(tls.ca, 'CA') : undefined,
+      cert: tls.cert ? readPem(tls.cert, 'certificate') : undefined,
+      key: tls.key ? readPem(tls.key, 'key') : undefined,
+    };
+  } else if (tls.ca || tls.cert || tls.key) {
+    throw new ConfigError(`qsync: TLS files were given for ${what} '${redactUrl(url)}', which is not rediss://`);
+  }
+  return options;
+}
+
+/** An integer option within bounds. */
+export function intOption(value: string | number | undefined, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined || value === '') return fallback;
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`qsync: ${name} must be a whole number from ${min} to ${max}, got '${value}'`);
+  }
+  return n;
+}
+
+/** One of a set of words. */
+export function choiceOption<T extends string>(value: string | undefined, name: string, choices: readonly T[], fallback: T): T {
+  if (value === undefined || value === '') return fallback;
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new ConfigError(`qsync: ${name} must be one of ${choices.join(', ')}, got '${value}'`);
+  }
+  return value as T;
+}
+
+/** A queue or prefix name: printable, no spaces or colons. */
+export function nameOption(value: string | undefined, name: string, fallback: string): string {
+  if (value === undefined) return fallback;
+  if (!/^[\w.-]{1,100}$/.test(value)) {
+    throw new ConfigError(`qsync: ${name} must be 1 to 100 letters, digits, '.', '_' or '-', got '${value}'`);
+  }
+  return value;
+}

@@ -1,0 +1,127 @@
+/**
+ * Reads log entries in Node (status, dead letters, tools). Entries are packed
+ * by cmsgpack inside the producer's script (see lua/includes/entry.lua), so
+ * this decoder reads the msgpack subset cmsgpack writes, keeping every string
+ * as a Buffer: keys and values are binary.
+ */
+import { QsyncError } from './errors.js';
+
+export interface Entry {
+  seq: number;
+  /** master time of the write, ms */
+  ts: number;
+  db: number;
+  /** each command as [name, ...args] */
+  commands: Buffer[][];
+}
+
+export class EntryFormatError extends QsyncError {}
+
+type Value = number | boolean | null | Buffer | Value[];
+
+class Reader {
+  pos = 0;
+  constructor(private readonly buf: Buffer) {}
+
+  private need(n: number): void {
+    if (this.pos + n > this.buf.length) throw new EntryFormatError('not a qsync entry: truncated');
+  }
+
+  private bytes(n: number): Buffer {
+    this.need(n);
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  private uint(n: 1 | 2 | 4 | 8): number {
+    this.need(n);
+    const b = this.buf;
+    const p = this.pos;
+    this.pos += n;
+    if (n === 1) return b.readUInt8(p);
+    if (n === 2) return b.readUInt16BE(p);
+    if (n === 4) return b.readUInt32BE(p);
+    return Number(b.readBigUInt64BE(p));
+  }
+
+  private int(n: 1 | 2 | 4 | 8): number {
+    this.need(n);
+    const b = this.buf;
+    const p = this.pos;
+    this.pos += n;
+    if (n === 1) return b.readInt8(p);
+    if (n === 2) return b.readInt16BE(p);
+    if (n === 4) return b.readInt32BE(p);
+    return Number(b.readBigInt64BE(p));
+  }
+
+  private array(n: number): Value[] {
+    const out: Value[] = [];
+    for (let i = 0; i < n; i++) out.push(this.value());
+    return out;
+  }
+
+  value(): Value {
+    const t = this.uint(1);
+    if (t <= 0x7f) return t;
+    if (t >= 0xe0) return t - 0x100;
+    if (t >= 0xa0 && t <= 0xbf) return this.bytes(t & 0x1f);
+    if (t >= 0x90 && t <= 0x9f) return this.array(t & 0x0f);
+    switch (t) {
+      case 0xc0: return null;
+      case 0xc2: return false;
+      case 0xc3: return true;
+      case 0xc4: case 0xd9: return this.bytes(this.uint(1));
+      case 0xc5: case 0xda: return this.bytes(this.uint(2));
+      case 0xc6: case 0xdb: return this.bytes(this.uint(4));
+      case 0xca: this.need(4); this.pos += 4; return this.buf.readFloatBE(this.pos - 4);
+      case 0xcb: this.need(8); this.pos += 8; return this.buf.readDoubleBE(this.pos - 8);
+      case 0xcc: return this.uint(1);
+      case 0xcd: return this.uint(2);
+      case 0xce: return this.uint(4);
+      case 0xcf: return this.uint(8);
+      case 0xd0: return this.int(1);
+      case 0xd1: return this.int(2);
+      case 0xd2: return this.int(4);
+      case 0xd3: return this.int(8);
+      case 0xdc: return this.array(this.uint(2));
+      case 0xdd: return this.array(this.uint(4));
+      default:
+        throw new EntryFormatError(`not a qsync entry: unexpected msgpack type 0x${t.toString(16)}`);
+    }
+  }
+}
+
+const isNumber = (v: Value): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+
+/** Decodes one raw entry; throws EntryFormatError for anything else. */
+export function decodeEntry(raw: Buffer): Entry {
+  const v = new Reader(raw).value();
+  if (!Array.isArray(v) || v.length !== 5 || v[0] !== 1) {
+    throw new EntryFormatError('not a qsync entry: expected [1, seq, ts, db, commands]');
+  }
+  const [, seq, ts, db, cmds] = v;
+  if (!isNumber(seq) || !isNumber(ts) || !isNumber(db) || !Array.isArray(cmds)) {
+    throw new EntryFormatError('not a qsync entry: bad header');
+  }
+  const commands = cmds.map((c) => {
+    if (!Array.isArray(c) || c.length === 0 || !c.every(Buffer.isBuffer)) {
+      throw new EntryFormatError(`not a qsync entry: bad command in entry ${seq}`);
+    }
+    return c as Buffer[];
+  });
+  return { seq, ts, db, commands };
+}
+
+/** A command for people: printable arguments, long ones cut. */
+export function describeCommand(cmd: Buffer[], maxArg = 64): string {
+  return cmd
+    .map((a, i) => {
+      const printable = /^[\x20-\x7e]*$/.test(a.toString('latin1'));
+      const s = printable ? a.toString('latin1') : `0x${a.toString('hex')}`;
+      const shown = s.length > maxArg ? `${s.slice(0, maxArg)}…(${a.length} bytes)` : s;
+      return i === 0 ? shown.toUpperCase() : shown;
+    })
+    .join(' ');
+}

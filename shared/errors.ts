@@ -1,0 +1,70 @@
+/**
+ * Errors users see. Each kind has its own class, a one-line message naming the
+ * bad value, and the exit code the CLI uses for it.
+ */
+
+export const ExitCode = {
+  ok: 0,
+  /** verify: the datasets differ */
+  different: 1,
+  /** bad flags, URLs or values */
+  usage: 2,
+  /** a server could not be reached */
+  unreachable: 3,
+  /** authentication or authorisation failed */
+  auth: 4,
+  /** TLS handshake or certificate problem */
+  tls: 5,
+  /** the replica cannot be brought up to date from the queue */
+  resyncNeeded: 6,
+  /** an entry was refused by the replica and the worker halted */
+  halted: 7,
+  /** anything unexpected */
+  internal: 70,
+} as const;
+
+export class QsyncError extends Error {
+  readonly exitCode: number = ExitCode.internal;
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A bad option, flag, URL or value. */
+export class ConfigError extends QsyncError {
+  override readonly exitCode = ExitCode.usage;
+}
+
+/** A write command the producer cannot replicate. Nothing was written. */
+export class UnsupportedCommandError extends QsyncError {
+  constructor(readonly command: string, reason?: string) {
+    super(
+      reason
+        ? `qsync: ${command.toUpperCase()} ${reason}; nothing was written`
+        : `qsync: ${command.toUpperCase()} is a write qsync cannot replicate; nothing was written (supported commands are listed in the README)`,
+    );
+  }
+}
+
+/** The queue reached its cap under the `reject` policy. Nothing was written. */
+export class QueueFullError extends QsyncError {
+  constructor(readonly queue: string, readonly limit: string) {
+    super(`qsync: queue '${queue}' is full (${limit}); the write was refused and nothing was written`);
+  }
+}
+
+/** A server could not be reached. */
+export class UnreachableError extends QsyncError {
+  override readonly exitCode = ExitCode.unreachable;
+}
+
+/** Wrong password, missing ACL permission. */
+export class AuthError extends QsyncError {
+  override readonly exitCode = ExitCode.auth;
+}
+
+/** TLS handshake or certificate failure. */
+export class TlsError extends QsyncError {
+  override readonly exitCode = ExitCode.tls;
+}

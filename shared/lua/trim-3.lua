@@ -1,0 +1,28 @@
+#!lua
+--[[
+  Removes applied entries from the head of the log, only for the consumer
+  that holds the lease and only if the head is still what it applied.
+
+  Input:
+    KEYS[1] log list
+    KEYS[2] lease
+    KEYS[3] status hash
+    ARGV[1] lease token
+    ARGV[2] how many entries to remove from the head
+    ARGV[3] sha1 of the last of them, as read
+    ARGV[4] replica watermark after the apply
+    ARGV[5] timestamp (ms) of the entry at the watermark
+
+  Output:
+     0 trimmed
+    -1 the lease is not held by this token
+    -2 the head of the log is not what was applied (nothing trimmed)
+]]
+local rcall = redis.call
+if rcall('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local count = tonumber(ARGV[2])
+local last = rcall('LINDEX', KEYS[1], count - 1)
+if not last or redis.sha1hex(last) ~= ARGV[3] then return -2 end
+rcall('LTRIM', KEYS[1], count, -1)
+rcall('HSET', KEYS[3], 'watermark', ARGV[4], 'watermarkTs', ARGV[5])
+return 0
