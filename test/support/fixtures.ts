@@ -1,0 +1,96 @@
+/**
+ * Fixtures most tests share: a master and a replica, an in-process worker,
+ * waiting for the queue to drain, and a key-by-key comparison of datasets.
+ */
+import type { Redis } from 'ioredis';
+import { startRedis, type RedisServer, type RedisServerOptions } from './redis-server.js';
+import { SyncWorker, type WorkerOptions } from '../../consumer/worker.js';
+import { createLogger } from '../../shared/logger.js';
+import { QueueKeys } from '../../shared/keys.js';
+
+export interface Pair {
+  master: RedisServer;
+  replica: RedisServer;
+  destroy(): Promise<void>;
+}
+
+export async function startPair(master: RedisServerOptions = {}, replica: RedisServerOptions = {}): Promise<Pair> {
+  const [m, r] = await Promise.all([startRedis(master), startRedis(replica)]);
+  return {
+    master: m,
+    replica: r,
+    destroy: async () => {
+      await Promise.all([m.destroy(), r.destroy()]);
+    },
+  };
+}
+
+function optionsOf(server: RedisServer): { host: string; port: number } {
+  return { host: server.host, port: server.port };
+}
+
+/** A worker between the pair's servers, started, with quiet logs and short timers. */
+export function startWorker(pair: Pair, options: Partial<WorkerOptions> = {}): SyncWorker {
+  return new SyncWorker({
+    master: optionsOf(pair.master),
+    replica: optionsOf(pair.replica),
+    logger: createLogger('silent'),
+    leaseMs: 1000,
+    timeoutMs: 2000,
+    recheckMs: 200,
+    backoff: { minMs: 20, maxMs: 200 },
+    ...options,
+  }).start();
+}
+
+/** Waits until the replica's watermark reaches the master's sequence. */
+export async function waitForDrain(master: Redis, replica: Redis, { queue = 'default', prefix = 'qsync', timeoutMs = 15_000 } = {}): Promise<number> {
+  const keys = new QueueKeys(prefix, queue);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const [seq, applied] = await Promise.all([master.hget(keys.meta, 'seq'), replica.hget(keys.applied, 'seq')]);
+    if (seq !== null && seq === applied) return Number(seq);
+    if (Date.now() > deadline) throw new Error(`queue not drained after ${timeoutMs} ms: master seq ${seq}, replica at ${applied}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function keysOf(client: Redis): Promise<string[]> {
+  const out: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scanBuffer(cursor, 'COUNT', 1000);
+    cursor = next.toString();
+    for (const k of keys) out.push(k.toString('hex'));
+  } while (cursor !== '0');
+  return out;
+}
+
+/**
+ * Every difference between two servers' data, key by key in dbs 0..15:
+ * a key on one side only, a different DUMP (type and value), a different
+ * absolute expiry. qsync's own keys (`qsync:` prefix in the queue db) are left
+ * out. An empty array means equal.
+ */
+export async function datasetDiff(master: RedisServer, replica: RedisServer, { dbs = 16, ttlToleranceMs = 0 } = {}): Promise<string[]> {
+  const diffs: string[] = [];
+  for (let db = 0; db < dbs; db++) {
+    const m = master.client(db);
+    const r = replica.client(db);
+    const own = (hex: string) => Buffer.from(hex, 'hex').toString('latin1').startsWith('qsync:');
+    const mk = new Set((await keysOf(m)).filter((k) => !own(k)));
+    const rk = new Set((await keysOf(r)).filter((k) => !own(k)));
+    for (const hex of new Set([...mk, ...rk])) {
+      const key = Buffer.from(hex, 'hex');
+      const name = `db${db} ${/^[\x20-\x7e]*$/.test(key.toString('latin1')) ? key.toString('latin1') : `0x${hex}`}`;
+      if (!mk.has(hex)) { diffs.push(`${name}: only on the replica`); continue; }
+      if (!rk.has(hex)) { diffs.push(`${name}: only on the master`); continue; }
+      const [md, rd, mt, rt] = await Promise.all([m.dumpBuffer(key), r.dumpBuffer(key), m.pexpiretime(key), r.pexpiretime(key)]);
+      if (!md || !rd || !md.equals(rd)) diffs.push(`${name}: value differs`);
+      if (Math.abs(mt - rt) > ttlToleranceMs || (mt < 0) !== (rt < 0)) diffs.push(`${name}: expiry differs (master ${mt}, replica ${rt})`);
+    }
+    m.disconnect();
+    r.disconnect();
+  }
+  return diffs;
+}
