@@ -1,15 +1,23 @@
 #!/usr/bin/env node
-// Runs the qsync CLI: from the compiled dist/ when installed as a package,
-// from the TypeScript sources (through tsx) in a source checkout.
+// Runs the qsync CLI: from the TypeScript sources (through tsx) in a source
+// checkout, so that it never runs a stale build; from the compiled dist/ when
+// installed as a package.
 import { existsSync } from 'node:fs';
 
 const here = (p) => new URL(p, import.meta.url);
-let cli;
-if (existsSync(here('../consumer/cli.ts')) && !existsSync(here('../dist/consumer/cli.js'))) {
-  const { register } = await import('tsx/esm/api');
-  register();
-  cli = await import(here('../consumer/cli.ts').href);
-} else {
-  cli = await import(here('../dist/consumer/cli.js').href);
+
+async function load() {
+  if (existsSync(here('../consumer/cli.ts'))) {
+    try {
+      const { register } = await import('tsx/esm/api');
+      register();
+      return await import(here('../consumer/cli.ts').href);
+    } catch (err) {
+      if (err?.code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    }
+  }
+  return import(here('../dist/consumer/cli.js').href);
 }
+
+const cli = await load();
 process.exitCode = await cli.main(process.argv.slice(2));
