@@ -11,6 +11,7 @@ import { ExitCode, QsyncError, ConfigError } from '../shared/errors.js';
 import { createLogger, LOG_LEVELS } from '../shared/logger.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
 import { probe } from '../shared/probe.js';
+import { aclRules, ACL_ROLES } from '../shared/acl.js';
 import { SyncWorker } from './worker.js';
 import { findQueues, formatStatus, readStatus } from './status.js';
 
@@ -129,6 +130,17 @@ export function buildProgram(): Command {
     .addOption(new Option('--queue <name>', 'only this queue (default: every queue found)').env('QSYNC_QUEUE'))
     .option('--json', 'print JSON')
     .action((o) => status(o));
+
+  program
+    .command('acl')
+    .description('print least-privilege ACL rules for a qsync user (consumer-master, consumer-replica, producer)')
+    .argument('<role>', ACL_ROLES.join(' | '))
+    .addOption(new Option('--prefix <name>', "prefix of qsync's keys").env('QSYNC_PREFIX').default(DEFAULT_PREFIX))
+    .option('--user <name>', 'user name for the printed ACL SETUSER line', 'qsync')
+    .action((role: string, o: { prefix: string; user: string }) => {
+      const r = choiceOption(role, 'role', ACL_ROLES, 'consumer-master');
+      process.stdout.write(`ACL SETUSER ${o.user} on >PASSWORD ${aclRules(r, nameOption(o.prefix, '--prefix', DEFAULT_PREFIX)).join(' ')}\n`);
+    });
 
   return program;
 }

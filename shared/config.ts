@@ -4,6 +4,7 @@
  * password).
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import type { RedisOptions } from 'ioredis';
 import { ConfigError } from './errors.js';
 
@@ -65,7 +66,8 @@ export function redisOptionsFromUrl(url: string, what: string, tls: TlsFiles = {
   };
   if (u.protocol === 'rediss:') {
     options.tls = {
-      servername: options.host,
+      // SNI takes host names only; certificates for an IP are still checked against it.
+      servername: isIP(options.host!) ? undefined : options.host,
       rejectUnauthorized: !tls.insecure,
       ca: tls.ca ? readPem(tls.ca, 'CA') : undefined,
       cert: tls.cert ? readPem(tls.cert, 'certificate') : undefined,

@@ -1,0 +1,36 @@
+/**
+ * Least-privilege ACL rules for qsync's users, derived from what the scripts
+ * and connections actually run (ACLs apply to commands inside scripts too).
+ */
+import { COMMANDS } from './commands.js';
+
+export type AclRole = 'consumer-master' | 'consumer-replica' | 'producer';
+export const ACL_ROLES: readonly AclRole[] = ['consumer-master', 'consumer-replica', 'producer'];
+
+/** What every ioredis connection sends: AUTH/HELLO, CLIENT SETNAME, SELECT, INFO (ready check). */
+const CONNECT = ['+ping', '+auth', '+hello', '+quit', '+select', '+client|setname', '+info'];
+const SCRIPTS = ['+evalsha', '+eval'];
+
+const CONSUMER_MASTER = [
+  // lease-2, release-1: take, renew and give up the lease
+  '+get', '+set', '+del', '+pttl', '+time',
+  // read-batch-2, trim-3, status
+  '+hmget', '+hset', '+lrange', '+lindex', '+ltrim',
+  // waiting for entries
+  '+blmove',
+];
+
+/** The rules after `ACL SETUSER name on >password`, as one string per rule. */
+export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
+  const own = `~${prefix}:*`;
+  switch (role) {
+    case 'consumer-master':
+      return ['resetkeys', own, 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER];
+    case 'consumer-replica':
+      // The replica applies every supported write, on any key, plus the watermark.
+      return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, '+hmget', '+hset', '+hdel', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+    case 'producer':
+      // Added to the application's own rules: the log-write script and what it runs.
+      return [own, ...SCRIPTS, '+hincrby', '+hset', '+rpush', '+time', '+exists', '+pexpiretime', '+select', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+  }
+}
