@@ -12,7 +12,11 @@ import { createLogger, LOG_LEVELS } from '../shared/logger.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
 import { probe } from '../shared/probe.js';
 import { aclRules, ACL_ROLES } from '../shared/acl.js';
-import { SyncWorker } from './worker.js';
+import { SyncWorker, WORKER_DEFAULTS } from './worker.js';
+import { connect } from './connections.js';
+import { serveMetrics, workerMetrics, type MetricsServer } from './metrics.js';
+import type { RedisOptions } from 'ioredis';
+import type { Logger } from '../shared/logger.js';
 import { findQueues, formatStatus, readStatus } from './status.js';
 
 interface CommonOpts {
@@ -30,6 +34,12 @@ interface CommonOpts {
 function required(value: string | undefined, flag: string, env: string): string {
   if (!value) throw new ConfigError(`qsync: ${flag} is required (or set ${env})`);
   return value;
+}
+
+/** Entries carry their own db, and --queue-db places qsync's keys: a db in a URL would be ignored, so it is refused. */
+function withoutDb(options: RedisOptions, flag: string, url: string): RedisOptions {
+  if (options.db) throw new ConfigError(`qsync: ${flag} '${redactUrl(url)}' names db ${options.db}; writes replay into the db they were made in, and --queue-db sets where qsync keeps its keys`);
+  return options;
 }
 
 function tlsFiles(o: CommonOpts): TlsFiles {
@@ -52,19 +62,20 @@ async function consume(o: CommonOpts & Record<string, string | undefined>): Prom
   const masterUrl = required(o.master, '--master', 'QSYNC_MASTER');
   const replicaUrl = required(o.replica, '--replica', 'QSYNC_REPLICA');
   const tls = tlsFiles(o);
-  const master = redisOptionsFromUrl(masterUrl, '--master', tls);
-  const replica = redisOptionsFromUrl(replicaUrl, '--replica', tls);
+  const master = withoutDb(redisOptionsFromUrl(masterUrl, '--master', tls), '--master', masterUrl);
+  const replica = withoutDb(redisOptionsFromUrl(replicaUrl, '--replica', tls), '--replica', replicaUrl);
   const level = choiceOption(o.logLevel, '--log-level', LOG_LEVELS, 'info') as LevelWithSilent;
   const options = {
     queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
     prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
     queueDb: intOption(o.queueDb, '--queue-db', 0, 0, 10_000),
-    batchSize: intOption(o.batchSize, '--batch-size', 1000, 1, 100_000),
-    batchBytes: intOption(o.batchBytes, '--batch-bytes', 4 * 1024 * 1024, 1024),
-    window: intOption(o.window, '--window', 4, 1, 64),
-    leaseMs: intOption(o.leaseMs, '--lease-ms', 10_000, 300),
-    timeoutMs: intOption(o.timeoutMs, '--timeout-ms', 15_000, 100),
+    batchSize: intOption(o.batchSize, '--batch-size', WORKER_DEFAULTS.batchSize, 1, 100_000),
+    batchBytes: intOption(o.batchBytes, '--batch-bytes', WORKER_DEFAULTS.batchBytes, 1024),
+    window: intOption(o.window, '--window', WORKER_DEFAULTS.window, 1, 64),
+    leaseMs: intOption(o.leaseMs, '--lease-ms', WORKER_DEFAULTS.leaseMs, 300),
+    timeoutMs: intOption(o.timeoutMs, '--timeout-ms', WORKER_DEFAULTS.timeoutMs, 100),
   };
+  const metricsPort = o.metricsPort === undefined ? undefined : intOption(o.metricsPort, '--metrics-port', 0, 0, 65_535);
   const log = createLogger(level);
   // Credentials and TLS are checked once up front: those do not heal by retrying.
   // An unreachable server is not fatal; the worker waits for it.
@@ -79,6 +90,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined>): Prom
   }
   log.info({ master: redactUrl(masterUrl), replica: redactUrl(replicaUrl), ...options }, 'qsync consumer starting');
   const worker = new SyncWorker({ ...options, master, replica, logger: log }).start();
+  const metrics = metricsPort === undefined ? undefined : await startMetrics(worker, master, options, metricsPort, log);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping: finishing the batches in flight');
@@ -87,14 +99,40 @@ async function consume(o: CommonOpts & Record<string, string | undefined>): Prom
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  await metrics?.close();
   log.info({ applied: worker.applied }, 'stopped');
 }
 
-async function status(o: CommonOpts & { json?: boolean }): Promise<void> {
+async function startMetrics(worker: SyncWorker, master: RedisOptions, o: { prefix: string; queue: string; queueDb: number; timeoutMs: number }, port: number, log: Logger): Promise<{ close(): Promise<void> }> {
+  const client = connect({ ...master, db: o.queueDb }, { commandTimeoutMs: o.timeoutMs }, `qsync:${o.queue}:metrics`);
+  let server: MetricsServer;
+  try {
+    server = await serveMetrics(workerMetrics(worker, client, o.prefix, o.queue), port);
+  } catch (err) {
+    client.disconnect();
+    throw new ConfigError(`qsync: cannot serve metrics on --metrics-port ${port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  log.info({ port: server.port }, 'metrics on /metrics');
+  return {
+    close: async () => {
+      await server.close();
+      client.disconnect();
+    },
+  };
+}
+
+/** Exit code of `status`: the worst state among the queues, so that monitors can run it as a check. */
+function statusExitCode(states: string[]): number {
+  if (states.includes('halted')) return ExitCode.halted;
+  if (states.includes('resync-needed')) return ExitCode.resyncNeeded;
+  return ExitCode.ok;
+}
+
+async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
   const url = required(o.master, '--master', 'QSYNC_MASTER');
   const prefix = nameOption(o.prefix, '--prefix', DEFAULT_PREFIX);
   const master = await probe(
-    { ...redisOptionsFromUrl(url, '--master', tlsFiles(o)), db: intOption(o.queueDb, '--queue-db', 0, 0, 10_000) },
+    { ...withoutDb(redisOptionsFromUrl(url, '--master', tlsFiles(o)), '--master', url), db: intOption(o.queueDb, '--queue-db', 0, 0, 10_000) },
     'master',
     redactUrl(url),
   );
@@ -102,10 +140,13 @@ async function status(o: CommonOpts & { json?: boolean }): Promise<void> {
     const queues = o.queue ? [nameOption(o.queue, '--queue', DEFAULT_QUEUE)] : await findQueues(master, prefix);
     const rows = await Promise.all(queues.map((q) => readStatus(master, prefix, q)));
     process.stdout.write((o.json ? JSON.stringify(rows, null, 2) : formatStatus(rows)) + '\n');
+    return statusExitCode(rows.map((r) => r.state));
   } finally {
     master.disconnect();
   }
 }
+
+let exitCode: number = ExitCode.ok;
 
 export function buildProgram(): Command {
   const program = new Command('qsync')
@@ -118,18 +159,21 @@ export function buildProgram(): Command {
     .description('drain the queue from the master and apply it to the replica (runs until SIGTERM/SIGINT)')
     .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue to drain').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
-    .addOption(new Option('--batch-size <n>', 'most entries per batch').env('QSYNC_BATCH_SIZE').default('1000'))
-    .addOption(new Option('--batch-bytes <n>', 'most bytes per batch').env('QSYNC_BATCH_BYTES').default(String(4 * 1024 * 1024)))
-    .addOption(new Option('--window <n>', 'batches in flight to the replica').env('QSYNC_WINDOW').default('4'))
-    .addOption(new Option('--lease-ms <ms>', 'consumer lease; a standby takes over this long after a crash').env('QSYNC_LEASE_MS').default('10000'))
-    .addOption(new Option('--timeout-ms <ms>', 'a link silent this long is reset').env('QSYNC_TIMEOUT_MS').default('15000'))
+    .addOption(new Option('--batch-size <n>', 'most entries per batch').env('QSYNC_BATCH_SIZE').default(String(WORKER_DEFAULTS.batchSize)))
+    .addOption(new Option('--batch-bytes <n>', 'most bytes per batch').env('QSYNC_BATCH_BYTES').default(String(WORKER_DEFAULTS.batchBytes)))
+    .addOption(new Option('--window <n>', 'batches in flight to the replica').env('QSYNC_WINDOW').default(String(WORKER_DEFAULTS.window)))
+    .addOption(new Option('--lease-ms <ms>', 'consumer lease; a standby takes over this long after a crash').env('QSYNC_LEASE_MS').default(String(WORKER_DEFAULTS.leaseMs)))
+    .addOption(new Option('--timeout-ms <ms>', 'a link silent this long is reset').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
+    .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics); 0 picks a free one').env('QSYNC_METRICS_PORT'))
     .action((o) => consume(o));
 
   common(program.command('status'))
     .description('show depth, lag, consumer and state of each queue')
     .addOption(new Option('--queue <name>', 'only this queue (default: every queue found)').env('QSYNC_QUEUE'))
     .option('--json', 'print JSON')
-    .action((o) => status(o));
+    .action(async (o) => {
+      exitCode = await status(o);
+    });
 
   program
     .command('acl')
@@ -148,12 +192,13 @@ export function buildProgram(): Command {
 /** Runs the CLI and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   try {
+    exitCode = ExitCode.ok;
     await buildProgram().parseAsync(argv, { from: 'user' });
-    return ExitCode.ok;
+    return exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.ok;
-      return ExitCode.usage;
+      // --help and --version exit 0; help shown because no command was given is a usage error.
+      return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
     }
     if (err instanceof QsyncError) {
       process.stderr.write(`${err.message}\n`);

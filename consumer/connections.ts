@@ -28,6 +28,15 @@ export function isLinkError(err: unknown): boolean {
   return LINK_MESSAGES.some((re) => re.test(e.message ?? ''));
 }
 
+/** A link error in words for the status and logs, instead of ioredis's internal text. */
+export function describeError(err: Error): string {
+  const e = (err instanceof SideError ? err.cause : err) as NodeJS.ErrnoException;
+  if (/Stream isn't writeable|Connection is closed/i.test(e.message)) return 'connection lost; reconnecting';
+  if (/Socket timeout/i.test(e.message)) return 'no answer within the timeout; connection reset';
+  if (e.code === 'ECONNREFUSED') return 'connection refused';
+  return e.message.replace(/\d+ms/, 'N ms');
+}
+
 /** Tags a failing promise with the side it talked to. */
 export function onSide<T>(side: Side, p: Promise<T>): Promise<T> {
   return p.catch((err: Error) => {
@@ -65,6 +74,14 @@ export function connect(options: RedisOptions, { backoff, commandTimeoutMs }: Co
   // Errors surface through the commands that failed; this keeps ioredis from
   // printing unhandled 'error' events.
   client.on('error', () => {});
+  // ioredis 5.11 keeps the socket timer of a connection that closed with a
+  // command in flight, and when it fires it destroys the *next* connection
+  // (redis/ioredis#2147). Drop it when the connection closes.
+  client.on('close', () => {
+    const stale = client as unknown as { socketTimeoutTimer?: NodeJS.Timeout };
+    clearTimeout(stale.socketTimeoutTimer);
+    stale.socketTimeoutTimer = undefined;
+  });
   defineScripts(client);
   return client;
 }

@@ -32,7 +32,8 @@ export class Lease {
       return 0;
     }
     this.validUntil = 0;
-    return Math.max(1, pttl);
+    // A lease key without expiry (set by hand) would otherwise be polled in a tight loop.
+    return pttl > 0 ? pttl : this.ms;
   }
 
   /** True while this worker surely still holds the lease. */

@@ -14,7 +14,7 @@ import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../s
 import { createLogger, type Logger } from '../shared/logger.js';
 import { decodeEntry, describeCommand } from '../shared/entry.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
-import { connect, isLinkError, onSide, SideError } from './connections.js';
+import { connect, describeError, isLinkError, onSide, SideError } from './connections.js';
 import { Lease } from './lease.js';
 
 export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
@@ -32,7 +32,7 @@ export interface WorkerOptions {
   batchSize?: number;
   /** most bytes of entries per batch (a single larger entry still goes alone). @default 4 MiB */
   batchBytes?: number;
-  /** batches in flight to the replica at once. @default 4 */
+  /** batches in flight to the replica at once; a moderate backlog is shared out over them. @default 8 */
   window?: number;
   /** lease time: a standby takes over this long after the active worker died. @default 10000 */
   leaseMs?: number;
@@ -50,10 +50,22 @@ interface Batch {
   entries: Buffer[];
   epoch: string;
   masterSeq: number | null;
+  /** entries in the log after this batch */
+  remaining: number;
 }
 
 type ApplyReply = (number | string)[];
-type Outcome = { batch: Batch; reply: ApplyReply } | { batch: Batch; error: Error };
+type Outcome = { batch: Batch; reply: ApplyReply; seconds: number } | { batch: Batch; error: Error };
+
+/** Defaults of the tunable options, shared with the CLI. */
+export const WORKER_DEFAULTS = {
+  batchSize: 1000,
+  batchBytes: 4 * 1024 * 1024,
+  window: 8,
+  leaseMs: 10_000,
+  timeoutMs: 15_000,
+  recheckMs: 5000,
+} as const;
 
 /** The replica cannot be brought up to date from the queue. */
 export class ResyncNeeded extends Error {}
@@ -75,6 +87,7 @@ export class SyncWorker extends EventEmitter {
   private running?: Promise<void>;
   private closing?: Promise<void>;
   private failures = 0;
+  private lastUnexpected?: string;
   private appliedTotal = 0;
   private watermark = 0;
 
@@ -84,12 +97,12 @@ export class SyncWorker extends EventEmitter {
       queue: options.queue ?? DEFAULT_QUEUE,
       prefix: options.prefix ?? DEFAULT_PREFIX,
       queueDb: options.queueDb ?? DEFAULT_QUEUE_DB,
-      batchSize: options.batchSize ?? 1000,
-      batchBytes: options.batchBytes ?? 4 * 1024 * 1024,
-      window: options.window ?? 4,
-      leaseMs: options.leaseMs ?? 10_000,
-      timeoutMs: options.timeoutMs ?? 15_000,
-      recheckMs: options.recheckMs ?? 5000,
+      batchSize: options.batchSize ?? WORKER_DEFAULTS.batchSize,
+      batchBytes: options.batchBytes ?? WORKER_DEFAULTS.batchBytes,
+      window: options.window ?? WORKER_DEFAULTS.window,
+      leaseMs: options.leaseMs ?? WORKER_DEFAULTS.leaseMs,
+      timeoutMs: options.timeoutMs ?? WORKER_DEFAULTS.timeoutMs,
+      recheckMs: options.recheckMs ?? WORKER_DEFAULTS.recheckMs,
       backoff: options.backoff ?? {},
     };
     this.id = options.id ?? randomUUID();
@@ -149,30 +162,38 @@ export class SyncWorker extends EventEmitter {
   }
 
   private setState(state: WorkerState, detail: Record<string, unknown> = {}): void {
-    const same = state === this.current && JSON.stringify(detail) === JSON.stringify(this.detail);
-    if (same) return;
-    const level = state === 'halted' || state === 'resync-needed' ? 'error' : state === 'backing-off' ? 'warn' : 'info';
-    this.log[level]({ state, from: this.current, ...detail }, `state ${state}`);
+    const changed = state !== this.current;
+    if (!changed && JSON.stringify(detail) === JSON.stringify(this.detail)) return;
+    // A new state is logged once. A new detail in the same state is news for
+    // halted or resync-needed (another entry, another reason), but only noise
+    // for backing-off, where each retry may fail a little differently.
+    const level = state === 'halted' || state === 'resync-needed' ? 'error' : state === 'backing-off' ? (changed ? 'warn' : 'debug') : 'info';
+    this.log[level]({ state, ...(changed ? { from: this.current } : {}), ...detail }, changed ? `state ${state}` : `state ${state}, new detail`);
     this.current = state;
     this.detail = detail;
     this.emit('state', state, detail);
-    // Best effort: status readers see it when the master is reachable.
+    // Only the lease holder speaks for the queue: a standby's state would hide
+    // the active worker's. Best effort: status readers see it when the master
+    // is reachable.
+    if (!this.lease.valid()) return;
     this.master
       .hset(this.keys.status, 'state', state, 'stateSince', Date.now(), 'detail', JSON.stringify(detail), 'consumer', this.id)
       .catch(() => {});
   }
 
-  /** Waits until a connection is ready, or for at most the link timeout. */
+  /** Waits until a connection is ready, for at most the link timeout, or until the worker stops. */
   private ready(client: Redis): Promise<void> {
-    if (client.status === 'ready') return Promise.resolve();
+    if (client.status === 'ready' || this.stopping) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         client.off('ready', done);
+        this.stop.signal.removeEventListener('abort', done);
         resolve();
       };
       const timer = setTimeout(done, this.opts.timeoutMs);
       client.once('ready', done);
+      this.stop.signal.addEventListener('abort', done, { once: true });
     });
   }
 
@@ -188,6 +209,8 @@ export class SyncWorker extends EventEmitter {
             await sleep(Math.min(wait + 20, this.opts.leaseMs), this.stop.signal);
             continue;
           }
+          // A takeover: replace the previous holder's last state in the status.
+          if (this.current === 'standby') this.setState('starting');
           await this.lead();
         } catch (err) {
           await this.recover(err as Error);
@@ -202,7 +225,7 @@ export class SyncWorker extends EventEmitter {
     if (this.stopping || !this.lease.valid()) return;
     try {
       const wait = await this.lease.acquire();
-      if (wait > 0) this.log.warn({ holder: wait }, 'lease lost to another worker');
+      if (wait > 0) this.log.warn({ heldForMs: wait }, 'lease lost to another worker');
     } catch {
       // The drain loop sees the link problem and the lease runs out by itself.
     }
@@ -218,8 +241,12 @@ export class SyncWorker extends EventEmitter {
     this.failures++;
     const side = err instanceof SideError ? err.side : undefined;
     const reason = err instanceof SideError ? err.cause.message : err.message;
-    if (!isLinkError(err)) this.log.error({ side, err: reason }, 'unexpected error; retrying');
-    this.setState('backing-off', { side, reason: reason.replace(/\d+ms/, 'N ms') });
+    // A broken link is expected and shows as backing-off. Anything else is
+    // logged as an error, once for as long as it keeps coming back.
+    const unexpected = isLinkError(err) ? undefined : reason;
+    if (unexpected && unexpected !== this.lastUnexpected) this.log.error({ side, err: reason }, 'unexpected error; retrying');
+    this.lastUnexpected = unexpected;
+    this.setState('backing-off', { side, reason: describeError(err) });
     await sleep(backoffDelay(this.failures, this.opts.backoff), this.stop.signal);
   }
 
@@ -231,16 +258,21 @@ export class SyncWorker extends EventEmitter {
     let gapSeenAt = -1;
     const inflight: Promise<Outcome>[] = [];
     try {
-      while (!this.stopping && this.lease.valid()) {
-        while (inflight.length < this.opts.window) {
+      // Once stopping, no new batch is read, but the batches in flight are
+      // still confirmed so that what the replica applied leaves the log.
+      while (this.lease.valid() && (!this.stopping || inflight.length > 0)) {
+        while (!this.stopping && inflight.length < this.opts.window) {
           const batch = await this.read(offset);
           this.checkMaster(batch, epoch);
           if (batch.entries.length === 0) break;
           offset += batch.entries.length;
           inflight.push(this.apply(batch));
-          if (batch.entries.length < this.opts.batchSize) break;
+          if (batch.remaining === 0) break;
         }
         if (inflight.length === 0) {
+          if (this.stopping) break;
+          // The blocking connection reconnects on its own schedule after an outage.
+          await this.ready(this.blocker);
           // Blocks until the log is non-empty; rotating its head onto itself changes nothing.
           const woke = await onSide('master', this.blocker.blmove(this.keys.log, this.keys.log, 'LEFT', 'LEFT', BLOCK_SECONDS));
           if (woke === null) this.setState('idle');
@@ -250,9 +282,10 @@ export class SyncWorker extends EventEmitter {
         if ('error' in outcome) throw outcome.error;
         const [code] = outcome.reply;
         if (code === 0) {
-          await this.confirm(outcome.batch, outcome.reply);
+          await this.confirm(outcome.batch, outcome.reply, outcome.seconds);
           offset -= outcome.batch.entries.length;
           this.failures = 0;
+          this.lastUnexpected = undefined;
           continue;
         }
         // Anything but success: let the window drain, then start over from the head.
@@ -261,7 +294,7 @@ export class SyncWorker extends EventEmitter {
         if (code === -1) {
           const [, wm, next] = outcome.reply.map(Number);
           if (gapSeenAt === wm) {
-            throw new ResyncNeeded(`entries ${wm + 1} to ${next - 1} are gone from the master's log; the replica needs qsync resync`);
+            throw new ResyncNeeded(`entries ${wm + 1} to ${next - 1} are gone from the master's log; rebuild the replica from a copy of the master`);
           }
           gapSeenAt = wm;
           this.watermark = wm;
@@ -279,17 +312,17 @@ export class SyncWorker extends EventEmitter {
   private async read(offset: number): Promise<Batch> {
     const reply = await onSide(
       'master',
-      this.master.qsyncReadBatchBuffer(this.keys.log, this.keys.meta, offset, this.opts.batchSize, this.opts.batchBytes),
+      this.master.qsyncReadBatchBuffer(this.keys.log, this.keys.meta, offset, this.opts.batchSize, this.opts.batchBytes, this.opts.window),
     );
-    const [epoch, seq, ...entries] = reply;
-    return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, entries };
+    const [epoch, seq, remaining, ...entries] = reply;
+    return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, remaining: Number(remaining), entries };
   }
 
   /** Stops on a master that lost its log (restarted without persistence). */
   private checkMaster(batch: Batch, replicaEpoch: string | null): void {
     if (this.watermark === 0) {
       if (batch.entries.length === 0 && batch.masterSeq !== null && batch.masterSeq > 0) {
-        throw new ResyncNeeded(`the replica has never been synchronised and the master's log is already at ${batch.masterSeq}; run qsync resync`);
+        throw new ResyncNeeded(`the replica has never been synchronised and the master's log is already at ${batch.masterSeq}; rebuild the replica from a copy of the master`);
       }
       return;
     }
@@ -302,16 +335,17 @@ export class SyncWorker extends EventEmitter {
   }
 
   private apply(batch: Batch): Promise<Outcome> {
+    const sent = process.hrtime.bigint();
     return onSide(
       'replica',
       this.replica.qsyncApplyBatch(this.keys.applied, batch.epoch, String(this.opts.queueDb), ...batch.entries),
     ).then(
-      (reply) => ({ batch, reply }),
+      (reply) => ({ batch, reply, seconds: Number(process.hrtime.bigint() - sent) / 1e9 }),
       (error: Error) => ({ batch, error }),
     );
   }
 
-  private async confirm(batch: Batch, reply: ApplyReply): Promise<void> {
+  private async confirm(batch: Batch, reply: ApplyReply, seconds: number): Promise<void> {
     const watermark = Number(reply[1]);
     const count = Number(reply[2]);
     const last = batch.entries[batch.entries.length - 1];
@@ -324,7 +358,7 @@ export class SyncWorker extends EventEmitter {
     if (trimmed === -2) throw new SideError('master', new Error('the head of the log changed under this worker'));
     this.watermark = watermark;
     this.appliedTotal += count;
-    if (count > 0) this.emit('applied', { count, watermark });
+    if (count > 0) this.emit('applied', { count, watermark, seconds });
     this.setState('streaming');
   }
 
@@ -332,8 +366,8 @@ export class SyncWorker extends EventEmitter {
     const [code, ...rest] = outcome.reply;
     let detail: Record<string, unknown>;
     if (code === -3) {
-      const position = Number(rest[0]);
-      detail = { reason: 'an entry in the log is not a qsync entry', position: this.watermark + position };
+      // Batches are confirmed in order, so the refused one starts at the head of the log.
+      detail = { reason: 'an entry in the log is not a qsync entry', log: this.keys.log, index: Number(rest[0]) - 1 };
     } else {
       const [, seq, index, error] = rest;
       const entry = outcome.batch.entries.find((raw) => {
@@ -343,8 +377,11 @@ export class SyncWorker extends EventEmitter {
           return false;
         }
       });
-      const cmd = entry ? decodeEntry(entry).commands[Number(index) - 1] : undefined;
-      detail = { reason: 'the replica refused an entry', seq: Number(seq), command: cmd ? describeCommand(cmd) : undefined, error };
+      const decoded = entry ? decodeEntry(entry) : undefined;
+      const cmd = decoded?.commands[Number(index) - 1];
+      // Index 0: the replica could not select the entry's db.
+      const command = Number(index) === 0 && decoded ? `SELECT ${decoded.db}` : cmd ? describeCommand(cmd) : undefined;
+      detail = { reason: 'the replica refused an entry', seq: Number(seq), command, error };
     }
     this.setState('halted', detail);
     await sleep(this.opts.recheckMs, this.stop.signal);

@@ -9,28 +9,45 @@
  *
  * Either way an unsupported write makes exec() fail before anything is sent.
  */
-import type { Redis, ChainableCommander } from 'ioredis';
+import { ReplyError, type Redis, type ChainableCommander } from 'ioredis';
+import { exists } from '@ioredis/commands';
 import { UnsupportedCommandError } from '../shared/errors.js';
-import { parseMethod, toLoggedCommand, type LoggedCommand, type WriteLog } from './write-log.js';
+import {
+  definedScript,
+  parseMethod,
+  takeCallback,
+  toLoggedCommand,
+  SCRIPT_REFUSED,
+  type Callback,
+  type LoggedCommand,
+  type WriteLog,
+} from './write-log.js';
 
 type Results = [Error | null, unknown][];
 type AnyFn = (...args: unknown[]) => unknown;
+type OnCommand = (prop: string, args: unknown[], cb: Callback | undefined) => void;
 
-function chain(
-  target: object,
-  onCommand: (name: string, buffer: boolean, args: unknown[]) => boolean,
-  exec: (args: unknown[]) => Promise<Results | null>,
-): ChainableCommander {
+/**
+ * A chainable object: every Redis command (or defined script) called on it
+ * goes to onCommand with its trailing callback taken off; any other property
+ * is read from target.
+ */
+function chain(client: Redis, target: object, onCommand: OnCommand, exec: (args: unknown[]) => Promise<Results | null>): ChainableCommander {
   const proxy: ChainableCommander = new Proxy(target, {
     get(t, prop) {
       if (prop === 'exec') return (...args: unknown[]) => exec(args);
       if (typeof prop !== 'string') return Reflect.get(t, prop, t);
-      const value = Reflect.get(t, prop, t);
+      if (!exists(parseMethod(prop).name) && !definedScript(client, prop)) {
+        const value = Reflect.get(t, prop, t);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          const r = (value as AnyFn).apply(t, args);
+          return r === t ? proxy : r;
+        };
+      }
       return (...args: unknown[]) => {
-        const { name, buffer } = parseMethod(prop);
-        if (onCommand(name, buffer, args)) return proxy;
-        const r = (value as AnyFn).apply(t, args);
-        return r === t ? proxy : r;
+        onCommand(prop, args, takeCallback(args));
+        return proxy;
       };
     },
   }) as ChainableCommander;
@@ -38,36 +55,62 @@ function chain(
 }
 
 function finish(promise: Promise<Results | null>, args: unknown[]): Promise<Results | null> {
-  const cb = typeof args[0] === 'function' ? (args[0] as (e: Error | null, r?: Results | null) => void) : undefined;
+  const cb = typeof args[0] === 'function' ? (args[0] as Callback) : undefined;
   if (cb) promise.then((r) => cb(null, r), (e: Error) => cb(e));
   return promise;
 }
 
-export function createGroup(log: WriteLog, db: () => number, client: Redis, atomic: boolean): ChainableCommander {
+/**
+ * A multi() (atomic) or pipeline() on the producer's client. `batch` holds
+ * commands given up front as `[name, ...args]`, like ioredis's
+ * `multi([['set', 'k', 'v']])`.
+ */
+export function createGroup(log: WriteLog, db: () => number, client: Redis, atomic: boolean, batch: unknown[][] = []): ChainableCommander {
   let refused: UnsupportedCommandError | undefined;
-  const guard = (name: string, buffer: boolean, args: unknown[]): LoggedCommand | undefined => {
+  /** The command to send, or why it cannot be: refused, or Redis's own error for it. */
+  const check = (prop: string, args: unknown[]): LoggedCommand | Error => {
     try {
+      const script = definedScript(client, prop);
+      if (script && (atomic || !script.readOnly)) {
+        throw new UnsupportedCommandError(script.name, atomic ? 'is a Lua script and cannot run inside multi()' : SCRIPT_REFUSED);
+      }
+      const { name, buffer } = parseMethod(prop);
+      if (atomic && name === 'select') {
+        throw new UnsupportedCommandError(name, 'inside multi() cannot be logged (an entry has one db); call select() before multi()');
+      }
       return toLoggedCommand(name, args, buffer ? null : 'utf8');
     } catch (err) {
-      refused ??= err as UnsupportedCommandError;
-      return undefined;
+      if (err instanceof UnsupportedCommandError) refused ??= err;
+      return err as Error;
     }
   };
 
+  let group: ChainableCommander;
   if (atomic) {
     const commands: LoggedCommand[] = [];
-    return chain(
+    const queued: Callback[] = [];
+    // Commands Redis would refuse to queue (wrong arity): like MULTI, exec() then runs nothing.
+    const queueErrors: Error[] = [];
+    group = chain(
+      client,
       {},
-      (name, buffer, args) => {
-        const cmd = guard(name, buffer, args);
-        if (cmd) commands.push(cmd);
-        return true;
+      (prop, args, cb) => {
+        const cmd = check(prop, args);
+        if (!(cmd instanceof Error)) commands.push(cmd);
+        else if (!(cmd instanceof UnsupportedCommandError)) queueErrors.push(cmd);
+        if (cb) queued.push(cb);
       },
       (args) => {
         const run = async (): Promise<Results> => {
           if (refused) throw refused;
+          if (queueErrors.length > 0) {
+            throw Object.assign(new ReplyError('EXECABORT Transaction discarded because of previous errors.') as Error, { previousErrors: queueErrors });
+          }
           if (commands.length === 0) return [];
-          const replies = (await log.send(client, db(), commands, false, true)) as unknown[];
+          const sent = log.send(client, db(), commands, false, true) as Promise<unknown[]>;
+          // As in a MULTI, each command's own callback hears that it was queued.
+          for (const cb of queued) cb(null, 'QUEUED');
+          const replies = await sent;
           return replies.map((r, i) =>
             r instanceof Error ? [r, null] : [null, commands[i].command.transformReply(r as Buffer)],
           );
@@ -75,17 +118,31 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
         return finish(run(), args);
       },
     );
+  } else {
+    const pipe = client.pipeline();
+    const raw = (prop: string, args: unknown[], cb: Callback | undefined) =>
+      (pipe as unknown as Record<string, AnyFn>)[prop](...args, ...(cb ? [cb] : []));
+    // A SELECT queued in the pipeline moves the writes queued after it.
+    let selected: number | undefined;
+    group = chain(
+      client,
+      pipe,
+      (prop, args, cb) => {
+        const { name, buffer } = parseMethod(prop);
+        const script = definedScript(client, prop);
+        if (script ? script.readOnly : !log.isLogged(name)) {
+          if (name === 'select') selected = Number(args[0]);
+          raw(prop, args, cb);
+          return;
+        }
+        const cmd = check(prop, args);
+        if (!(cmd instanceof Error)) log.send(pipe, selected ?? db(), [cmd], true, buffer, cb);
+        // Redis answers a wrong number of arguments with its own error, running nothing.
+        else if (!(cmd instanceof UnsupportedCommandError)) raw(prop, args, cb);
+      },
+      (args) => finish(refused ? Promise.reject(refused) : pipe.exec(), args),
+    );
   }
-
-  const pipe = client.pipeline();
-  return chain(
-    pipe,
-    (name, buffer, args) => {
-      if (!log.isLogged(name)) return false;
-      const cmd = guard(name, buffer, args);
-      if (cmd) log.send(pipe, db(), [cmd], true, buffer);
-      return true;
-    },
-    (args) => finish(refused ? Promise.reject(refused) : pipe.exec(), args),
-  );
+  for (const [name, ...args] of batch) (group as unknown as Record<string, AnyFn>)[String(name)](...args);
+  return group;
 }

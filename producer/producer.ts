@@ -5,20 +5,15 @@
  * methods and events go straight through; every supported write runs through
  * the log-write script; any other write is refused before anything is sent.
  */
-import type { Redis, ChainableCommander } from 'ioredis';
+import type { Redis, ChainableCommander, Command } from 'ioredis';
 import { commandSpec, isUnsupportedWrite } from '../shared/commands.js';
 import { UnsupportedCommandError } from '../shared/errors.js';
-import { WriteLog, toLoggedCommand, parseMethod, type ProducerOptions } from './write-log.js';
+import { WriteLog, toLoggedCommand, parseMethod, definedScript, takeCallback, SCRIPT_REFUSED, type Callback, type ProducerOptions } from './write-log.js';
 import { createGroup } from './group.js';
 
 export type { ProducerOptions };
 
-type Callback = (err: Error | null, result?: unknown) => void;
-
-/** Takes a trailing node-style callback off the arguments, as ioredis methods accept one. */
-function takeCallback(args: unknown[]): Callback | undefined {
-  return args.length > 0 && typeof args[args.length - 1] === 'function' ? (args.pop() as Callback) : undefined;
-}
+type AnyFn = (...args: unknown[]) => unknown;
 
 function settle(promise: Promise<unknown>, cb: Callback | undefined): Promise<unknown> {
   if (cb) promise.then((r) => cb(null, r), (e: Error) => cb(e));
@@ -36,7 +31,13 @@ function settle(promise: Promise<unknown>, cb: Callback | undefined): Promise<un
  */
 export function createProducer<T extends Redis>(client: T, options: ProducerOptions = {}): T {
   const log = new WriteLog(client, options);
-  let db = client.options.db ?? 0;
+  // The db the connection is in, as ioredis itself tracks it: it emits 'select'
+  // for every SELECT sent (by select(), call(), a pipeline, a reconnect), so the
+  // log names the db the write really ran in.
+  let db = (client as unknown as { condition?: { select?: number } }).condition?.select ?? client.options.db ?? 0;
+  client.on('select', (index: number) => {
+    db = index;
+  });
   const methods = new Map<string | symbol, unknown>();
 
   const write = (name: string, buffer: boolean) =>
@@ -52,35 +53,46 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       return settle(promise, cb);
     };
 
-  const refuse = (name: string) =>
+  const refuse = (err: UnsupportedCommandError) =>
     function (...args: unknown[]): Promise<unknown> {
-      return settle(Promise.reject(new UnsupportedCommandError(name)), takeCallback(args));
+      return settle(Promise.reject(err), takeCallback(args));
     };
 
+  const group = (atomic: boolean) => (...args: unknown[]) =>
+    createGroup(log, () => db, client, atomic, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
+
   const overrides: Record<string, (...args: unknown[]) => unknown> = {
-    multi: () => createGroup(log, () => db, client, true),
-    pipeline: () => createGroup(log, () => db, client, false),
-    select(index: unknown, ...rest: unknown[]) {
-      db = Number(index);
-      return client.select(index as number, ...(rest as []));
-    },
+    multi: group(true),
+    pipeline: group(false),
     call: (name: unknown, ...args: unknown[]) => route(String(name), false)(...args),
     callBuffer: (name: unknown, ...args: unknown[]) => route(String(name), true)(...args),
+    // A Command sent by hand is a write like any other.
+    sendCommand(command: unknown, ...rest: unknown[]) {
+      const c = command as Command;
+      if (!log.isLogged(c.name.toLowerCase())) return (client.sendCommand as AnyFn).call(client, c, ...rest);
+      const buffer = !(c as unknown as { replyEncoding?: string | null }).replyEncoding;
+      (route(c.name, buffer)(...c.args) as Promise<unknown>).then(c.resolve, c.reject);
+      return c.promise;
+    },
+    // A second connection must log its writes too.
+    duplicate: (...args: unknown[]) => createProducer((client.duplicate as AnyFn).apply(client, args) as T, options),
   };
 
   function route(name: string, buffer: boolean): (...args: unknown[]) => unknown {
     const lower = name.toLowerCase();
     if (commandSpec(lower)) return write(lower, buffer);
-    if (isUnsupportedWrite(lower)) return refuse(lower);
+    if (isUnsupportedWrite(lower)) return refuse(new UnsupportedCommandError(lower));
     const call = buffer ? client.callBuffer : client.call;
-    return (...args: unknown[]) => (call as (...a: unknown[]) => unknown).call(client, name, ...args);
+    return (...args: unknown[]) => (call as AnyFn).call(client, name, ...args);
   }
 
   function method(prop: string): unknown {
     if (Object.prototype.hasOwnProperty.call(overrides, prop)) return overrides[prop];
+    const script = definedScript(client, prop);
+    if (script && !script.readOnly) return refuse(new UnsupportedCommandError(script.name, SCRIPT_REFUSED));
     const { name, buffer } = parseMethod(prop);
     if (commandSpec(name)) return write(name, buffer);
-    if (isUnsupportedWrite(name)) return refuse(name);
+    if (isUnsupportedWrite(name)) return refuse(new UnsupportedCommandError(name));
     const value = Reflect.get(client, prop, client);
     return typeof value === 'function' ? value.bind(client) : value;
   }

@@ -2,11 +2,12 @@
  * Sends writes through the log-write script: each call runs its writes on the
  * master and appends their logged form to the queue in one atomic step.
  */
-import { Command, type Redis, type ChainableCommander } from 'ioredis';
+import { createRequire } from 'node:module';
+import { Command, ReplyError, type Redis, type ChainableCommander } from 'ioredis';
 import { commandSpec, isUnsupportedWrite, keyIndexes, MAX_ARGS } from '../shared/commands.js';
 import { UnsupportedCommandError, ConfigError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
-import { defineScripts } from '../shared/scripts.js';
+import { defineScripts, scripts } from '../shared/scripts.js';
 
 export interface ProducerOptions {
   /**
@@ -36,6 +37,14 @@ export interface LoggedCommand {
   command: Command;
 }
 
+/** A node-style callback, as ioredis methods take one last. */
+export type Callback = (err: Error | null, result?: unknown) => void;
+
+/** Takes a trailing callback off the arguments, as ioredis methods accept one. */
+export function takeCallback(args: unknown[]): Callback | undefined {
+  return args.length > 0 && typeof args[args.length - 1] === 'function' ? (args.pop() as Callback) : undefined;
+}
+
 type Sender = Pick<Redis, 'qsyncLogWrite' | 'qsyncLogWriteBuffer'> | ChainableCommander;
 
 /** Splits an ioredis method name into the command and whether replies stay Buffers. */
@@ -45,9 +54,40 @@ export function parseMethod(prop: string): { name: string; buffer: boolean } {
 }
 
 /**
+ * A Lua script the application defined on the client with `defineCommand`
+ * (not one of qsync's own), for a method name; else undefined. Calling one is
+ * an EVALSHA, whose writes cannot be logged.
+ */
+export function definedScript(client: Redis, prop: string): { name: string; readOnly: boolean } | undefined {
+  const name = prop.endsWith('Buffer') ? prop.slice(0, -6) : prop;
+  const set = client.scriptsSet as Record<string, { readOnly?: boolean }>;
+  if (!Object.prototype.hasOwnProperty.call(set, name) || scripts().some((s) => s.command === name)) return undefined;
+  return { name, readOnly: set[name].readOnly === true };
+}
+
+/** Why a script that may write is refused. */
+export const SCRIPT_REFUSED = 'is a Lua script whose writes qsync cannot log (define it with readOnly: true if it only reads)';
+
+const METADATA = createRequire(import.meta.url)('@ioredis/commands/built/commands.json') as Record<string, { arity: number }>;
+
+/**
+ * The error Redis gives a call with the wrong number of arguments (it runs
+ * nothing), or undefined. Checked before sending, because inside the script
+ * Redis would give a different message ("Wrong number of args calling Redis
+ * command from script") than the one ioredis users get.
+ */
+export function arityError(name: string, argCount: number): Error | undefined {
+  const arity = METADATA[name]?.arity;
+  const n = argCount + 1;
+  if (arity === undefined || (arity >= 0 ? n === arity : n >= -arity)) return undefined;
+  return new ReplyError(`ERR wrong number of arguments for '${name}' command`) as Error;
+}
+
+/**
  * Turns a call into a LoggedCommand, flattening arguments exactly like ioredis
- * (objects and Maps for HSET/MSET, arrays, numbers). Throws for writes qsync
- * cannot replicate.
+ * (objects and Maps for HSET/MSET, arrays, numbers). Throws an
+ * UnsupportedCommandError for writes qsync cannot replicate, and Redis's own
+ * ReplyError for a wrong number of arguments.
  */
 export function toLoggedCommand(name: string, args: unknown[], replyEncoding: BufferEncoding | null): LoggedCommand {
   const lower = name.toLowerCase();
@@ -58,6 +98,8 @@ export function toLoggedCommand(name: string, args: unknown[], replyEncoding: Bu
   if (flat.length + 1 > MAX_ARGS) {
     throw new UnsupportedCommandError(lower, `with ${flat.length} arguments is over qsync's limit of ${MAX_ARGS - 1}; split it into smaller calls`);
   }
+  const wrongArity = arityError(lower, flat.length);
+  if (wrongArity) throw wrongArity;
   return { name: lower, args: flat, write: spec !== undefined, command };
 }
 
@@ -88,14 +130,17 @@ export class WriteLog {
    * Sends commands as one atomic script call on `via` (the client or a pipeline).
    * `single` returns the one reply as it is; otherwise an array of replies.
    */
-  send(via: Sender, db: number, commands: LoggedCommand[], single: boolean, buffer: boolean): Promise<unknown> | ChainableCommander {
+  send(via: Sender, db: number, commands: LoggedCommand[], single: boolean, buffer: boolean, cb?: Callback): Promise<unknown> | ChainableCommander {
     const keys: (string | Buffer)[] = [this.keys.meta, this.keys.log];
     const argv: (string | Buffer)[] = [String(db), this.queueDb, single ? '1' : '0'];
     for (const c of commands) {
       const spec = commandSpec(c.name);
       if (spec) for (const i of keyIndexes(spec.keys, c.args.length)) keys.push(c.args[i]);
-      argv.push(String(c.args.length + 1), c.name, ...c.args);
+      // The rule travels with the command: the script then needs no table of
+      // its own, which it would have to rebuild on every call.
+      argv.push(String(c.args.length + 1), spec ? spec.log : '', c.name, ...c.args);
     }
-    return buffer ? via.qsyncLogWriteBuffer(keys.length, ...keys, ...argv) : via.qsyncLogWrite(keys.length, ...keys, ...argv);
+    const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;
+    return script.call(via, keys.length, ...keys, ...argv, ...(cb ? [cb] : []));
   }
 }

@@ -53,8 +53,9 @@ function installDependencies() {
   const newest = Math.max(mtimeMs(path.join(root, 'package.json')) ?? 0, mtimeMs(lockFile) ?? 0);
   if (installedAt !== null && installedAt >= newest) return false;
 
-  const ci = Boolean(process.env.CI) && !['0', 'false'].includes(process.env.CI.toLowerCase());
-  run('npm', ci && mtimeMs(lockFile) !== null ? ['ci'] : ['install']);
+  // Not `npm ci`: it refuses a lock that lacks other platforms' optional
+  // packages, which happens when the registry does not serve them.
+  run('npm', ['install', '--no-audit', '--no-fund']);
   // npm may leave the marker untouched when nothing changed; touch it so the
   // next run doesn't reinstall for a mere package.json edit.
   const now = new Date();

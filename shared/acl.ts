@@ -15,7 +15,7 @@ const CONSUMER_MASTER = [
   // lease-2, release-1: take, renew and give up the lease
   '+get', '+set', '+del', '+pttl', '+time',
   // read-batch-2, trim-3, status
-  '+hmget', '+hset', '+lrange', '+lindex', '+ltrim',
+  '+hmget', '+hset', '+llen', '+lrange', '+lindex', '+ltrim',
   // waiting for entries
   '+blmove',
 ];

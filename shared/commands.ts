@@ -141,9 +141,10 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
 
 /**
  * Commands that are not flagged as writes by Redis but change data anyway
- * (scripts and functions), or whose semantics a logged write cannot keep.
+ * (scripts and functions; XGROUP, a container command without flags whose
+ * CREATE ... MKSTREAM makes a key), or whose semantics a logged write cannot keep.
  */
-const ALSO_REFUSED = new Set(['eval', 'evalsha', 'fcall', 'watch', 'unwatch', 'discard', 'exec']);
+const ALSO_REFUSED = new Set(['eval', 'evalsha', 'fcall', 'xgroup', 'watch', 'unwatch', 'discard', 'exec']);
 
 /** The spec of a supported write, or undefined for anything else. */
 export function commandSpec(name: string): CommandSpec | undefined {

@@ -38,6 +38,15 @@ function readPem(path: string, what: string): Buffer {
   }
 }
 
+/** A percent-encoded user name or password; a bad escape (`%zz`) is a bad URL, not a crash. */
+function decodeUserInfo(part: string, url: string, what: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new ConfigError(`qsync: ${what} '${redactUrl(url)}' has a bad %-escape in its user name or password`);
+  }
+}
+
 /**
  * ioredis options for a `redis://` or `rediss://` URL:
  * `redis[s]://[user[:password]@]host[:port][/db]`.
@@ -61,8 +70,8 @@ export function redisOptionsFromUrl(url: string, what: string, tls: TlsFiles = {
     host: u.hostname.replace(/^\[|\]$/g, ''),
     port,
     db,
-    username: u.username ? decodeURIComponent(u.username) : undefined,
-    password: u.password ? decodeURIComponent(u.password) : undefined,
+    username: u.username ? decodeUserInfo(u.username, url, what) : undefined,
+    password: u.password ? decodeUserInfo(u.password, url, what) : undefined,
   };
   if (u.protocol === 'rediss:') {
     options.tls = {

@@ -4,13 +4,11 @@
  *
  * A script's file name ends in its key count (`trim-3.lua`); a name without
  * one takes the key count as its first argument. `--- @include "includes/x"`
- * pulls in a shared helper, and `--- @include "generated/commands"` the
- * command table of `commands.ts` as a Lua table.
+ * pulls in a shared helper.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis, Result } from 'ioredis';
-import { COMMANDS } from './commands.js';
 
 const LUA_DIR = fileURLToPath(new URL('./lua/', import.meta.url));
 
@@ -21,24 +19,10 @@ export interface Script {
   lua: string;
 }
 
-function luaString(s: string): string {
-  return `'${s.replace(/[\\']/g, '\\$&')}'`;
-}
-
-/** The command table as Lua source: `local COMMANDS = { set = { log = 'set', ... }, ... }`. */
-export function commandTableLua(): string {
-  const rows = Object.entries(COMMANDS).map(
-    ([name, spec]) =>
-      `  [${luaString(name)}] = { log = ${luaString(spec.log)}, first = ${spec.keys.first}, last = ${spec.keys.last}, step = ${spec.keys.step} },`,
-  );
-  return `local COMMANDS = {\n${rows.join('\n')}\n}`;
-}
-
 function expand(source: string, seen: Set<string>): string {
   return source.replace(/^--- @include "([\w/-]+)"$/gm, (_line, name: string) => {
     if (seen.has(name)) return '';
     seen.add(name);
-    if (name === 'generated/commands') return commandTableLua();
     return expand(readFileSync(`${LUA_DIR}${name}.lua`, 'utf8'), seen);
   });
 }

@@ -20,6 +20,7 @@
     {-2, replica epoch}                the replica follows another log (the master's sequence started over)
     {-3, position}                     the entry at that position (1-based) is not a qsync entry
     {-4, watermark, seq, index, error} the replica refused command index of entry seq
+                                       (index 0: the entry's db could not be selected)
 ]]
 local rcall = redis.call
 --- @include "includes/decode"
@@ -53,26 +54,36 @@ local function save(fields)
   rcall('HSET', KEYS[1], 'epoch', epoch, unpack(fields))
 end
 
+-- Stops at a refused command: what ran before it stays applied (a script
+-- does not roll back), so the watermark and 'part' must record exactly that.
+-- index 0 means the entry's db could not be selected.
+local function refuse(e, index, last, last_ts, err)
+  local done = index - 1
+  if index == 0 then done = e[2] == part_seq and part_done or 0 end
+  local fields = { 'part', e[2] .. ':' .. done }
+  if last_ts then
+    fields[3], fields[4], fields[5], fields[6] = 'seq', string.format('%.0f', last), 'ts', string.format('%.0f', last_ts)
+  end
+  save(fields)
+  return { -4, last, e[2], index, err }
+end
+
 local db = nil
 local last, last_ts = watermark, nil
 for _, e in ipairs(todo) do
   if e[4] ~= db then
+    -- pcall: an error raised here would end the script with the entries
+    -- before it applied but the watermark not moved.
+    local r = redis.pcall('SELECT', e[4])
+    if type(r) == 'table' and r.err then return refuse(e, 0, last, last_ts, r.err) end
     db = e[4]
-    rcall('SELECT', db)
   end
   local first = 1
   if e[2] == part_seq then first = part_done + 1 end
   local cmds = e[5]
   for j = first, #cmds do
     local r = redis.pcall(unpack(cmds[j]))
-    if type(r) == 'table' and r.err then
-      local fields = { 'part', e[2] .. ':' .. (j - 1) }
-      if last_ts then
-        fields[3], fields[4], fields[5], fields[6] = 'seq', string.format('%.0f', last), 'ts', string.format('%.0f', last_ts)
-      end
-      save(fields)
-      return { -4, last, e[2], j, r.err }
-    end
+    if type(r) == 'table' and r.err then return refuse(e, j, last, last_ts, r.err) end
   end
   last, last_ts = e[2], e[3]
 end

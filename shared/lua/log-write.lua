@@ -11,40 +11,45 @@
     ARGV[2] queue db
     ARGV[3] '1' for one command (its reply is returned as it is), '0' for a
             group (an array of replies is returned, errors in place)
-    ARGV[4...] the commands, each as: argument count n, name, n - 1 arguments.
-            A command that is not in the command table is a read inside a
-            group (the producer refuses every other write before sending):
-            it runs in place and logs nothing.
+    ARGV[4...] the commands, each as: argument count n, log rule (from the
+            command table in shared/commands.ts), name, n - 1 arguments.
+            An empty rule marks a read inside a group (the producer refuses
+            every unsupported write before sending): it runs in place and
+            logs nothing.
 
   Output:
     the reply of the write, or the array of replies of the group
 ]]
 local rcall = redis.call
---- @include "generated/commands"
 --- @include "includes/log-rules"
 --- @include "includes/now"
 --- @include "includes/entry"
 
-local cmds = {}
+local cmds, rules = {}, {}
 local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   local cmd = {}
-  for j = 1, n do cmd[j] = ARGV[i + j] end
+  for j = 1, n do cmd[j] = ARGV[i + 1 + j] end
   cmds[#cmds + 1] = cmd
-  i = i + n + 1
+  rules[#cmds] = ARGV[i + 1]
+  i = i + n + 2
 end
 
 local replies = {}
 local out = {}
 for k, cmd in ipairs(cmds) do
-  local spec = COMMANDS[cmd[1]]
-  local pre = spec and PRE[spec.log] and PRE[spec.log](cmd)
-  local reply = redis.pcall(unpack(cmd))
-  if spec and not (type(reply) == 'table' and reply.err) then
-    RULES[spec.log](cmd, reply, out, pre)
+  local rule = RULES[rules[k]]
+  if rules[k] ~= '' and not rule then
+    replies[k] = { err = 'ERR qsync: unknown log rule ' .. rules[k] .. '; nothing was written' }
+  else
+    local pre = PRE[rules[k]] and PRE[rules[k]](cmd)
+    local reply = redis.pcall(unpack(cmd))
+    if rule and not (type(reply) == 'table' and reply.err) then
+      rule(cmd, reply, out, pre)
+    end
+    replies[k] = reply
   end
-  replies[k] = reply
 end
 
 if #out > 0 then

@@ -1,9 +1,15 @@
 #!lua flags=no-writes
 --[[
-  Reads the next entries of the log for the consumer, up to a count and a
-  byte budget (always at least one entry), together with the master's epoch
-  and sequence, in one round trip. Reads in chunks so that a log of huge
-  entries is never copied whole into the script.
+  Reads the next batch of the log for the consumer, with the master's epoch
+  and sequence, in one round trip.
+
+  The batch size follows the backlog: the entries not yet read are shared
+  out over the window of batches in flight (never fewer than 64 a batch, nor
+  more than the most asked for), so that a short queue leaves in small
+  batches at once and a long one fills the link with large ones. A byte
+  budget bounds the batch too (a single larger entry still goes alone), and
+  the log is read in chunks so that huge entries are never copied whole into
+  the script.
 
   Input:
     KEYS[1] log list
@@ -11,26 +17,34 @@
     ARGV[1] offset of the first entry to read
     ARGV[2] most entries
     ARGV[3] most bytes
+    ARGV[4] window: batches the consumer keeps in flight
 
   Output:
-    {epoch or '', seq or '', entry, entry, ...}
+    {epoch or '', seq or '', entries left after this batch, entry, entry, ...}
 ]]
 local rcall = redis.call
 local meta = rcall('HMGET', KEYS[2], 'epoch', 'seq')
-local out = { meta[1] or '', meta[2] or '' }
 local offset = tonumber(ARGV[1])
-local most = tonumber(ARGV[2])
+local backlog = rcall('LLEN', KEYS[1]) - offset
+local most = math.min(tonumber(ARGV[2]), math.max(64, math.ceil(backlog / tonumber(ARGV[4]))))
 local budget = tonumber(ARGV[3])
+local out = { meta[1] or '', meta[2] or '', 0 }
+local head = #out
 local bytes = 0
-while #out - 2 < most do
-  local want = math.min(64, most - (#out - 2))
+local full = false
+while not full and #out - head < most do
+  local want = math.min(64, most - (#out - head))
   local chunk = rcall('LRANGE', KEYS[1], offset, offset + want - 1)
   for _, e in ipairs(chunk) do
-    if #out > 2 and bytes + #e > budget then return out end
+    if #out > head and bytes + #e > budget then
+      full = true
+      break
+    end
     out[#out + 1] = e
     bytes = bytes + #e
   end
   if #chunk < want then break end
   offset = offset + #chunk
 end
+out[3] = math.max(0, backlog - (#out - head))
 return out

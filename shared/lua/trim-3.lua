@@ -11,7 +11,7 @@
     ARGV[2] how many entries to remove from the head
     ARGV[3] sha1 of the last of them, as read
     ARGV[4] replica watermark after the apply
-    ARGV[5] timestamp (ms) of the entry at the watermark
+    ARGV[5] when (ms) the consumer confirmed the watermark
 
   Output:
      0 trimmed

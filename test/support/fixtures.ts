@@ -55,6 +55,26 @@ export async function waitForDrain(master: Redis, replica: Redis, { queue = 'def
   }
 }
 
+/**
+ * A value in a form that does not depend on the server: DUMP of a set or hash
+ * in hash-table encoding lists members in an order that depends on the
+ * server's random hash seed, so those compare sorted.
+ */
+async function canonicalValue(client: Redis, key: Buffer): Promise<string> {
+  const type = await client.type(key);
+  const hex = (b: Buffer) => b.toString('hex');
+  if (type === 'set') return `set ${((await client.smembersBuffer(key)) as Buffer[]).map(hex).sort().join(',')}`;
+  if (type === 'hash') {
+    const flat = (await client.callBuffer('HGETALL', key)) as Buffer[];
+    const pairs: string[] = [];
+    for (let i = 0; i < flat.length; i += 2) pairs.push(`${hex(flat[i])}=${hex(flat[i + 1])}`);
+    return `hash ${pairs.sort().join(',')}`;
+  }
+  if (type === 'zset') return `zset ${((await client.callBuffer('ZRANGE', key, 0, -1, 'WITHSCORES')) as Buffer[]).map(hex).join(',')}`;
+  if (type === 'list') return `list ${((await client.lrangeBuffer(key, 0, -1)) as Buffer[]).map(hex).join(',')}`;
+  return `${type} ${hex((await client.dumpBuffer(key)) ?? Buffer.alloc(0))}`;
+}
+
 async function keysOf(client: Redis): Promise<string[]> {
   const out: string[] = [];
   let cursor = '0';
@@ -68,8 +88,9 @@ async function keysOf(client: Redis): Promise<string[]> {
 
 /**
  * Every difference between two servers' data, key by key in dbs 0..15:
- * a key on one side only, a different DUMP (type and value), a different
- * absolute expiry. qsync's own keys (`qsync:` prefix in the queue db) are left
+ * a key on one side only, a different type or value (DUMP, or the sorted
+ * members where DUMP's order depends on the server), a different absolute
+ * expiry. qsync's own keys (`qsync:` prefix in the queue db) are left
  * out. An empty array means equal.
  */
 export async function datasetDiff(master: RedisServer, replica: RedisServer, { dbs = 16, ttlToleranceMs = 0 } = {}): Promise<string[]> {
@@ -86,7 +107,8 @@ export async function datasetDiff(master: RedisServer, replica: RedisServer, { d
       if (!mk.has(hex)) { diffs.push(`${name}: only on the replica`); continue; }
       if (!rk.has(hex)) { diffs.push(`${name}: only on the master`); continue; }
       const [md, rd, mt, rt] = await Promise.all([m.dumpBuffer(key), r.dumpBuffer(key), m.pexpiretime(key), r.pexpiretime(key)]);
-      if (!md || !rd || !md.equals(rd)) diffs.push(`${name}: value differs`);
+      const same = md && rd && (md.equals(rd) || (await canonicalValue(m, key)) === (await canonicalValue(r, key)));
+      if (!same) diffs.push(`${name}: value differs`);
       if (Math.abs(mt - rt) > ttlToleranceMs || (mt < 0) !== (rt < 0)) diffs.push(`${name}: expiry differs (master ${mt}, replica ${rt})`);
     }
     m.disconnect();

@@ -1,0 +1,104 @@
+/**
+ * End-to-end lag at a steady write rate: from the moment a write is sent to
+ * the master through the producer until the replica's watermark covers it.
+ */
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import { createProducer } from '../producer/index.js';
+import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
+import { startPair } from '../test/support/fixtures.js';
+import { benchWorker, untilWorkerWaits } from './support/drain-rig.js';
+import type { Scenario } from './support/result.js';
+import { measured, percentile } from './support/stats.js';
+import { connected, key, value, within } from './support/workload.js';
+
+const RATE = 5000;
+const SECONDS = 10;
+const keys = new QueueKeys(DEFAULT_PREFIX, DEFAULT_QUEUE);
+
+interface RoundResult {
+  lag: number[];
+  ack: number[];
+  writesPerSecond: number;
+}
+
+/** Sends RATE writes/s for SECONDS, in bursts on every 1 ms timer tick; returns their send and ack times. */
+async function paced(producer: Redis, first: number, total: number): Promise<{ sent: Float64Array; acked: Float64Array; seconds: number }> {
+  const sent = new Float64Array(total);
+  const acked = new Float64Array(total);
+  const pending: Promise<unknown>[] = [];
+  const start = performance.now();
+  let n = 0;
+  while (n < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) * RATE) / 1000));
+    for (; n < due; n++) {
+      const i = n;
+      sent[i] = performance.now();
+      pending.push(producer.set(key(first + i), value(first + i)).then(() => (acked[i] = performance.now())));
+    }
+    await sleep(1);
+  }
+  await Promise.all(pending);
+  return { sent, acked, seconds: (performance.now() - start) / 1000 };
+}
+
+/** Polls the replica's watermark every ms; resolves with the time each seq in (from, from + total] was first seen applied. */
+async function watch(replica: Redis, from: number, total: number): Promise<Float64Array> {
+  const seen = new Float64Array(total);
+  let covered = 0;
+  while (covered < total) {
+    const seq = Number((await replica.hget(keys.applied, 'seq')) ?? 0);
+    const now = performance.now();
+    for (; covered < Math.min(total, seq - from); covered++) seen[covered] = now;
+    await sleep(1);
+  }
+  return seen;
+}
+
+export const scenario: Scenario = {
+  name: 'lag',
+  title: 'End-to-end lag at a steady write rate',
+  method:
+    `A worker with default settings runs while one Node process writes ${RATE} SETs/s through the producer for ${SECONDS} s ` +
+    '(a burst on every 1 ms timer tick) and polls the replica\'s watermark (the applied hash\'s seq) every millisecond. ' +
+    'Lag is from sending a write to the first poll whose answer covers its seq, so it includes up to a poll interval. ' +
+    'The producer\'s own round trip (send to acknowledgement) is the baseline. Worker, writer and poller share one process.',
+  rounds: 5,
+  async run(rounds) {
+    const pair = await startPair();
+    const worker = benchWorker(pair.master, pair.replica.port).start();
+    try {
+      const master = await connected(pair.master.client());
+      const replica = await connected(pair.replica.client());
+      const producer = createProducer(await connected(pair.master.client()));
+      await untilWorkerWaits(master);
+      const results: RoundResult[] = [];
+      const total = RATE * SECONDS;
+      for (let r = 0; r < rounds; r++) {
+        const from = Number((await master.hget(keys.meta, 'seq')) ?? 0);
+        const visible = watch(replica, from, total);
+        const { sent, acked, seconds } = await paced(producer, r * total, total);
+        const seen = await within(visible, 60_000, 'the replica catching up');
+        const lag = Array.from(seen, (t, i) => t - sent[i]).sort((a, b) => a - b);
+        const ack = Array.from(acked, (t, i) => t - sent[i]).sort((a, b) => a - b);
+        results.push({ lag, ack, writesPerSecond: total / seconds });
+      }
+      const of = (pick: (r: RoundResult) => number) => results.map(pick);
+      return {
+        rows: [
+          measured('writes sent', 'writes/s', of((r) => r.writesPerSecond)),
+          measured('producer round trip p50 (baseline)', 'ms', of((r) => percentile(r.ack, 50))),
+          measured('producer round trip p99 (baseline)', 'ms', of((r) => percentile(r.ack, 99))),
+          measured('lag p50', 'ms', of((r) => percentile(r.lag, 50))),
+          measured('lag p99', 'ms', of((r) => percentile(r.lag, 99)), { op: '<=', value: 10 }),
+          measured('lag max', 'ms', of((r) => r.lag[r.lag.length - 1])),
+        ],
+        details: { writesPerRound: total },
+      };
+    } finally {
+      await worker.close();
+      await pair.destroy();
+    }
+  },
+};

@@ -1,0 +1,344 @@
+/**
+ * Every supported write, driven through the producer with its option variants,
+ * replays on the replica to the master's dataset, key by key and expiry by expiry.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import { COMMANDS } from '../shared/commands.js';
+import { createProducer } from '../producer/index.js';
+import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
+
+type Scenario = (p: Redis, t: ExecutionContext) => Promise<unknown>;
+
+const inSeconds = (s: number) => Math.floor(Date.now() / 1000) + s;
+const inMs = (ms: number) => Date.now() + ms;
+
+/** One scenario per command in COMMANDS: realistic calls with its options, replies checked. */
+const SCENARIOS: Record<string, Scenario> = {
+  set: async (p, t) => {
+    t.is(await p.set('set:plain', 'v'), 'OK');
+    await p.set('set:ex', 'v', 'EX', 100);
+    await p.set('set:px', 'v', 'PX', 100_000);
+    await p.set('set:exat', 'v', 'EXAT', inSeconds(100));
+    await p.set('set:pxat', 'v', 'PXAT', inMs(100_000));
+    await p.set('set:ex', 'v2', 'KEEPTTL');
+    t.is(await p.set('set:plain', 'x', 'NX'), null);
+    t.is(await p.set('set:new', 'x', 'NX'), 'OK');
+    t.is(await p.set('set:missing', 'x', 'XX'), null);
+    t.is(await p.set('set:plain', 'y', 'XX', 'GET'), 'v');
+    t.is(await p.set('set:plain', 'z', 'EX', 50, 'GET'), 'y');
+    t.is(await p.set('set:plain', 'w', 'GET'), 'z');
+  },
+  setnx: async (p, t) => {
+    t.is(await p.setnx('setnx:a', '1'), 1);
+    t.is(await p.setnx('setnx:a', '2'), 0);
+  },
+  setex: async (p) => void (await p.setex('setex:a', 100, 'v')),
+  psetex: async (p) => void (await p.psetex('psetex:a', 100_000, 'v')),
+  mset: async (p) => {
+    await p.mset('mset:a', '1', 'mset:b', '2');
+    await p.mset({ 'mset:c': '3', 'mset:d': 4 });
+  },
+  msetnx: async (p, t) => {
+    t.is(await p.msetnx('msetnx:a', '1', 'msetnx:b', '2'), 1);
+    t.is(await p.msetnx('msetnx:b', 'x', 'msetnx:c', '3'), 0);
+  },
+  append: async (p, t) => t.is(await p.append('append:a', 'abc'), 3),
+  incr: async (p, t) => t.is(await p.incr('incr:a'), 1),
+  decr: async (p, t) => t.is(await p.decr('decr:a'), -1),
+  incrby: async (p, t) => t.is(await p.incrby('incrby:a', 12345678901234), 12345678901234),
+  decrby: async (p, t) => t.is(await p.decrby('decrby:a', 5), -5),
+  incrbyfloat: async (p, t) => {
+    await p.set('incrbyfloat:a', '10.5', 'EX', 100);
+    t.is(await p.incrbyfloat('incrbyfloat:a', '0.1'), '10.6');
+    t.is(await p.incrbyfloat('incrbyfloat:b', '5.0e3'), '5000');
+  },
+  setrange: async (p, t) => t.is(await p.setrange('setrange:a', 5, 'xyz'), 8),
+  getset: async (p, t) => {
+    await p.set('getset:a', 'old', 'EX', 100);
+    t.is(await p.getset('getset:a', 'new'), 'old');
+  },
+  getdel: async (p, t) => {
+    await p.set('getdel:a', 'v');
+    t.is(await p.getdel('getdel:a'), 'v');
+    t.is(await p.getdel('getdel:a'), null);
+  },
+  getex: async (p, t) => {
+    await p.mset('getex:ex', 'v', 'getex:px', 'v', 'getex:exat', 'v', 'getex:pxat', 'v', 'getex:persist', 'v', 'getex:past', 'v');
+    t.is(await p.getex('getex:ex', 'EX', 100), 'v');
+    await p.getex('getex:px', 'PX', 100_000);
+    await p.getex('getex:exat', 'EXAT', inSeconds(100));
+    await p.getex('getex:pxat', 'PXAT', inMs(100_000));
+    await p.expire('getex:persist', 100);
+    await p.getex('getex:persist', 'PERSIST');
+    await p.getex('getex:past', 'PXAT', 1);
+    t.is(await p.getex('getex:ex'), 'v');
+  },
+  setbit: async (p, t) => {
+    t.is(await p.setbit('setbit:a', 7, 1), 0);
+    t.is(await p.setbit('setbit:a', 100, 1), 0);
+  },
+  del: async (p, t) => {
+    await p.mset('del:a', '1', 'del:b', '2');
+    t.is(await p.del('del:a', 'del:b', 'del:missing'), 2);
+  },
+  unlink: async (p, t) => {
+    await p.set('unlink:a', '1');
+    t.is(await p.unlink('unlink:a'), 1);
+  },
+  expire: async (p, t) => {
+    await p.mset('expire:a', '1', 'expire:b', '1');
+    t.is(await p.expire('expire:a', 100), 1);
+    t.is(await p.expire('expire:a', 50, 'NX'), 0);
+    t.is(await p.expire('expire:a', 200, 'GT'), 1);
+    t.is(await p.expire('expire:a', 150, 'LT'), 1);
+    t.is(await p.expire('expire:a', 300, 'XX'), 1);
+    t.is(await p.expire('expire:b', 100, 'XX'), 0);
+    t.is(await p.expire('expire:missing', 100), 0);
+  },
+  pexpire: async (p, t) => {
+    await p.set('pexpire:a', '1');
+    t.is(await p.pexpire('pexpire:a', 100_000, 'NX'), 1);
+  },
+  expireat: async (p, t) => {
+    await p.set('expireat:a', '1');
+    t.is(await p.expireat('expireat:a', inSeconds(100)), 1);
+  },
+  pexpireat: async (p, t) => {
+    await p.set('pexpireat:a', '1');
+    t.is(await p.pexpireat('pexpireat:a', inMs(100_000), 'NX'), 1);
+  },
+  persist: async (p, t) => {
+    await p.set('persist:a', '1', 'EX', 100);
+    t.is(await p.persist('persist:a'), 1);
+  },
+  rename: async (p) => {
+    await p.set('rename:a', '1', 'EX', 100);
+    await p.rename('rename:a', 'rename:b');
+  },
+  renamenx: async (p, t) => {
+    await p.mset('renamenx:a', '1', 'renamenx:b', '2');
+    t.is(await p.renamenx('renamenx:a', 'renamenx:b'), 0);
+    t.is(await p.renamenx('renamenx:a', 'renamenx:c'), 1);
+  },
+  copy: async (p, t) => {
+    await p.set('copy:a', '1', 'EX', 100);
+    await p.set('copy:b', '2');
+    t.is(await p.copy('copy:a', 'copy:b'), 0);
+    t.is(await p.copy('copy:a', 'copy:b', 'REPLACE'), 1);
+    t.is(await p.copy('copy:a', 'copy:c', 'DB', 3), 1);
+  },
+  hset: async (p, t) => {
+    t.is(await p.hset('hset:h', 'a', '1', 'b', '2'), 2);
+    t.is(await p.hset('hset:h', { b: '3', c: 4 }), 1);
+  },
+  hsetnx: async (p, t) => {
+    t.is(await p.hsetnx('hsetnx:h', 'a', '1'), 1);
+    t.is(await p.hsetnx('hsetnx:h', 'a', '2'), 0);
+  },
+  hmset: async (p) => void (await p.hmset('hmset:h', { a: '1', b: '2' })),
+  hdel: async (p, t) => {
+    await p.hset('hdel:h', 'a', '1', 'b', '2');
+    t.is(await p.hdel('hdel:h', 'a', 'missing'), 1);
+  },
+  hincrby: async (p, t) => t.is(await p.hincrby('hincrby:h', 'n', 7), 7),
+  hincrbyfloat: async (p, t) => {
+    t.is(await p.hincrbyfloat('hincrbyfloat:h', 'f', '0.1'), '0.1');
+    t.is(await p.hincrbyfloat('hincrbyfloat:h', 'f', '0.2'), '0.3');
+  },
+  lpush: async (p, t) => t.is(await p.lpush('lpush:l', 'a', 'b'), 2),
+  rpush: async (p, t) => t.is(await p.rpush('rpush:l', 'a', 'b'), 2),
+  lpushx: async (p, t) => {
+    t.is(await p.lpushx('lpushx:missing', 'a'), 0);
+    await p.rpush('lpushx:l', 'a');
+    t.is(await p.lpushx('lpushx:l', 'b'), 2);
+  },
+  rpushx: async (p, t) => {
+    await p.rpush('rpushx:l', 'a');
+    t.is(await p.rpushx('rpushx:l', 'b'), 2);
+  },
+  lpop: async (p, t) => {
+    await p.rpush('lpop:l', 'a', 'b', 'c', 'd');
+    t.is(await p.lpop('lpop:l'), 'a');
+    t.deepEqual(await p.lpop('lpop:l', 2), ['b', 'c']);
+    t.deepEqual(await p.lpop('lpop:l', 5), ['d']);
+  },
+  rpop: async (p, t) => {
+    await p.rpush('rpop:l', 'a', 'b', 'c');
+    t.is(await p.rpop('rpop:l'), 'c');
+    t.deepEqual(await p.rpop('rpop:l', 1), ['b']);
+  },
+  linsert: async (p, t) => {
+    await p.rpush('linsert:l', 'a', 'c');
+    t.is(await p.linsert('linsert:l', 'BEFORE', 'c', 'b'), 3);
+    t.is(await p.linsert('linsert:l', 'AFTER', 'c', 'd'), 4);
+    t.is(await p.linsert('linsert:l', 'AFTER', 'missing', 'x'), -1);
+  },
+  lset: async (p) => {
+    await p.rpush('lset:l', 'a', 'b');
+    await p.lset('lset:l', -1, 'z');
+  },
+  lrem: async (p, t) => {
+    await p.rpush('lrem:l', 'a', 'b', 'a', 'a');
+    t.is(await p.lrem('lrem:l', -1, 'a'), 1);
+    t.is(await p.lrem('lrem:l', 0, 'a'), 2);
+  },
+  ltrim: async (p) => {
+    await p.rpush('ltrim:l', 'a', 'b', 'c');
+    await p.ltrim('ltrim:l', 1, -1);
+  },
+  lmove: async (p, t) => {
+    await p.rpush('lmove:a', '1', '2', '3');
+    t.is(await p.lmove('lmove:a', 'lmove:b', 'LEFT', 'RIGHT'), '1');
+    t.is(await p.lmove('lmove:a', 'lmove:a', 'RIGHT', 'LEFT'), '3');
+    t.is((await p.lmove('lmove:missing', 'lmove:b', 'LEFT', 'LEFT')) as string | null, null);
+  },
+  rpoplpush: async (p, t) => {
+    await p.rpush('rpoplpush:a', '1', '2');
+    t.is(await p.rpoplpush('rpoplpush:a', 'rpoplpush:b'), '2');
+  },
+  sadd: async (p, t) => t.is(await p.sadd('sadd:s', 'a', 'b', 'a'), 2),
+  srem: async (p, t) => {
+    await p.sadd('srem:s', 'a', 'b');
+    t.is(await p.srem('srem:s', 'a', 'missing'), 1);
+  },
+  spop: async (p, t) => {
+    await p.sadd('spop:s', 'a', 'b', 'c', 'd', 'e', 'f');
+    t.is(typeof (await p.spop('spop:s')), 'string');
+    t.is((await p.spop('spop:s', 2)).length, 2);
+    await p.sadd('spop:all', 'x', 'y');
+    t.is((await p.spop('spop:all', 10)).length, 2);
+  },
+  smove: async (p, t) => {
+    await p.sadd('smove:a', 'm');
+    t.is(await p.smove('smove:a', 'smove:b', 'm'), 1);
+  },
+  sinterstore: async (p, t) => {
+    await p.sadd('sinterstore:a', 'x', 'y', 'z');
+    await p.sadd('sinterstore:b', 'y', 'z', 'w');
+    t.is(await p.sinterstore('sinterstore:dst', 'sinterstore:a', 'sinterstore:b'), 2);
+  },
+  sunionstore: async (p, t) => {
+    await p.sadd('sunionstore:a', 'x', 'y');
+    await p.sadd('sunionstore:b', 'y', 'z');
+    t.is(await p.sunionstore('sunionstore:dst', 'sunionstore:a', 'sunionstore:b'), 3);
+  },
+  sdiffstore: async (p, t) => {
+    await p.sadd('sdiffstore:a', 'x', 'y');
+    await p.sadd('sdiffstore:b', 'y');
+    t.is(await p.sdiffstore('sdiffstore:dst', 'sdiffstore:a', 'sdiffstore:b'), 1);
+  },
+  zadd: async (p, t) => {
+    t.is(await p.zadd('zadd:z', 1, 'a', 2, 'b'), 2);
+    t.is(await p.zadd('zadd:z', 'NX', 5, 'a', 3, 'c'), 1);
+    t.is(await p.zadd('zadd:z', 'XX', 'CH', 4, 'a', 9, 'missing'), 1);
+    t.is(await p.zadd('zadd:z', 'GT', 'CH', 1, 'a', 10, 'b'), 1);
+    t.is(await p.zadd('zadd:z', 'LT', 0.5, 'c'), 0);
+    t.is((await p.zadd('zadd:z', 'INCR', 0.25, 'c')) as unknown, '0.75');
+  },
+  zincrby: async (p, t) => t.is(await p.zincrby('zincrby:z', '1.5', 'm'), '1.5'),
+  zrem: async (p, t) => {
+    await p.zadd('zrem:z', 1, 'a', 2, 'b');
+    t.is(await p.zrem('zrem:z', 'a', 'missing'), 1);
+  },
+  zremrangebyscore: async (p, t) => {
+    await p.zadd('zremrangebyscore:z', 1, 'a', 2, 'b', 3, 'c');
+    t.is(await p.zremrangebyscore('zremrangebyscore:z', '(1', 2), 1);
+  },
+  zremrangebyrank: async (p, t) => {
+    await p.zadd('zremrangebyrank:z', 1, 'a', 2, 'b', 3, 'c');
+    t.is(await p.zremrangebyrank('zremrangebyrank:z', 0, 1), 2);
+  },
+  zremrangebylex: async (p, t) => {
+    await p.zadd('zremrangebylex:z', 0, 'a', 0, 'b', 0, 'c');
+    t.is(await p.zremrangebylex('zremrangebylex:z', '[a', '(c'), 2);
+  },
+  zpopmin: async (p, t) => {
+    await p.zadd('zpopmin:z', 1, 'a', 2, 'b', 3, 'c');
+    t.deepEqual(await p.zpopmin('zpopmin:z'), ['a', '1']);
+    t.deepEqual(await p.zpopmin('zpopmin:z', 5), ['b', '2', 'c', '3']);
+  },
+  zpopmax: async (p, t) => {
+    await p.zadd('zpopmax:z', 1, 'a', 2, 'b', 3, 'c');
+    t.deepEqual(await p.zpopmax('zpopmax:z', 2), ['c', '3', 'b', '2']);
+  },
+  pfadd: async (p, t) => {
+    t.is(await p.pfadd('pfadd:h', 'a', 'b', 'c'), 1);
+    t.is(await p.pfadd('pfadd:h', 'a'), 0);
+  },
+};
+
+/**
+ * Runs writes through a producer on a fresh pair of servers, then checks they
+ * were logged and that the replica, once drained, equals the master.
+ */
+async function replays(t: ExecutionContext, writes: (producer: Redis) => Promise<unknown>): Promise<Pair> {
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const worker = startWorker(pair);
+  t.teardown(() => worker.close());
+  const master = pair.master.client();
+  await writes(createProducer(pair.master.client()));
+  t.true(Number(await master.hget('qsync:default:meta', 'seq')) > 0, 'the writes were logged');
+  await waitForDrain(master, pair.replica.client());
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+  return pair;
+}
+
+test('every command in the command table has a scenario, and every scenario a command', (t) => {
+  t.deepEqual(Object.keys(COMMANDS).filter((name) => !(name in SCENARIOS)), [], 'commands without a scenario');
+  t.deepEqual(Object.keys(SCENARIOS).filter((name) => !(name in COMMANDS)), [], 'scenarios without a command');
+});
+
+for (const name of Object.keys(COMMANDS)) {
+  test.serial(`${name.toUpperCase()} replays to the master's dataset`, async (t) => {
+    const scenario = SCENARIOS[name];
+    if (!scenario) return t.fail(`no scenario for ${name}`);
+    await replays(t, (producer) => scenario(producer, t));
+  });
+}
+
+test('SPOP, INCRBYFLOAT and HINCRBYFLOAT replay to exactly the master values', async (t) => {
+  const members = Array.from({ length: 300 }, (_, i) => `member-${i}`);
+  const pair = await replays(t, async (producer) => {
+    await producer.sadd('exact:set', ...members);
+    for (let i = 0; i < 5; i++) await producer.spop('exact:set', 20);
+    await producer.spop('exact:set');
+    for (const by of ['0.1', '1e-7', '-3.3333333333333335', '1.5e20']) {
+      await producer.incrbyfloat('exact:float', by);
+      await producer.hincrbyfloat('exact:hash', 'f', by);
+    }
+  });
+  const [master, replica] = [pair.master.client(), pair.replica.client()];
+  t.deepEqual((await replica.smembers('exact:set')).sort(), (await master.smembers('exact:set')).sort());
+  t.is(await replica.scard('exact:set'), members.length - 101);
+  t.is(await replica.get('exact:float'), await master.get('exact:float'));
+  t.is(await replica.hget('exact:hash', 'f'), await master.hget('exact:hash', 'f'));
+});
+
+test('EXPIRE and SET EXAT with a time in the past delete the key on both sides', async (t) => {
+  const pair = await replays(t, async (producer) => {
+    await producer.mset('past:expire', '1', 'past:set', '1');
+    t.is(await producer.expire('past:expire', -10), 1);
+    t.is(await producer.set('past:set', 'v', 'EXAT', 1), 'OK');
+    t.is(await producer.pexpireat('past:missing', 1), 0);
+  });
+  t.is(await pair.replica.client().exists('past:expire', 'past:set'), 0);
+  t.is(await pair.master.client().exists('past:expire', 'past:set'), 0);
+});
+
+test('a key set with EX 100 and replayed 2 s later keeps the master expiry, not 100 s from the replay', async (t) => {
+  const own = await startPair();
+  t.teardown(() => own.destroy());
+  const p = createProducer(own.master.client());
+  await p.set('ttl:k', 'v', 'EX', 100);
+  await sleep(2000);
+  const w = startWorker(own);
+  t.teardown(() => w.close());
+  await waitForDrain(own.master.client(), own.replica.client());
+  const masterAt = await own.master.client().pexpiretime('ttl:k');
+  t.true(masterAt > Date.now() + 90_000);
+  t.is(await own.replica.client().pexpiretime('ttl:k'), masterAt);
+  t.deepEqual(await datasetDiff(own.master, own.replica), []);
+});

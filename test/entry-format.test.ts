@@ -1,0 +1,243 @@
+/**
+ * Property tests of the log entries: random supported writes with random
+ * arguments (binary and large ones too) are either logged exactly in the
+ * deterministic form the rules of the command table describe and replay to
+ * an equal dataset, or refused without writing or logging anything; and the
+ * entry decoder turns any garbage into an EntryFormatError, never anything else.
+ */
+import test from 'ava';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { ReplyError } from 'ioredis';
+import { COMMANDS, MAX_ARGS, keyIndexes, type LogRule } from '../shared/commands.js';
+import { decodeEntry, EntryFormatError } from '../shared/entry.js';
+import { createProducer, UnsupportedCommandError } from '../producer/index.js';
+import { startPair, startWorker, waitForDrain, datasetDiff } from './support/fixtures.js';
+
+type Arg = string | Buffer;
+type Reply = null | number | Buffer | Reply[];
+
+const LOG = 'qsync:default:log';
+const now = Date.now();
+
+// Few keys, fields and members, so that commands meet each other's keys (and types).
+const key = fc.constantFrom('k1', 'k2', 'k3', 'k4');
+const field = fc.constantFrom('f1', 'f2', 'f3');
+const member = fc.oneof(fc.constantFrom('m1', 'm2', 'm3', 'm4'), fc.uint8Array({ minLength: 1, maxLength: 8 }).map(Buffer.from));
+/** 256 KiB of one byte, shown short in counterexamples. */
+const large = (byte: number) =>
+  Object.assign(Buffer.alloc(256 * 1024, byte), { [fc.toStringMethod]: () => `Buffer.alloc(${256 * 1024}, ${byte})` });
+const int = (min: number, max: number) => fc.integer({ min, max }).map(String);
+const float = fc.oneof(int(-100, 100), fc.double({ min: -1e6, max: 1e6, noNaN: true }).map(String));
+const value = fc.oneof(
+  { weight: 6, arbitrary: fc.oneof(fc.string({ maxLength: 12 }), int(-50, 50), float) },
+  { weight: 3, arbitrary: fc.uint8Array({ maxLength: 32 }).map(Buffer.from) },
+  { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }).map(large) },
+);
+// Expiries are long or already past: never so close that a key expires while datasets are compared.
+const seconds = fc.oneof(int(-5, 0), int(100, 100_000));
+const atSeconds = fc.oneof(fc.constant('1'), int(100, 100_000).map((s) => String(Math.floor(now / 1000) + Number(s))));
+const atMs = fc.oneof(fc.constant('1'), int(100_000, 100_000_000).map((ms) => String(now + Number(ms))));
+
+const opt = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
+const args = (...parts: fc.Arbitrary<unknown>[]) =>
+  fc.tuple(...parts).map((xs) => (xs.flat(2) as (Arg | undefined)[]).filter((x): x is Arg => x !== undefined));
+const some = <T>(arb: fc.Arbitrary<T>, max = 4) => fc.array(arb, { minLength: 1, maxLength: max });
+const one = (...words: string[]) => fc.constantFrom(...words);
+const flag = opt(one('NX', 'XX', 'GT', 'LT'));
+const ttlOption = fc.oneof(
+  fc.tuple(fc.constant('EX'), seconds), fc.tuple(fc.constant('PX'), seconds.map((s) => String(Number(s) * 1000))),
+  fc.tuple(fc.constant('EXAT'), atSeconds), fc.tuple(fc.constant('PXAT'), atMs),
+);
+
+/** Random arguments for every command of the table. */
+const ARGS: Record<string, fc.Arbitrary<Arg[]>> = {
+  set: args(key, value, opt(fc.oneof(ttlOption, fc.constant(['KEEPTTL']))), opt(one('NX', 'XX')), opt(fc.constant('GET'))),
+  setnx: args(key, value),
+  setex: args(key, seconds, value),
+  psetex: args(key, seconds.map((s) => String(Number(s) * 1000)), value),
+  mset: args(some(fc.tuple(key, value))),
+  msetnx: args(some(fc.tuple(key, value))),
+  append: args(key, value),
+  incr: args(key),
+  decr: args(key),
+  incrby: args(key, int(-1000, 1000)),
+  decrby: args(key, int(-1000, 1000)),
+  incrbyfloat: args(key, float),
+  setrange: args(key, int(0, 64), value),
+  getset: args(key, value),
+  getdel: args(key),
+  getex: args(key, opt(fc.oneof(ttlOption, fc.constant(['PERSIST'])))),
+  setbit: args(key, int(0, 1000), one('0', '1')),
+  del: args(some(key)),
+  unlink: args(some(key)),
+  expire: args(key, seconds, flag),
+  pexpire: args(key, seconds.map((s) => String(Number(s) * 1000)), flag),
+  expireat: args(key, atSeconds, flag),
+  pexpireat: args(key, atMs, flag),
+  persist: args(key),
+  rename: args(key, key),
+  renamenx: args(key, key),
+  copy: args(key, key, opt(fc.tuple(fc.constant('DB'), int(0, 2))), opt(fc.constant('REPLACE'))),
+  hset: args(key, some(fc.tuple(field, value))),
+  hsetnx: args(key, field, value),
+  hmset: args(key, some(fc.tuple(field, value))),
+  hdel: args(key, some(field)),
+  hincrby: args(key, field, int(-100, 100)),
+  hincrbyfloat: args(key, field, float),
+  lpush: args(key, some(member)),
+  rpush: args(key, some(member)),
+  lpushx: args(key, some(member)),
+  rpushx: args(key, some(member)),
+  lpop: args(key, opt(int(0, 5))),
+  rpop: args(key, opt(int(0, 5))),
+  linsert: args(key, one('BEFORE', 'AFTER'), member, member),
+  lset: args(key, int(-3, 3), member),
+  lrem: args(key, int(-2, 2), member),
+  ltrim: args(key, int(-3, 3), int(-3, 3)),
+  lmove: args(key, key, one('LEFT', 'RIGHT'), one('LEFT', 'RIGHT')),
+  rpoplpush: args(key, key),
+  sadd: args(key, some(member)),
+  srem: args(key, some(member)),
+  spop: args(key, opt(int(0, 5))),
+  smove: args(key, key, member),
+  sinterstore: args(key, some(key, 3)),
+  sunionstore: args(key, some(key, 3)),
+  sdiffstore: args(key, some(key, 3)),
+  zadd: fc.oneof(
+    args(key, opt(one('NX', 'XX')), opt(one('GT', 'LT')), opt(fc.constant('CH')), some(fc.tuple(float, member))),
+    args(key, opt(one('NX', 'XX', 'GT', 'LT')), fc.constant('INCR'), float, member),
+  ),
+  zincrby: args(key, float, member),
+  zrem: args(key, some(member)),
+  zremrangebyscore: args(key, one('-inf', '(0', '1', '10'), one('+inf', '(5', '20')),
+  zremrangebyrank: args(key, int(-3, 3), int(-3, 3)),
+  zremrangebylex: args(key, one('-', '[m1', '(m2'), one('+', '[m3', '(m4')),
+  zpopmin: args(key, opt(int(1, 5))),
+  zpopmax: args(key, opt(int(1, 5))),
+  pfadd: args(key, fc.array(member, { maxLength: 4 })),
+};
+
+/** Writes the producer must refuse: not replicable, or too many arguments. */
+const refusedWrite = fc.oneof(
+  args(fc.constant('flushall')), args(fc.constant('xadd'), key, fc.constant(['*', 'f']), value),
+  args(fc.constant('eval'), fc.constant(["redis.call('SET', 'k1', 'x')", '0'])), args(fc.constant('move'), key, one('1')),
+  args(fc.constant('sort'), key, fc.constant('STORE'), key), args(fc.constant('blpop'), key, fc.constant('1')),
+  args(fc.constant('sadd'), key, fc.constant(Object.assign(Array.from({ length: MAX_ARGS }, (_, i) => String(i)), { [fc.toStringMethod]: () => `${MAX_ARGS} members` }))),
+);
+const write = fc.oneof(
+  { weight: 20, arbitrary: fc.constantFrom(...Object.keys(COMMANDS)).chain((name) => ARGS[name].map((a) => [name, ...a])) },
+  { weight: 1, arbitrary: refusedWrite },
+);
+
+// A copy: generated Buffers carry a fast-check display method that equality would see.
+const buf = (x: Arg | number) => (Buffer.isBuffer(x) ? Buffer.from(x) : Buffer.from(String(x)));
+const changed = (r: Reply) => (typeof r === 'number' ? r > 0 : Array.isArray(r) ? r.length > 0 : r !== null);
+const chunk = (members: Reply[]) => (members.length ? [members as Buffer[]] : []);
+
+/**
+ * What the command table's rules say is logged for a write, given its reply,
+ * whether its key existed before and the key's PEXPIRETIME after it.
+ */
+function expected(rule: LogRule, cmd: Arg[], reply: Reply, existed: boolean, at: number): Arg[][] {
+  const [name, k] = cmd;
+  const stringState = (v: Arg) => (at > 0 ? [['set', k, v, 'PXAT', String(at)]] : at === -1 ? [['set', k, v]] : [['del', k]]);
+  const expiryState = () => (at > 0 ? [['pexpireat', k, String(at)]] : at === -1 ? [['persist', k]] : [['del', k]]);
+  const options = cmd.slice(3).map((a) => a.toString().toUpperCase());
+  switch (rule) {
+    case 'always': return [cmd];
+    case 'changed': return changed(reply) ? [cmd] : [];
+    case 'set': return (options.includes('NX') ? !existed : options.includes('XX') ? existed : true) ? stringState(cmd[2]) : [];
+    case 'setex': return stringState(cmd[3]);
+    case 'setnx': return reply === 1 ? [['set', k, cmd[2]]] : [];
+    case 'getset': return stringState(cmd[2]);
+    case 'getdel': return reply !== null ? [['del', k]] : [];
+    case 'getex': return reply !== null && cmd.length > 2 ? expiryState() : [];
+    case 'expire': return reply === 1 ? expiryState() : [];
+    case 'incrbyfloat': return [['set', k, reply as Buffer, 'KEEPTTL']];
+    case 'hincrbyfloat': return [['hset', k, cmd[2], reply as Buffer]];
+    case 'spop': return Buffer.isBuffer(reply) ? [['srem', k, reply]] : chunk((reply as Reply[] | null) ?? []).map((m) => ['srem', k, ...m]);
+    case 'zpop': return chunk((reply as Buffer[]).filter((_, i) => i % 2 === 0)).map((m) => ['zrem', k, ...m]);
+    case 'pop': return reply === null ? [] : cmd.length === 2 ? [[name, k]] : (reply as Reply[]).length > 0 ? [[name, k, String((reply as Reply[]).length)]] : [];
+  }
+}
+
+test('random writes are logged as the rules say and replay to an equal dataset, or are refused whole', async (t) => {
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const master = pair.master.client();
+  const replica = pair.replica.client();
+  const producer = createProducer(pair.master.client());
+  let run = 0;
+
+  /** Sends one write and checks what it logged; throws (for fast-check to shrink) when that is wrong. */
+  const check = async ([nameArg, ...rest]: Arg[]): Promise<void> => {
+    const name = nameArg.toString();
+    const spec = COMMANDS[name];
+    // Each run writes its own keys, so that a failing run shrinks on a clean slate.
+    const keys = new Set(spec ? keyIndexes(spec.keys, rest.length) : []);
+    const sent = rest.map((a, i) => (keys.has(i) ? Buffer.concat([Buffer.from(`r${run}:`), buf(a)]) : a));
+    const existed = spec ? (await master.exists(sent[0])) === 1 : false;
+    const before = await master.llen(LOG);
+    let reply: Reply;
+    try {
+      reply = (await producer.callBuffer(name, ...sent)) as Reply;
+    } catch (err) {
+      assert.ok(err instanceof UnsupportedCommandError || err instanceof ReplyError, `${name}: ${String(err)}`);
+      if (err instanceof UnsupportedCommandError) assert.match(err.message, new RegExp(`^qsync: ${name.toUpperCase()} `));
+      assert.equal(await master.llen(LOG), before, `${name} failed and must log nothing`);
+      return;
+    }
+    assert.ok(spec, `${name} is not in the command table and was not refused`);
+    const want = expected(spec.log, [name, ...sent], reply, existed, await master.pexpiretime(sent[0])).map((c) => c.map(buf));
+    const entries = (await master.lrangeBuffer(LOG, before, -1)).map(decodeEntry);
+    assert.deepStrictEqual(entries.map((e) => e.commands), want.length ? [want] : [], `${name} ${sent.join(' ').slice(0, 200)}`);
+  };
+
+  await t.notThrowsAsync(
+    fc.assert(
+      fc.asyncProperty(fc.array(write, { minLength: 1, maxLength: 12 }), async (cmds) => {
+        run++;
+        for (const cmd of cmds) await check(cmd);
+        if (!(await master.exists('qsync:default:meta'))) return; // nothing was ever logged
+        const worker = startWorker(pair);
+        try {
+          await waitForDrain(master, replica);
+        } finally {
+          await worker.close();
+        }
+        // Only this run's keys: an earlier failure must not fail the shrunk runs too.
+        const diff = (await datasetDiff(pair.master, pair.replica)).filter((d) => d.includes(` r${run}:`));
+        assert.deepStrictEqual(diff, []);
+      }),
+      { numRuns: 60, includeErrorInReport: true },
+    ),
+  );
+});
+
+test('every command in the table has an argument generator', (t) => {
+  t.deepEqual(Object.keys(COMMANDS).filter((name) => !(name in ARGS)), []);
+});
+
+test('decodeEntry turns garbage into an EntryFormatError and never throws anything else', (t) => {
+  // [1, 1, 1, 0, [['set']]] as cmsgpack writes it, to cut and corrupt.
+  const real = Buffer.from('95010101009191a3736574', 'hex');
+  t.deepEqual(decodeEntry(real).commands, [[Buffer.from('set')]]);
+  const garbage = fc.oneof(
+    fc.uint8Array({ maxLength: 64 }).map(Buffer.from),
+    fc.tuple(fc.nat(real.length), fc.uint8Array({ maxLength: 4 })).map(([cut, b]) => Buffer.concat([real.subarray(0, cut), b])),
+  );
+  t.notThrows(() =>
+    fc.assert(
+      fc.property(garbage, (raw) => {
+        try {
+          decodeEntry(raw);
+        } catch (err) {
+          if (!(err instanceof EntryFormatError)) throw err;
+        }
+      }),
+      { numRuns: 5000, examples: [[Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff])]] },
+    ),
+  );
+  t.throws(() => decodeEntry(Buffer.alloc(100_000, 0x91)), { instanceOf: EntryFormatError }, 'deeply nested arrays');
+});

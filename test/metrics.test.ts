@@ -1,0 +1,45 @@
+import test from 'ava';
+import { createProducer } from '../producer/index.js';
+import { ExitCode } from '../shared/errors.js';
+import { startPair, waitForDrain } from './support/fixtures.js';
+import { freePort } from './support/redis-server.js';
+import { runCli, spawnCli } from './support/cli.js';
+import { eventually } from './support/wait.js';
+
+function metric(body: string, name: string): number | undefined {
+  const line = body.split('\n').find((l) => l.startsWith(name));
+  return line === undefined ? undefined : Number(line.split(' ').pop());
+}
+
+test('consume --metrics-port serves depth, sequence, watermark, applied entries, apply latency and state', async (t) => {
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const port = await freePort();
+  const worker = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--metrics-port', String(port), '--lease-ms', '1000']);
+  t.teardown(() => worker.kill('SIGKILL'));
+  const db = createProducer(pair.master.client());
+  for (let i = 0; i < 20; i++) await db.incr('n');
+  await waitForDrain(pair.master.client(), pair.replica.client());
+
+  const body = await eventually(async () => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return metric(text, 'qsync_entries_applied_total{queue="default"}') === 20 ? text : undefined;
+  }, 10_000, 'metrics after the drain');
+  t.is(metric(body, 'qsync_queue_depth{queue="default"}'), 0);
+  t.is(metric(body, 'qsync_master_sequence{queue="default"}'), 20);
+  t.is(metric(body, 'qsync_replica_watermark{queue="default"}'), 20);
+  t.is(metric(body, 'qsync_lag_entries{queue="default"}'), 0);
+  t.true((metric(body, 'qsync_batch_apply_seconds_count{queue="default"}') ?? 0) >= 1);
+  t.regex(body, /qsync_state\{queue="default",state="(streaming|idle)"\} 1/);
+  t.is((await fetch(`http://127.0.0.1:${port}/nope`)).status, 404);
+
+  worker.kill('SIGTERM');
+  t.like(await worker.exited, { code: 0 });
+});
+
+test('a db in a URL is refused, since entries replay into their own db', async (t) => {
+  const run = await runCli(['consume', '--master', 'redis://127.0.0.1:1/3', '--replica', 'redis://127.0.0.1:2']);
+  t.is(run.code, ExitCode.usage);
+  t.deepEqual(run.stderr.length, 1);
+  t.regex(run.stderr[0], /--master 'redis:\/\/127\.0\.0\.1:1\/3' names db 3/);
+});
