@@ -21,6 +21,7 @@ import {
   type Callback,
   type LoggedCommand,
   type WriteLog,
+  shapeReply,
 } from './write-log.js';
 
 type Results = [Error | null, unknown][];
@@ -37,6 +38,12 @@ function chain(client: Redis, target: object, onCommand: OnCommand, exec: (args:
     get(t, prop) {
       if (prop === 'exec') return (...args: unknown[]) => exec(args);
       if (typeof prop !== 'string') return Reflect.get(t, prop, t);
+      if (prop === 'call' || prop === 'callBuffer') {
+        return (name: unknown, ...args: unknown[]) => {
+          onCommand(String(name).toLowerCase() + (prop === 'call' ? '' : 'Buffer'), args, takeCallback(args));
+          return proxy;
+        };
+      }
       if (!exists(parseMethod(prop).name) && !definedScript(client, prop)) {
         const value = Reflect.get(t, prop, t);
         if (typeof value !== 'function') return value;
@@ -75,6 +82,9 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
         throw new UnsupportedCommandError(script.name, atomic ? 'is a Lua script and cannot run inside multi()' : SCRIPT_REFUSED);
       }
       const { name, buffer } = parseMethod(prop);
+      if (name === 'multi') {
+        throw new UnsupportedCommandError(name, 'inside multi() or pipeline() cannot be logged; use the producer\'s multi()');
+      }
       if (atomic && name === 'select') {
         throw new UnsupportedCommandError(name, 'inside multi() cannot be logged (an entry has one db); call select() before multi()');
       }
@@ -112,7 +122,7 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
           for (const cb of queued) cb(null, 'QUEUED');
           const replies = await sent;
           return replies.map((r, i) =>
-            r instanceof Error ? [r, null] : [null, commands[i].command.transformReply(r as Buffer)],
+            r instanceof Error ? [r, null] : [null, shapeReply(commands[i], r)],
           );
         };
         return finish(run(), args);
@@ -120,8 +130,14 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
     );
   } else {
     const pipe = client.pipeline();
-    const raw = (prop: string, args: unknown[], cb: Callback | undefined) =>
-      (pipe as unknown as Record<string, AnyFn>)[prop](...args, ...(cb ? [cb] : []));
+    const methods = pipe as unknown as Record<string, AnyFn>;
+    const raw = (prop: string, args: unknown[], cb: Callback | undefined) => {
+      const tail = cb ? [cb] : [];
+      if (typeof methods[prop] === 'function') return methods[prop](...args, ...tail);
+      // a command ioredis has no method for, given to call()
+      const { name, buffer } = parseMethod(prop);
+      return methods[buffer ? 'callBuffer' : 'call'](name, ...args, ...tail);
+    };
     // A SELECT queued in the pipeline moves the writes queued after it.
     let selected: number | undefined;
     group = chain(
@@ -130,7 +146,7 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
       (prop, args, cb) => {
         const { name, buffer } = parseMethod(prop);
         const script = definedScript(client, prop);
-        if (script ? script.readOnly : !log.isLogged(name)) {
+        if (script ? script.readOnly : !log.isLogged(name) && name !== 'multi') {
           if (name === 'select') selected = Number(args[0]);
           raw(prop, args, cb);
           return;

@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command, ReplyError, type Redis, type ChainableCommander } from 'ioredis';
-import { commandSpec, isUnsupportedWrite, keyIndexes, MAX_ARGS } from '../shared/commands.js';
+import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, MAX_ARGS } from '../shared/commands.js';
 import { UnsupportedCommandError, ConfigError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { defineScripts, scripts } from '../shared/scripts.js';
@@ -33,8 +33,35 @@ export interface LoggedCommand {
   args: (string | Buffer)[];
   /** false for a read inside a group: it runs in place and logs nothing */
   write: boolean;
-  /** ioredis's view of the command, used to shape the reply like ioredis does */
-  command: Command;
+  /** how ioredis would decode the reply: null keeps Buffers */
+  replyEncoding: BufferEncoding | null;
+}
+
+/** A reply inside a group, shaped as ioredis shapes it (string decoding, HGETALL to an object). */
+export function shapeReply(c: LoggedCommand, reply: unknown): unknown {
+  return new Command(c.name, [], { replyEncoding: c.replyEncoding }).transformReply(reply as Buffer);
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Buffer.isBuffer(v) && !Array.isArray(v) && !(v instanceof Map);
+}
+
+/**
+ * Flattens arguments exactly as ioredis does (one level of arrays, an object
+ * or Map for HSET/HMSET/MSET/MSETNX, numbers and the like to strings), without
+ * building an ioredis Command, which costs a Promise on every write.
+ */
+export function flattenArgs(name: string, args: unknown[]): (string | Buffer)[] {
+  let list = args.flat() as unknown[];
+  const pairsOf = (v: unknown): unknown[] | undefined =>
+    v instanceof Map ? [...v].flat() : isPlainObject(v) ? Object.entries(v).flat() : undefined;
+  if ((name === 'hset' || name === 'hmset') && list.length === 2) {
+    const pairs = pairsOf(list[1]);
+    if (pairs) list = [list[0], ...pairs];
+  } else if ((name === 'mset' || name === 'msetnx') && list.length === 1) {
+    list = pairsOf(list[0]) ?? list;
+  }
+  return list.map((a) => (typeof a === 'string' || Buffer.isBuffer(a) ? a : a === null || a === undefined ? '' : String(a)));
 }
 
 /** A node-style callback, as ioredis methods take one last. */
@@ -93,14 +120,13 @@ export function toLoggedCommand(name: string, args: unknown[], replyEncoding: Bu
   const lower = name.toLowerCase();
   const spec = commandSpec(lower);
   if (!spec && isUnsupportedWrite(lower)) throw new UnsupportedCommandError(lower);
-  const command = new Command(lower, args as (string | Buffer | number)[], { replyEncoding });
-  const flat = command.args as (string | Buffer)[];
+  const flat = flattenArgs(lower, args);
   if (flat.length + 1 > MAX_ARGS) {
     throw new UnsupportedCommandError(lower, `with ${flat.length} arguments is over qsync's limit of ${MAX_ARGS - 1}; split it into smaller calls`);
   }
   const wrongArity = arityError(lower, flat.length);
   if (wrongArity) throw wrongArity;
-  return { name: lower, args: flat, write: spec !== undefined, command };
+  return { name: lower, args: flat, write: spec !== undefined, replyEncoding };
 }
 
 export class WriteLog {
@@ -138,7 +164,7 @@ export class WriteLog {
       if (spec) for (const i of keyIndexes(spec.keys, c.args.length)) keys.push(c.args[i]);
       // The rule travels with the command: the script then needs no table of
       // its own, which it would have to rebuild on every call.
-      argv.push(String(c.args.length + 1), spec ? spec.log : '', c.name, ...c.args);
+      argv.push(String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', c.name, ...c.args);
     }
     const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;
     return script.call(via, keys.length, ...keys, ...argv, ...(cb ? [cb] : []));

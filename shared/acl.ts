@@ -31,6 +31,6 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, '+hmget', '+hset', '+hdel', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
     case 'producer':
       // Added to the application's own rules: the log-write script and what it runs.
-      return [own, ...SCRIPTS, '+hincrby', '+hset', '+rpush', '+time', '+exists', '+pexpiretime', '+select', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+      return [own, ...SCRIPTS, '+hincrby', '+hset', '+rpush', '+time', '+exists', '+pexpiretime', '+getrange', '+select', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
   }
 }

@@ -29,6 +29,8 @@ import { hasFlag, exists } from '@ioredis/commands';
  * - `spop`: logged as `SREM k <members popped>`.
  * - `zpop`: ZPOPMIN / ZPOPMAX, logged as `ZREM k <members popped>`.
  * - `pop`: LPOP / RPOP, logged with the count actually popped.
+ * - `pfcount`: PFCOUNT of one key, logged as sent when it rewrote the
+ *   HyperLogLog's cached count (stale after PFADD); Redis propagates it then too.
  */
 export type LogRule =
   | 'always'
@@ -44,7 +46,8 @@ export type LogRule =
   | 'hincrbyfloat'
   | 'spop'
   | 'zpop'
-  | 'pop';
+  | 'pop'
+  | 'pfcount';
 
 /**
  * Where the keys are among a command's arguments (1-based, the command name
@@ -137,6 +140,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
   zpopmax: { keys: one, log: 'zpop' },
   // others
   pfadd: { keys: one, log: 'changed' },
+  // a read that writes: it caches the count inside the value
+  pfcount: { keys: all, log: 'pfcount' },
 });
 
 /**
@@ -149,6 +154,15 @@ const ALSO_REFUSED = new Set(['eval', 'evalsha', 'fcall', 'xgroup', 'watch', 'un
 /** The spec of a supported write, or undefined for anything else. */
 export function commandSpec(name: string): CommandSpec | undefined {
   return Object.prototype.hasOwnProperty.call(COMMANDS, name) ? COMMANDS[name] : undefined;
+}
+
+/**
+ * The rule for one call: the table's, except where the arguments make a
+ * cheaper rule exact. A plain `SET k v` always applies and clears the TTL, so
+ * it is logged as sent, without the expiry lookup the `set` rule makes.
+ */
+export function logRule(name: string, spec: CommandSpec, argCount: number): LogRule {
+  return name === 'set' && argCount === 2 ? 'always' : spec.log;
 }
 
 /** True for a Redis command that writes data but is not in the table. */

@@ -56,18 +56,22 @@ class Reader {
     return Number(b.readBigInt64BE(p));
   }
 
-  private array(n: number): Value[] {
+  private array(n: number, depth: number): Value[] {
+    // An entry nests three deep (entry, commands, command): anything deeper is
+    // not an entry, and bounding it keeps garbage from exhausting the stack.
+    if (depth > 3) throw new EntryFormatError('not a qsync entry: nested too deep');
+    if (n > this.buf.length - this.pos) throw new EntryFormatError('not a qsync entry: truncated');
     const out: Value[] = [];
-    for (let i = 0; i < n; i++) out.push(this.value());
+    for (let i = 0; i < n; i++) out.push(this.value(depth));
     return out;
   }
 
-  value(): Value {
+  value(depth = 0): Value {
     const t = this.uint(1);
     if (t <= 0x7f) return t;
     if (t >= 0xe0) return t - 0x100;
     if (t >= 0xa0 && t <= 0xbf) return this.bytes(t & 0x1f);
-    if (t >= 0x90 && t <= 0x9f) return this.array(t & 0x0f);
+    if (t >= 0x90 && t <= 0x9f) return this.array(t & 0x0f, depth + 1);
     switch (t) {
       case 0xc0: return null;
       case 0xc2: return false;
@@ -85,8 +89,8 @@ class Reader {
       case 0xd1: return this.int(2);
       case 0xd2: return this.int(4);
       case 0xd3: return this.int(8);
-      case 0xdc: return this.array(this.uint(2));
-      case 0xdd: return this.array(this.uint(4));
+      case 0xdc: return this.array(this.uint(2), depth + 1);
+      case 0xdd: return this.array(this.uint(4), depth + 1);
       default:
         throw new EntryFormatError(`not a qsync entry: unexpected msgpack type 0x${t.toString(16)}`);
     }
@@ -97,7 +101,9 @@ const isNumber = (v: Value): v is number => typeof v === 'number' && Number.isSa
 
 /** Decodes one raw entry; throws EntryFormatError for anything else. */
 export function decodeEntry(raw: Buffer): Entry {
-  const v = new Reader(raw).value();
+  const reader = new Reader(raw);
+  const v = reader.value();
+  if (reader.pos !== raw.length) throw new EntryFormatError('not a qsync entry: bytes after the end');
   if (!Array.isArray(v) || v.length !== 5 || v[0] !== 1) {
     throw new EntryFormatError('not a qsync entry: expected [1, seq, ts, db, commands]');
   }

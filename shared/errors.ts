@@ -19,6 +19,10 @@ export const ExitCode = {
   resyncNeeded: 6,
   /** an entry was refused by the replica and the worker halted */
   halted: 7,
+  /** dlq: no dead letter with that sequence number */
+  notFound: 8,
+  /** dlq retry: the replica refused a dead letter again; it was kept */
+  refused: 9,
   /** anything unexpected */
   internal: 70,
 } as const;
@@ -62,6 +66,11 @@ export class UnreachableError extends QsyncError {
 /** Wrong password, missing ACL permission. */
 export class AuthError extends QsyncError {
   override readonly exitCode = ExitCode.auth;
+}
+
+/** The thing asked for (a dead letter) does not exist. */
+export class NotFoundError extends QsyncError {
+  override readonly exitCode = ExitCode.notFound;
 }
 
 /** TLS handshake or certificate failure. */

@@ -267,6 +267,12 @@ const SCENARIOS: Record<string, Scenario> = {
     t.is(await p.pfadd('pfadd:h', 'a', 'b', 'c'), 1);
     t.is(await p.pfadd('pfadd:h', 'a'), 0);
   },
+  pfcount: async (p, t) => {
+    await p.pfadd('pfcount:a', 'x', 'y');
+    await p.pfadd('pfcount:b', 'z');
+    t.is(await p.pfcount('pfcount:a'), 2);
+    t.is(await p.pfcount('pfcount:a', 'pfcount:b'), 3);
+  },
 };
 
 /**
@@ -326,6 +332,18 @@ test('EXPIRE and SET EXAT with a time in the past delete the key on both sides',
   });
   t.is(await pair.replica.client().exists('past:expire', 'past:set'), 0);
   t.is(await pair.master.client().exists('past:expire', 'past:set'), 0);
+});
+
+test('PFCOUNT, a read that caches the count inside the value, is logged only when it rewrote the cache', async (t) => {
+  await replays(t, async (producer) => {
+    const seq = async () => Number(await producer.hget('qsync:default:meta', 'seq'));
+    await producer.pfadd('hll', 'a', 'b');
+    t.is(await producer.pfcount('hll'), 2);
+    t.is(await seq(), 2, 'the first count rewrote the cache and was logged');
+    t.is(await producer.pfcount('hll'), 2);
+    t.is(await producer.pfcount('hll', 'missing'), 2);
+    t.is(await seq(), 2, 'the later counts changed nothing and logged nothing');
+  });
 });
 
 test('a key set with EX 100 and replayed 2 s later keeps the master expiry, not 100 s from the replay', async (t) => {

@@ -4,7 +4,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { Command, type Redis } from 'ioredis';
+import { Command, type ChainableCommander, type Redis } from 'ioredis';
 import { createProducer, UnsupportedCommandError, ConfigError } from '../producer/index.js';
 import { MAX_ARGS } from '../shared/commands.js';
 import { decodeEntry } from '../shared/entry.js';
@@ -94,19 +94,23 @@ test('node-style callbacks get results and errors, on writes, reads and exec', a
   t.is(await viaCallback((cb) => producer.flushall(cb)), `error: ${new UnsupportedCommandError('flushall').message}`);
   t.deepEqual(await viaCallback((cb) => producer.multi().incr('k').exec(cb)), [[null, 2]]);
   t.deepEqual(await viaCallback((cb) => producer.pipeline().incr('k').exec(cb)), [[null, 3]]);
+  t.is(await viaCallback((cb) => void producer.pipeline().incr('k', cb).exec()), 4);
+  t.is(await viaCallback((cb) => void producer.multi().incr('k', cb).exec()), 'QUEUED');
 });
 
 test('call() writes are logged; reads, by method or call(), are not', async (t) => {
   const { producer, logged } = await setup(t);
   await producer.call('set', 'k', 'v');
   await producer.call('HSET', 'h', 'f', 'v');
-  t.is(await logged(), 2);
+  await producer.pipeline().call('set', 'p', 'v').callBuffer('get', 'p').exec();
+  t.deepEqual(await producer.multi().call('incr', 'n').call('get', 'n').exec(), [[null, 1], [null, '1']]);
+  t.is(await logged(), 4);
   await producer.get('k');
   await producer.hgetall('h');
   await producer.call('get', 'k');
   await producer.scan(0);
   await producer.exists('k');
-  t.is(await logged(), 2);
+  t.is(await logged(), 4);
 });
 
 test('a failed write changes nothing, logs nothing and fails with the error ioredis gives', async (t) => {
@@ -180,6 +184,8 @@ test('unsupported writes are refused by name and write nothing on the master', a
   await refused(t, producer.call('XGROUP', 'CREATE', 'stream', 'g', '$', 'MKSTREAM'), 'xgroup');
   await refused(t, producer.callBuffer('swapdb', 0, 1), 'swapdb');
   await refused(t, (producer as unknown as Record<string, (k: string) => Promise<unknown>>).myWrite('mine'), 'myWrite');
+  producer.defineCommand('myRead', { numberOfKeys: 1, readOnly: true, lua: "return redis.call('GET', KEYS[1])" });
+  t.is(await (producer as unknown as Record<string, (k: string) => Promise<unknown>>).myRead('plain'), 'kept', 'a read-only script runs');
   t.deepEqual((await master.keys('*')).sort(), ['list', 'plain']);
   t.deepEqual(await master.lrange('list', 0, -1), ['b', 'a']);
   t.is(await logged(), 0);
@@ -190,6 +196,8 @@ test('an unsupported write inside multi() or pipeline() fails exec() before anyt
   await refused(t, producer.multi().set('a', '1').flushdb().incr('n').exec(), 'flushdb');
   await refused(t, producer.pipeline().set('a', '1').xadd('s', '*', 'f', 'v').exec(), 'xadd');
   await refused(t, producer.multi().set('a', '1').select(2).set('b', '1').exec(), 'select');
+  const pipeline = producer.pipeline() as unknown as { multi(): ChainableCommander };
+  await refused(t, pipeline.multi().set('a', '1').exec(), 'multi');
   t.is(await master.dbsize(), 0);
   t.is(await logged(), 0);
 });
@@ -218,6 +226,16 @@ test('a command that fails inside multi() leaves the others applied and logged, 
   t.deepEqual(shape(await group(producer)), shape(await group(plain)));
   t.deepEqual(decodeEntry((await master.lrangeBuffer(LOG, 0, 0))[0]).commands.map(([n]) => n.toString()), ['set', 'rpush']);
   await replicate();
+});
+
+test('a command with the wrong number of arguments aborts a multi() and fails alone in a pipeline(), like ioredis', async (t) => {
+  const [{ producer, master, logged }, plain] = await Promise.all([setup(t), plainClient(t)]);
+  const transaction = (c: Redis) => outcome(c.multi().set('a', '1').call('set', 'b').exec());
+  t.deepEqual(await transaction(producer), await transaction(plain));
+  t.is(await master.exists('a'), 0);
+  const pipe = (c: Redis) => c.pipeline().set('a', '1').call('set', 'b').incr('a').exec();
+  t.deepEqual(await pipe(producer), await pipe(plain));
+  t.is(await logged(), 2);
 });
 
 test('reads inside multi() answer like ioredis, hgetall as an object and Buffers for Buffer variants', async (t) => {

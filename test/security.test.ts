@@ -28,7 +28,7 @@ test('the documented least-privilege ACL users are enough to replicate, and no m
   const admin = { m: pair.master.client(), r: pair.replica.client() };
   await admin.m.call('ACL', 'SETUSER', 'qsync-consumer', 'on', '>m-secret', ...aclRules('consumer-master'));
   await admin.r.call('ACL', 'SETUSER', 'qsync-consumer', 'on', '>r-secret', ...aclRules('consumer-replica'));
-  await admin.m.call('ACL', 'SETUSER', 'app', 'on', '>app-secret', '~app:*', '+get', ...aclRules('producer'));
+  await admin.m.call('ACL', 'SETUSER', 'app', 'on', '>app-secret', '~app:*', '+get', '+info', ...aclRules('producer'));
 
   const app = createProducer(pair.master.client(0, { username: 'app', password: 'app-secret' }));
   await app.set('app:name', 'x', 'EX', 100);

@@ -8,25 +8,59 @@
   applied and the watermark records how many ('part'), so a retry resumes
   after them instead of applying them twice.
 
+  Parking (ARGV[3] = 'park'). An entry the replica refuses is parked instead
+  of retried forever, in three steps: (1) this script decides it, moving the
+  watermark past the entry and writing a pending record 'parked:<seq>'
+  (index, commands done, time, error); (2) the consumer's confirmation on the
+  master (park-4.lua) files the dead letter and trims the batch, in one step;
+  (3) the consumer deletes the pending record. Why each entry ends up applied
+  or parked, never lost and never both, wherever a consumer dies:
+  - Before (1) nothing changed: entry S is still above the watermark, and
+    the next apply that reaches it applies or parks it. The decision is made
+    once, atomically with the watermark and with the commands of S that ran
+    (recorded as 'done', never run again), so no two consumers racing can
+    make it twice or both ways.
+  - Between (1) and (2): S is at or below the watermark but still in the log.
+    Every batch holding S is answered with S as a dead letter again, from its
+    pending record, running nothing of it; so no consumer, the next one or a
+    stale one, can confirm a batch past S without filing S.
+  - (2) is atomic, for the lease holder only, and only while the head of the
+    log is still what was applied (sha1): S leaves the log exactly when its
+    dead letter appears, once.
+  - Between (2) and (3): the pending record stays behind, but S is in no
+    batch any more, so it is never read again.
+  Bytes that are not a qsync entry have no sequence and change nothing here:
+  every batch holding them reports them, until (2) files them.
+  Errors that are about the replica rather than the entry (read-only, out of
+  memory, no permission...) never park: every entry would be parked. They
+  stop the batch as in 'halt' mode.
+
   Input:
-    KEYS[1] applied hash (seq, epoch, ts, part), in the queue db
+    KEYS[1] applied hash (seq, epoch, ts, part, parked:<seq>...), in the queue db
     ARGV[1] the master's epoch
     ARGV[2] queue db
-    ARGV[3...] entries, as read from the log
+    ARGV[3] on refusal: 'halt' or 'park'
+    ARGV[4...] entries, as read from the log
 
   Output:
-     {0, watermark, applied count}
+     {0, watermark, applied count[, dead]}
+                                       dead, when there are any: {position, seq, index, done, time,
+                                       error} for each entry of the batch to file as a dead letter,
+                                       in log order (seq 0: not a qsync entry)
     {-1, watermark, seq}               gap: seq follows watermark, entries between are gone
     {-2, replica epoch}                the replica follows another log (the master's sequence started over)
-    {-3, position}                     the entry at that position (1-based) is not a qsync entry
+    {-3, position}                     'halt': the entry at that position (1-based) is not a qsync entry
     {-4, watermark, seq, index, error} the replica refused command index of entry seq
                                        (index 0: the entry's db could not be selected)
 ]]
 local rcall = redis.call
 --- @include "includes/decode"
+--- @include "includes/now"
 
+local FIRST = 4
 local epoch = ARGV[1]
 local queue_db = ARGV[2]
+local park = ARGV[3] == 'park'
 local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part')
 local watermark = tonumber(cur[1]) or 0
 if cur[2] and cur[2] ~= epoch then return { -2, cur[2] } end
@@ -37,45 +71,63 @@ if cur[3] then
   part_seq, part_done = tonumber(s), tonumber(d)
 end
 
+local dead = {}
 local todo = {}
 local expect = watermark + 1
-for i = 3, #ARGV do
+for i = FIRST, #ARGV do
+  local pos = i - FIRST + 1
   local e = decode_entry(ARGV[i])
-  if not e then return { -3, i - 2 } end
-  if e[2] > watermark then
+  if not e then
+    if not park then return { -3, pos } end
+    dead[#dead + 1] = { pos, 0, 0, 0, now_ms(), 'not a qsync entry' }
+  elseif e[2] > watermark then
     if e[2] ~= expect then return { -1, watermark, e[2] } end
-    todo[#todo + 1] = e
+    todo[#todo + 1] = { e, pos }
     expect = expect + 1
+  else
+    local rec = rcall('HMGET', KEYS[1], 'parked:' .. string.format('%.0f', e[2]))[1]
+    if rec then
+      local index, done, at, err = string.match(rec, '^(%d+) (%d+) (%d+) (.*)$')
+      dead[#dead + 1] = { pos, e[2], tonumber(index), tonumber(done), tonumber(at), err }
+    end
   end
 end
 
-local function save(fields)
+-- Written with the watermark, in the queue db.
+local fields = {}
+local function save(extra)
+  for _, f in ipairs(extra) do fields[#fields + 1] = f end
   rcall('SELECT', queue_db)
   rcall('HSET', KEYS[1], 'epoch', epoch, unpack(fields))
 end
 
--- Stops at a refused command: what ran before it stays applied (a script
--- does not roll back), so the watermark and 'part' must record exactly that.
--- index 0 means the entry's db could not be selected.
-local function refuse(e, index, last, last_ts, err)
-  local done = index - 1
-  if index == 0 then done = e[2] == part_seq and part_done or 0 end
-  local fields = { 'part', e[2] .. ':' .. done }
-  if last_ts then
-    fields[3], fields[4], fields[5], fields[6] = 'seq', string.format('%.0f', last), 'ts', string.format('%.0f', last_ts)
-  end
-  save(fields)
-  return { -4, last, e[2], index, err }
+local last, last_ts = watermark, nil
+local function watermark_fields()
+  if not last_ts then return {} end
+  return { 'seq', string.format('%.0f', last), 'ts', string.format('%.0f', last_ts) }
 end
 
+-- Errors about the replica itself, not about the entry. An ACL refusal
+-- inside a script is 'ERR The user executing the script can't run this
+-- command' on Redis 7.0, NOPERM on later versions.
+local NOT_THE_ENTRY = { READONLY = true, OOM = true, MISCONF = true, NOPERM = true, LOADING = true,
+  MASTERDOWN = true, NOREPLICAS = true }
+local function about_the_replica(err)
+  local lower = string.lower(err)
+  return NOT_THE_ENTRY[string.match(err, '^(%u+)')] or string.find(lower, "can't run this command", 1, true)
+    or string.find(lower, 'permission', 1, true)
+end
+
+-- Runs an entry's commands not yet done. Returns nothing when all ran, or
+-- the index of the refused command (0: its db) and the error. What ran
+-- before a refused command stays applied (a script does not roll back).
 local db = nil
-local last, last_ts = watermark, nil
-for _, e in ipairs(todo) do
+local function run(e)
   if e[4] ~= db then
     -- pcall: an error raised here would end the script with the entries
     -- before it applied but the watermark not moved.
     local r = redis.pcall('SELECT', e[4])
-    if type(r) == 'table' and r.err then return refuse(e, 0, last, last_ts, r.err) end
+    if type(r) == 'table' and r.err then return 0, r.err end
     db = e[4]
   end
   local first = 1
@@ -83,13 +135,36 @@ for _, e in ipairs(todo) do
   local cmds = e[5]
   for j = first, #cmds do
     local r = redis.pcall(unpack(cmds[j]))
-    if type(r) == 'table' and r.err then return refuse(e, j, last, last_ts, r.err) end
+    if type(r) == 'table' and r.err then return j, r.err end
+  end
+end
+
+local parked_now = 0
+for _, t in ipairs(todo) do
+  local e, pos = t[1], t[2]
+  local index, err = run(e)
+  if index then
+    local done = index - 1
+    if index == 0 then done = e[2] == part_seq and part_done or 0 end
+    if not park or about_the_replica(err) then
+      save(watermark_fields())
+      rcall('HSET', KEYS[1], 'part', e[2] .. ':' .. done)
+      return { -4, last, e[2], index, err }
+    end
+    local at = now_ms()
+    local seq = string.format('%.0f', e[2])
+    fields[#fields + 1] = 'parked:' .. seq
+    fields[#fields + 1] = index .. ' ' .. done .. ' ' .. string.format('%.0f', at) .. ' ' .. err
+    dead[#dead + 1] = { pos, e[2], index, done, at, err }
+    parked_now = parked_now + 1
   end
   last, last_ts = e[2], e[3]
 end
 
 if last_ts then
-  save({ 'seq', string.format('%.0f', last), 'ts', string.format('%.0f', last_ts) })
+  save(watermark_fields())
   rcall('HDEL', KEYS[1], 'part')
 end
-return { 0, last, #todo }
+if #dead == 0 then return { 0, last, #todo } end
+table.sort(dead, function(a, b) return a[1] < b[1] end)
+return { 0, last, #todo - parked_now, dead }

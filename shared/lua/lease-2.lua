@@ -20,7 +20,7 @@ if cur and cur ~= ARGV[1] then
   return { 0, rcall('PTTL', KEYS[1]), cur }
 end
 rcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local _, now = now_ms()
+local now = string.format('%.0f', now_ms())
 if not cur then
   rcall('HSET', KEYS[2], 'consumer', ARGV[1], 'holder', ARGV[3], 'since', now)
 end

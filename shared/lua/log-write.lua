@@ -25,6 +25,11 @@ local rcall = redis.call
 --- @include "includes/now"
 --- @include "includes/entry"
 
+-- Run the writes in the db the entry names, whatever db the connection is in,
+-- and refuse before writing anything when that db does not exist.
+local selected = redis.pcall('SELECT', ARGV[1])
+if type(selected) == 'table' and selected.err then return selected end
+
 local cmds, rules = {}, {}
 local i = 4
 while i <= #ARGV do
@@ -38,17 +43,25 @@ end
 
 local replies = {}
 local out = {}
+local PRE, RULES
 for k, cmd in ipairs(cmds) do
-  local rule = RULES[rules[k]]
-  if rules[k] ~= '' and not rule then
-    replies[k] = { err = 'ERR qsync: unknown log rule ' .. rules[k] .. '; nothing was written' }
-  else
-    local pre = PRE[rules[k]] and PRE[rules[k]](cmd)
+  local rule = rules[k]
+  if rule == 'always' or rule == 'changed' or rule == '' then
     local reply = redis.pcall(unpack(cmd))
-    if rule and not (type(reply) == 'table' and reply.err) then
-      rule(cmd, reply, out, pre)
+    if rule ~= '' and not (type(reply) == 'table' and reply.err) and (rule == 'always' or changed(reply)) then
+      push(out, cmd)
     end
     replies[k] = reply
+  else
+    if not RULES then PRE, RULES = load_rules() end
+    if not RULES[rule] then
+      replies[k] = { err = 'ERR qsync: unknown log rule ' .. rule .. '; nothing was written' }
+    else
+      local pre = PRE[rule] and PRE[rule](cmd)
+      local reply = redis.pcall(unpack(cmd))
+      if not (type(reply) == 'table' and reply.err) then RULES[rule](cmd, reply, out, pre) end
+      replies[k] = reply
+    end
   end
 end
 

@@ -2,6 +2,7 @@
 --[[
   Removes applied entries from the head of the log, only for the consumer
   that holds the lease and only if the head is still what it applied.
+  (A batch with dead letters is confirmed by park-4.lua instead.)
 
   Input:
     KEYS[1] log list
@@ -19,10 +20,10 @@
     -2 the head of the log is not what was applied (nothing trimmed)
 ]]
 local rcall = redis.call
-if rcall('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+--- @include "includes/head"
 local count = tonumber(ARGV[2])
-local last = rcall('LINDEX', KEYS[1], count - 1)
-if not last or redis.sha1hex(last) ~= ARGV[3] then return -2 end
+local ok = check_head(KEYS[1], KEYS[2], ARGV[1], count, ARGV[3])
+if ok ~= 0 then return ok end
 rcall('LTRIM', KEYS[1], count, -1)
 rcall('HSET', KEYS[3], 'watermark', ARGV[4], 'watermarkTs', ARGV[5])
 return 0

@@ -49,7 +49,7 @@ export async function waitForDrain(master: Redis, replica: Redis, { queue = 'def
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const [seq, applied] = await Promise.all([master.hget(keys.meta, 'seq'), replica.hget(keys.applied, 'seq')]);
-    if (seq !== null && seq === applied) return Number(seq);
+    if (seq === applied) return Number(seq ?? 0);
     if (Date.now() > deadline) throw new Error(`queue not drained after ${timeoutMs} ms: master seq ${seq}, replica at ${applied}`);
     await new Promise((r) => setTimeout(r, 20));
   }
