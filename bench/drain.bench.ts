@@ -3,7 +3,7 @@
  * replica, against the same writes sent to the replica as plain pipelines,
  * for a few window and batch sizes.
  */
-import type { WorkerOptions } from '../consumer/worker.js';
+import { WORKER_DEFAULTS, type WorkerOptions } from '../consumer/worker.js';
 import { startPair } from '../test/support/fixtures.js';
 import { DrainRig, type DrainSample } from './support/drain-rig.js';
 import { pipelinedSetCeiling, PIPELINED_SET_ARGS } from './support/redis-benchmark.js';
@@ -13,10 +13,14 @@ import { backToBack, measured, median, ratio, type Row } from './support/stats.j
 const ENTRIES = 200_000;
 const PIPELINE = 1000;
 type Config = Required<Pick<WorkerOptions, 'window' | 'batchSize'>>;
-const DEFAULTS: Config = { window: 4, batchSize: 1000 };
-const CONFIGS: Config[] = [1, 4, 16].flatMap((window) => [500, 1000, 2000].map((batchSize) => ({ window, batchSize })));
+/** The defaults, other windows at the default batch size, other batch sizes at the default window. */
+const CONFIGS: Config[] = [
+  { window: WORKER_DEFAULTS.window, batchSize: WORKER_DEFAULTS.batchSize },
+  ...[1, 4, 16].filter((w) => w !== WORKER_DEFAULTS.window).map((window) => ({ window, batchSize: WORKER_DEFAULTS.batchSize })),
+  ...[500, 2000].filter((b) => b !== WORKER_DEFAULTS.batchSize).map((batchSize) => ({ window: WORKER_DEFAULTS.window, batchSize })),
+];
 
-const isDefault = (c: Config) => c.window === DEFAULTS.window && c.batchSize === DEFAULTS.batchSize;
+const isDefault = (c: Config) => c.window === WORKER_DEFAULTS.window && c.batchSize === WORKER_DEFAULTS.batchSize;
 const name = (c: Config) => `window ${c.window}, batch ${c.batchSize}${isDefault(c) ? ' (defaults)' : ''}`;
 
 /** Medians of the CPU microseconds per entry, by process. */
@@ -64,7 +68,7 @@ export const scenario: Scenario = {
         measured('redis-benchmark pipelined SET ceiling', 'writes/s', ceiling),
         ...CONFIGS.map((c, i) => measured(`SyncWorker ${name(c)}`, 'entries/s', rate(runs[i]))),
         ...ratios,
-        ratio(`${name(DEFAULTS)} ÷ redis-benchmark ceiling`, rate(runs[defaults]), ceiling),
+        ratio(`${name(WORKER_DEFAULTS)} ÷ redis-benchmark ceiling`, rate(runs[defaults]), ceiling),
       ];
       const cpu = cpuOf(runs[defaults]);
       const plainCpu = cpuOf(base.flat());

@@ -15,6 +15,7 @@ import { connected, key, value, within } from './support/workload.js';
 
 const RATE = 5000;
 const SECONDS = 10;
+const TARGET_P99_MS = 10;
 const keys = new QueueKeys(DEFAULT_PREFIX, DEFAULT_QUEUE);
 
 interface RoundResult {
@@ -85,14 +86,22 @@ export const scenario: Scenario = {
         results.push({ lag, ack, writesPerSecond: total / seconds });
       }
       const of = (pick: (r: RoundResult) => number) => results.map(pick);
+      // The producer's own round trip stalls only when the machine does, which
+      // tells a stalled host from a slow worker.
+      const calm = results.filter((r) => percentile(r.ack, 99) <= TARGET_P99_MS);
+      const calmLag = calm.map((r) => percentile(r.lag, 99).toFixed(1)).join(', ');
       return {
         rows: [
           measured('writes sent', 'writes/s', of((r) => r.writesPerSecond)),
           measured('producer round trip p50 (baseline)', 'ms', of((r) => percentile(r.ack, 50))),
           measured('producer round trip p99 (baseline)', 'ms', of((r) => percentile(r.ack, 99))),
           measured('lag p50', 'ms', of((r) => percentile(r.lag, 50))),
-          measured('lag p99', 'ms', of((r) => percentile(r.lag, 99)), { op: '<=', value: 10 }),
+          measured('lag p99', 'ms', of((r) => percentile(r.lag, 99)), { op: '<=', value: TARGET_P99_MS }),
           measured('lag max', 'ms', of((r) => r.lag[r.lag.length - 1])),
+        ],
+        notes: [
+          `Rounds in which the producer's own p99 round trip stayed within ${TARGET_P99_MS} ms (no stall of the shared host): ` +
+            `${calm.length} of ${results.length}${calm.length ? `, with lag p99 ${calmLag} ms` : ''}.`,
         ],
         details: { writesPerRound: total },
       };

@@ -31,7 +31,7 @@ function headline(r: ScenarioResult): Row {
 
 /** Every sample, or their count and range when there are too many to read. */
 function samples(row: Row): string {
-  if (row.samples.length <= 7) return row.samples.map((s) => format(s, row.unit)).join(', ');
+  if (row.samples.length <= 10) return row.samples.map((s) => format(s, row.unit)).join(', ');
   return `${row.samples.length} samples, ${format(Math.min(...row.samples), row.unit)} to ${format(Math.max(...row.samples), row.unit)}`;
 }
 
@@ -48,6 +48,7 @@ function table(r: ScenarioResult): string[] {
 const machineOf = (r: ScenarioResult) =>
   `${r.machine.cpus} × ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB, ${r.machine.os}`;
 const versionsOf = (r: ScenarioResult) => `Node ${r.versions.node}, redis-server ${r.versions.redis}, ioredis ${r.versions.ioredis}`;
+const productOf = (r: ScenarioResult) => `qsync ${r.versions.qsync}`;
 
 function section(r: ScenarioResult): string[] {
   const verdictText = r.verdict === 'informational' ? 'informational' : r.verdict === 'pass' ? 'target met' : '**target missed**';
@@ -55,7 +56,7 @@ function section(r: ScenarioResult): string[] {
     `## ${r.title}`,
     '',
     `\`${r.command}\` · ${r.date.slice(0, 16).replace('T', ' ')} UTC · ${r.rounds} round${r.rounds === 1 ? '' : 's'} in ${r.durationSeconds} s · ` +
-      `load average ${r.machine.loadAverage.join(' / ')} at the start · ${verdictText}`,
+      `1-minute load average ${r.machine.loadAverage[0]} at the start, ${r.loadAverageAtEnd[0]} at the end · ${verdictText}`,
     '',
     r.method,
     '',
@@ -76,6 +77,7 @@ function load(): ScenarioResult[] {
 export function renderReport(results: ScenarioResult[]): string {
   const machines = new Set(results.map(machineOf));
   const versions = new Set(results.map(versionsOf));
+  const products = new Set(results.map(productOf));
   return [
     '# Benchmarks',
     '',
@@ -96,6 +98,7 @@ export function renderReport(results: ScenarioResult[]): string {
     '',
     ...[...machines].map((m) => `- ${m}`),
     ...[...versions].map((v) => `- ${v}`),
+    ...[...products].map((p) => `- ${p}`),
     '',
     '## Reproduce',
     '',

@@ -12,7 +12,7 @@ import { scenario as drainLatency } from './drain-latency.bench.js';
 import { scenario as lag } from './lag.bench.js';
 import { scenario as memory } from './memory.bench.js';
 import { writeReport } from './report.js';
-import { environment, verdictOf, writeResult, type Scenario } from './support/result.js';
+import { environment, loadAverage, verdictOf, writeResult, type Scenario } from './support/result.js';
 
 const SCENARIOS: Scenario[] = [producerOverhead, drain, drainLatency, lag, memory];
 
@@ -41,7 +41,7 @@ const { chosen, rounds } = parseArgs(process.argv.slice(2));
 const started = performance.now();
 for (const s of chosen) {
   const n = rounds ?? s.rounds;
-  console.log(`${s.name}: ${n} rounds…`);
+  console.log(`${s.name}: ${n} round${n === 1 ? '' : 's'}…`);
   const env = environment();
   const t0 = performance.now();
   const outcome = await s.run(n);
@@ -51,18 +51,19 @@ for (const s of chosen) {
     method: s.method,
     command: `npm run bench -- ${s.name}${rounds ? ` --rounds ${rounds}` : ''}`,
     date: new Date().toISOString(),
+    loadAverageAtEnd: loadAverage(),
     rounds: n,
     durationSeconds: Math.round((performance.now() - t0) / 100) / 10,
     ...env,
     ...outcome,
     verdict: verdictOf(outcome),
   };
-  writeResult(result);
+  const file = writeResult(result);
   for (const row of outcome.rows) {
     const verdict = row.pass === undefined ? '' : row.pass ? '  pass' : '  FAIL';
     console.log(`  ${row.label}: ${row.median.toPrecision(4)} ${row.unit}${verdict}`);
   }
   for (const note of outcome.notes ?? []) console.log(`  ${note}`);
-  console.log(`  ${result.verdict} (${result.durationSeconds} s)`);
+  console.log(`  ${result.verdict} (${result.durationSeconds} s), wrote ${file}`);
 }
 console.log(`wrote ${writeReport()} (${Math.round((performance.now() - started) / 1000)} s in all)`);

@@ -1,23 +1,26 @@
 /**
- * The `qsync` command line: consume, status. Every option can also come from
- * an environment variable (named in --help). Bad input ends with one line
- * naming the bad value and exit code 2; other failures have their own codes
- * (see shared/errors.ts).
+ * The `qsync` command line: consume, status, dlq, acl. Every option can also
+ * come from an environment variable (named in --help). Bad input ends with
+ * one line naming the bad value and exit code 2; other failures have their
+ * own codes (see shared/errors.ts).
  */
 import { Command, CommanderError, Option } from 'commander';
 import type { LevelWithSilent } from 'pino';
 import { redisOptionsFromUrl, redactUrl, intOption, nameOption, choiceOption, type TlsFiles } from '../shared/config.js';
 import { ExitCode, QsyncError, ConfigError } from '../shared/errors.js';
 import { createLogger, LOG_LEVELS } from '../shared/logger.js';
-import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
+import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../shared/keys.js';
+import { defineScripts } from '../shared/scripts.js';
 import { probe } from '../shared/probe.js';
 import { aclRules, ACL_ROLES } from '../shared/acl.js';
 import { SyncWorker, WORKER_DEFAULTS } from './worker.js';
 import { connect } from './connections.js';
 import { serveMetrics, workerMetrics, type MetricsServer } from './metrics.js';
-import type { RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
 import { findQueues, formatStatus, readStatus } from './status.js';
+import { ON_ERROR } from './refusals.js';
+import { dropDeadLetters, formatDeadLetters, listDeadLetters, retryDeadLetters, type Selection } from './dlq.js';
 
 interface CommonOpts {
   master?: string;
@@ -74,6 +77,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined>): Prom
     window: intOption(o.window, '--window', WORKER_DEFAULTS.window, 1, 64),
     leaseMs: intOption(o.leaseMs, '--lease-ms', WORKER_DEFAULTS.leaseMs, 300),
     timeoutMs: intOption(o.timeoutMs, '--timeout-ms', WORKER_DEFAULTS.timeoutMs, 100),
+    onError: choiceOption(o.onError, '--on-error', ON_ERROR, WORKER_DEFAULTS.onError),
   };
   const metricsPort = o.metricsPort === undefined ? undefined : intOption(o.metricsPort, '--metrics-port', 0, 0, 65_535);
   const log = createLogger(level);
@@ -128,14 +132,18 @@ function statusExitCode(states: string[]): number {
   return ExitCode.ok;
 }
 
+/** One checked connection to the master or the replica, in the queue db, for a command that runs once. */
+async function open(o: CommonOpts & { replica?: string }, side: 'master' | 'replica'): Promise<Redis> {
+  const url = required(o[side], `--${side}`, `QSYNC_${side.toUpperCase()}`);
+  const options = withoutDb(redisOptionsFromUrl(url, `--${side}`, tlsFiles(o)), `--${side}`, url);
+  const client = await probe({ ...options, db: intOption(o.queueDb, '--queue-db', 0, 0, 10_000) }, side, redactUrl(url));
+  defineScripts(client);
+  return client;
+}
+
 async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
-  const url = required(o.master, '--master', 'QSYNC_MASTER');
   const prefix = nameOption(o.prefix, '--prefix', DEFAULT_PREFIX);
-  const master = await probe(
-    { ...withoutDb(redisOptionsFromUrl(url, '--master', tlsFiles(o)), '--master', url), db: intOption(o.queueDb, '--queue-db', 0, 0, 10_000) },
-    'master',
-    redactUrl(url),
-  );
+  const master = await open(o, 'master');
   try {
     const queues = o.queue ? [nameOption(o.queue, '--queue', DEFAULT_QUEUE)] : await findQueues(master, prefix);
     const rows = await Promise.all(queues.map((q) => readStatus(master, prefix, q)));
@@ -144,6 +152,74 @@ async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
   } finally {
     master.disconnect();
   }
+}
+
+type DlqOpts = CommonOpts & { replica?: string; seq?: string; all?: boolean; garbage?: boolean; json?: boolean };
+
+/** Exactly one of --seq N, --all (and --garbage for drop). */
+function selection(o: DlqOpts, command: string, garbage: boolean): Selection {
+  const given = [o.seq !== undefined, o.all === true, o.garbage === true].filter(Boolean).length;
+  if (given !== 1) throw new ConfigError(`qsync: dlq ${command} needs one of --seq N, --all${garbage ? ', --garbage' : ''}`);
+  if (o.seq !== undefined) return { seq: intOption(o.seq, '--seq', 0, 1) };
+  return o.all ? { all: true } : { garbage: true };
+}
+
+/** Runs a dlq command against the master (and the replica for retry), closing them after. */
+async function dlq(o: DlqOpts, run: (keys: QueueKeys, master: Redis, replica?: Redis) => Promise<number>, replica = false): Promise<number> {
+  const keys = new QueueKeys(nameOption(o.prefix, '--prefix', DEFAULT_PREFIX), nameOption(o.queue, '--queue', DEFAULT_QUEUE));
+  if (replica) required(o.replica, '--replica', 'QSYNC_REPLICA');
+  const clients: Redis[] = [];
+  try {
+    clients.push(await open(o, 'master'));
+    if (replica) clients.push(await open(o, 'replica'));
+    return await run(keys, clients[0], clients[1]);
+  } finally {
+    for (const c of clients) c.disconnect();
+  }
+}
+
+function dlqCommands(program: Command): void {
+  const group = program.command('dlq').description('dead letters: entries a consumer run with --on-error park set aside');
+  const queue = () => new Option('--queue <name>', 'queue').env('QSYNC_QUEUE').default(DEFAULT_QUEUE);
+  const pick = (cmd: Command) => cmd.option('--seq <n>', 'the dead letter of this entry').option('--all', 'every dead letter');
+
+  common(group.command('list'))
+    .description('show the dead letters: seq, age, db, commands, error, when parked')
+    .addOption(queue())
+    .option('--json', 'print JSON')
+    .action(async (o: DlqOpts) => {
+      exitCode = await dlq(o, async (keys, master) => {
+        const views = await listDeadLetters(master, keys);
+        process.stdout.write((o.json ? JSON.stringify(views, null, 2) : formatDeadLetters(views, keys.dlq)) + '\n');
+        return ExitCode.ok;
+      });
+    });
+
+  pick(common(group.command('retry')))
+    .description('apply dead letters on the replica now (after the commands already applied) and remove those that applied')
+    .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
+    .addOption(queue())
+    .action(async (o: DlqOpts) => {
+      const which = selection(o, 'retry', false);
+      exitCode = await dlq(o, async (keys, master, replica) => {
+        const results = await retryDeadLetters(master, replica!, keys, intOption(o.queueDb, '--queue-db', 0, 0, 10_000), which);
+        for (const r of results) (r.applied ? process.stdout : process.stderr).write(`${r.applied ? '' : 'qsync: '}${r.message}\n`);
+        if (results.length === 0) process.stdout.write(`no dead letters in ${keys.dlq}\n`);
+        return results.every((r) => r.applied) ? ExitCode.ok : ExitCode.refused;
+      }, true);
+    });
+
+  pick(common(group.command('drop')))
+    .description('remove dead letters without applying them')
+    .addOption(queue())
+    .option('--garbage', 'every dead letter that is not a qsync entry')
+    .action(async (o: DlqOpts) => {
+      const which = selection(o, 'drop', true);
+      exitCode = await dlq(o, async (keys, master) => {
+        process.stdout.write(`dropped ${await dropDeadLetters(master, keys, which)} dead letters from ${keys.dlq}\n`);
+        return ExitCode.ok;
+      });
+    });
 }
 
 let exitCode: number = ExitCode.ok;
@@ -165,6 +241,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--lease-ms <ms>', 'consumer lease; a standby takes over this long after a crash').env('QSYNC_LEASE_MS').default(String(WORKER_DEFAULTS.leaseMs)))
     .addOption(new Option('--timeout-ms <ms>', 'a link silent this long is reset').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
     .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics); 0 picks a free one').env('QSYNC_METRICS_PORT'))
+    .addOption(new Option('--on-error <mode>', 'an entry the replica refuses: halt, or park it as a dead letter and go on').env('QSYNC_ON_ERROR').default(WORKER_DEFAULTS.onError))
     .action((o) => consume(o));
 
   common(program.command('status'))
@@ -174,6 +251,8 @@ export function buildProgram(): Command {
     .action(async (o) => {
       exitCode = await status(o);
     });
+
+  dlqCommands(program);
 
   program
     .command('acl')

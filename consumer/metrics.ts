@@ -54,6 +54,7 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   fromStatus('qsync_queue_depth', 'entries waiting in the master log', (s) => s.depth);
   fromStatus('qsync_oldest_entry_age_seconds', 'age of the oldest waiting entry', (s) => (s.oldestEntryAgeMs ?? 0) / 1000);
   fromStatus('qsync_master_sequence', 'last sequence number assigned on the master', (s) => s.masterSeq);
+  fromStatus('qsync_dead_letters', 'entries parked in the dead-letter list', (s) => s.deadLetters);
   fromStatus('qsync_lag_entries', 'master sequence minus replica watermark', (s) => s.lagEntries);
   const watermark = fromStatus('qsync_replica_watermark', 'last sequence number applied on the replica', (s) => s.replicaWatermark);
   const applied = new Counter({ name: 'qsync_entries_applied_total', help: 'entries applied to the replica by this worker', labelNames, registers: [registry] });

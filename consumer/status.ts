@@ -1,7 +1,7 @@
 /**
  * What `qsync status` shows for each queue, read from the master alone:
  * depth, age of the oldest entry, sequence, the watermark the consumer last
- * reported, lag, the consumer and its state.
+ * reported, lag, the consumer and its state, and the dead letters waiting.
  */
 import type { Redis } from 'ioredis';
 import { QueueKeys } from '../shared/keys.js';
@@ -22,6 +22,8 @@ export interface QueueStatus {
   state: string;
   stateSinceMs: number | null;
   detail: Record<string, unknown>;
+  /** entries parked in the dead-letter list (`qsync dlq list`) */
+  deadLetters: number;
 }
 
 /** Names of the queues under a prefix, found by their meta or log keys. */
@@ -42,7 +44,7 @@ export async function findQueues(master: Redis, prefix: string): Promise<string[
 
 export async function readStatus(master: Redis, prefix: string, queue: string): Promise<QueueStatus> {
   const keys = new QueueKeys(prefix, queue);
-  const [[, depth], [, head], [, seq], [, status], [, leaseTtl], [, lease], [, time]] = (await master
+  const [[, depth], [, head], [, seq], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters]] = (await master
     .multi()
     .llen(keys.log)
     .lindexBuffer(keys.log, 0)
@@ -51,6 +53,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     .pttl(keys.lease)
     .get(keys.lease)
     .time()
+    .llen(keys.dlq)
     .exec()) as [Error | null, unknown][] as [
     [null, number],
     [null, Buffer | null],
@@ -59,6 +62,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     [null, number],
     [null, string | null],
     [null, [string, string]],
+    [null, number],
   ];
   const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
   let oldest: number | null = null;
@@ -97,10 +101,12 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     state: live ? (status.state ?? 'starting') : 'no-consumer',
     stateSinceMs: status.stateSince ? Number(status.stateSince) : null,
     detail,
+    deadLetters,
   };
 }
 
-function age(ms: number | null): string {
+/** A duration for people: ms, s or min. */
+export function age(ms: number | null): string {
   if (ms === null) return '-';
   if (ms < 1000) return `${ms} ms`;
   if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
@@ -119,6 +125,7 @@ export function formatStatus(rows: QueueStatus[]): string {
         `  master seq      ${s.masterSeq}`,
         `  replica at      ${s.replicaWatermark ?? '-'}  (lag ${s.lagEntries ?? '-'} entries)`,
         `  consumer        ${s.consumer ? `${s.consumer.holder ?? s.consumer.id}, heartbeat ${age(s.consumer.heartbeatAgeMs)} ago` : 'none holds the lease'}`,
+        `  dead letters    ${s.deadLetters}${s.deadLetters ? '  (qsync dlq list)' : ''}`,
       ];
       return lines.join('\n');
     })

@@ -5,17 +5,19 @@
  * replica's watermark, so a batch sent twice (after a crash, a cut link, a
  * takeover) is applied once. Entries leave the master's log only after the
  * replica confirmed them. Several batches may be in flight (the window) to
- * hide the link's round trip; they are applied and trimmed in order.
+ * hide the link's round trip; they are applied and trimmed in order. An
+ * entry the replica refuses halts the worker or is parked as a dead letter
+ * (consumer/refusals.ts).
  */
 import { EventEmitter } from 'node:events';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { createLogger, type Logger } from '../shared/logger.js';
-import { decodeEntry, describeCommand } from '../shared/entry.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
 import { connect, describeError, isLinkError, onSide, SideError } from './connections.js';
 import { Lease } from './lease.js';
+import { haltDetail, Confirmer, type ApplyReply, type OnError } from './refusals.js';
 
 export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
 
@@ -40,6 +42,12 @@ export interface WorkerOptions {
   timeoutMs?: number;
   /** how often halted and resync-needed states are checked again. @default 5000 */
   recheckMs?: number;
+  /**
+   * what to do with an entry the replica refuses, or bytes in the log that
+   * are not an entry: halt until someone fixes it, or park it in the
+   * dead-letter list on the master and go on. @default 'halt'
+   */
+  onError?: OnError;
   backoff?: BackoffOptions;
   logger?: Logger;
   /** identifies this worker in the lease and status. @default random */
@@ -54,7 +62,6 @@ interface Batch {
   remaining: number;
 }
 
-type ApplyReply = (number | string)[];
 type Outcome = { batch: Batch; reply: ApplyReply; seconds: number } | { batch: Batch; error: Error };
 
 /** Defaults of the tunable options, shared with the CLI. */
@@ -65,6 +72,7 @@ export const WORKER_DEFAULTS = {
   leaseMs: 10_000,
   timeoutMs: 15_000,
   recheckMs: 5000,
+  onError: 'halt',
 } as const;
 
 /** The replica cannot be brought up to date from the queue. */
@@ -81,6 +89,7 @@ export class SyncWorker extends EventEmitter {
   private readonly blocker: Redis;
   private readonly replica: Redis;
   private readonly lease: Lease;
+  private readonly confirmer: Confirmer;
   private readonly stop = new AbortController();
   private current: WorkerState = 'starting';
   private detail: Record<string, unknown> = {};
@@ -93,18 +102,8 @@ export class SyncWorker extends EventEmitter {
 
   constructor(options: WorkerOptions) {
     super();
-    this.opts = {
-      queue: options.queue ?? DEFAULT_QUEUE,
-      prefix: options.prefix ?? DEFAULT_PREFIX,
-      queueDb: options.queueDb ?? DEFAULT_QUEUE_DB,
-      batchSize: options.batchSize ?? WORKER_DEFAULTS.batchSize,
-      batchBytes: options.batchBytes ?? WORKER_DEFAULTS.batchBytes,
-      window: options.window ?? WORKER_DEFAULTS.window,
-      leaseMs: options.leaseMs ?? WORKER_DEFAULTS.leaseMs,
-      timeoutMs: options.timeoutMs ?? WORKER_DEFAULTS.timeoutMs,
-      recheckMs: options.recheckMs ?? WORKER_DEFAULTS.recheckMs,
-      backoff: options.backoff ?? {},
-    };
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<WorkerOptions>;
+    this.opts = { ...WORKER_DEFAULTS, queue: DEFAULT_QUEUE, prefix: DEFAULT_PREFIX, queueDb: DEFAULT_QUEUE_DB, backoff: {}, ...given };
     this.id = options.id ?? randomUUID();
     this.keys = new QueueKeys(this.opts.prefix, this.opts.queue);
     this.log = (options.logger ?? createLogger()).child({ queue: this.opts.queue, worker: this.id });
@@ -114,6 +113,7 @@ export class SyncWorker extends EventEmitter {
     this.blocker = connect({ ...options.master, db }, conn, `qsync:${this.opts.queue}:wait`, BLOCK_SECONDS * 1000);
     this.replica = connect({ ...options.replica, db }, conn, `qsync:${this.opts.queue}:replica`);
     this.lease = new Lease(this.master, this.keys, this.id, this.opts.leaseMs);
+    this.confirmer = new Confirmer(this.master, this.replica, this.keys, this.id, this.log);
   }
 
   get state(): WorkerState {
@@ -298,10 +298,13 @@ export class SyncWorker extends EventEmitter {
           }
           gapSeenAt = wm;
           this.watermark = wm;
+        } else if (code === -5) {
+          throw new ResyncNeeded(`entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`);
         } else if (code === -2) {
           throw new ResyncNeeded(`the replica follows another log (epoch ${outcome.reply[1]}); the master's sequence started over`);
         } else {
-          await this.halt(outcome);
+          this.setState('halted', haltDetail(outcome.reply, outcome.batch.entries, this.keys.log));
+          await sleep(this.opts.recheckMs, this.stop.signal);
         }
       }
     } finally {
@@ -338,52 +341,19 @@ export class SyncWorker extends EventEmitter {
     const sent = process.hrtime.bigint();
     return onSide(
       'replica',
-      this.replica.qsyncApplyBatch(this.keys.applied, batch.epoch, String(this.opts.queueDb), ...batch.entries),
+      this.replica.qsyncApplyBatch(this.keys.applied, batch.epoch, String(this.opts.queueDb), this.opts.onError, ...batch.entries),
     ).then(
-      (reply) => ({ batch, reply, seconds: Number(process.hrtime.bigint() - sent) / 1e9 }),
+      (reply) => ({ batch, reply: reply as ApplyReply, seconds: Number(process.hrtime.bigint() - sent) / 1e9 }),
       (error: Error) => ({ batch, error }),
     );
   }
 
   private async confirm(batch: Batch, reply: ApplyReply, seconds: number): Promise<void> {
-    const watermark = Number(reply[1]);
-    const count = Number(reply[2]);
-    const last = batch.entries[batch.entries.length - 1];
-    const sha = createHash('sha1').update(last).digest('hex');
-    const trimmed = await onSide(
-      'master',
-      this.master.qsyncTrim(this.keys.log, this.keys.lease, this.keys.status, this.id, batch.entries.length, sha, watermark, String(Date.now())),
-    );
-    if (trimmed === -1) throw new SideError('master', new Error('lease lost before trimming; another worker took over'));
-    if (trimmed === -2) throw new SideError('master', new Error('the head of the log changed under this worker'));
+    const [watermark, count] = [Number(reply[1]), Number(reply[2])];
+    await this.confirmer.confirm(batch.entries, batch.epoch, reply);
     this.watermark = watermark;
     this.appliedTotal += count;
     if (count > 0) this.emit('applied', { count, watermark, seconds });
     this.setState('streaming');
-  }
-
-  private async halt(outcome: { batch: Batch; reply: ApplyReply }): Promise<void> {
-    const [code, ...rest] = outcome.reply;
-    let detail: Record<string, unknown>;
-    if (code === -3) {
-      // Batches are confirmed in order, so the refused one starts at the head of the log.
-      detail = { reason: 'an entry in the log is not a qsync entry', log: this.keys.log, index: Number(rest[0]) - 1 };
-    } else {
-      const [, seq, index, error] = rest;
-      const entry = outcome.batch.entries.find((raw) => {
-        try {
-          return decodeEntry(raw).seq === Number(seq);
-        } catch {
-          return false;
-        }
-      });
-      const decoded = entry ? decodeEntry(entry) : undefined;
-      const cmd = decoded?.commands[Number(index) - 1];
-      // Index 0: the replica could not select the entry's db.
-      const command = Number(index) === 0 && decoded ? `SELECT ${decoded.db}` : cmd ? describeCommand(cmd) : undefined;
-      detail = { reason: 'the replica refused an entry', seq: Number(seq), command, error };
-    }
-    this.setState('halted', detail);
-    await sleep(this.opts.recheckMs, this.stop.signal);
   }
 }

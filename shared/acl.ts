@@ -18,6 +18,8 @@ const CONSUMER_MASTER = [
   '+hmget', '+hset', '+llen', '+lrange', '+lindex', '+ltrim',
   // waiting for entries
   '+blmove',
+  // park-4 files dead letters; qsync dlq lists, retries and drops them
+  '+rpush', '+lrem', '+lpos', '+lset',
 ];
 
 /** The rules after `ACL SETUSER name on >password`, as one string per rule. */

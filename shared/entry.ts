@@ -13,6 +13,8 @@ export interface Entry {
   db: number;
   /** each command as [name, ...args] */
   commands: Buffer[][];
+  /** ts of the entry before it on the master (0 for the first) */
+  prevTs: number;
 }
 
 export class EntryFormatError extends QsyncError {}
@@ -104,11 +106,11 @@ export function decodeEntry(raw: Buffer): Entry {
   const reader = new Reader(raw);
   const v = reader.value();
   if (reader.pos !== raw.length) throw new EntryFormatError('not a qsync entry: bytes after the end');
-  if (!Array.isArray(v) || v.length !== 5 || v[0] !== 1) {
-    throw new EntryFormatError('not a qsync entry: expected [1, seq, ts, db, commands]');
+  if (!Array.isArray(v) || v.length !== 6 || v[0] !== 1) {
+    throw new EntryFormatError('not a qsync entry: expected [1, seq, ts, db, commands, prev ts]');
   }
-  const [, seq, ts, db, cmds] = v;
-  if (!isNumber(seq) || !isNumber(ts) || !isNumber(db) || !Array.isArray(cmds)) {
+  const [, seq, ts, db, cmds, prevTs] = v;
+  if (!isNumber(seq) || !isNumber(ts) || !isNumber(db) || !Array.isArray(cmds) || !isNumber(prevTs)) {
     throw new EntryFormatError('not a qsync entry: bad header');
   }
   const commands = cmds.map((c) => {
@@ -117,7 +119,7 @@ export function decodeEntry(raw: Buffer): Entry {
     }
     return c as Buffer[];
   });
-  return { seq, ts, db, commands };
+  return { seq, ts, db, commands, prevTs };
 }
 
 /** A command for people: printable arguments, long ones cut. */

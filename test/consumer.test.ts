@@ -78,7 +78,7 @@ async function applyDirectly(pair: Pair, entries: Buffer[]): Promise<(number | s
   const replica = pair.replica.client();
   defineScripts(replica);
   const epoch = (await pair.master.client().hget(keys.meta, 'epoch'))!;
-  return replica.qsyncApplyBatch(keys.applied, epoch, '0', ...entries);
+  return replica.qsyncApplyBatch(keys.applied, epoch, '0', 'halt', ...entries);
 }
 
 /** A debug logger whose records the test can read. */
@@ -289,6 +289,26 @@ test('a master restarted from a snapshot older than the replica makes the worker
   t.is(await pair.master.client().hget(keys.meta, 'seq'), '5');
   await eventually(() => worker.state === 'resync-needed', 15_000, 'resync-needed');
   t.regex(String((await statusIn(pair, /^resync-needed$/)).detail.reason), /master at 5, replica at 10/);
+});
+
+test('a master that lost its last writes and reused their sequence numbers before the worker looked is caught', async (t) => {
+  const pair = await pairFor(t, { persistence: 'rdb' });
+  const db = createProducer(pair.master.client());
+  for (let i = 0; i < 5; i++) await db.incr('n');
+  await pair.master.client().save();
+  for (let i = 0; i < 5; i++) await db.incr('n');
+  const first = workerFor(t, pair);
+  await waitForDrain(pair.master.client(), pair.replica.client());
+  await first.close();
+
+  await pair.master.stop('SIGKILL'); // writes 6 to 10 were never saved
+  await pair.master.restart();
+  const again = createProducer(pair.master.client());
+  for (let i = 0; i < 8; i++) await again.incr('other'); // seq 6 to 13: a new history past the watermark
+  const worker = workerFor(t, pair);
+  await eventually(() => worker.state === 'resync-needed', 15_000, 'resync-needed');
+  t.regex(String((await statusIn(pair, /^resync-needed$/)).detail.reason), /does not follow the entry the replica applied last/);
+  t.is(await pair.replica.client().get('other'), null, 'nothing of the new history was applied');
 });
 
 test('a replica restarted empty while the log has moved on makes the worker stop at resync-needed', async (t) => {

@@ -231,8 +231,8 @@ test('every command in the table has an argument generator', (t) => {
 });
 
 test('decodeEntry turns garbage into an EntryFormatError and never throws anything else', (t) => {
-  // [1, 1, 1, 0, [['set']]] as cmsgpack writes it, to cut and corrupt.
-  const real = Buffer.from('95010101009191a3736574', 'hex');
+  // [1, 1, 1, 0, [['set']], 0] as cmsgpack writes it, to cut and corrupt.
+  const real = Buffer.from('96010101009191a373657400', 'hex');
   t.deepEqual(decodeEntry(real).commands, [[Buffer.from('set')]]);
   const garbage = fc.oneof(
     fc.uint8Array({ maxLength: 64 }).map(Buffer.from),

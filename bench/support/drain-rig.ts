@@ -3,11 +3,10 @@
  * and ways to time draining that log: by a SyncWorker, or by sending the same
  * writes to the replica as plain pipelined commands (the baseline).
  *
- * The log is filled once; every sample restores it from a DUMP, which is the
- * same data without the minutes of refilling.
+ * The log is filled once; every sample restores it from a DUMP: the same
+ * entries, without the seconds of refilling between samples.
  */
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { SyncWorker, type WorkerOptions } from '../../consumer/worker.js';
 import { createProducer } from '../../producer/index.js';
@@ -15,6 +14,7 @@ import { decodeEntry } from '../../shared/entry.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
 import { createLogger } from '../../shared/logger.js';
 import type { RedisServer } from '../../test/support/redis-server.js';
+import { eventually } from '../../test/support/wait.js';
 import { commandUsec, nodeCpu, SCRIPT_COMMANDS, usecOf } from './server-time.js';
 import { connected, within, writeSets } from './workload.js';
 
@@ -145,11 +145,6 @@ export function benchWorker(master: RedisServer, replicaPort: number, options: P
  */
 export async function untilWorkerWaits(master: Redis): Promise<void> {
   const name = `name=${keys.toKey('wait')} `;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const list = (await master.client('LIST')) as string;
-    if (list.split('\n').some((line) => line.includes(name) && / flags=\S*b/.test(line) && line.includes(' cmd=blmove'))) return;
-    if (Date.now() > deadline) throw new Error('the worker did not start waiting for entries within 10 s');
-    await sleep(10);
-  }
+  const waiting = (line: string) => line.includes(name) && / flags=\S*b/.test(line) && line.includes(' cmd=blmove');
+  await eventually(async () => ((await master.client('LIST')) as string).split('\n').some(waiting), 10_000, 'the worker waiting for entries', 10);
 }

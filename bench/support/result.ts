@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import type { Row } from './stats.js';
 
 export const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** One `bench/<name>.bench.ts` file's export. */
 export interface Scenario {
@@ -38,7 +39,7 @@ export interface Outcome {
 
 export interface Environment {
   machine: { cpus: number; cpuModel: string; memoryGiB: number; os: string; loadAverage: number[] };
-  versions: { node: string; redis: string; ioredis: string };
+  versions: { node: string; redis: string; ioredis: string; qsync: string };
 }
 
 export interface ScenarioResult extends Outcome, Environment {
@@ -48,6 +49,8 @@ export interface ScenarioResult extends Outcome, Environment {
   /** the command that reproduces this file */
   command: string;
   date: string;
+  /** the 1, 5 and 15 minute load averages when the scenario ended (machine.loadAverage: when it started) */
+  loadAverageAtEnd: number[];
   rounds: number;
   durationSeconds: number;
   verdict: 'pass' | 'fail' | 'informational';
@@ -63,6 +66,19 @@ function ioredisVersion(): string {
   return (createRequire(import.meta.url)('ioredis/package.json') as { version: string }).version;
 }
 
+/** The commit measured, marked when the product's sources differ from it. */
+function qsyncVersion(): string {
+  const git = (...args: string[]) => spawnSync('git', args, { cwd: ROOT, encoding: 'utf8' }).stdout?.trim() ?? '';
+  const commit = git('rev-parse', '--short', 'HEAD') || 'unknown';
+  const dirty = git('status', '--porcelain', '--', 'producer', 'consumer', 'shared', 'index.ts') !== '';
+  return dirty ? `${commit} with uncommitted changes` : commit;
+}
+
+/** The 1, 5 and 15 minute load averages: above the number of cores, processes were waiting for CPU. */
+export function loadAverage(): number[] {
+  return os.loadavg().map((l) => Math.round(l * 100) / 100);
+}
+
 /** The machine as it is now (the load average tells how busy the shared host was). */
 export function environment(): Environment {
   const cpus = os.cpus();
@@ -72,9 +88,9 @@ export function environment(): Environment {
       cpuModel: cpus[0]?.model.trim() ?? 'unknown',
       memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
       os: `${os.type()} ${os.release()} ${os.arch()}`,
-      loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100),
+      loadAverage: loadAverage(),
     },
-    versions: { node: process.version.slice(1), redis: redisVersion(), ioredis: ioredisVersion() },
+    versions: { node: process.version.slice(1), redis: redisVersion(), ioredis: ioredisVersion(), qsync: qsyncVersion() },
   };
 }
 
@@ -85,9 +101,10 @@ export function verdictOf(outcome: Outcome): ScenarioResult['verdict'] {
   return judged.every((r) => r.pass) ? 'pass' : 'fail';
 }
 
+/** Writes bench/results/<scenario>.json; returns its path. */
 export function writeResult(result: ScenarioResult): string {
   mkdirSync(RESULTS_DIR, { recursive: true });
   const file = path.join(RESULTS_DIR, `${result.scenario}.json`);
   writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
-  return file;
+  return path.relative(process.cwd(), file);
 }

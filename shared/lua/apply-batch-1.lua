@@ -49,6 +49,8 @@
                                        in log order (seq 0: not a qsync entry)
     {-1, watermark, seq}               gap: seq follows watermark, entries between are gone
     {-2, replica epoch}                the replica follows another log (the master's sequence started over)
+    {-5, watermark, seq}               entry seq does not follow the entry the replica applied last: the
+                                       master lost its last writes and reused their sequence numbers
     {-3, position}                     'halt': the entry at that position (1-based) is not a qsync entry
     {-4, watermark, seq, index, error} the replica refused command index of entry seq
                                        (index 0: the entry's db could not be selected)
@@ -61,7 +63,8 @@ local FIRST = 4
 local epoch = ARGV[1]
 local queue_db = ARGV[2]
 local park = ARGV[3] == 'park'
-local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part')
+if not park and ARGV[3] ~= 'halt' then return redis.error_reply("ERR apply-batch: ARGV[3] must be 'halt' or 'park'") end
+local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts')
 local watermark = tonumber(cur[1]) or 0
 if cur[2] and cur[2] ~= epoch then return { -2, cur[2] } end
 
@@ -74,6 +77,8 @@ end
 local dead = {}
 local todo = {}
 local expect = watermark + 1
+-- Each entry names the time of the one before it (includes/entry.lua).
+local prev_ts = tonumber(cur[4])
 for i = FIRST, #ARGV do
   local pos = i - FIRST + 1
   local e = decode_entry(ARGV[i])
@@ -82,6 +87,8 @@ for i = FIRST, #ARGV do
     dead[#dead + 1] = { pos, 0, 0, 0, now_ms(), 'not a qsync entry' }
   elseif e[2] > watermark then
     if e[2] ~= expect then return { -1, watermark, e[2] } end
+    if prev_ts and e[6] ~= prev_ts then return { -5, watermark, e[2] } end
+    prev_ts = e[3]
     todo[#todo + 1] = { e, pos }
     expect = expect + 1
   else

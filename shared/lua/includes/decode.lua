@@ -2,7 +2,8 @@
 local function decode_entry(raw)
   local ok, e = pcall(cmsgpack.unpack, raw)
   if not ok or type(e) ~= 'table' or e[1] ~= 1 or type(e[2]) ~= 'number'
-    or type(e[3]) ~= 'number' or type(e[4]) ~= 'number' or type(e[5]) ~= 'table' then
+    or type(e[3]) ~= 'number' or type(e[4]) ~= 'number' or type(e[5]) ~= 'table'
+    or type(e[6]) ~= 'number' then
     return nil
   end
   for _, cmd in ipairs(e[5]) do
