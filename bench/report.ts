@@ -50,6 +50,24 @@ const machineOf = (r: ScenarioResult) =>
 const versionsOf = (r: ScenarioResult) => `Node ${r.versions.node}, redis-server ${r.versions.redis}, ioredis ${r.versions.ioredis}`;
 const productOf = (r: ScenarioResult) => `qsync ${r.versions.qsync}`;
 
+/**
+ * The bench keeps up to three processes busy (master, replica, Node); a load
+ * above cores + 3 means other work competed for the CPU, which matters to
+ * rates and latencies (not to memory).
+ */
+const OWN_PROCESSES = 3;
+
+function busyWarning(r: ScenarioResult): string[] {
+  const peak = Math.max(r.machine.loadAverage[0], r.loadAverageAtEnd[0]);
+  const timed = r.rows.some((row) => row.unit === 'ms' || row.unit.endsWith('/s'));
+  if (!timed || peak <= r.machine.cpus + OWN_PROCESSES) return [];
+  return [
+    `> Other work competed for the CPU during this run (1-minute load average up to ${peak} on ${r.machine.cpus} cores): ` +
+      'rates are likely depressed and latencies inflated; rerun on a quiet machine before drawing conclusions.',
+    '',
+  ];
+}
+
 function section(r: ScenarioResult): string[] {
   const verdictText = r.verdict === 'informational' ? 'informational' : r.verdict === 'pass' ? 'target met' : '**target missed**';
   return [
@@ -58,6 +76,7 @@ function section(r: ScenarioResult): string[] {
     `\`${r.command}\` · ${r.date.slice(0, 16).replace('T', ' ')} UTC · ${r.rounds} round${r.rounds === 1 ? '' : 's'} in ${r.durationSeconds} s · ` +
       `1-minute load average ${r.machine.loadAverage[0]} at the start, ${r.loadAverageAtEnd[0]} at the end · ${verdictText}`,
     '',
+    ...busyWarning(r),
     r.method,
     '',
     ...table(r),

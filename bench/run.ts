@@ -11,10 +11,11 @@ import { scenario as drain } from './drain.bench.js';
 import { scenario as drainLatency } from './drain-latency.bench.js';
 import { scenario as lag } from './lag.bench.js';
 import { scenario as memory } from './memory.bench.js';
+import { scenario as resync } from './resync.bench.js';
 import { writeReport } from './report.js';
 import { environment, loadAverage, verdictOf, writeResult, type Scenario } from './support/result.js';
 
-const SCENARIOS: Scenario[] = [producerOverhead, drain, drainLatency, lag, memory];
+const SCENARIOS: Scenario[] = [producerOverhead, drain, drainLatency, lag, memory, resync];
 
 function usage(message: string): never {
   console.error(`${message}\nusage: npm run bench [-- <scenario>...] [--rounds N]\nscenarios: ${SCENARIOS.map((s) => s.name).join(', ')}`);

@@ -21,6 +21,11 @@ import type { Logger } from '../shared/logger.js';
 import { findQueues, formatStatus, readStatus } from './status.js';
 import { ON_ERROR } from './refusals.js';
 import { dropDeadLetters, formatDeadLetters, listDeadLetters, retryDeadLetters, type Selection } from './dlq.js';
+import { formatLimits, limitChange, readUsage, setLimits, DEFAULT_MAX_DIRTY, type LimitFlags } from './limits.js';
+import { controlCommands } from './control-cli.js';
+import { startJobWorker } from './jobs.js';
+import './job-types.js';
+import { resyncCommand } from './resync-cli.js';
 
 interface CommonOpts {
   master?: string;
@@ -61,7 +66,7 @@ function common(cmd: Command): Command {
     .addOption(new Option('--log-level <level>', 'log level').env('QSYNC_LOG_LEVEL').default('info'));
 }
 
-async function consume(o: CommonOpts & Record<string, string | undefined>): Promise<void> {
+async function consume(o: CommonOpts & Record<string, string | undefined> & { jobs?: boolean }): Promise<void> {
   const masterUrl = required(o.master, '--master', 'QSYNC_MASTER');
   const replicaUrl = required(o.replica, '--replica', 'QSYNC_REPLICA');
   const tls = tlsFiles(o);
@@ -94,11 +99,12 @@ async function consume(o: CommonOpts & Record<string, string | undefined>): Prom
   }
   log.info({ master: redactUrl(masterUrl), replica: redactUrl(replicaUrl), ...options }, 'qsync consumer starting');
   const worker = new SyncWorker({ ...options, master, replica, logger: log }).start();
+  const jobs = o.jobs === false ? undefined : startJobWorker({ ...options, master, replica, log, worker });
   const metrics = metricsPort === undefined ? undefined : await startMetrics(worker, master, options, metricsPort, log);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping: finishing the batches in flight');
-      void worker.close().then(resolve);
+      void Promise.all([worker.close(), jobs?.close()]).then(() => resolve());
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
@@ -125,18 +131,24 @@ async function startMetrics(worker: SyncWorker, master: RedisOptions, o: { prefi
   };
 }
 
-/** Exit code of `status`: the worst state among the queues, so that monitors can run it as a check. */
+/** Exit code of `status`: the worst state among the queues (the consumers' and the queues' own), so that monitors can run it as a check. */
 function statusExitCode(states: string[]): number {
   if (states.includes('halted')) return ExitCode.halted;
   if (states.includes('resync-needed')) return ExitCode.resyncNeeded;
+  if (states.includes('repair-needed')) return ExitCode.repairNeeded;
   return ExitCode.ok;
+}
+
+/** Connection options for --master or --replica, checked. */
+function sideOptions(o: CommonOpts & { replica?: string }, side: 'master' | 'replica'): RedisOptions {
+  const url = required(o[side], `--${side}`, `QSYNC_${side.toUpperCase()}`);
+  return withoutDb(redisOptionsFromUrl(url, `--${side}`, tlsFiles(o)), `--${side}`, url);
 }
 
 /** One checked connection to the master or the replica, in the queue db, for a command that runs once. */
 async function open(o: CommonOpts & { replica?: string }, side: 'master' | 'replica'): Promise<Redis> {
-  const url = required(o[side], `--${side}`, `QSYNC_${side.toUpperCase()}`);
-  const options = withoutDb(redisOptionsFromUrl(url, `--${side}`, tlsFiles(o)), `--${side}`, url);
-  const client = await probe({ ...options, db: intOption(o.queueDb, '--queue-db', 0, 0, 10_000) }, side, redactUrl(url));
+  const options = sideOptions(o, side);
+  const client = await probe({ ...options, db: intOption(o.queueDb, '--queue-db', 0, 0, 10_000) }, side, redactUrl(o[side]!));
   defineScripts(client);
   return client;
 }
@@ -148,7 +160,21 @@ async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
     const queues = o.queue ? [nameOption(o.queue, '--queue', DEFAULT_QUEUE)] : await findQueues(master, prefix);
     const rows = await Promise.all(queues.map((q) => readStatus(master, prefix, q)));
     process.stdout.write((o.json ? JSON.stringify(rows, null, 2) : formatStatus(rows)) + '\n');
-    return statusExitCode(rows.map((r) => r.state));
+    return statusExitCode(rows.flatMap((r) => [r.state, r.queueState]));
+  } finally {
+    master.disconnect();
+  }
+}
+
+/** `qsync limit`: checks the flags before connecting, applies the change (if any) and prints the limits in force. */
+async function limit(o: CommonOpts & LimitFlags): Promise<number> {
+  const keys = new QueueKeys(nameOption(o.prefix, '--prefix', DEFAULT_PREFIX), nameOption(o.queue, '--queue', DEFAULT_QUEUE));
+  const change = limitChange(o);
+  const master = await open(o, 'master');
+  try {
+    const changes = Object.values(change).some((v) => v !== undefined && v !== false);
+    process.stdout.write(formatLimits(keys, changes ? await setLimits(master, keys, change) : await readUsage(master, keys)) + '\n');
+    return ExitCode.ok;
   } finally {
     master.disconnect();
   }
@@ -242,6 +268,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--timeout-ms <ms>', 'a link silent this long is reset').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
     .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics); 0 picks a free one').env('QSYNC_METRICS_PORT'))
     .addOption(new Option('--on-error <mode>', 'an entry the replica refuses: halt, or park it as a dead letter and go on').env('QSYNC_ON_ERROR').default(WORKER_DEFAULTS.onError))
+    .option('--no-jobs', 'do not run control jobs (qsync verify --job, --every)')
     .action((o) => consume(o));
 
   common(program.command('status'))
@@ -253,6 +280,21 @@ export function buildProgram(): Command {
     });
 
   dlqCommands(program);
+
+  common(program.command('limit'))
+    .description('show or set the cap on what the queue holds on the master, and what writes to a full queue do')
+    .addOption(new Option('--queue <name>', 'queue').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
+    .option('--max-entries <n>', 'most entries queued (0: no cap)')
+    .option('--max-bytes <size>', 'most bytes of entries queued: 67108864, 64mb, 1gb (0: no cap)')
+    .option('--policy <policy>', 'writes to a full queue: reject (QueueFullError) or mark-dirty (run unqueued, keys recorded)')
+    .option('--max-dirty <n>', `mark-dirty: most keys recorded before a full resync is needed (default ${DEFAULT_MAX_DIRTY})`)
+    .option('--clear', 'remove every cap')
+    .option('--clear-repair', 'once the replica is repaired: forget the dirty keys and queue writes again')
+    .action(async (o: CommonOpts & LimitFlags) => {
+      exitCode = await limit(o);
+    });
+  controlCommands(program, { common, sideOptions, open, exit: (code) => (exitCode = code) });
+  resyncCommand(program, { common, sideOptions, exit: (code) => (exitCode = code) });
 
   program
     .command('acl')

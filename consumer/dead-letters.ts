@@ -1,7 +1,7 @@
 /**
  * Dead letters: entries the replica refused, and bytes in the log that are
  * not qsync entries, moved out of the log by a consumer run with
- * `--on-error park` (shared/lua/park-4.lua). They wait in the list
+ * `--on-error park` (shared/lua/park-5.lua). They wait in the list
  * `<prefix>:<queue>:dlq` on the master, each as one line of JSON saying why
  * and the raw bytes from the log, joined by a newline, until `qsync dlq
  * retry` applies them or `qsync dlq drop` removes them.
@@ -75,7 +75,7 @@ type Arg = string | Buffer | number;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** park-4.lua */
+    /** park-5.lua */
     qsyncPark(...args: Arg[]): Result<number, Context>;
     /** retry-dead-1.lua */
     qsyncRetryDead(...args: Arg[]): Result<(number | string)[], Context>;

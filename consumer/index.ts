@@ -1,3 +1,4 @@
 export { SyncWorker, ResyncNeeded, type WorkerOptions, type WorkerState } from './worker.js';
 export { readStatus, findQueues, formatStatus, type QueueStatus } from './status.js';
 export { main } from './cli.js';
+export { runResync, ResyncError, type ResyncOptions, type ResyncResult, type ResyncProgress } from './resync.js';

@@ -56,6 +56,8 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   fromStatus('qsync_master_sequence', 'last sequence number assigned on the master', (s) => s.masterSeq);
   fromStatus('qsync_dead_letters', 'entries parked in the dead-letter list', (s) => s.deadLetters);
   fromStatus('qsync_lag_entries', 'master sequence minus replica watermark', (s) => s.lagEntries);
+  fromStatus('qsync_verify_differences', 'keys that differed at the last qsync verify (in flight not counted)', (s) => s.lastVerify?.differences ?? null);
+  fromStatus('qsync_verify_last_run_timestamp_seconds', 'when the last qsync verify finished', (s) => (s.lastVerify ? s.lastVerify.at / 1000 : null));
   const watermark = fromStatus('qsync_replica_watermark', 'last sequence number applied on the replica', (s) => s.replicaWatermark);
   const applied = new Counter({ name: 'qsync_entries_applied_total', help: 'entries applied to the replica by this worker', labelNames, registers: [registry] });
   const latency = new Histogram({

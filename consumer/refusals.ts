@@ -79,8 +79,10 @@ export class Confirmer {
   async confirm(entries: Buffer[], epoch: string, reply: ApplyReply): Promise<void> {
     const watermark = Number(reply[1]);
     const dead = (reply[3] as DeadItem[] | undefined) ?? [];
-    const { log, lease, status, dlq } = this.keys;
+    const { log, lease, status, dlq, meta } = this.keys;
     const sha = sha1(entries[entries.length - 1]);
+    // Their bytes leave the queue's count of queued bytes (shared/lua/includes/head.lua).
+    const bytes = entries.reduce((n, e) => n + e.length, 0);
     const letters = dead.flatMap(([position, seq, index, done, parkedAt, error]) => [
       position,
       sha1(entries[position - 1]),
@@ -89,8 +91,8 @@ export class Confirmer {
     const code = await onSide(
       'master',
       dead.length
-        ? this.master.qsyncPark(log, lease, status, dlq, this.token, entries.length, sha, watermark, String(Date.now()), ...letters)
-        : this.master.qsyncTrim(log, lease, status, this.token, entries.length, sha, watermark, String(Date.now())),
+        ? this.master.qsyncPark(log, lease, status, dlq, meta, this.token, entries.length, sha, watermark, String(Date.now()), bytes, ...letters)
+        : this.master.qsyncTrim(log, lease, status, meta, this.token, entries.length, sha, watermark, String(Date.now()), bytes),
     );
     if (code === -1) throw new SideError('master', new Error('lease lost before trimming; another worker took over'));
     if (code === -2) throw new SideError('master', new Error('the head of the log changed under this worker'));

@@ -1,13 +1,16 @@
 /**
  * What `qsync status` shows for each queue, read from the master alone:
  * depth, age of the oldest entry, sequence, the watermark the consumer last
- * reported, lag, the consumer and its state, and the dead letters waiting.
+ * reported, lag, the consumer and its state, the dead letters waiting, and
+ * the queue's cap, queued bytes and state (consumer/limits.ts).
  */
 import type { Redis } from 'ioredis';
 import { QueueKeys } from '../shared/keys.js';
 import { decodeEntry } from '../shared/entry.js';
+import { USAGE_FIELDS, usageFrom, capText, sizeText, stateText, type QueueUsage } from './limits.js';
+import { describeVerify, readLastVerify, type LastVerify } from './verify-result.js';
 
-export interface QueueStatus {
+export interface QueueStatus extends QueueUsage {
   queue: string;
   /** the list to LLEN */
   logKey: string;
@@ -24,6 +27,10 @@ export interface QueueStatus {
   detail: Record<string, unknown>;
   /** entries parked in the dead-letter list (`qsync dlq list`) */
   deadLetters: number;
+  /** the set of keys written unqueued since the queue filled (policy `mark-dirty`) */
+  dirtyKey: string;
+  /** the last `qsync verify` of the queue, or null when none ran */
+  lastVerify: (LastVerify & { ageMs: number }) | null;
 }
 
 /** Names of the queues under a prefix, found by their meta or log keys. */
@@ -44,27 +51,30 @@ export async function findQueues(master: Redis, prefix: string): Promise<string[
 
 export async function readStatus(master: Redis, prefix: string, queue: string): Promise<QueueStatus> {
   const keys = new QueueKeys(prefix, queue);
-  const [[, depth], [, head], [, seq], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters]] = (await master
+  const [[, depth], [, head], [, [seq, ...usage]], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters], [, dirtyKeys]] = (await master
     .multi()
     .llen(keys.log)
     .lindexBuffer(keys.log, 0)
-    .hget(keys.meta, 'seq')
+    .hmget(keys.meta, 'seq', ...USAGE_FIELDS)
     .hgetall(keys.status)
     .pttl(keys.lease)
     .get(keys.lease)
     .time()
     .llen(keys.dlq)
+    .scard(keys.dirty)
     .exec()) as [Error | null, unknown][] as [
     [null, number],
     [null, Buffer | null],
-    [null, string | null],
+    [null, (string | null)[]],
     [null, Record<string, string>],
     [null, number],
     [null, string | null],
     [null, [string, string]],
     [null, number],
+    [null, number],
   ];
   const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
+  const lastVerify = await readLastVerify(master, keys);
   let oldest: number | null = null;
   if (head) {
     try {
@@ -102,6 +112,9 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     stateSinceMs: status.stateSince ? Number(status.stateSince) : null,
     detail,
     deadLetters,
+    dirtyKey: keys.dirty,
+    ...usageFrom(depth, usage, dirtyKeys),
+    lastVerify: lastVerify && { ...lastVerify, ageMs: Math.max(0, now - lastVerify.at) },
   };
 }
 
@@ -121,11 +134,14 @@ export function formatStatus(rows: QueueStatus[]): string {
       const lines = [
         `queue ${s.queue}  (LLEN ${s.logKey})`,
         `  state           ${s.state}${Object.keys(s.detail).length ? `  ${JSON.stringify(s.detail)}` : ''}`,
-        `  depth           ${s.depth} entries, oldest ${age(s.oldestEntryAgeMs)}`,
+        `  depth           ${s.depth} entries, ${sizeText(s.queuedBytes)}, oldest ${age(s.oldestEntryAgeMs)}`,
+        `  cap             ${capText(s.limits)}${s.full ? `  (full: ${s.limits.policy === 'reject' ? 'writes are refused' : 'writes are not queued'})` : ''}`,
+        `  queue state     ${stateText(s, s.dirtyKey)}`,
         `  master seq      ${s.masterSeq}`,
         `  replica at      ${s.replicaWatermark ?? '-'}  (lag ${s.lagEntries ?? '-'} entries)`,
         `  consumer        ${s.consumer ? `${s.consumer.holder ?? s.consumer.id}, heartbeat ${age(s.consumer.heartbeatAgeMs)} ago` : 'none holds the lease'}`,
         `  dead letters    ${s.deadLetters}${s.deadLetters ? '  (qsync dlq list)' : ''}`,
+        `  last verify     ${s.lastVerify ? `${age(s.lastVerify.ageMs)} ago, ${describeVerify(s.lastVerify)} (${s.lastVerify.source})` : 'none (qsync verify)'}`,
       ];
       return lines.join('\n');
     })

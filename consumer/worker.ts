@@ -99,6 +99,8 @@ export class SyncWorker extends EventEmitter {
   private lastUnexpected?: string;
   private appliedTotal = 0;
   private watermark = 0;
+  /** a job waiting for, or running in, the pause that runExclusive makes */
+  private exclusive?: { start(): void; fail(err: Error): void; done: Promise<void> };
 
   constructor(options: WorkerOptions) {
     super();
@@ -161,6 +163,56 @@ export class SyncWorker extends EventEmitter {
     return this.stop.signal.aborted;
   }
 
+  /** The drain loop finishes its batches in flight and reads no more: stopping, or pausing for an exclusive job. */
+  private get yielding(): boolean {
+    return this.stopping || this.exclusive !== undefined;
+  }
+
+  /**
+   * Runs `fn` while this worker holds the lease and applies nothing: the
+   * drain loop confirms its batches in flight, stops, keeps renewing the
+   * lease while `fn` runs, then resumes (reading the replica's watermark
+   * afresh). `fn` gets the lease's validity, to check before each step.
+   * Fails if another worker holds the lease or the worker is not running.
+   * close() waits for a running `fn` to end.
+   */
+  async runExclusive<T>(fn: (lease: { valid(): boolean }) => Promise<T>): Promise<T> {
+    if (!this.running || this.stopping) throw new Error('runExclusive: the worker is not running');
+    if (this.exclusive) throw new Error('runExclusive: another exclusive job is running');
+    let start!: () => void;
+    let fail!: (err: Error) => void;
+    let finish!: () => void;
+    const started = new Promise<void>((resolve, reject) => ((start = resolve), (fail = reject)));
+    this.exclusive = { start, fail, done: new Promise<void>((resolve) => (finish = resolve)) };
+    try {
+      await started;
+      return await fn({ valid: () => this.lease.valid() });
+    } finally {
+      this.exclusive = undefined;
+      finish();
+    }
+  }
+
+  /** In the drain loop's place: takes the lease and lets the exclusive job run until it ends. */
+  private async holdExclusive(job: NonNullable<SyncWorker['exclusive']>): Promise<void> {
+    let refusal: Error | undefined;
+    try {
+      const wait = await onSide('master', this.lease.acquire());
+      if (wait > 0) refusal = new Error(`runExclusive: another consumer holds the lease of queue '${this.opts.queue}' for ${wait} more ms`);
+    } catch (err) {
+      refusal = err as Error;
+    }
+    if (refusal) {
+      job.fail(refusal);
+    } else {
+      this.log.info('pausing for an exclusive job');
+      job.start();
+    }
+    // Either way the drain loop goes on only once the job is gone.
+    await job.done;
+    if (!refusal) this.log.info('exclusive job ended; resuming');
+  }
+
   private setState(state: WorkerState, detail: Record<string, unknown> = {}): void {
     const changed = state !== this.current;
     if (!changed && JSON.stringify(detail) === JSON.stringify(this.detail)) return;
@@ -203,6 +255,10 @@ export class SyncWorker extends EventEmitter {
     try {
       while (!this.stopping) {
         try {
+          if (this.exclusive) {
+            await this.holdExclusive(this.exclusive);
+            continue;
+          }
           const wait = await onSide('master', this.lease.acquire());
           if (wait > 0) {
             this.setState('standby');
@@ -218,6 +274,8 @@ export class SyncWorker extends EventEmitter {
       }
     } finally {
       clearInterval(renew);
+      // A job still waiting for its turn would wait forever (no effect on one that started).
+      this.exclusive?.fail(new Error('runExclusive: the worker stopped'));
     }
   }
 
@@ -252,16 +310,18 @@ export class SyncWorker extends EventEmitter {
 
   /** Drains while this worker holds the lease. */
   private async lead(): Promise<void> {
-    const [seq, epoch] = await onSide('replica', this.replica.hmget(this.keys.applied, 'seq', 'epoch'));
+    const [seq, epoch, resyncing] = await onSide('replica', this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing'));
+    if (resyncing) throw new ResyncNeeded(`a resync of the replica started (${resyncing}) and did not finish; run qsync resync again`);
     this.watermark = Number(seq ?? 0);
     let offset = 0;
     let gapSeenAt = -1;
     const inflight: Promise<Outcome>[] = [];
     try {
-      // Once stopping, no new batch is read, but the batches in flight are
-      // still confirmed so that what the replica applied leaves the log.
-      while (this.lease.valid() && (!this.stopping || inflight.length > 0)) {
-        while (!this.stopping && inflight.length < this.opts.window) {
+      // Once stopping (or pausing for an exclusive job), no new batch is
+      // read, but the batches in flight are still confirmed so that what the
+      // replica applied leaves the log.
+      while (this.lease.valid() && (!this.yielding || inflight.length > 0)) {
+        while (!this.yielding && inflight.length < this.opts.window) {
           const batch = await this.read(offset);
           this.checkMaster(batch, epoch);
           if (batch.entries.length === 0) break;
@@ -270,7 +330,7 @@ export class SyncWorker extends EventEmitter {
           if (batch.remaining === 0) break;
         }
         if (inflight.length === 0) {
-          if (this.stopping) break;
+          if (this.yielding) break;
           // The blocking connection reconnects on its own schedule after an outage.
           await this.ready(this.blocker);
           // Blocks until the log is non-empty; rotating its head onto itself changes nothing.
@@ -298,6 +358,8 @@ export class SyncWorker extends EventEmitter {
           }
           gapSeenAt = wm;
           this.watermark = wm;
+        } else if (code === -6) {
+          throw new ResyncNeeded('a resync of the replica is under way or did not finish; run qsync resync again if none is running');
         } else if (code === -5) {
           throw new ResyncNeeded(`entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`);
         } else if (code === -2) {

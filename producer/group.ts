@@ -8,6 +8,9 @@
  * script call (atomic one by one, like a pipeline).
  *
  * Either way an unsupported write makes exec() fail before anything is sent.
+ * A queue full under the `reject` policy refuses a whole multi() (exec()
+ * rejects with a QueueFullError) and, in a pipeline(), each write it
+ * reaches (its result holds the QueueFullError).
  */
 import { ReplyError, type Redis, type ChainableCommander } from 'ioredis';
 import { exists } from '@ioredis/commands';
@@ -138,6 +141,8 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
       const { name, buffer } = parseMethod(prop);
       return methods[buffer ? 'callBuffer' : 'call'](name, ...args, ...tail);
     };
+    // A result is kept as ioredis shapes it; only a full queue's refusal becomes a QueueFullError.
+    const asRefusal = (res: Results[number]) => (res[0] ? ([log.refusal(res[0]), ...res.slice(1)] as Results[number]) : res);
     // A SELECT queued in the pipeline moves the writes queued after it.
     let selected: number | undefined;
     group = chain(
@@ -156,7 +161,7 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
         // Redis answers a wrong number of arguments with its own error, running nothing.
         else if (!(cmd instanceof UnsupportedCommandError)) raw(prop, args, cb);
       },
-      (args) => finish(refused ? Promise.reject(refused) : pipe.exec(), args),
+      (args) => finish(refused ? Promise.reject(refused) : pipe.exec().then((results) => results && results.map(asRefusal)), args),
     );
   }
   for (const [name, ...args] of batch) (group as unknown as Record<string, AnyFn>)[String(name)](...args);

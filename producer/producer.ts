@@ -10,6 +10,7 @@ import { commandSpec, isUnsupportedWrite } from '../shared/commands.js';
 import { UnsupportedCommandError } from '../shared/errors.js';
 import { WriteLog, toLoggedCommand, parseMethod, definedScript, takeCallback, SCRIPT_REFUSED, type Callback, type ProducerOptions } from './write-log.js';
 import { createGroup } from './group.js';
+import { WriteBatcher } from './batcher.js';
 
 export type { ProducerOptions };
 
@@ -39,14 +40,14 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     db = index;
   });
   const methods = new Map<string | symbol, unknown>();
+  const batcher = new WriteBatcher(log, client);
 
   const write = (name: string, buffer: boolean) =>
     function (...args: unknown[]): Promise<unknown> {
       const cb = takeCallback(args);
       let promise: Promise<unknown>;
       try {
-        const cmd = toLoggedCommand(name, args, null);
-        promise = log.send(client, db, [cmd], true, buffer) as Promise<unknown>;
+        promise = batcher.add(toLoggedCommand(name, args, null), db, buffer);
       } catch (err) {
         promise = Promise.reject(err);
       }
@@ -58,8 +59,10 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       return settle(Promise.reject(err), takeCallback(args));
     };
 
-  const group = (atomic: boolean) => (...args: unknown[]) =>
-    createGroup(log, () => db, client, atomic, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
+  const group = (atomic: boolean) => (...args: unknown[]) => {
+    batcher.flush();
+    return createGroup(log, () => db, client, atomic, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
+  };
 
   const overrides: Record<string, (...args: unknown[]) => unknown> = {
     multi: group(true),
@@ -68,6 +71,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     callBuffer: (name: unknown, ...args: unknown[]) => route(String(name), true)(...args),
     // A Command sent by hand is a write like any other.
     sendCommand(command: unknown, ...rest: unknown[]) {
+      batcher.flush();
       const c = command as Command;
       if (!log.isLogged(c.name.toLowerCase())) return (client.sendCommand as AnyFn).call(client, c, ...rest);
       const buffer = !(c as unknown as { replyEncoding?: string | null }).replyEncoding;
@@ -83,7 +87,10 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     if (commandSpec(lower)) return write(lower, buffer);
     if (isUnsupportedWrite(lower)) return refuse(new UnsupportedCommandError(lower));
     const call = buffer ? client.callBuffer : client.call;
-    return (...args: unknown[]) => (call as AnyFn).call(client, name, ...args);
+    return (...args: unknown[]) => {
+      batcher.flush();
+      return (call as AnyFn).call(client, name, ...args);
+    };
   }
 
   function method(prop: string): unknown {
@@ -94,7 +101,12 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     if (commandSpec(name)) return write(name, buffer);
     if (isUnsupportedWrite(name)) return refuse(new UnsupportedCommandError(name));
     const value = Reflect.get(client, prop, client);
-    return typeof value === 'function' ? value.bind(client) : value;
+    if (typeof value !== 'function') return value;
+    // Anything else sent on the connection goes after the writes waiting to be sent.
+    return (...args: unknown[]) => {
+      batcher.flush();
+      return (value as AnyFn).apply(client, args);
+    };
   }
 
   return new Proxy(client, {

@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 import { Command, ReplyError, type Redis, type ChainableCommander } from 'ioredis';
 import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, MAX_ARGS } from '../shared/commands.js';
-import { UnsupportedCommandError, ConfigError } from '../shared/errors.js';
+import { UnsupportedCommandError, ConfigError, QueueFullError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { defineScripts, scripts } from '../shared/scripts.js';
 
@@ -129,6 +129,9 @@ export function toLoggedCommand(name: string, args: unknown[], replyEncoding: Bu
   return { name: lower, args: flat, write: spec !== undefined, replyEncoding };
 }
 
+/** How the log-write script's error reply for a full queue starts; the cap follows. */
+const QUEUE_FULL = 'QSYNCFULL ';
+
 export class WriteLog {
   readonly keys: QueueKeys;
   readonly queueDb: string;
@@ -153,12 +156,25 @@ export class WriteLog {
   }
 
   /**
-   * Sends commands as one atomic script call on `via` (the client or a pipeline).
-   * `single` returns the one reply as it is; otherwise an array of replies.
+   * The script's refusal of a write because the queue is full (policy
+   * `reject`) as a QueueFullError naming the queue and the cap; any other
+   * error as it is.
    */
-  send(via: Sender, db: number, commands: LoggedCommand[], single: boolean, buffer: boolean, cb?: Callback): Promise<unknown> | ChainableCommander {
-    const keys: (string | Buffer)[] = [this.keys.meta, this.keys.log];
-    const argv: (string | Buffer)[] = [String(db), this.queueDb, single ? '1' : '0'];
+  refusal(err: Error): Error {
+    return err instanceof ReplyError && err.message.startsWith(QUEUE_FULL) ? new QueueFullError(this.keys.queue, err.message.slice(QUEUE_FULL.length)) : err;
+  }
+
+  /**
+   * Sends commands as one atomic script call on `via` (the client or a pipeline).
+   * `single` returns the one reply as it is; otherwise an array of replies,
+   * and the commands make one entry, or with `'batch'` an entry each.
+   * A full queue rejects the call with a QueueFullError (in a pipeline, that
+   * command's result and callback get it).
+   */
+  send(via: Sender, db: number, commands: LoggedCommand[], single: boolean | 'batch', buffer: boolean, cb?: Callback): Promise<unknown> | ChainableCommander {
+    // The keys the writes touch follow the queue's: the script records them when the queue is marked dirty.
+    const keys: (string | Buffer)[] = [this.keys.meta, this.keys.log, this.keys.dirty];
+    const argv: (string | Buffer)[] = [String(db), this.queueDb, single === 'batch' ? 'b' : single ? '1' : '0'];
     for (const c of commands) {
       const spec = commandSpec(c.name);
       if (spec) for (const i of keyIndexes(spec.keys, c.args.length)) keys.push(c.args[i]);
@@ -167,6 +183,8 @@ export class WriteLog {
       argv.push(String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', c.name, ...c.args);
     }
     const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;
-    return script.call(via, keys.length, ...keys, ...argv, ...(cb ? [cb] : []));
+    const tail = cb ? [(err: Error | null, result?: unknown) => cb(err && this.refusal(err), result)] : [];
+    const sent = script.call(via, keys.length, ...keys, ...argv, ...tail);
+    return sent instanceof Promise ? sent.catch((err: Error) => Promise.reject(this.refusal(err))) : sent;
   }
 }

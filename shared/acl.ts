@@ -4,8 +4,8 @@
  */
 import { COMMANDS } from './commands.js';
 
-export type AclRole = 'consumer-master' | 'consumer-replica' | 'producer';
-export const ACL_ROLES: readonly AclRole[] = ['consumer-master', 'consumer-replica', 'producer'];
+export type AclRole = 'consumer-master' | 'consumer-replica' | 'producer' | 'operator-master' | 'operator-replica';
+export const ACL_ROLES: readonly AclRole[] = ['consumer-master', 'consumer-replica', 'producer', 'operator-master', 'operator-replica'];
 
 /** What every ioredis connection sends: AUTH/HELLO, CLIENT SETNAME, SELECT, INFO (ready check). */
 const CONNECT = ['+ping', '+auth', '+hello', '+quit', '+select', '+client|setname', '+info'];
@@ -14,11 +14,11 @@ const SCRIPTS = ['+evalsha', '+eval'];
 const CONSUMER_MASTER = [
   // lease-2, release-1: take, renew and give up the lease
   '+get', '+set', '+del', '+pttl', '+time',
-  // read-batch-2, trim-3, status
+  // read-batch-2, trim-4, status
   '+hmget', '+hset', '+llen', '+lrange', '+lindex', '+ltrim',
   // waiting for entries
   '+blmove',
-  // park-4 files dead letters; qsync dlq lists, retries and drops them
+  // park-5 files dead letters; qsync dlq lists, retries and drops them
   '+rpush', '+lrem', '+lpos', '+lset',
 ];
 
@@ -31,8 +31,16 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
     case 'consumer-replica':
       // The replica applies every supported write, on any key, plus the watermark.
       return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, '+hmget', '+hset', '+hdel', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+    case 'operator-master':
+      // qsync resync and verify: read every key; resync snapshots big keys
+      // under the prefix (COPY) and reads the log; control jobs use BullMQ's
+      // keys under '<prefix>-jobs:', all covered by ~*.
+      return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER, '+@read', '+copy', '+memory|usage'];
+    case 'operator-replica':
+      // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every replicated write.
+      return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec'];
     case 'producer':
       // Added to the application's own rules: the log-write script and what it runs.
-      return [own, ...SCRIPTS, '+hincrby', '+hset', '+rpush', '+time', '+exists', '+pexpiretime', '+getrange', '+select', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+      return [own, ...SCRIPTS, '+hincrby', '+hset', '+hmget', '+llen', '+scard', '+smismember', '+sadd', '+rpush', '+time', '+exists', '+pexpiretime', '+getrange', '+select', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
   }
 }

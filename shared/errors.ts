@@ -23,6 +23,8 @@ export const ExitCode = {
   notFound: 8,
   /** dlq retry: the replica refused a dead letter again; it was kept */
   refused: 9,
+  /** status: writes went unqueued (a full queue under mark-dirty); the keys in the dirty set need a repair */
+  repairNeeded: 10,
   /** anything unexpected */
   internal: 70,
 } as const;

@@ -2,7 +2,7 @@
  * Loads the Lua scripts in `lua/` and defines them as ioredis commands
  * (EVALSHA with EVAL fallback after NOSCRIPT, usable in pipelines).
  *
- * A script's file name ends in its key count (`trim-3.lua`); a name without
+ * A script's file name ends in its key count (`trim-4.lua`); a name without
  * one takes the key count as its first argument. `--- @include "includes/x"`
  * pulls in a shared helper.
  */

@@ -12,7 +12,7 @@
   of retried forever, in three steps: (1) this script decides it, moving the
   watermark past the entry and writing a pending record 'parked:<seq>'
   (index, commands done, time, error); (2) the consumer's confirmation on the
-  master (park-4.lua) files the dead letter and trims the batch, in one step;
+  master (park-5.lua) files the dead letter and trims the batch, in one step;
   (3) the consumer deletes the pending record. Why each entry ends up applied
   or parked, never lost and never both, wherever a consumer dies:
   - Before (1) nothing changed: entry S is still above the watermark, and
@@ -49,6 +49,7 @@
                                        in log order (seq 0: not a qsync entry)
     {-1, watermark, seq}               gap: seq follows watermark, entries between are gone
     {-2, replica epoch}                the replica follows another log (the master's sequence started over)
+    {-6}                               a resync of the replica is under way or was interrupted
     {-5, watermark, seq}               entry seq does not follow the entry the replica applied last: the
                                        master lost its last writes and reused their sequence numbers
     {-3, position}                     'halt': the entry at that position (1-based) is not a qsync entry
@@ -64,7 +65,10 @@ local epoch = ARGV[1]
 local queue_db = ARGV[2]
 local park = ARGV[3] == 'park'
 if not park and ARGV[3] ~= 'halt' then return redis.error_reply("ERR apply-batch: ARGV[3] must be 'halt' or 'park'") end
-local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts')
+local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing')
+-- A resync owns the replica until it finishes: a stale worker's batch must
+-- not land on a replica being rebuilt.
+if cur[5] then return { -6 } end
 local watermark = tonumber(cur[1]) or 0
 if cur[2] and cur[2] ~= epoch then return { -2, cur[2] } end
 

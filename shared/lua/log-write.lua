@@ -3,14 +3,28 @@
   Runs writes on the master and appends their deterministic form to the log,
   in one atomic step. A write that fails or changes nothing logs nothing.
 
+  A queue may be capped (`qsync limit`, consumer/limits.ts: maxEntries,
+  maxBytes, policy, maxDirty in the meta hash, read by every call, so every
+  producer obeys a change at once). At or over a cap, under the policy
+  'reject' (the default) nothing runs and the reply is the error
+  'QSYNCFULL <cap>', which the producer turns into a QueueFullError. Under
+  'mark-dirty' the writes run but are not logged: the keys they touch are
+  recorded in the dirty set instead (includes/dirty.lua), and so are those of
+  every later write while the meta hash has a state, even once the log
+  drained, so that the replica never gets an entry for a key whose earlier
+  writes it missed.
+
   Input:
-    KEYS[1] meta hash (seq, epoch), in the queue db
+    KEYS[1] meta hash (seq, ts, epoch, bytes; the cap and state), in the queue db
     KEYS[2] log list, in the queue db
-    KEYS[3...] the keys the writes touch (declared only)
+    KEYS[3] dirty set, in the queue db
+    KEYS[4...] the keys the writes touch (recorded under 'mark-dirty')
     ARGV[1] db the writes run in
     ARGV[2] queue db
-    ARGV[3] '1' for one command (its reply is returned as it is), '0' for a
-            group (an array of replies is returned, errors in place)
+    ARGV[3] '1' for one command (its reply is returned as it is); '0' for a
+            group, logged as one entry (an array of replies is returned,
+            errors in place); 'b' for a batch of independent writes, each
+            logged as its own entry (replies as for a group)
     ARGV[4...] the commands, each as: argument count n, log rule (from the
             command table in shared/commands.ts), name, n - 1 arguments.
             An empty rule marks a read inside a group (the producer refuses
@@ -18,34 +32,57 @@
             logs nothing.
 
   Output:
-    the reply of the write, or the array of replies of the group
+    the reply of the write, or the array of replies of the group; or the
+    error 'QSYNCFULL <cap>' when the queue is full under 'reject'
 ]]
 local rcall = redis.call
 --- @include "includes/log-rules"
 --- @include "includes/now"
 --- @include "includes/entry"
 
--- Run the writes in the db the entry names, whatever db the connection is in,
--- and refuse before writing anything when that db does not exist.
-local selected = redis.pcall('SELECT', ARGV[1])
+local db, queue_db = ARGV[1], ARGV[2]
+-- The queue's state first, before anything is written: one HMGET, whatever
+-- db the connection is in.
+local selected = redis.pcall('SELECT', queue_db)
 if type(selected) == 'table' and selected.err then return selected end
-
-local cmds, rules = {}, {}
-local i = 4
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  local cmd = {}
-  for j = 1, n do cmd[j] = ARGV[i + 1 + j] end
-  cmds[#cmds + 1] = cmd
-  rules[#cmds] = ARGV[i + 1]
-  i = i + n + 2
+local meta = rcall('HMGET', KEYS[1], 'seq', 'ts', 'bytes', 'state', 'maxEntries', 'maxBytes')
+-- A call that holds writes (their keys follow the first three) may meet the
+-- cap. The policy is read only once the log is full: most writes never need it.
+local dirty = meta[4] ~= false
+if not dirty and #KEYS > 3 and (meta[5] or meta[6]) then
+  local max_entries, max_bytes, cap = tonumber(meta[5]), tonumber(meta[6]), nil
+  if max_entries and rcall('LLEN', KEYS[2]) >= max_entries then
+    cap = 'max entries ' .. meta[5]
+  elseif max_bytes and (tonumber(meta[3]) or 0) >= max_bytes then
+    cap = 'max bytes ' .. meta[6]
+  end
+  if cap then
+    if rcall('HMGET', KEYS[1], 'policy')[1] ~= 'mark-dirty' then return redis.error_reply('QSYNCFULL ' .. cap) end
+    dirty = true
+  end
 end
 
+-- Run the writes in the db the entry names, and refuse before writing
+-- anything when that db does not exist.
+if db ~= queue_db then
+  selected = redis.pcall('SELECT', db)
+  if type(selected) == 'table' and selected.err then return selected end
+end
+
+-- Each command runs as soon as it is read (no table of them to build).
+-- A batch closes an entry after each command; a group makes one entry.
+local batch = ARGV[3] == 'b'
 local replies = {}
+local groups = {}
 local out = {}
 local PRE, RULES
-for k, cmd in ipairs(cmds) do
-  local rule = rules[k]
+local i, k, last = 4, 0, #ARGV
+while i <= last do
+  local n, rule = tonumber(ARGV[i]), ARGV[i + 1]
+  local cmd = {}
+  for j = 1, n do cmd[j] = ARGV[i + 1 + j] end
+  i = i + n + 2
+  k = k + 1
   if rule == 'always' or rule == 'changed' or rule == '' then
     local reply = redis.pcall(unpack(cmd))
     if rule ~= '' and not (type(reply) == 'table' and reply.err) and (rule == 'always' or changed(reply)) then
@@ -63,10 +100,23 @@ for k, cmd in ipairs(cmds) do
       replies[k] = reply
     end
   end
+  if batch and #out > 0 then
+    groups[#groups + 1] = out
+    out = {}
+  end
 end
+if #out > 0 then groups[#groups + 1] = out end
 
-if #out > 0 then
-  append_entry(KEYS[1], KEYS[2], ARGV[1], ARGV[2], out)
+-- A call that changed nothing is neither queued nor recorded.
+if #groups > 0 then
+  if dirty then
+    -- Defined here, the only place that needs it: a script rebuilds every
+    -- function it defines on each call.
+--- @include "includes/dirty"
+    record_dirty(KEYS[1], KEYS[3], meta[4], db, queue_db)
+  else
+    append_entries(KEYS[1], KEYS[2], db, queue_db, groups, meta[1], meta[2], meta[3])
+  end
 end
 
 if ARGV[3] == '1' then return replies[1] end

@@ -90,7 +90,7 @@ async function keysOf(client: Redis): Promise<string[]> {
  * Every difference between two servers' data, key by key in dbs 0..15:
  * a key on one side only, a different type or value (DUMP, or the sorted
  * members where DUMP's order depends on the server), a different absolute
- * expiry. qsync's own keys (`qsync:` prefix in the queue db) are left
+ * expiry. qsync's own keys (`qsync:` and `qsync-jobs:` prefixes) are left
  * out. An empty array means equal.
  */
 export async function datasetDiff(master: RedisServer, replica: RedisServer, { dbs = 16, ttlToleranceMs = 0 } = {}): Promise<string[]> {
@@ -98,7 +98,7 @@ export async function datasetDiff(master: RedisServer, replica: RedisServer, { d
   for (let db = 0; db < dbs; db++) {
     const m = master.client(db);
     const r = replica.client(db);
-    const own = (hex: string) => Buffer.from(hex, 'hex').toString('latin1').startsWith('qsync:');
+    const own = (hex: string) => /^qsync(-jobs)?:/.test(Buffer.from(hex, 'hex').toString('latin1'));
     const mk = new Set((await keysOf(m)).filter((k) => !own(k)));
     const rk = new Set((await keysOf(r)).filter((k) => !own(k)));
     for (const hex of new Set([...mk, ...rk])) {

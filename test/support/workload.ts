@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { createProducer } from '../../producer/index.js';
+import type { RedisServer } from './redis-server.js';
 
 /** A deterministic random source (mulberry32): the same seed gives the same choices. */
 export function prng(seed: number): () => number {
@@ -26,15 +27,12 @@ export function prng(seed: number): () => number {
   };
 }
 
-/** How many ops (or members, values) a check found missing or extra. */
-export interface LedgerReport {
-  /** acknowledged effects missing: a lost write (or a list pop applied twice, which looks the same) */
-  lost: number;
-  /** effects present more often than written: a write applied twice */
-  doubled: number;
-  /** one line per key that does not match, for the failure message */
-  problems: string[];
-}
+/**
+ * What a check found: `lost`, acknowledged effects missing (a lost write, or
+ * a list pop applied twice, which looks the same); `doubled`, effects present
+ * more often than written; `problems`, a line per key that does not match.
+ */
+export interface LedgerReport { lost: number; doubled: number; problems: string[] }
 
 /** What a number can be: `min` counts the writes surely done, `max` adds those of unknown fate. */
 interface Bound { min: number; max: number }
@@ -45,9 +43,6 @@ interface Bound { min: number; max: number }
  * kept apart because a pop's reply can be booked before the push's.
  */
 interface Bag { sure: Set<string>; maybe: Set<string>; popped: Set<string>; unknownPops: number }
-
-/** Anything with a client per db: a RedisServer. */
-export interface Target { client(db: number): Redis }
 
 export class Ledger {
   /** `db key` → counter (GET), `db key\tfield` → hash field (HGET), for integers and floats alike */
@@ -89,7 +84,7 @@ export class Ledger {
   }
 
   /** Compares a server's data with the ledger. */
-  async check(target: Target): Promise<LedgerReport> {
+  async check(target: Pick<RedisServer, 'client'>): Promise<LedgerReport> {
     const report: LedgerReport = { lost: 0, doubled: 0, problems: [] };
     const clients = new Map<number, Redis>();
     const on = (id: string) => {
@@ -135,10 +130,8 @@ export class Ledger {
       for (const id of this.expiring) {
         const { c, key, name } = on(id);
         const ttl = await c.pttl(key);
-        if (ttl < 0) {
-          report.lost++;
-          report.problems.push(`${name} has no expiry (PTTL ${ttl})`);
-        }
+        if (ttl < 0) report.problems.push(`${name} has no expiry (PTTL ${ttl})`);
+        if (ttl < 0) report.lost++;
       }
     } finally {
       for (const c of clients.values()) c.disconnect();
@@ -167,7 +160,7 @@ export interface Workload {
   readonly ledger: Ledger;
   /** Connects and starts the writers; resolves once they run. */
   start(): Promise<void>;
-  /** Stops the writers after their current write and disconnects; resolves to the ledger. */
+  /** Stops the writers after their current write and disconnects; resolves to the ledger. Safe to call more than once. */
   stop(): Promise<Ledger>;
   /** Latencies (ms) of the writes acknowledged since the last call. */
   takeLatencies(): number[];
@@ -194,46 +187,65 @@ export function createWorkload(options: WorkloadOptions): Workload {
   let latencies: number[] = [];
   let running = false;
   let loops: Promise<void>[] = [];
+  let stopped: Promise<Ledger> | undefined;
 
-  /** The writes, by weight; each picks its db and keys from `r`. */
+  /** The writes, by weight; each picks its keys from `r`. Writer `w` makes values and members no other writer makes. */
   function writes(w: number): Array<[number, (p: Redis, db: number, r: () => number) => Write]> {
     let n = 0;
     const pick = (r: () => number, kind: string) => `${kind}:${Math.floor(r() * KEYS)}`;
     const value = () => `${w}:${n++}:`.padEnd(payloadBytes, 'x');
     const member = () => String(w * 10_000_000 + n++);
+    const popped = (v: unknown, sure: boolean) => (sure ? (v as string | null) : undefined);
+    const op = (send: () => Promise<unknown>, book: Write['book']): Write => ({ send, book });
     return [
-      [18, (p, db, r) => { const k = pick(r, 'counter'); return { send: () => p.incr(k), book: (_, sure) => ledger.add(db, k, 1, sure) }; }],
+      [18, (p, db, r) => { const k = pick(r, 'counter'); return op(() => p.incr(k), (_, sure) => ledger.add(db, k, 1, sure)); }],
       [14, (p, db, r) => {
         const [k, f, by] = [pick(r, 'hash'), `f${Math.floor(r() * 3)}`, 1 + Math.floor(r() * 5)];
-        return { send: () => p.hincrby(k, f, by), book: (_, sure) => ledger.add(db, k, by, sure, f) };
+        return op(() => p.hincrby(k, f, by), (_, sure) => ledger.add(db, k, by, sure, f));
       }],
       // Multiples of 1/4 add up exactly in binary floating point.
-      [8, (p, db, r) => { const [k, by] = [pick(r, 'float'), (1 + Math.floor(r() * 6)) / 4]; return { send: () => p.incrbyfloat(k, by), book: (_, sure) => ledger.add(db, k, by, sure) }; }],
-      [16, (p, db, r) => { const [k, v] = [pick(r, 'list'), value()]; return { send: () => p.lpush(k, v), book: (_, sure) => ledger.put('lists', db, k, [v], sure) }; }],
-      [6, (p, db, r) => { const k = pick(r, 'list'); return { send: () => p.rpop(k), book: (v, sure) => ledger.pop('lists', db, k, sure ? (v as string | null) : undefined) }; }],
-      [8, (p, db, r) => { const [k, m] = [pick(r, 'set'), [member(), member(), member()]]; return { send: () => p.sadd(k, ...m), book: (_, sure) => ledger.put('sets', db, k, m, sure) }; }],
-      [8, (p, db, r) => { const k = pick(r, 'set'); return { send: () => p.spop(k), book: (v, sure) => ledger.pop('sets', db, k, sure ? (v as string | null) : undefined) }; }],
+      [8, (p, db, r) => { const [k, by] = [pick(r, 'float'), (1 + Math.floor(r() * 6)) / 4]; return op(() => p.incrbyfloat(k, by), (_, sure) => ledger.add(db, k, by, sure)); }],
+      [16, (p, db, r) => { const [k, v] = [pick(r, 'list'), value()]; return op(() => p.lpush(k, v), (_, sure) => ledger.put('lists', db, k, [v], sure)); }],
+      [6, (p, db, r) => { const k = pick(r, 'list'); return op(() => p.rpop(k), (v, sure) => ledger.pop('lists', db, k, popped(v, sure))); }],
+      [8, (p, db, r) => { const [k, m] = [pick(r, 'set'), [member(), member(), member()]]; return op(() => p.sadd(k, ...m), (_, sure) => ledger.put('sets', db, k, m, sure)); }],
+      [8, (p, db, r) => { const k = pick(r, 'set'); return op(() => p.spop(k), (v, sure) => ledger.pop('sets', db, k, popped(v, sure))); }],
       [6, (p, db, r) => {
         const k = pick(r, 'counter');
-        const book = (done: unknown, sure: boolean) => {
+        return op(() => p.expire(k, EXPIRY_S), (done, sure) => {
           if (sure && done === 1) ledger.expiring.add(`${db} ${k}`);
-        };
-        return { send: () => p.expire(k, EXPIRY_S), book };
+        });
       }],
       [18, (p, db, r) => {
         const [e, l, h, s, v] = [pick(r, 'expiring'), pick(r, 'list'), pick(r, 'hash'), pick(r, 'set'), value()];
-        return {
-          send: () => p.multi().incr(e).expire(e, EXPIRY_S).lpush(l, v).hincrby(h, 'group', 1).spop(s).exec(),
-          book: (reply, sure) => {
-            ledger.add(db, e, 1, sure);
-            if (sure) ledger.expiring.add(`${db} ${e}`);
-            ledger.put('lists', db, l, [v], sure);
-            ledger.add(db, h, 1, sure, 'group');
-            ledger.pop('sets', db, s, sure ? ((reply as [Error | null, string | null][])[4][1]) : undefined);
-          },
-        };
+        return op(() => p.multi().incr(e).expire(e, EXPIRY_S).lpush(l, v).hincrby(h, 'group', 1).spop(s).exec(), (reply, sure) => {
+          ledger.add(db, e, 1, sure);
+          if (sure) ledger.expiring.add(`${db} ${e}`);
+          ledger.put('lists', db, l, [v], sure);
+          ledger.add(db, h, 1, sure, 'group');
+          ledger.pop('sets', db, s, popped(sure && (reply as [Error | null, unknown][])[4][1], sure));
+        });
       }],
     ];
+  }
+
+  /** Sends a write and books it: done, not done (never sent), or of unknown fate. */
+  async function attempt(write: Write): Promise<void> {
+    const sent = performance.now();
+    let reply: unknown;
+    try {
+      reply = await write.send();
+    } catch (err) {
+      ledger.failed++;
+      if (!NOT_SENT.test((err as Error).message)) {
+        ledger.unknown++;
+        write.book(undefined, false);
+      }
+      await sleep(50); // the master is away: do not spin
+      return;
+    }
+    latencies.push(performance.now() - sent);
+    ledger.acknowledged++;
+    write.book(reply, true);
   }
 
   async function writer(w: number): Promise<void> {
@@ -246,21 +258,7 @@ export function createWorkload(options: WorkloadOptions): Workload {
       let roll = r() * total;
       const make = table.find(([weight]) => (roll -= weight) < 0)![1];
       const d = Math.floor(r() * dbs.length);
-      const write = make(producers[d], dbs[d], r);
-      const sent = performance.now();
-      try {
-        const reply = await write.send();
-        latencies.push(performance.now() - sent);
-        ledger.acknowledged++;
-        write.book(reply, true);
-      } catch (err) {
-        ledger.failed++;
-        if (!NOT_SENT.test((err as Error).message)) {
-          ledger.unknown++;
-          write.book(undefined, false);
-        }
-        await sleep(50); // the master is away: do not spin
-      }
+      await attempt(make(producers[d], dbs[d], r));
       due += interval;
       const now = performance.now();
       // After an outage, carry on at the rate instead of catching up in a burst.
@@ -276,11 +274,13 @@ export function createWorkload(options: WorkloadOptions): Workload {
       running = true;
       loops = Array.from({ length: writers }, (_, w) => writer(w));
     },
-    async stop() {
+    stop() {
       running = false;
-      await Promise.all(loops);
-      for (const c of clients) c.disconnect();
-      return ledger;
+      stopped ??= Promise.all(loops).then(() => {
+        for (const c of clients) c.disconnect();
+        return ledger;
+      });
+      return stopped;
     },
     takeLatencies() {
       const taken = latencies;

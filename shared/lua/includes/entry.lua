@@ -6,20 +6,35 @@
   lost all its data (and restarted its sequence) is told apart from the old
   one. Each entry also carries the time of the entry before it: a master that
   lost only its last writes and then reused their sequence numbers writes a
-  history whose links do not match what the replica applied.
+  history whose links do not match what the replica applied. The meta hash
+  also counts the bytes of the entries queued ('bytes'), which the consumer's
+  trim takes off again (includes/head.lua).
 ]]
--- Leaves the script in the queue db: call it last.
-local function append_entry(meta_key, log_key, db, queue_db, cmds)
+-- Appends one entry for each list of commands in groups, with consecutive
+-- sequence numbers, in one HSET and one RPUSH. prev_seq, prev_ts and bytes
+-- are the meta hash's seq, ts and bytes, read by the caller before it wrote
+-- anything. Leaves the script in the queue db: call it last.
+local function append_entries(meta_key, log_key, db, queue_db, groups, prev_seq, prev_ts, bytes)
   if db ~= queue_db then rcall('SELECT', queue_db) end
-  local meta = rcall('HMGET', meta_key, 'seq', 'ts')
-  local seq = (tonumber(meta[1]) or 0) + 1
+  local seq = tonumber(prev_seq) or 0
+  local first = seq + 1
   local ts, t = now_ms()
-  local stamp = string.format('%.0f', ts)
-  if seq == 1 then
-    rcall('HSET', meta_key, 'seq', '1', 'ts', stamp, 'epoch', t[1] .. '.' .. t[2])
-  else
-    rcall('HSET', meta_key, 'seq', string.format('%.0f', seq), 'ts', stamp)
+  local link = tonumber(prev_ts) or 0
+  local queued = tonumber(bytes) or 0
+  local entries = {}
+  for g = 1, #groups do
+    seq = seq + 1
+    local entry = cmsgpack.pack({ 1, seq, ts, tonumber(db), groups[g], link })
+    link = ts
+    queued = queued + #entry
+    entries[g] = entry
   end
-  rcall('RPUSH', log_key, cmsgpack.pack({ 1, seq, ts, tonumber(db), cmds, tonumber(meta[2]) or 0 }))
-  return seq
+  -- A number is passed to HSET as %.17g: exact for any count of bytes a server holds.
+  local stamp = string.format('%.0f', ts)
+  if first == 1 then
+    rcall('HSET', meta_key, 'seq', string.format('%.0f', seq), 'ts', stamp, 'bytes', queued, 'epoch', t[1] .. '.' .. t[2])
+  else
+    rcall('HSET', meta_key, 'seq', string.format('%.0f', seq), 'ts', stamp, 'bytes', queued)
+  end
+  rcall('RPUSH', log_key, unpack(entries))
 end

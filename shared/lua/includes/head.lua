@@ -8,3 +8,19 @@ local function check_head(log_key, lease_key, token, count, sha)
   if not last or redis.sha1hex(last) ~= sha then return -2 end
   return 0
 end
+
+-- Takes the bytes of entries just removed from the log off the meta hash's
+-- count of queued bytes (includes/entry.lua). An empty log sets it to 0, so
+-- that a count that went astray (bytes in the log that no producer counted,
+-- a log deleted by hand) is put right by the next full drain. A meta hash
+-- without the count is left as it is.
+local function release_bytes(meta_key, log_key, removed)
+  local bytes = tonumber(rcall('HMGET', meta_key, 'bytes')[1])
+  if not bytes then return end
+  if rcall('LLEN', log_key) == 0 then
+    bytes = 0
+  else
+    bytes = math.max(0, bytes - tonumber(removed))
+  end
+  rcall('HSET', meta_key, 'bytes', string.format('%.0f', bytes))
+end

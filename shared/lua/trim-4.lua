@@ -1,18 +1,21 @@
 #!lua
 --[[
   Removes applied entries from the head of the log, only for the consumer
-  that holds the lease and only if the head is still what it applied.
-  (A batch with dead letters is confirmed by park-4.lua instead.)
+  that holds the lease and only if the head is still what it applied, and
+  takes their bytes off the queue's byte count.
+  (A batch with dead letters is confirmed by park-5.lua instead.)
 
   Input:
     KEYS[1] log list
     KEYS[2] lease
     KEYS[3] status hash
+    KEYS[4] meta hash (bytes)
     ARGV[1] lease token
     ARGV[2] how many entries to remove from the head
     ARGV[3] sha1 of the last of them, as read
     ARGV[4] replica watermark after the apply
     ARGV[5] when (ms) the consumer confirmed the watermark
+    ARGV[6] bytes of those entries, as read
 
   Output:
      0 trimmed
@@ -25,5 +28,6 @@ local count = tonumber(ARGV[2])
 local ok = check_head(KEYS[1], KEYS[2], ARGV[1], count, ARGV[3])
 if ok ~= 0 then return ok end
 rcall('LTRIM', KEYS[1], count, -1)
+release_bytes(KEYS[4], KEYS[1], ARGV[6])
 rcall('HSET', KEYS[3], 'watermark', ARGV[4], 'watermarkTs', ARGV[5])
 return 0

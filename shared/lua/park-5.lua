@@ -1,7 +1,8 @@
 #!lua
 --[[
   Confirms a batch that holds dead letters: removes the batch from the head
-  of the log like trim-3.lua and, in the same step, pushes each dead entry
+  of the log like trim-4.lua (its bytes, dead letters included, leave the
+  queue's byte count) and, in the same step, pushes each dead entry
   (refused by the replica, or not a qsync entry) to the dead-letter list with
   why. An entry thus leaves the log exactly when its dead letter appears;
   a crash before this step leaves both as they were, and the next batch
@@ -15,12 +16,14 @@
     KEYS[2] lease
     KEYS[3] status hash
     KEYS[4] dead-letter list
+    KEYS[5] meta hash (bytes)
     ARGV[1] lease token
     ARGV[2] how many entries to remove from the head
     ARGV[3] sha1 of the last of them, as read
     ARGV[4] replica watermark after the apply
     ARGV[5] when (ms) the consumer confirmed the watermark
-    ARGV[6...] for each dead letter: its position among those entries (1-based),
+    ARGV[6] bytes of those entries, as read
+    ARGV[7...] for each dead letter: its position among those entries (1-based),
                sha1 of that entry as read, header
 
   Output:
@@ -34,12 +37,13 @@ local count = tonumber(ARGV[2])
 local ok = check_head(KEYS[1], KEYS[2], ARGV[1], count, ARGV[3])
 if ok ~= 0 then return ok end
 local letters = {}
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local raw = rcall('LINDEX', KEYS[1], tonumber(ARGV[i]) - 1)
   if not raw or redis.sha1hex(raw) ~= ARGV[i + 1] then return -2 end
   letters[#letters + 1] = ARGV[i + 2] .. '\n' .. raw
 end
 for _, letter in ipairs(letters) do rcall('RPUSH', KEYS[4], letter) end
 rcall('LTRIM', KEYS[1], count, -1)
+release_bytes(KEYS[5], KEYS[1], ARGV[6])
 rcall('HSET', KEYS[3], 'watermark', ARGV[4], 'watermarkTs', ARGV[5])
 return 0

@@ -1,0 +1,10 @@
+/**
+ * The control job types consumers run. A new type is registered here, so
+ * that `qsync consume` runs it and `qsync jobs` describes it.
+ */
+import { registerJobType } from './jobs.js';
+import { VERIFY_JOB, verifyJob } from './verify-job.js';
+import { RESYNC_JOB, resyncJob } from './resync-job.js';
+
+registerJobType(VERIFY_JOB, verifyJob);
+registerJobType(RESYNC_JOB, resyncJob);

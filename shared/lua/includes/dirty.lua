@@ -1,0 +1,35 @@
+--[[
+  The queue's state once a capped log stopped taking entries (policy
+  'mark-dirty', see log-write.lua): 'repair-needed' while the keys written
+  since are all in the dirty set, 'resync-needed' once more than maxDirty
+  keys were (100000 unless set; the same default as consumer/limits.ts).
+  Only `qsync limit --clear-repair` removes the state.
+
+  Records the keys of a write that was not queued: '<db>:<key>' for each of
+  KEYS[4...] (the keys the writes touch). state is the meta hash's state as
+  read. Leaves the script in the queue db.
+]]
+local function record_dirty(meta_key, dirty_key, state, db, queue_db)
+  if db ~= queue_db then rcall('SELECT', queue_db) end
+  if state == 'resync-needed' then return end
+  local members, seen = {}, {}
+  for i = 4, #KEYS do
+    local m = db .. ':' .. KEYS[i]
+    if not seen[m] then
+      seen[m] = true
+      members[#members + 1] = m
+    end
+  end
+  local max = tonumber(rcall('HMGET', meta_key, 'maxDirty')[1]) or 100000
+  local n = rcall('SCARD', dirty_key)
+  if n + #members > max then
+    -- Only the keys not recorded yet count.
+    for _, has in ipairs(rcall('SMISMEMBER', dirty_key, unpack(members))) do n = n + 1 - has end
+    if n > max then
+      rcall('HSET', meta_key, 'state', 'resync-needed', 'stateSince', string.format('%.0f', now_ms()))
+      return
+    end
+  end
+  rcall('SADD', dirty_key, unpack(members))
+  if not state then rcall('HSET', meta_key, 'state', 'repair-needed', 'stateSince', string.format('%.0f', now_ms())) end
+end
