@@ -304,7 +304,9 @@ export function buildProgram(): Command {
     .option('--user <name>', 'user name for the printed ACL SETUSER line', 'qsync')
     .action((role: string, o: { prefix: string; user: string }) => {
       const r = choiceOption(role, 'role', ACL_ROLES, 'consumer-master');
-      process.stdout.write(`ACL SETUSER ${o.user} on >PASSWORD ${aclRules(r, nameOption(o.prefix, '--prefix', DEFAULT_PREFIX)).join(' ')}\n`);
+      process.stdout.write(`ACL SETUSER ${o.user} on >PASSWORD ${aclRules(r, nameOption(o.prefix, '--prefix', DEFAULT_PREFIX))
+        .map((rule) => (rule.includes(' ') ? `"${rule}"` : rule))
+        .join(' ')}\n`);
     });
 
   return program;

@@ -2,3 +2,4 @@ export { SyncWorker, ResyncNeeded, type WorkerOptions, type WorkerState } from '
 export { readStatus, findQueues, formatStatus, type QueueStatus } from './status.js';
 export { main } from './cli.js';
 export { runResync, ResyncError, type ResyncOptions, type ResyncResult, type ResyncProgress } from './resync.js';
+export { verify, type VerifyOptions } from './verify.js';

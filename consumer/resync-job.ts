@@ -26,6 +26,8 @@ function settings(data: Record<string, unknown>): ResyncJobSettings {
 const PROGRESS_EVERY_MS = 1000;
 
 export const resyncJob: JobType = {
+  // Only the consumer holding the lease can pause its drain for the copy.
+  leaseHolderOnly: true,
   run: (data: Record<string, unknown>, ctx: JobContext) => {
     let last = 0;
     return ctx.worker.runExclusive((lease) =>

@@ -27,7 +27,9 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
   const own = `~${prefix}:*`;
   switch (role) {
     case 'consumer-master':
-      return ['resetkeys', own, 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER];
+      // The selector gives the control jobs (BullMQ, under '<prefix>-jobs:')
+      // what BullMQ's own scripts need, on those keys only.
+      return ['resetkeys', own, 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER, `(~${prefix}-jobs:* +@all -@dangerous)`];
     case 'consumer-replica':
       // The replica applies every supported write, on any key, plus the watermark.
       return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, '+hmget', '+hset', '+hdel', ...Object.keys(COMMANDS).map((c) => `+${c}`)];

@@ -35,14 +35,16 @@ async function intact(t: ExecutionContext, scenario: Scenario, size: Size): Prom
 test.serial('the ledger finds a write lost and a write applied twice', async (t) => {
   const server = await startRedis();
   t.teardown(() => server.destroy());
+  const db = server.client(0);
   const workload = createWorkload({ port: server.port });
   await workload.start();
-  await eventually(async () => (await server.client().llen(keys.log)) >= 300, 10_000, 'writes');
+  await eventually(async () => (await db.llen(keys.log)) >= 300, 10_000, 'writes');
   const ledger = await workload.stop();
   t.deepEqual(await ledger.check(server), { lost: 0, doubled: 0, problems: [] });
   // Writes behind the producer's back stand for what a faulty replay would do.
-  const db = server.client(0);
-  const [list, value] = [...ledger.lists].flatMap(([id, bag]) => (id.startsWith('0 ') ? [...bag.sure].filter((v) => !bag.popped.has(v)).map((v) => [id.slice(2), v]) : []))[0];
+  const inList = (bag: { sure: Set<string>; popped: Set<string> }) => [...bag.sure].find((v) => !bag.popped.has(v));
+  const [id, bag] = [...ledger.lists].find(([id, bag]) => id.startsWith('0 ') && inList(bag))!;
+  const [list, value] = [id.slice(2), inList(bag)!];
   await db.lpush(list, value);
   t.like(await ledger.check(server), { lost: 0, doubled: 1 });
   await db.lrem(list, 0, value);
