@@ -1,13 +1,14 @@
 /**
  * Producer overhead: SETs through createProducer (each one also logged by the
- * log-write script) against the same SETs through a plain ioredis client.
+ * log-write script) against the same SETs through a plain ioredis client,
+ * with and without auto-pipelining.
  */
 import type { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { startRedis } from '../test/support/redis-server.js';
 import type { Scenario } from './support/result.js';
 import { commandUsec, nodeCpu, SCRIPT_COMMANDS, usecOf } from './support/server-time.js';
-import { backToBack, measured, median, ratio } from './support/stats.js';
+import { measured, median, ratio } from './support/stats.js';
 import { connected, writeSets } from './support/workload.js';
 
 const OPS = 50_000;
@@ -20,55 +21,77 @@ interface Sample {
   nodeUs: number;
 }
 
+interface Contender {
+  label: string;
+  client: Redis;
+  /** what the server runs for one of its writes, for the CPU figures */
+  serverCommands: string[];
+  /** log entries one sample leaves */
+  logged: number;
+}
+
 export const scenario: Scenario = {
   name: 'producer-overhead',
   title: 'Producer overhead',
   method:
-    `${OPS / 1000}k SETs with ${CONCURRENCY} in flight from one Node process, through a plain ioredis client (baseline) ` +
-    'and through createProducer on a second client of the same fresh redis-server (candidate). Every round measures ' +
-    'both back to back, alternating which goes first, on a flushed server; one unmeasured warm-up round comes first.',
+    `${OPS / 1000}k SETs with ${CONCURRENCY} in flight from one Node process, through a plain ioredis client (the baseline), ` +
+    'through a plain client with enableAutoPipelining (one socket write per tick, as the producer gathers the writes of a ' +
+    'tick into one script call) and through createProducer, each on its own connection to the same fresh redis-server. ' +
+    'Every round measures the three on a flushed server in a rotating order; one unmeasured warm-up round comes first.',
   rounds: 9,
   async run(rounds) {
     const server = await startRedis();
     try {
       const plain = await connected(server.client());
-      const producer = createProducer(await connected(server.client()));
-      const sample = async (client: Redis, serverCommands: string[], logged: number): Promise<Sample> => {
+      const contenders: Contender[] = [
+        { label: `plain ioredis SET, ${CONCURRENCY} in flight`, client: plain, serverCommands: ['set'], logged: 0 },
+        {
+          label: 'plain ioredis SET with enableAutoPipelining',
+          client: await connected(server.client(0, { enableAutoPipelining: true })),
+          serverCommands: ['set'],
+          logged: 0,
+        },
+        {
+          label: 'createProducer SET (write + log entry)',
+          client: createProducer(await connected(server.client())),
+          serverCommands: SCRIPT_COMMANDS,
+          logged: OPS,
+        },
+      ];
+      const sample = async (c: Contender): Promise<Sample> => {
         await plain.flushall();
         await plain.config('RESETSTAT');
         const cpu = nodeCpu();
-        const perSecond = await writeSets(client, OPS, CONCURRENCY);
+        const perSecond = await writeSets(c.client, OPS, CONCURRENCY);
         const nodeUs = cpu() / OPS;
         const depth = await plain.llen('qsync:default:log');
-        if (depth !== logged) throw new Error(`${depth} entries in the log after ${OPS} SETs, expected ${logged}`);
-        return { perSecond, nodeUs, serverUs: usecOf(await commandUsec(plain), serverCommands) / OPS };
+        if (depth !== c.logged) throw new Error(`${depth} entries in the log after ${OPS} SETs through ${c.label}, expected ${c.logged}`);
+        return { perSecond, nodeUs, serverUs: usecOf(await commandUsec(plain), c.serverCommands) / OPS };
       };
-      const baseline = () => sample(plain, ['set'], 0);
-      const candidate = () => sample(producer, SCRIPT_COMMANDS, OPS);
-      await baseline();
-      await candidate();
-      const base: Sample[] = [];
-      const cand: Sample[] = [];
+      for (const c of contenders) await sample(c);
+      const samples = contenders.map(() => [] as Sample[]);
       for (let r = 0; r < rounds; r++) {
-        const [b, c] = await backToBack(r % 2 === 0, baseline, candidate);
-        base.push(b);
-        cand.push(c);
+        for (let k = 0; k < contenders.length; k++) {
+          const i = (k + r) % contenders.length;
+          samples[i].push(await sample(contenders[i]));
+        }
       }
-      const us = (samples: Sample[], side: 'serverUs' | 'nodeUs') => median(samples.map((s) => s[side]));
-      const perSecond = (samples: Sample[]) => samples.map((s) => s.perSecond);
+      const [base, auto, cand] = samples;
+      const us = (of: Sample[], side: 'serverUs' | 'nodeUs') => median(of.map((s) => s[side]));
+      const perSecond = (of: Sample[]) => of.map((s) => s.perSecond);
       return {
         rows: [
-          measured(`plain ioredis SET, ${CONCURRENCY} in flight`, 'ops/s', perSecond(base)),
-          measured('createProducer SET (write + log entry)', 'ops/s', perSecond(cand)),
+          ...contenders.map((c, i) => measured(c.label, 'ops/s', perSecond(samples[i]))),
           ratio('producer ÷ plain', perSecond(cand), perSecond(base), { op: '>=', value: 0.9 }),
+          ratio('producer ÷ plain with enableAutoPipelining', perSecond(cand), perSecond(auto)),
         ],
         notes: [
-          `CPU per write (median): redis-server ${us(base, 'serverUs').toFixed(2)} µs for a plain SET and ` +
-            `${us(cand, 'serverUs').toFixed(2)} µs for the log-write script call (${(us(cand, 'serverUs') / us(base, 'serverUs')).toFixed(1)}×); ` +
-            `Node ${us(base, 'nodeUs').toFixed(2)} µs plain and ${us(cand, 'nodeUs').toFixed(2)} µs through the producer. ` +
-            'Node and redis-server share two cores here, so the server-side cost of the script sets the producer\'s rate.',
+          `CPU per write (median): redis-server ${us(base, 'serverUs').toFixed(2)} µs for a plain SET, ` +
+            `${us(auto, 'serverUs').toFixed(2)} µs auto-pipelined, ${us(cand, 'serverUs').toFixed(2)} µs of log-write script; ` +
+            `Node ${us(base, 'nodeUs').toFixed(2)} µs plain, ${us(auto, 'nodeUs').toFixed(2)} µs auto-pipelined, ` +
+            `${us(cand, 'nodeUs').toFixed(2)} µs through the producer.`,
         ],
-        details: { samples: { plain: base, producer: cand } },
+        details: { samples: Object.fromEntries(contenders.map((c, i) => [c.label, samples[i]])) },
       };
     } finally {
       await server.destroy();

@@ -68,6 +68,11 @@ function busyWarning(r: ScenarioResult): string[] {
   ];
 }
 
+/** Charts a scenario draws next to this page (docs/), shown under its table. */
+const CHARTS: Record<string, string> = {
+  'catch-up': '![queue depth and lag through a cut and heal](catch-up.svg)',
+};
+
 function section(r: ScenarioResult): string[] {
   const verdictText = r.verdict === 'informational' ? 'informational' : r.verdict === 'pass' ? 'target met' : '**target missed**';
   return [
@@ -81,6 +86,7 @@ function section(r: ScenarioResult): string[] {
     '',
     ...table(r),
     ...(r.notes?.length ? ['', ...r.notes.map((n) => `- ${n}`)] : []),
+    ...(CHARTS[r.scenario] ? ['', CHARTS[r.scenario]] : []),
     '',
   ];
 }

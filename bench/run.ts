@@ -12,10 +12,11 @@ import { scenario as drainLatency } from './drain-latency.bench.js';
 import { scenario as lag } from './lag.bench.js';
 import { scenario as memory } from './memory.bench.js';
 import { scenario as resync } from './resync.bench.js';
+import { scenario as catchUp } from './catch-up.bench.js';
 import { writeReport } from './report.js';
-import { environment, loadAverage, verdictOf, writeResult, type Scenario } from './support/result.js';
+import { environment, loadAverage, verdictOf, writeResult, type Outcome, type Scenario } from './support/result.js';
 
-const SCENARIOS: Scenario[] = [producerOverhead, drain, drainLatency, lag, memory, resync];
+const SCENARIOS: Scenario[] = [producerOverhead, drain, drainLatency, lag, memory, resync, catchUp];
 
 function usage(message: string): never {
   console.error(`${message}\nusage: npm run bench [-- <scenario>...] [--rounds N]\nscenarios: ${SCENARIOS.map((s) => s.name).join(', ')}`);
@@ -40,12 +41,21 @@ function parseArgs(argv: string[]): { chosen: Scenario[]; rounds?: number } {
 
 const { chosen, rounds } = parseArgs(process.argv.slice(2));
 const started = performance.now();
+const crashed: string[] = [];
 for (const s of chosen) {
   const n = rounds ?? s.rounds;
   console.log(`${s.name}: ${n} round${n === 1 ? '' : 's'}…`);
   const env = environment();
   const t0 = performance.now();
-  const outcome = await s.run(n);
+  let outcome: Outcome;
+  try {
+    outcome = await s.run(n);
+  } catch (err) {
+    // One broken scenario keeps its last result file; the others still run and the page is still rebuilt.
+    console.error(`  ${s.name} failed: ${(err as Error).stack ?? String(err)}`);
+    crashed.push(s.name);
+    continue;
+  }
   const result = {
     scenario: s.name,
     title: s.title,
@@ -68,3 +78,7 @@ for (const s of chosen) {
   console.log(`  ${result.verdict} (${result.durationSeconds} s), wrote ${file}`);
 }
 console.log(`wrote ${writeReport()} (${Math.round((performance.now() - started) / 1000)} s in all)`);
+if (crashed.length) {
+  console.error(`failed: ${crashed.join(', ')} (their results are from an earlier run, if any)`);
+  process.exitCode = 1;
+}

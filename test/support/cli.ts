@@ -35,9 +35,17 @@ export interface CliProcess {
 
 /** Processes still running, killed when the test process exits. */
 const live = new Set<ChildProcess>();
-process.on('exit', () => {
+const killLive = () => {
   for (const child of live) child.kill('SIGKILL');
-});
+};
+process.on('exit', killLive);
+// ava ends a timed-out worker with SIGTERM, which skips 'exit' (see redis-server.ts).
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    killLive();
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  });
+}
 
 function parse(line: string): Record<string, unknown> | undefined {
   try {

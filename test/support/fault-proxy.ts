@@ -372,6 +372,8 @@ class Direction {
 /** Sends an RST where supported (Node >= 16.17/18.3), so the peer sees ECONNRESET rather than a clean FIN. */
 function resetSocket(socket: net.Socket): void {
   if (socket.destroyed) return;
-  if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
+  // On a socket that already sent its FIN, Node's reset fails (EINVAL) and
+  // leaves the handle open for ever: a plain destroy is all that is left.
+  if (typeof socket.resetAndDestroy === 'function' && !socket.writableEnded) socket.resetAndDestroy();
   else socket.destroy();
 }
