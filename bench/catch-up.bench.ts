@@ -170,7 +170,7 @@ async function chartedCatchUp(rig: Rig, round: number): Promise<CatchUp> {
       yLabel: 'entries',
       series: [
         { name: `queue depth (LLEN ${keys.log})`, color: '#1f77b4', points: samples.map((s) => [s.t, s.depth]) },
-        { name: 'lag (master seq − replica watermark)', color: '#d62728', points: samples.map((s) => [s.t, s.lag]) },
+        { name: 'lag (master seq − replica watermark)', color: '#d62728', dashed: true, points: samples.map((s) => [s.t, s.lag]) },
       ],
       marks: [
         { label: 'cut', x: cut },

@@ -6,6 +6,8 @@
 export interface Series {
   name: string;
   color: string;
+  /** dashed, so that a series drawn over another one leaves it visible */
+  dashed?: boolean;
   /** [x, y] points in the order drawn */
   points: [number, number][];
 }
@@ -72,10 +74,11 @@ export function renderChart(chart: Chart): string {
   });
   chart.series.forEach((s, i) => {
     const path = s.points.map(([x, y]) => `${px(x)},${py(y)}`).join(' ');
-    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${path}"/>`);
+    const dash = s.dashed ? ' stroke-dasharray="6 4"' : '';
+    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2"${dash} points="${path}"/>`);
     // The legend sits in a row between the title and the plot.
     const lx = PAD.left + i * 260;
-    out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${PAD.top - 18}" y2="${PAD.top - 18}" stroke="${s.color}" stroke-width="2"/>`);
+    out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${PAD.top - 18}" y2="${PAD.top - 18}" stroke="${s.color}" stroke-width="2"${dash}/>`);
     out.push(`<text x="${lx + 26}" y="${PAD.top - 14}">${escape(s.name)}</text>`);
   });
   out.push('</svg>', '');
