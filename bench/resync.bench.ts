@@ -3,7 +3,7 @@
  * synchronisation (REPLICAOF) of the same dataset.
  */
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { fullSync } from './support/full-sync.js';
 import type { Redis } from 'ioredis';
 import { runResync } from '../consumer/resync.js';
 import { createLogger } from '../shared/logger.js';
@@ -31,20 +31,10 @@ async function resync(master: RedisServer, replica: RedisServer): Promise<number
   return seconds;
 }
 
-/** Seconds from REPLICAOF until the replica has loaded the master's dataset; then detaches and empties it. */
-async function fullSync(master: RedisServer, replica: Redis): Promise<number> {
-  const t0 = performance.now();
-  await replica.replicaof(master.host, master.port);
-  for (;;) {
-    const info = await replica.info('replication');
-    if (/master_link_status:up/.test(info) && /master_sync_in_progress:0/.test(info)) break;
-    await sleep(20);
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  const size = await replica.dbsize();
-  await replica.replicaof('NO', 'ONE');
+/** Seconds of a native full sync of the master's dataset; the replica is emptied again after. */
+async function fullSyncThenEmpty(master: RedisServer, replica: Redis): Promise<number> {
+  const seconds = await fullSync(master, replica, KEYS);
   await replica.flushall();
-  if (size !== KEYS) throw new Error(`full sync loaded ${size} keys, expected ${KEYS}`);
   return seconds;
 }
 
@@ -66,7 +56,7 @@ export const scenario: Scenario = {
       const ours: number[] = [];
       const theirs: number[] = [];
       for (let r = 0; r < rounds; r++) {
-        const [full, copy] = await backToBack(r % 2 === 0, () => within(fullSync(master, n), TIMEOUT_MS, 'full sync'), () => within(resync(master, replica), TIMEOUT_MS, 'resync'));
+        const [full, copy] = await backToBack(r % 2 === 0, () => within(fullSyncThenEmpty(master, n), TIMEOUT_MS, 'full sync'), () => within(resync(master, replica), TIMEOUT_MS, 'resync'));
         theirs.push(full);
         ours.push(copy);
       }
