@@ -43,7 +43,5 @@ for i = 7, #ARGV, 3 do
   letters[#letters + 1] = ARGV[i + 2] .. '\n' .. raw
 end
 for _, letter in ipairs(letters) do rcall('RPUSH', KEYS[4], letter) end
-rcall('LTRIM', KEYS[1], count, -1)
-release_bytes(KEYS[5], KEYS[1], ARGV[6])
-rcall('HSET', KEYS[3], 'watermark', ARGV[4], 'watermarkTs', ARGV[5])
+remove_head(KEYS[1], KEYS[5], KEYS[3], count, ARGV[6], ARGV[4], ARGV[5])
 return 0

@@ -27,7 +27,5 @@ local rcall = redis.call
 local count = tonumber(ARGV[2])
 local ok = check_head(KEYS[1], KEYS[2], ARGV[1], count, ARGV[3])
 if ok ~= 0 then return ok end
-rcall('LTRIM', KEYS[1], count, -1)
-release_bytes(KEYS[4], KEYS[1], ARGV[6])
-rcall('HSET', KEYS[3], 'watermark', ARGV[4], 'watermarkTs', ARGV[5])
+remove_head(KEYS[1], KEYS[4], KEYS[3], count, ARGV[6], ARGV[4], ARGV[5])
 return 0

@@ -24,3 +24,12 @@ local function release_bytes(meta_key, log_key, removed)
   end
   rcall('HSET', meta_key, 'bytes', string.format('%.0f', bytes))
 end
+
+-- Removes the first count entries, takes their bytes off the count and
+-- records the replica's watermark in the status hash: the end of every
+-- confirmation (trim-4, park-5), once check_head passed.
+local function remove_head(log_key, meta_key, status_key, count, removed, watermark, watermark_ts)
+  rcall('LTRIM', log_key, count, -1)
+  release_bytes(meta_key, log_key, removed)
+  rcall('HSET', status_key, 'watermark', watermark, 'watermarkTs', watermark_ts)
+end
