@@ -25,7 +25,7 @@ import { formatLimits, limitChange, readUsage, setLimits, DEFAULT_MAX_DIRTY, typ
 import { controlCommands } from './control-cli.js';
 import { startJobWorker } from './jobs.js';
 import './job-types.js';
-import { resyncCommand } from './resync-cli.js';
+import { copyCommand } from './copy-cli.js';
 
 interface CommonOpts {
   master?: string;
@@ -294,7 +294,9 @@ export function buildProgram(): Command {
       exitCode = await limit(o);
     });
   controlCommands(program, { common, sideOptions, open, exit: (code) => (exitCode = code) });
-  resyncCommand(program, { common, sideOptions, exit: (code) => (exitCode = code) });
+  const copyCli = { common, sideOptions, exit: (code: number) => (exitCode = code) };
+  copyCommand(program, copyCli, 'resync');
+  copyCommand(program, copyCli, 'repair');
 
   program
     .command('acl')

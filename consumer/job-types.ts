@@ -4,7 +4,8 @@
  */
 import { registerJobType } from './jobs.js';
 import { VERIFY_JOB, verifyJob } from './verify-job.js';
-import { RESYNC_JOB, resyncJob } from './resync-job.js';
+import { RESYNC_JOB, REPAIR_JOB, resyncJob, repairJob } from './copy-jobs.js';
 
 registerJobType(VERIFY_JOB, verifyJob);
 registerJobType(RESYNC_JOB, resyncJob);
+registerJobType(REPAIR_JOB, repairJob);

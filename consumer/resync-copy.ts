@@ -11,7 +11,7 @@
  */
 import type { Redis, Result } from 'ioredis';
 import type { QueueKeys } from '../shared/keys.js';
-import { ResyncError } from './resync-log.js';
+import type { Fail } from './resync-log.js';
 
 export interface CopyLimits {
   /** a key with more members than this is copied in chunks */
@@ -39,6 +39,7 @@ export class Copier {
     private readonly replica: Redis,
     private readonly keys: QueueKeys,
     private readonly queueDb: number,
+    private readonly fail: Fail,
     private readonly limits: CopyLimits,
   ) {
     this.snapshot = keys.toKey('resync:snapshot');
@@ -94,7 +95,7 @@ export class Copier {
   /** Fails unless the master's seq and epoch continue the history seen so far; returns seq. */
   check(seq: number, epoch: string): number {
     if ((this.epoch && epoch !== this.epoch) || seq < this.lastSeq) {
-      throw new ResyncError(`qsync: resync: the master's sequence started over during the resync (epoch ${this.epoch} at ${this.lastSeq}, now ${epoch} at ${seq}); run it again`);
+      throw this.fail(`the master's sequence started over meanwhile (epoch ${this.epoch} at ${this.lastSeq}, now ${epoch} at ${seq}); run it again`);
     }
     this.epoch = epoch;
     this.lastSeq = seq;
@@ -152,7 +153,7 @@ export class Copier {
         if (piece.length < STRING_CHUNK) break;
       }
     } else {
-      throw new ResyncError(`qsync: resync: no chunked copy for a big key of type ${type}`);
+      throw this.fail(`no chunked copy for a big key of type ${type}`);
     }
   }
 }

@@ -13,6 +13,12 @@ export class ResyncError extends QsyncError {
   override readonly exitCode = ExitCode.resyncNeeded;
 }
 
+/** Makes the error a resync or a repair fails with from what went wrong; its message reads `qsync: <what>: <detail>`. */
+export type Fail = (detail: string) => QsyncError;
+
+/** The error of a resync, from what went wrong. */
+export const resyncFailure: Fail = (detail) => new ResyncError(`qsync: resync: ${detail}`);
+
 const CHUNK = 256;
 
 /** Reads the master's log forward from a sequence number, never holding more than a chunk. */
@@ -25,6 +31,7 @@ export class LogFollower {
     private readonly keys: QueueKeys,
     /** seq of the last entry read */
     public last: number,
+    private readonly fail: Fail = resyncFailure,
   ) {}
 
   /**
@@ -34,7 +41,7 @@ export class LogFollower {
   async readTo(upTo: number, fn: (e: Entry) => void | Promise<void>): Promise<void> {
     while (this.last < upTo) {
       const raws = await this.master.lrangeBuffer(this.keys.log, this.index, this.index + CHUNK - 1);
-      if (raws.length === 0) throw new ResyncError(`qsync: resync: the master's log ends at entry ${this.last} but its sequence is at ${upTo}; was the log trimmed or dropped?`);
+      if (raws.length === 0) throw this.fail(`the master's log ends at entry ${this.last} but its sequence is at ${upTo}; was the log trimmed or dropped?`);
       for (const raw of raws) {
         this.index++;
         let e: Entry;
@@ -44,7 +51,7 @@ export class LogFollower {
           continue; // not an entry: it carries no write (the consumer reports it later)
         }
         if (e.seq <= this.last) continue;
-        if (e.seq !== this.last + 1) throw new ResyncError(`qsync: resync: entries ${this.last + 1} to ${e.seq - 1} are missing from the master's log`);
+        if (e.seq !== this.last + 1) throw this.fail(`entries ${this.last + 1} to ${e.seq - 1} are missing from the master's log`);
         this.last = e.seq;
         await fn(e);
         if (this.last >= upTo) break;
@@ -64,10 +71,10 @@ export function parseKeyId(id: string): { db: number; key: Buffer } {
 }
 
 /** The ids of the keys a logged command touches (its key spec; COPY ... DB n writes in db n). */
-export function touchedKeys(db: number, cmd: Buffer[]): string[] {
+export function touchedKeys(db: number, cmd: Buffer[], fail: Fail = resyncFailure): string[] {
   const name = cmd[0].toString('latin1').toLowerCase();
   const spec = commandSpec(name);
-  if (!spec) throw new ResyncError(`qsync: resync: the log holds a command qsync does not replicate: ${name.toUpperCase()}`);
+  if (!spec) throw fail(`the log holds a command qsync does not replicate: ${name.toUpperCase()}`);
   const args = cmd.slice(1);
   const ids = keyIndexes(spec.keys, args.length).map((i) => keyId(db, args[i]));
   if (name === 'copy') {

@@ -18,6 +18,7 @@ import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
 import { connect, describeError, isLinkError, onSide, SideError } from './connections.js';
 import { Lease } from './lease.js';
 import { haltDetail, Confirmer, type ApplyReply, type OnError } from './refusals.js';
+import { markKind } from './repair.js';
 
 export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
 
@@ -311,7 +312,7 @@ export class SyncWorker extends EventEmitter {
   /** Drains while this worker holds the lease. */
   private async lead(): Promise<void> {
     const [seq, epoch, resyncing] = await onSide('replica', this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing'));
-    if (resyncing) throw new ResyncNeeded(`a resync of the replica started (${resyncing}) and did not finish; run qsync resync again`);
+    if (resyncing) throw new ResyncNeeded(`a ${markKind(resyncing)} of the replica started (${resyncing}) and did not finish; run qsync ${markKind(resyncing)} again`);
     this.watermark = Number(seq ?? 0);
     let offset = 0;
     let gapSeenAt = -1;
@@ -359,7 +360,7 @@ export class SyncWorker extends EventEmitter {
           gapSeenAt = wm;
           this.watermark = wm;
         } else if (code === -6) {
-          throw new ResyncNeeded('a resync of the replica is under way or did not finish; run qsync resync again if none is running');
+          throw new ResyncNeeded('a resync or repair of the replica is under way or did not finish; run it again if none is running');
         } else if (code === -5) {
           throw new ResyncNeeded(`entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`);
         } else if (code === -2) {

@@ -34,10 +34,12 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // The replica applies every supported write, on any key, plus the watermark.
       return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, '+hmget', '+hset', '+hdel', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
     case 'operator-master':
-      // qsync resync and verify: read every key; resync snapshots big keys
-      // under the prefix (COPY) and reads the log; control jobs use BullMQ's
-      // keys under '<prefix>-jobs:', all covered by ~*.
-      return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER, '+@read', '+copy', '+memory|usage'];
+      // qsync resync, repair and verify: read every key; resync snapshots big
+      // keys under the prefix (COPY) and reads the log; repair turns the dirty
+      // set into its repair set (RENAME, SUNIONSTORE) and clears the queue's
+      // state; control jobs use BullMQ's keys under '<prefix>-jobs:', all
+      // covered by ~*.
+      return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER, '+@read', '+copy', '+memory|usage', '+rename', '+sunionstore', '+hdel'];
     case 'operator-replica':
       // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every replicated write.
       return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec'];

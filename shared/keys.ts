@@ -2,7 +2,8 @@
  * Names of the Redis keys qsync keeps for one queue, built in one place.
  *
  * On the master (in the queue's db): `log` (the list of entries), `meta`
- * (sequence counter and epoch), `lease`, `status`, `dlq`, `dirty`.
+ * (sequence counter and epoch), `lease`, `status`, `dlq`, `dirty`, and
+ * `repairing` (the dirty keys a repair is copying).
  * On the replica (in the queue's db): `applied` (the watermark).
  */
 export class QueueKeys {
@@ -12,6 +13,7 @@ export class QueueKeys {
   readonly status: string;
   readonly dlq: string;
   readonly dirty: string;
+  readonly repairing: string;
   readonly applied: string;
 
   constructor(
@@ -24,6 +26,7 @@ export class QueueKeys {
     this.status = this.toKey('status');
     this.dlq = this.toKey('dlq');
     this.dirty = this.toKey('dirty');
+    this.repairing = this.toKey('repairing');
     this.applied = this.toKey('applied');
   }
 

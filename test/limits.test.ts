@@ -126,8 +126,10 @@ test('mark-dirty: once full, writes run unqueued, the keys they change are recor
   await db.pipeline().set('p1', 'v').hset('h', 'f', 'v').exec();
   await db3.sadd('src', 'x');
   await db3.smove('src', 'dst', 'x');
+  await db.copy('c', 'c-copy', 'DB', 5);
   t.is(await db.del('missing'), 0, 'a write that changes nothing is not recorded');
-  const recorded = ['0:c', '0:a', '0:a2', '0:m1', '0:m2', '0:p1', '0:h', '3:src', '3:dst'];
+  // COPY ... DB 5 writes its destination in db 5.
+  const recorded = ['0:c', '0:a', '0:a2', '0:m1', '0:m2', '0:p1', '0:h', '3:src', '3:dst', '0:c-copy', '5:c-copy'];
   t.deepEqual((await master.smembers(keys.dirty)).sort(), recorded.sort());
   t.deepEqual(await master.mget('a', 'a2', 'c', 'm2'), [null, '1', '2', '2'], 'the writes ran on the master');
   t.is(await master.llen(keys.log), 2);

@@ -113,7 +113,7 @@ if #groups > 0 then
     -- Defined here, the only place that needs it: a script rebuilds every
     -- function it defines on each call.
 --- @include "includes/dirty"
-    record_dirty(KEYS[1], KEYS[3], meta[4], db, queue_db)
+    record_dirty(KEYS[1], KEYS[3], meta[4], db, queue_db, groups)
   else
     append_entries(KEYS[1], KEYS[2], db, queue_db, groups, meta[1], meta[2], meta[3])
   end

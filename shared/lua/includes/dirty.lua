@@ -6,18 +6,29 @@
   Only `qsync limit --clear-repair` removes the state.
 
   Records the keys of a write that was not queued: '<db>:<key>' for each of
-  KEYS[4...] (the keys the writes touch). state is the meta hash's state as
-  read. Leaves the script in the queue db.
+  KEYS[4...] (the keys the writes touch), and for the destination of a
+  COPY ... DB n, '<n>:<key>' too (the key is in another db). groups are the
+  commands as they would have been logged; state is the meta hash's state
+  as read. Leaves the script in the queue db.
 ]]
-local function record_dirty(meta_key, dirty_key, state, db, queue_db)
+local function record_dirty(meta_key, dirty_key, state, db, queue_db, groups)
   if db ~= queue_db then rcall('SELECT', queue_db) end
   if state == 'resync-needed' then return end
   local members, seen = {}, {}
-  for i = 4, #KEYS do
-    local m = db .. ':' .. KEYS[i]
+  local function add(m)
     if not seen[m] then
       seen[m] = true
       members[#members + 1] = m
+    end
+  end
+  for i = 4, #KEYS do add(db .. ':' .. KEYS[i]) end
+  for _, group in ipairs(groups) do
+    for _, cmd in ipairs(group) do
+      if string.lower(cmd[1]) == 'copy' then
+        for j = 4, #cmd - 1 do
+          if string.lower(cmd[j]) == 'db' then add(cmd[j + 1] .. ':' .. cmd[3]) end
+        end
+      end
     end
   end
   local max = tonumber(rcall('HMGET', meta_key, 'maxDirty')[1]) or 100000
