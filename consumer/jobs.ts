@@ -127,7 +127,10 @@ export function startJobWorker(o: JobRunnerOptions): { close(): Promise<void> } 
         log: log.child({ job: job.id }),
         signal: signal ?? new AbortController().signal,
         jobId: job.id!,
-        progress: (value) => void job.updateProgress(value).catch(() => {}),
+        progress: (value) => {
+          o.worker.emit('job-progress', job.name, value);
+          void job.updateProgress(value).catch(() => {});
+        },
       });
     } catch (err) {
       if (stopping && token) {
@@ -136,6 +139,9 @@ export function startJobWorker(o: JobRunnerOptions): { close(): Promise<void> } 
         throw new WaitingError();
       }
       throw err;
+    } finally {
+      // The job's progress ends with it (the metrics show no job running).
+      o.worker.emit('job-progress', job.name, null);
     }
   };
   const worker = new Worker(o.queue, processor, { connection: connection(o), prefix: jobsPrefix(o.prefix), concurrency: 1 });

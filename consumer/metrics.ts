@@ -2,12 +2,14 @@
  * Prometheus metrics for a worker, served on /metrics. Queue figures (depth,
  * oldest entry, sequence) are read from the master at scrape time, so they
  * are right even while the worker is backing off; counters come from the
- * worker's events.
+ * worker's events, and control job progress (resync, repair, verify) from
+ * the 'job-progress' events the consumer's job runner emits on the worker.
  */
 import { createServer, type Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { readStatus, type QueueStatus } from './status.js';
+import type { JobProgress } from './jobs.js';
 import type { SyncWorker, WorkerState } from './worker.js';
 
 const STATES: WorkerState[] = ['starting', 'standby', 'streaming', 'idle', 'backing-off', 'halted', 'resync-needed', 'stopped'];
@@ -77,6 +79,17 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
     setState(s);
     if (s === 'backing-off') errors.inc({ queue, kind: `${detail.side ?? 'link'}-unreachable` });
     if (s === 'halted' || s === 'resync-needed') errors.inc({ queue, kind: s });
+  });
+  const jobLabels = ['queue', 'job'] as const;
+  const jobRunning = new Gauge({ name: 'qsync_job_running', help: '1 while this consumer runs a control job of that kind', labelNames: jobLabels, registers: [registry] });
+  const jobDone = new Gauge({ name: 'qsync_job_progress_done', help: 'keys copied (resync, repair) or checked (verify) so far by the running or last control job', labelNames: jobLabels, registers: [registry] });
+  const jobTotal = new Gauge({ name: 'qsync_job_progress_total', help: 'keys the running or last control job expects to copy or check', labelNames: jobLabels, registers: [registry] });
+  worker.on('job-progress', (job: string, p: JobProgress | null) => {
+    const l = { queue, job };
+    jobRunning.set(l, p ? 1 : 0);
+    if (!p) return;
+    jobDone.set(l, p.done);
+    jobTotal.set(l, p.total);
   });
   worker.on('applied', (e: { count: number; watermark: number; seconds: number }) => {
     applied.inc(labels, e.count);

@@ -18,6 +18,7 @@ import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './
 import { freePort, type RedisServerOptions } from './support/redis-server.js';
 import { spawnCli, runCli, type CliProcess } from './support/cli.js';
 import { eventually } from './support/wait.js';
+import { backoffDelay } from '../consumer/backoff.js';
 
 const keys = new QueueKeys('qsync', 'default');
 
@@ -464,4 +465,18 @@ test('a replica that refuses every write keeps the worker backing-off, logged on
   const errors = lines.filter((l) => l.level === 50);
   t.is(errors.length, 1, JSON.stringify(errors));
   t.regex(String(errors[0]?.err), /READONLY/);
+});
+
+test('reconnects are quick for the first seconds of an outage, then back off exponentially up to the cap, with jitter', (t) => {
+  const options = { minMs: 100, maxMs: 30_000, quickMs: 5000 };
+  const delays = (attempt: number) => Array.from({ length: 200 }, () => backoffDelay(attempt, options));
+  for (const attempt of [1, 25, 50]) {
+    const d = delays(attempt);
+    t.true(d.every((ms) => ms >= 50 && ms <= 150), `attempt ${attempt}: ${Math.min(...d)}..${Math.max(...d)}`);
+  }
+  const late = delays(60);
+  t.true(late.every((ms) => ms >= 100 && ms <= 30_000));
+  t.true(Math.max(...late) > 5000, 'the delays grow once the outage lasts');
+  t.true(new Set(late).size > 100, 'jittered');
+  t.true(delays(1000).every((ms) => ms <= 30_000), 'capped');
 });

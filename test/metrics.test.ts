@@ -37,6 +37,27 @@ test('consume --metrics-port serves depth, sequence, watermark, applied entries,
   t.like(await worker.exited, { code: 0 });
 });
 
+test('the metrics show the progress of the control job the consumer runs, and that it ended', async (t) => {
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const port = await freePort();
+  const worker = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--metrics-port', String(port), '--lease-ms', '1000']);
+  t.teardown(() => worker.kill('SIGKILL'));
+  const db = createProducer(pair.master.client());
+  for (let i = 0; i < 30; i++) await db.set(`k${i}`, String(i));
+  await waitForDrain(pair.master.client(), pair.replica.client());
+
+  const run = await runCli(['verify', '--job', '--master', pair.master.url], {}, 60_000);
+  t.is(run.code, ExitCode.ok, run.stderr.join('\n'));
+  const body = await eventually(async () => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return metric(text, 'qsync_job_running{queue="default",job="verify"}') === 0 ? text : undefined;
+  }, 10_000, 'the job in the metrics');
+  const total = metric(body, 'qsync_job_progress_total{queue="default",job="verify"}');
+  t.true((total ?? 0) >= 30, String(total));
+  t.is(metric(body, 'qsync_job_progress_done{queue="default",job="verify"}'), total);
+});
+
 test('a db in a URL is refused, since entries replay into their own db', async (t) => {
   const run = await runCli(['consume', '--master', 'redis://127.0.0.1:1/3', '--replica', 'redis://127.0.0.1:2']);
   t.is(run.code, ExitCode.usage);

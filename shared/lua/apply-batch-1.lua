@@ -31,6 +31,11 @@
     batch any more, so it is never read again.
   Bytes that are not a qsync entry have no sequence and change nothing here:
   every batch holding them reports them, until (2) files them.
+
+  One pass: each entry is checked and then run before the next is read.
+  When an entry cannot be applied (a gap, a broken chain, not an entry under
+  'halt', a refusal), the entries before it stay applied and the watermark
+  is saved with them before the script returns; a retry skips them.
   Errors that are about the replica rather than the entry (read-only, out of
   memory, no permission...) never park: every entry would be parked. They
   stop the batch as in 'halt' mode.
@@ -48,6 +53,7 @@
                                        error} for each entry of the batch to file as a dead letter,
                                        in log order (seq 0: not a qsync entry)
     {-1, watermark, seq}               gap: seq follows watermark, entries between are gone
+                                       (watermark: after the entries of the batch before it)
     {-2, replica epoch}                the replica follows another log (the master's sequence started over)
     {-6}                               a resync of the replica is under way or was interrupted
     {-5, watermark, seq}               entry seq does not follow the entry the replica applied last: the
@@ -78,47 +84,28 @@ if cur[3] then
   part_seq, part_done = tonumber(s), tonumber(d)
 end
 
-local dead = {}
-local todo = {}
-local expect = watermark + 1
--- Each entry names the time of the one before it (includes/entry.lua).
-local prev_ts = tonumber(cur[4])
-for i = FIRST, #ARGV do
-  local pos = i - FIRST + 1
-  local e = decode_entry(ARGV[i])
-  if not e then
-    if not park then return { -3, pos } end
-    dead[#dead + 1] = { pos, 0, 0, 0, now_ms(), 'not a qsync entry' }
-  elseif e[2] > watermark then
-    if e[2] ~= expect then return { -1, watermark, e[2] } end
-    if prev_ts and e[6] ~= prev_ts then return { -5, watermark, e[2] } end
-    prev_ts = e[3]
-    todo[#todo + 1] = { e, pos }
-    expect = expect + 1
-  else
-    local rec = rcall('HMGET', KEYS[1], 'parked:' .. string.format('%.0f', e[2]))[1]
-    if rec then
-      local index, done, at, err = string.match(rec, '^(%d+) (%d+) (%d+) (.*)$')
-      dead[#dead + 1] = { pos, e[2], tonumber(index), tonumber(done), tonumber(at), err }
-    end
-  end
-end
-
--- Written with the watermark, in the queue db.
+-- Written with the watermark, in the queue db: pending parked records.
 local fields = {}
-local function save(extra)
-  for _, f in ipairs(extra) do fields[#fields + 1] = f end
-  rcall('SELECT', queue_db)
-  rcall('HSET', KEYS[1], 'epoch', epoch, unpack(fields))
-end
-
 local last, last_ts = watermark, nil
-local function watermark_fields()
-  if not last_ts then return {} end
-  return { 'seq', string.format('%.0f', last), 'ts', string.format('%.0f', last_ts) }
+-- Saves the watermark (and pending records) once anything changed; an
+-- entry done means that no entry is half done any more. Leaves the script
+-- in the queue db.
+local db = nil
+local function save()
+  rcall('SELECT', queue_db)
+  db = nil
+  if not last_ts and #fields == 0 then return end
+  if last_ts then
+    fields[#fields + 1] = 'seq'
+    fields[#fields + 1] = string.format('%.0f', last)
+    fields[#fields + 1] = 'ts'
+    fields[#fields + 1] = string.format('%.0f', last_ts)
+  end
+  rcall('HSET', KEYS[1], 'epoch', epoch, unpack(fields))
+  if last_ts then rcall('HDEL', KEYS[1], 'part') end
 end
 
--- Errors about the replica itself, not about the entry. An ACL refusal
+-- Errors that are about the replica itself, not about the entry. An ACL refusal
 -- inside a script is 'ERR The user executing the script can't run this
 -- command' on Redis 7.0, NOPERM on later versions.
 local NOT_THE_ENTRY = { READONLY = true, OOM = true, MISCONF = true, NOPERM = true, LOADING = true,
@@ -132,12 +119,12 @@ end
 -- Runs an entry's commands not yet done. Returns nothing when all ran, or
 -- the index of the refused command (0: its db) and the error. What ran
 -- before a refused command stays applied (a script does not roll back).
-local db = nil
+local pcall_redis = redis.pcall
 local function run(e)
   if e[4] ~= db then
     -- pcall: an error raised here would end the script with the entries
     -- before it applied but the watermark not moved.
-    local r = redis.pcall('SELECT', e[4])
+    local r = pcall_redis('SELECT', e[4])
     if type(r) == 'table' and r.err then return 0, r.err end
     db = e[4]
   end
@@ -145,37 +132,64 @@ local function run(e)
   if e[2] == part_seq then first = part_done + 1 end
   local cmds = e[5]
   for j = first, #cmds do
-    local r = redis.pcall(unpack(cmds[j]))
+    local r = pcall_redis(unpack(cmds[j]))
     if type(r) == 'table' and r.err then return j, r.err end
   end
 end
 
-local parked_now = 0
-for _, t in ipairs(todo) do
-  local e, pos = t[1], t[2]
-  local index, err = run(e)
-  if index then
-    local done = index - 1
-    if index == 0 then done = e[2] == part_seq and part_done or 0 end
-    if not park or about_the_replica(err) then
-      save(watermark_fields())
-      rcall('HSET', KEYS[1], 'part', e[2] .. ':' .. done)
-      return { -4, last, e[2], index, err }
+local dead = {}
+local applied = 0
+-- Each entry names the time of the one before it (includes/entry.lua).
+local prev_ts = tonumber(cur[4])
+for i = FIRST, #ARGV do
+  local pos = i - FIRST + 1
+  local e = decode_entry(ARGV[i])
+  if not e then
+    if not park then
+      save()
+      return { -3, pos }
     end
-    local at = now_ms()
-    local seq = string.format('%.0f', e[2])
-    fields[#fields + 1] = 'parked:' .. seq
-    fields[#fields + 1] = index .. ' ' .. done .. ' ' .. string.format('%.0f', at) .. ' ' .. err
-    dead[#dead + 1] = { pos, e[2], index, done, at, err }
-    parked_now = parked_now + 1
+    dead[#dead + 1] = { pos, 0, 0, 0, now_ms(), 'not a qsync entry' }
+  elseif e[2] > last then
+    if e[2] ~= last + 1 then
+      save()
+      return { -1, last, e[2] }
+    end
+    if prev_ts and e[6] ~= prev_ts then
+      save()
+      return { -5, last, e[2] }
+    end
+    local index, err = run(e)
+    if index then
+      local done = index - 1
+      if index == 0 then done = e[2] == part_seq and part_done or 0 end
+      if not park or about_the_replica(err) then
+        save()
+        rcall('HSET', KEYS[1], 'part', e[2] .. ':' .. done)
+        return { -4, last, e[2], index, err }
+      end
+      local at = now_ms()
+      fields[#fields + 1] = 'parked:' .. string.format('%.0f', e[2])
+      fields[#fields + 1] = index .. ' ' .. done .. ' ' .. string.format('%.0f', at) .. ' ' .. err
+      dead[#dead + 1] = { pos, e[2], index, done, at, err }
+    else
+      applied = applied + 1
+    end
+    last, last_ts, prev_ts = e[2], e[3], e[3]
+  else
+    -- Pending records are in the queue db.
+    if db then
+      rcall('SELECT', queue_db)
+      db = nil
+    end
+    local rec = rcall('HMGET', KEYS[1], 'parked:' .. string.format('%.0f', e[2]))[1]
+    if rec then
+      local index, done, at, err = string.match(rec, '^(%d+) (%d+) (%d+) (.*)$')
+      dead[#dead + 1] = { pos, e[2], tonumber(index), tonumber(done), tonumber(at), err }
+    end
   end
-  last, last_ts = e[2], e[3]
 end
 
-if last_ts then
-  save(watermark_fields())
-  rcall('HDEL', KEYS[1], 'part')
-end
-if #dead == 0 then return { 0, last, #todo } end
-table.sort(dead, function(a, b) return a[1] < b[1] end)
-return { 0, last, #todo - parked_now, dead }
+save()
+if #dead == 0 then return { 0, last, applied } end
+return { 0, last, applied, dead }
