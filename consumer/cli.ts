@@ -1,9 +1,10 @@
 /**
- * The `qsync` command line: consume, status, dlq, acl. Every option can also
+ * The `qsync` command line: consume, status, limit, dlq, verify, jobs, resync, repair, acl. Every option can also
  * come from an environment variable (named in --help). Bad input ends with
  * one line naming the bad value and exit code 2; other failures have their
  * own codes (see shared/errors.ts).
  */
+import { EventEmitter } from 'node:events';
 import { Command, CommanderError, Option } from 'commander';
 import type { LevelWithSilent } from 'pino';
 import { redisOptionsFromUrl, redactUrl, intOption, nameOption, choiceOption, type TlsFiles } from '../shared/config.js';
@@ -99,8 +100,10 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   }
   log.info({ master: redactUrl(masterUrl), replica: redactUrl(replicaUrl), ...options }, 'qsync consumer starting');
   const worker = new SyncWorker({ ...options, master, replica, logger: log }).start();
-  const jobs = o.jobs === false ? undefined : startJobWorker({ ...options, master, replica, log, worker });
-  const metrics = metricsPort === undefined ? undefined : await startMetrics(worker, master, options, metricsPort, log);
+  const jobProgress = new EventEmitter();
+  const onProgress = (job: string, p: unknown) => jobProgress.emit('progress', job, p);
+  const jobs = o.jobs === false ? undefined : startJobWorker({ ...options, master, replica, log, worker, onProgress });
+  const metrics = metricsPort === undefined ? undefined : await startMetrics(worker, jobProgress, master, options, metricsPort, log);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping: finishing the batches in flight');
@@ -113,11 +116,11 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   log.info({ applied: worker.applied }, 'stopped');
 }
 
-async function startMetrics(worker: SyncWorker, master: RedisOptions, o: { prefix: string; queue: string; queueDb: number; timeoutMs: number }, port: number, log: Logger): Promise<{ close(): Promise<void> }> {
+async function startMetrics(worker: SyncWorker, jobProgress: EventEmitter, master: RedisOptions, o: { prefix: string; queue: string; queueDb: number; timeoutMs: number }, port: number, log: Logger): Promise<{ close(): Promise<void> }> {
   const client = connect({ ...master, db: o.queueDb }, { commandTimeoutMs: o.timeoutMs }, `qsync:${o.queue}:metrics`);
   let server: MetricsServer;
   try {
-    server = await serveMetrics(workerMetrics(worker, client, o.prefix, o.queue), port);
+    server = await serveMetrics(workerMetrics(worker, client, o.prefix, o.queue, jobProgress), port);
   } catch (err) {
     client.disconnect();
     throw new ConfigError(`qsync: cannot serve metrics on --metrics-port ${port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);

@@ -103,6 +103,8 @@ export interface JobRunnerOptions extends JobsPlace {
   timeoutMs: number;
   log: Logger;
   worker: SyncWorker;
+  /** each progress report of the job running, and null when it ends (for the metrics) */
+  onProgress?: (job: string, progress: JobProgress | null) => void;
 }
 
 /** Runs control jobs until closed. */
@@ -128,7 +130,7 @@ export function startJobWorker(o: JobRunnerOptions): { close(): Promise<void> } 
         signal: signal ?? new AbortController().signal,
         jobId: job.id!,
         progress: (value) => {
-          o.worker.emit('job-progress', job.name, value);
+          o.onProgress?.(job.name, value);
           void job.updateProgress(value).catch(() => {});
         },
       });
@@ -141,7 +143,7 @@ export function startJobWorker(o: JobRunnerOptions): { close(): Promise<void> } 
       throw err;
     } finally {
       // The job's progress ends with it (the metrics show no job running).
-      o.worker.emit('job-progress', job.name, null);
+      o.onProgress?.(job.name, null);
     }
   };
   const worker = new Worker(o.queue, processor, { connection: connection(o), prefix: jobsPrefix(o.prefix), concurrency: 1 });

@@ -3,8 +3,9 @@
  * oldest entry, sequence) are read from the master at scrape time, so they
  * are right even while the worker is backing off; counters come from the
  * worker's events, and control job progress (resync, repair, verify) from
- * the 'job-progress' events the consumer's job runner emits on the worker.
+ * the 'progress' events of `jobs` (the consumer's job runner reports there).
  */
+import type { EventEmitter } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -19,7 +20,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string, queue: string): Registry {
+export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string, queue: string, jobs?: EventEmitter): Registry {
   const registry = new Registry();
   const labelNames = ['queue'] as const;
   const labels = { queue };
@@ -84,7 +85,7 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   const jobRunning = new Gauge({ name: 'qsync_job_running', help: '1 while this consumer runs a control job of that kind', labelNames: jobLabels, registers: [registry] });
   const jobDone = new Gauge({ name: 'qsync_job_progress_done', help: 'keys copied (resync, repair) or checked (verify) so far by the running or last control job', labelNames: jobLabels, registers: [registry] });
   const jobTotal = new Gauge({ name: 'qsync_job_progress_total', help: 'keys the running or last control job expects to copy or check', labelNames: jobLabels, registers: [registry] });
-  worker.on('job-progress', (job: string, p: JobProgress | null) => {
+  jobs?.on('progress', (job: string, p: JobProgress | null) => {
     const l = { queue, job };
     jobRunning.set(l, p ? 1 : 0);
     if (!p) return;

@@ -306,7 +306,19 @@ export class SyncWorker extends EventEmitter {
     if (unexpected && unexpected !== this.lastUnexpected) this.log.error({ side, err: reason }, 'unexpected error; retrying');
     this.lastUnexpected = unexpected;
     this.setState('backing-off', { side, reason: describeError(err) });
-    await sleep(backoffDelay(this.failures, this.opts.backoff), this.stop.signal);
+    // A connection that is reconnecting wakes the worker as soon as it is
+    // back: the link healing is noticed at the connection's next attempt.
+    const down = [this.master, this.replica].filter((c) => c.status !== 'ready');
+    const wake = new AbortController();
+    const onReady = () => wake.abort();
+    for (const c of down) c.once('ready', onReady);
+    this.stop.signal.addEventListener('abort', onReady, { once: true });
+    try {
+      await sleep(backoffDelay(this.failures, this.opts.backoff), wake.signal);
+    } finally {
+      for (const c of down) c.off('ready', onReady);
+      this.stop.signal.removeEventListener('abort', onReady);
+    }
   }
 
   /** Drains while this worker holds the lease. */

@@ -1,13 +1,20 @@
--- Decodes a log entry (see includes/entry.lua); nil when it is not one.
-local function decode_entry(raw)
-  local ok, e = pcall(cmsgpack.unpack, raw)
-  if not ok or type(e) ~= 'table' or e[1] ~= 1 or type(e[2]) ~= 'number'
+-- Whether a decoded value is a log entry (see includes/entry.lua): the
+-- fields have their types and every command is a table led by its name.
+local function is_entry(e)
+  if type(e) ~= 'table' or e[1] ~= 1 or type(e[2]) ~= 'number'
     or type(e[3]) ~= 'number' or type(e[4]) ~= 'number' or type(e[5]) ~= 'table'
     or type(e[6]) ~= 'number' then
-    return nil
+    return false
   end
   for _, cmd in ipairs(e[5]) do
-    if type(cmd) ~= 'table' or type(cmd[1]) ~= 'string' then return nil end
+    if type(cmd) ~= 'table' or type(cmd[1]) ~= 'string' then return false end
   end
-  return e
+  return true
+end
+
+-- Decodes a log entry; nil when it is not one.
+local function decode_entry(raw)
+  local ok, e = pcall(cmsgpack.unpack, raw)
+  if ok and is_entry(e) then return e end
+  return nil
 end
