@@ -203,7 +203,7 @@ export const scenario: Scenario = {
     'is REPLICAOF of the same master onto an empty server, timed until the link is up and the copy loaded, once with the ' +
     "master's default repl-diskless-sync-delay and once with 0; the ratio is against the faster of the two. The chart is a " +
     `separate cut and heal after the rounds, sampled every ${SAMPLE_MS} ms (samples can come late while Node is busy writing).`,
-  rounds: 3,
+  rounds: 5,
   async run(rounds) {
     const [master, replica, fresh] = await Promise.all([startRedis(), startRedis(), startRedis()]);
     let rig: Rig | undefined;

@@ -8,7 +8,7 @@
  * arriving together.
  */
 export interface BackoffOptions {
-  /** @default 50 */
+  /** @default 25 */
   minMs?: number;
   /** @default 30000 */
   maxMs?: number;
@@ -17,7 +17,7 @@ export interface BackoffOptions {
 }
 
 /** The delay before attempt `attempt` (1 for the first retry of an outage). */
-export function backoffDelay(attempt: number, { minMs = 50, maxMs = 30_000, quickMs = 5000 }: BackoffOptions = {}): number {
+export function backoffDelay(attempt: number, { minMs = 25, maxMs = 30_000, quickMs = 5000 }: BackoffOptions = {}): number {
   const quick = Math.floor(quickMs / minMs);
   if (attempt <= quick) return Math.round(Math.min(maxMs, minMs * (0.5 + Math.random())));
   const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(attempt - quick, 30));

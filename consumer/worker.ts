@@ -19,6 +19,7 @@ import { connect, describeError, isLinkError, onSide, SideError } from './connec
 import { Lease } from './lease.js';
 import { haltDetail, Confirmer, type ApplyReply, type OnError } from './refusals.js';
 import { markKind } from './repair.js';
+import { frameBatch } from '../shared/entry.js';
 
 export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
 
@@ -416,7 +417,7 @@ export class SyncWorker extends EventEmitter {
     const sent = process.hrtime.bigint();
     return onSide(
       'replica',
-      this.replica.qsyncApplyBatch(this.keys.applied, batch.epoch, String(this.opts.queueDb), this.opts.onError, ...batch.entries),
+      this.replica.qsyncApplyBatch(this.keys.applied, batch.epoch, String(this.opts.queueDb), this.opts.onError, ...frameBatch(batch.entries)),
     ).then(
       (reply) => ({ batch, reply: reply as ApplyReply, seconds: Number(process.hrtime.bigint() - sent) / 1e9 }),
       (error: Error) => ({ batch, error }),

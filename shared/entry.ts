@@ -133,3 +133,19 @@ export function describeCommand(cmd: Buffer[], maxArg = 64): string {
     })
     .join(' ');
 }
+
+/**
+ * A batch as the apply script (shared/lua/apply-batch-1.lua) takes it: the
+ * byte length of each entry as a msgpack array, and the entries one after
+ * the other.
+ */
+export function frameBatch(entries: Buffer[]): [lengths: Buffer, entries: Buffer] {
+  const lengths = Buffer.allocUnsafe(5 + entries.length * 5);
+  lengths[0] = 0xdd; // array 32
+  lengths.writeUInt32BE(entries.length, 1);
+  entries.forEach((e, i) => {
+    lengths[5 + i * 5] = 0xce; // uint 32
+    lengths.writeUInt32BE(e.length, 6 + i * 5);
+  });
+  return [lengths, Buffer.concat(entries)];
+}

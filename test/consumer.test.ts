@@ -12,6 +12,7 @@ import { createProducer } from '../producer/index.js';
 import { readStatus, type QueueStatus } from '../consumer/status.js';
 import type { SyncWorker, WorkerOptions, WorkerState } from '../consumer/worker.js';
 import { QueueKeys } from '../shared/keys.js';
+import { frameBatch } from '../shared/entry.js';
 import { createLogger } from '../shared/logger.js';
 import { defineScripts } from '../shared/scripts.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
@@ -79,7 +80,7 @@ async function applyDirectly(pair: Pair, entries: Buffer[]): Promise<(number | s
   const replica = pair.replica.client();
   defineScripts(replica);
   const epoch = (await pair.master.client().hget(keys.meta, 'epoch'))!;
-  return replica.qsyncApplyBatch(keys.applied, epoch, '0', 'halt', ...entries);
+  return replica.qsyncApplyBatch(keys.applied, epoch, '0', 'halt', ...frameBatch(entries));
 }
 
 /** A debug logger whose records the test can read. */

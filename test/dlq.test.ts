@@ -18,6 +18,7 @@ import type { SyncWorker, WorkerOptions, WorkerState } from '../consumer/worker.
 import { aclRules } from '../shared/acl.js';
 import { ExitCode } from '../shared/errors.js';
 import { QueueKeys } from '../shared/keys.js';
+import { frameBatch } from '../shared/entry.js';
 import { defineScripts } from '../shared/scripts.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import { runCli, spawnCli } from './support/cli.js';
@@ -171,7 +172,7 @@ test('a consumer killed after the replica parked an entry but before the master 
   // What a parking worker killed after its apply and before its confirmation leaves behind.
   defineScripts(replica);
   const epoch = (await master.hget(keys.meta, 'epoch'))!;
-  const reply = await replica.qsyncApplyBatch(keys.applied, epoch, '0', 'park', ...(await master.lrangeBuffer(keys.log, 0, -1)));
+  const reply = await replica.qsyncApplyBatch(keys.applied, epoch, '0', 'park', ...frameBatch(await master.lrangeBuffer(keys.log, 0, -1)));
   t.like(reply, [0, 3, 2, [[2, 2, 2, 1]]]);
   t.is(await replica.get('n'), '3');
   t.is(await master.llen(keys.log), 3);
@@ -184,6 +185,27 @@ test('a consumer killed after the replica parked an entry but before the master 
   t.is(await replica.get('n'), '4', 'no INCR applied twice');
   t.like(await listed(t, pair), [{ seq: 2, refused: 2, done: 1, commands: ['INCR n', 'LPUSH k x'] }]);
   await eventually(async () => (await replica.hkeys(keys.applied)).every((f) => !f.startsWith('parked:')), 5000, 'pending record deleted');
+});
+
+test('in one batch, each kind of bytes that is not an entry is parked at its own position and every entry around it applied', async (t) => {
+  const pair = await pairFor(t);
+  const [master, replica] = [pair.master.client(), pair.replica.client()];
+  const db = createProducer(pair.master.client());
+  for (let i = 0; i < 5; i++) await db.incr('n');
+  const entries = await master.lrangeBuffer(keys.log, 0, -1);
+  const notEntries = [
+    Buffer.from([0xc1, 0xff]), // not msgpack
+    Buffer.from([0xd9, 0xff, 0x61]), // a string header claiming bytes of the entries after it
+    Buffer.from([0xa5, 0x68, 0x65, 0x6c, 0x6c, 0x6f]), // msgpack, but a string
+    Buffer.alloc(0),
+  ];
+  const batch = entries.flatMap((e, i) => (i < notEntries.length ? [e, notEntries[i]] : [e]));
+  defineScripts(replica);
+  const epoch = (await master.hget(keys.meta, 'epoch'))!;
+  const reply = (await replica.qsyncApplyBatch(keys.applied, epoch, '0', 'park', ...frameBatch(batch))) as [number, number, number, unknown[][]];
+  t.deepEqual(reply.slice(0, 3), [0, 5, 5], 'every entry applied, the watermark at the last');
+  t.deepEqual(reply[3].map((d) => [d[0], d[1], d[5]]), [2, 4, 6, 8].map((pos) => [pos, 0, 'not a qsync entry']));
+  t.is(await replica.get('n'), '5');
 });
 
 test('dlq drop removes the one letter asked for; an unknown seq or no selection is one line and its own exit code', async (t) => {

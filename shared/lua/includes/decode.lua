@@ -1,12 +1,16 @@
 -- Whether a decoded value is a log entry (see includes/entry.lua): the
 -- fields have their types and every command is a table led by its name.
+-- (Locals: a script's globals are a table lookup each time.)
+local type = type
 local function is_entry(e)
   if type(e) ~= 'table' or e[1] ~= 1 or type(e[2]) ~= 'number'
     or type(e[3]) ~= 'number' or type(e[4]) ~= 'number' or type(e[5]) ~= 'table'
     or type(e[6]) ~= 'number' then
     return false
   end
-  for _, cmd in ipairs(e[5]) do
+  local cmds = e[5]
+  for i = 1, #cmds do
+    local cmd = cmds[i]
     if type(cmd) ~= 'table' or type(cmd[1]) ~= 'string' then return false end
   end
   return true
