@@ -12,7 +12,7 @@ import type { LevelWithSilent } from 'pino';
 import { choiceOption, intOption, nameOption, redactUrl } from '../shared/config.js';
 import { ExitCode } from '../shared/errors.js';
 import { probe } from '../shared/probe.js';
-import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
+import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../shared/keys.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../shared/logger.js';
 import { runResync } from './resync.js';
 import { runRepair } from './repair.js';
@@ -81,6 +81,16 @@ function reporter(what: What, log: Logger): { update(p: CopyProgress): void; sto
 
 type Settings = { queue: string; prefix: string; queueDb: number; scanCount: number; bigMembers: number; bigBytes: number; chunk: number; leaseMs: number };
 
+/** Whether a live consumer holds the queue's lease (the key exists until its holder stops renewing it). */
+async function consumerRunning(master: RedisOptions, s: { prefix: string; queue: string; queueDb: number }): Promise<boolean> {
+  const client = await probe({ ...master, db: s.queueDb }, 'master', `${master.host}:${master.port}`);
+  try {
+    return (await client.exists(new QueueKeys(s.prefix, s.queue).lease)) === 1;
+  } finally {
+    client.disconnect();
+  }
+}
+
 /** Exit code of a run that failed, or ended with writes unqueued again. */
 const FAILED: Record<What, number> = { resync: ExitCode.resyncNeeded, repair: ExitCode.repairNeeded };
 
@@ -125,11 +135,11 @@ async function viaJob(what: What, master: RedisOptions, s: Settings, log: Logger
 /** What differs between the two commands. */
 const COMMANDS: Record<What, { description: string; run: (o: CopyRunOptions) => Promise<CopyRunResult> }> = {
   resync: {
-    description: 'rebuild the replica from a copy of the master while writers go on; the replica must be dedicated (it is FLUSHALLed) and no consumer may run (or use --job)',
+    description: 'rebuild the replica from a copy of the master while writers go on; the replica must be dedicated (it is FLUSHALLed); next to a running consumer it runs inside it as a control job',
     run: runResync,
   },
   repair: {
-    description: 'after writes went unqueued (policy mark-dirty): copy only the keys recorded dirty to the replica while writers go on, then stream again; no consumer may run (or use --job)',
+    description: 'after writes went unqueued (policy mark-dirty): copy only the keys recorded dirty to the replica while writers go on, then stream again; next to a running consumer it runs inside it as a control job',
     run: runRepair,
   },
 };
@@ -147,7 +157,7 @@ export function copyCommand(program: Command, cli: CopyCli, what: What): void {
     .addOption(new Option('--big-bytes <n>', 'a key bigger than this is copied in chunks from a snapshot').default(String(8 * 1024 * 1024)))
     .addOption(new Option('--chunk <n>', 'members per chunk of a big key').default('2000'))
     .addOption(new Option('--lease-ms <ms>', `consumer lease the ${what} holds`).env('QSYNC_LEASE_MS').default('10000'))
-    .option('--job', "run it as a control job inside the running consumer, which pauses while it runs (qsync consume's jobs)")
+    .option('--job', "run it as a control job inside the consumer, which pauses while it runs (the default when one holds the lease; with none running, the job waits for one)")
     .action(async (o: CopyFlags) => {
       const master = cli.sideOptions(o, 'master');
       const log = createLogger(choiceOption(o.logLevel, '--log-level', LOG_LEVELS, 'info') as LevelWithSilent);
@@ -161,7 +171,9 @@ export function copyCommand(program: Command, cli: CopyCli, what: What): void {
         chunk: intOption(o.chunk, '--chunk', 2000, 1, 3000),
         leaseMs: intOption(o.leaseMs, '--lease-ms', 10_000, 300),
       };
-      if (o.job) {
+      // Next to a running consumer, only the consumer can pause its drain for the run.
+      if (o.job || (await consumerRunning(master, options))) {
+        if (!o.job) process.stderr.write(`qsync: a consumer holds the lease of queue '${options.queue}': the ${what} runs inside it, as a control job\n`);
         cli.exit(await viaJob(what, master, options, log));
         return;
       }

@@ -69,8 +69,8 @@ type Outcome = { batch: Batch; reply: ApplyReply; seconds: number } | { batch: B
 /** Defaults of the tunable options, shared with the CLI. */
 export const WORKER_DEFAULTS = {
   batchSize: 1000,
-  batchBytes: 4 * 1024 * 1024,
-  window: 8,
+  batchBytes: 1024 * 1024,
+  window: 32,
   leaseMs: 10_000,
   timeoutMs: 15_000,
   recheckMs: 5000,

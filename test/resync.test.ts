@@ -5,7 +5,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { createProducer } from '../producer/index.js';
-import { runResync, type ResyncOptions } from '../consumer/resync.js';
+import { runResync, ResyncError, type ResyncOptions } from '../consumer/resync.js';
 import type { SyncWorker, WorkerState } from '../consumer/worker.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
@@ -215,17 +215,17 @@ test('runExclusive pauses a streaming worker: nothing is applied while the job r
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
 });
 
-test('a resync refuses to run while a live consumer holds the lease', async (t) => {
+test('a resync run in another process refuses to start while a live consumer holds the lease', async (t) => {
   const pair = await pairFor(t);
   const worker = workerFor(t, pair);
   await eventually(() => worker.state === 'idle' || worker.state === 'streaming', 15_000, 'a leading worker');
-  const run = await runCli(['resync', '--master', pair.master.url, '--replica', pair.replica.url], {}, 30_000);
-  t.is(run.code, 6);
-  t.regex(run.stderr.join('\n'), /^qsync: resync: a consumer holds the lease of queue 'default'/);
+  const err = await t.throwsAsync(runResync(resyncOptions(pair)));
+  t.is((err as ResyncError).exitCode, 6);
+  t.regex(err!.message, /^qsync: resync: a consumer holds the lease of queue 'default'/);
   t.falsy(await pair.replica.client().hget(keys.applied, 'resyncing'), 'the replica was left alone');
 });
 
-test('resync --job runs inside the running consumer, which pauses for it and streams after', async (t) => {
+test('next to a running consumer, qsync resync runs inside it as a control job; the consumer pauses for it and streams after', async (t) => {
   const pair = await pairFor(t);
   await seed(pair.master, [0, 2], 2000);
   const workload = createWorkload({ port: pair.master.port, writers: 2, dbs: [0, 2], opsPerSecond: 400, seed: 5 });
@@ -237,8 +237,9 @@ test('resync --job runs inside the running consumer, which pauses for it and str
   // The seeded keys predate the log: only a copy brings them over.
   t.not((await datasetDiff(pair.master, pair.replica)).length, 0);
 
-  const run = await runCli(['resync', '--job', '--master', pair.master.url, '--scan-count', '100'], {}, 60_000);
+  const run = await runCli(['resync', '--master', pair.master.url, '--replica', pair.replica.url, '--scan-count', '100'], {}, 60_000);
   t.is(run.code, 0, run.stderr.join('\n'));
+  t.regex(run.stderr.join('\n'), /^qsync: a consumer holds the lease of queue 'default': the resync runs inside it, as a control job$/m);
   t.regex(run.stdout.join('\n'), /resync job \S+: copied \d+ keys/);
   await consumer.waitForLog((l) => l.msg === 'exclusive job ended; resuming', 20_000, 'resumed');
   await workload.stop();
