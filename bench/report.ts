@@ -13,7 +13,8 @@ const DOC = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
 const ORDER = ['producer-overhead', 'drain', 'drain-latency', 'lag', 'memory'];
 
 function format(value: number, unit: string): string {
-  if (unit === 'x') return `${value.toFixed(2)}×`;
+  // Two significant digits below 1, so that 0.096× does not read as 0.10×.
+  if (unit === 'x') return value < 1 ? `${Number(value.toPrecision(2))}×` : `${value.toFixed(2)}×`;
   if (Math.abs(value) >= 100) return Math.round(value).toLocaleString('en-US');
   return value.toPrecision(3);
 }
