@@ -12,7 +12,7 @@ import type { WorkerState } from '../consumer/worker.js';
 import { ExitCode } from '../shared/errors.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
-import { createWorkload, type Workload } from './support/workload.js';
+import { createWorkload, startMoves, type Workload } from './support/workload.js';
 import { runCli, spawnCli } from './support/cli.js';
 import { eventually } from './support/wait.js';
 
@@ -84,6 +84,34 @@ test('repair after overflow ends equal and copies only the dirty keys', async (t
   await waitForDrain(master, replica);
   t.deepEqual(await datasetDiff(pair.master, pair.replica), ['db0 calm:7: value differs'], 'equal but for the key changed by hand');
   t.deepEqual((await workload.ledger.check(pair.replica)).problems, [], 'no write lost or doubled on the replica');
+});
+
+test('a repair stays exact while multi-key writes move members and values between dirty and clean keys', async (t) => {
+  const pair = await pairFor(t);
+  const master = pair.master.client();
+  const producer = createProducer(pair.master.client());
+  for (let i = 0; i < 8; i++) {
+    await producer.sadd(`pool:${i}`, ...Array.from({ length: 20 }, (_, j) => `${i}:${j}`));
+    await producer.set(`hot:${i}`, String(i));
+  }
+  const worker = startWorker(pair);
+  await waitForDrain(master, pair.replica.client());
+  await worker.close();
+  // SMOVE, RENAME and LMOVE between few keys: some go dirty in the overflow, the others stay clean.
+  const movers = startMoves(pair.master, 0, 21);
+  t.teardown(() => movers.stop().then(() => {}));
+  await overflow(pair, 40, 6);
+  await setLimits(master, keys, { maxEntries: 1_000_000 });
+
+  const result = await runRepair(repairOptions(pair, { scanCount: 2 }));
+  t.true(result.repaired);
+  t.true(result.copied >= result.dirtyKeys);
+  const resumed = startWorker(pair);
+  t.teardown(() => resumed.close());
+  t.true((await movers.stop()) > 0);
+  await waitForDrain(master, pair.replica.client());
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+  t.log(`${result.dirtyKeys} dirty keys, ${result.copied} copies, ${result.recopies} copied again for a multi-key command, ${result.replayed} entries replayed`);
 });
 
 test('a repair that stops half way leaves the replica marked, and running it again finishes the job', async (t) => {

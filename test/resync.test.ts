@@ -9,7 +9,7 @@ import { runResync, ResyncError, type ResyncOptions } from '../consumer/resync.j
 import type { SyncWorker, WorkerState } from '../consumer/worker.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
-import { createWorkload, prng } from './support/workload.js';
+import { createWorkload, startMoves } from './support/workload.js';
 import { spawnCli, runCli } from './support/cli.js';
 import { eventually } from './support/wait.js';
 
@@ -52,52 +52,13 @@ async function seed(master: Pair['master'], dbs: number[], perDb: number): Promi
   }
 }
 
-/** Multi-key writes between keys the copy reaches at different times: SMOVE, RENAME, LMOVE; runs until stop(). */
-function moves(master: Pair['master'], db: number, seedNo: number): { stop(): Promise<number> } {
-  const client = master.client(db);
-  const p = createProducer(client);
-  const r = prng(seedNo);
-  let running = true;
-  let n = 0;
-  const pick = (kind: string) => `${kind}:${Math.floor(r() * 8)}`;
-  const done = (async () => {
-    while (running) {
-      const roll = r();
-      try {
-        if (roll < 0.4) {
-          const [from, to] = [pick('pool'), pick('pool')];
-          const member = await client.srandmember(from);
-          if (member) await p.smove(from, to, member);
-        } else if (roll < 0.7) {
-          await p.incr(pick('hot'));
-          await p.rename(pick('hot'), pick('hot'));
-        } else {
-          await p.lpush(pick('ring'), String(n));
-          await p.lmove(pick('ring'), pick('ring'), 'LEFT', 'RIGHT');
-        }
-      } catch (err) {
-        if (!/no such key/i.test((err as Error).message)) throw err;
-      }
-      n++;
-    }
-    return n;
-  })();
-  done.catch(() => {}); // a test that fails early tears the servers down under the loop
-  return {
-    stop: async () => {
-      running = false;
-      return done;
-    },
-  };
-}
-
 test('a replica bootstrapped while writers run ends equal to the master, and the consumer streams after', async (t) => {
   const pair = await pairFor(t);
   const dbs = [0, 3, 7];
   await seed(pair.master, dbs, 3000);
   const workload = createWorkload({ port: pair.master.port, writers: 4, dbs, opsPerSecond: 1500, seed: 7 });
   await workload.start();
-  const movers = [moves(pair.master, 0, 1), moves(pair.master, 3, 2)];
+  const movers = [startMoves(pair.master, 0, 1), startMoves(pair.master, 3, 2)];
   const master = pair.master.client();
   await eventually(async () => Number(await master.hget(keys.meta, 'seq')) > 300, 15_000, 'writes before the resync');
 

@@ -289,3 +289,47 @@ export function createWorkload(options: WorkloadOptions): Workload {
     },
   };
 }
+
+/**
+ * Multi-key writes through the producer between a few keys of db `db`
+ * (SMOVE between sets `pool:0..7`, RENAME between `hot:*` counters, LMOVE
+ * between `ring:*` lists), which a copy reaches at different times; runs until
+ * stop(), which resolves to the number of writes.
+ */
+export function startMoves(master: Pick<RedisServer, 'client'>, db: number, seedNo: number): { stop(): Promise<number> } {
+  const client = master.client(db);
+  const p = createProducer(client);
+  const r = prng(seedNo);
+  let running = true;
+  let n = 0;
+  const pick = (kind: string) => `${kind}:${Math.floor(r() * 8)}`;
+  const done = (async () => {
+    while (running) {
+      const roll = r();
+      try {
+        if (roll < 0.4) {
+          const [from, to] = [pick('pool'), pick('pool')];
+          const member = await client.srandmember(from);
+          if (member) await p.smove(from, to, member);
+        } else if (roll < 0.7) {
+          await p.incr(pick('hot'));
+          await p.rename(pick('hot'), pick('hot'));
+        } else {
+          await p.lpush(pick('ring'), String(n));
+          await p.lmove(pick('ring'), pick('ring'), 'LEFT', 'RIGHT');
+        }
+      } catch (err) {
+        if (!/no such key/i.test((err as Error).message)) throw err;
+      }
+      n++;
+    }
+    return n;
+  })();
+  done.catch(() => {}); // a test that fails early tears the servers down under the loop
+  return {
+    stop: async () => {
+      running = false;
+      return done;
+    },
+  };
+}
