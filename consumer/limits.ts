@@ -174,8 +174,8 @@ export function capText(l: Limits): string {
 export function stateText(u: QueueUsage, dirtyKey: string): string {
   if (u.queueState === 'ok') return 'ok';
   const since = u.queueStateSinceMs ? ` since ${new Date(u.queueStateSinceMs).toISOString()}` : '';
-  const then = u.queueState === 'repair-needed' ? 'copy them to the replica' : 'rebuild the replica from the master';
-  return `${u.queueState}${since}, ${u.dirtyKeys} dirty keys in ${dirtyKey} (${then}, then qsync limit --clear-repair)`;
+  const then = u.queueState === 'repair-needed' ? 'qsync repair copies them to the replica' : 'too many to repair: qsync limit --clear-repair, then qsync resync';
+  return `${u.queueState}${since}, ${u.dirtyKeys} dirty keys in ${dirtyKey} (${then})`;
 }
 
 /** What `qsync limit` prints. */

@@ -212,7 +212,11 @@ export class SyncWorker extends EventEmitter {
     }
     // Either way the drain loop goes on only once the job is gone.
     await job.done;
-    if (!refusal) this.log.info('exclusive job ended; resuming');
+    if (refusal) return;
+    this.log.info('exclusive job ended; resuming');
+    // The job may have written its own state (resyncing, repairing) to the
+    // status: the drain loop starts over, and says so.
+    this.setState('starting');
   }
 
   private setState(state: WorkerState, detail: Record<string, unknown> = {}): void {

@@ -163,6 +163,8 @@ test('qsync repair --job waits for room in the log, runs inside the consumer, wh
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   const status = await runCli(['status', '--master', pair.master.url]);
   t.is(status.code, ExitCode.ok, status.stdout.join('\n'));
+  t.regex(status.stdout.join('\n'), /^ {2}state +(streaming|idle)$/m, 'the consumer speaks for the queue again');
+  t.regex(status.stdout.join('\n'), /^ {2}queue state +ok$/m);
 });
 
 test('qsync repair says when there is nothing to repair, when the log is still full, and when only a resync can help', async (t) => {
