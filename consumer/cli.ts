@@ -303,7 +303,7 @@ export function buildProgram(): Command {
 
   program
     .command('acl')
-    .description('print least-privilege ACL rules for a qsync user (consumer-master, consumer-replica, producer)')
+    .description(`print least-privilege ACL rules for a qsync user (${ACL_ROLES.join(', ')})`)
     .argument('<role>', ACL_ROLES.join(' | '))
     .addOption(new Option('--prefix <name>', "prefix of qsync's keys").env('QSYNC_PREFIX').default(DEFAULT_PREFIX))
     .option('--user <name>', 'user name for the printed ACL SETUSER line', 'qsync')

@@ -75,11 +75,19 @@ class Resync extends CopyRun {
     const { scanner, queueDb } = this.ctx;
     await scanner.select(db);
     const own = [`${this.keys.prefix}:`, `${jobsPrefix(this.keys.prefix)}:`];
-    let cursor = '0';
+    const scan = (cursor: string) => {
+      const reply = scanner.scanBuffer(cursor, 'COUNT', this.scanCount);
+      reply.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
+      return reply;
+    };
+    // The next SCAN runs on its own connection while this batch is copied.
+    let pending = scan('0');
+    let cursor: string;
     do {
       this.checkLease();
-      const [next, found] = await scanner.scanBuffer(cursor, 'COUNT', this.scanCount);
+      const [next, found] = await pending;
       cursor = next.toString();
+      if (cursor !== '0') pending = scan(cursor);
       // qsync's own keys (log, meta, lease, control jobs...) stay on the master.
       const batch = db === queueDb ? found.filter((k) => !own.some((o) => k.toString('latin1').startsWith(o))) : found;
       if (batch.length === 0) continue;
