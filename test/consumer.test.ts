@@ -147,6 +147,26 @@ test('the apply script skips entries at or below the watermark', async (t) => {
   t.is(await pair.replica.client().get('n'), '8');
 });
 
+test('batches follow the backlog: a short queue leaves whole at once, a long one in large batches, all within the byte budget', async (t) => {
+  const pair = await pairFor(t);
+  const master = pair.master.client();
+  defineScripts(master);
+  const db = createProducer(pair.master.client());
+  const read = async (offset: number, bytes = 1 << 20) => {
+    const [, , left, ...entries] = await master.qsyncReadBatchBuffer(keys.log, keys.meta, offset, 1000, bytes, 4);
+    return { entries: entries.length, left: Number(left) };
+  };
+  for (let i = 0; i < 10; i++) await db.incr('n');
+  t.deepEqual(await read(0), { entries: 10, left: 0 }, 'fewer than 64: all of them');
+  await Promise.all(Array.from({ length: 1990 }, () => db.incr('n')));
+  t.deepEqual(await read(0), { entries: 500, left: 1500 }, 'a quarter of 2000');
+  t.deepEqual(await read(1800), { entries: 64, left: 136 }, 'never fewer than 64');
+  await Promise.all(Array.from({ length: 8000 }, () => db.incr('n')));
+  t.deepEqual(await read(0), { entries: 1000, left: 9000 }, 'never more than the batch size');
+  const tenEntries = (await master.lrangeBuffer(keys.log, 0, 9)).reduce((sum, e) => sum + e.length, 0);
+  t.deepEqual(await read(0, tenEntries), { entries: 10, left: 9990 }, 'within the byte budget');
+});
+
 test('a consumer that applied a batch but died before trimming applies nothing twice', async (t) => {
   const pair = await pairFor(t);
   const db = createProducer(pair.master.client());

@@ -4,8 +4,8 @@
   and sequence, in one round trip.
 
   The batch size follows the backlog: the entries not yet read are shared
-  out over the window of batches in flight (never fewer than 64 a batch, nor
-  more than the most asked for), so that a short queue leaves in small
+  out over a few batches (never fewer than 64 a batch, nor more than the
+  most asked for), so that a short queue leaves in small
   batches at once and a long one fills the link with large ones. A byte
   budget bounds the batch too (a single larger entry still goes alone), and
   the log is read in chunks so that huge entries are never copied whole into
@@ -17,7 +17,7 @@
     ARGV[1] offset of the first entry to read
     ARGV[2] most entries
     ARGV[3] most bytes
-    ARGV[4] window: batches the consumer keeps in flight
+    ARGV[4] how many batches to share the backlog out over
 
   Output:
     {epoch or '', seq or '', entries left after this batch, entry, entry, ...}
