@@ -143,6 +143,36 @@ test('a repair that stops half way leaves the replica marked, and running it aga
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
 });
 
+test('a repair goes on from an entry the replica applied in part, without running its first commands twice', async (t) => {
+  const pair = await pairFor(t);
+  const [master, replica] = [pair.master.client(), pair.replica.client()];
+  const producer = createProducer(pair.master.client());
+  await producer.rpush('k', 'a');
+  await syncedCalmKeys(t, pair, 0);
+  // By hand on the replica: k is a set there, so the LPUSH of the group is refused after its INCR ran.
+  await replica.del('k');
+  await replica.sadd('k', 'm');
+  await producer.multi().incr('n').lpush('k', 'x').exec();
+  const worker = startWorker(pair);
+  await eventually(() => worker.state === 'halted', 15_000, 'halted at the group');
+  await worker.close();
+  t.is(await replica.get('n'), '1');
+  t.regex((await replica.hget(keys.applied, 'part')) ?? '', /^\d+:1$/, 'the INCR is recorded as done');
+
+  await setLimits(master, keys, { maxEntries: 1, policy: 'mark-dirty' });
+  await producer.incr('dirty');
+  await setLimits(master, keys, { maxEntries: 1_000_000 });
+  // The operator puts k back as it was before the group.
+  await replica.del('k');
+  await replica.rpush('k', 'a');
+  const result = await runRepair(repairOptions(pair));
+  t.is(result.dirtyKeys, 1);
+  t.is(await replica.get('n'), '1', 'the INCR that ran before the refusal ran once');
+  t.deepEqual(await replica.lrange('k', 0, -1), ['x', 'a']);
+  t.is(await replica.hget(keys.applied, 'part'), null);
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+});
+
 test('qsync repair --job waits for room in the log, runs inside the consumer, which streams after', async (t) => {
   const pair = await pairFor(t);
   const master = pair.master.client();
