@@ -81,7 +81,11 @@ function reporter(what: What, log: Logger): { update(p: CopyProgress): void; sto
 
 type Settings = { queue: string; prefix: string; queueDb: number; scanCount: number; bigMembers: number; bigBytes: number; chunk: number; leaseMs: number };
 
-/** Whether a live consumer holds the queue's lease (the key exists until its holder stops renewing it). */
+/**
+ * Reaches the master (one line and its exit code when it cannot) and says
+ * whether a live consumer holds the queue's lease (the key exists until its
+ * holder stops renewing it).
+ */
 async function consumerRunning(master: RedisOptions, s: { prefix: string; queue: string; queueDb: number }): Promise<boolean> {
   const client = await probe({ ...master, db: s.queueDb }, 'master', `${master.host}:${master.port}`);
   try {
@@ -99,7 +103,6 @@ const finished = (result: CopyRunResult): number => ((result as { dirtyAgain?: b
 
 /** Queues a resync or repair job for the queue's consumer and follows it; Ctrl-C detaches. */
 async function viaJob(what: What, master: RedisOptions, s: Settings, log: Logger): Promise<number> {
-  (await probe({ ...master, db: s.queueDb }, 'master', `${master.host}:${master.port}`)).disconnect();
   const queue = controlQueue({ master, prefix: s.prefix, queue: s.queue, queueDb: s.queueDb });
   const detach = new AbortController();
   const onSigint = () => detach.abort();
@@ -172,8 +175,9 @@ export function copyCommand(program: Command, cli: CopyCli, what: What): void {
         leaseMs: intOption(o.leaseMs, '--lease-ms', 10_000, 300),
       };
       // Next to a running consumer, only the consumer can pause its drain for the run.
-      if (o.job || (await consumerRunning(master, options))) {
-        if (!o.job) process.stderr.write(`qsync: a consumer holds the lease of queue '${options.queue}': the ${what} runs inside it, as a control job\n`);
+      const running = await consumerRunning(master, options);
+      if (o.job || running) {
+        if (!o.job && running) process.stderr.write(`qsync: a consumer holds the lease of queue '${options.queue}': the ${what} runs inside it, as a control job\n`);
         cli.exit(await viaJob(what, master, options, log));
         return;
       }

@@ -1,9 +1,9 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createProducer } from '../producer/index.js';
 import { ExitCode } from '../shared/errors.js';
-import { startPair, waitForDrain } from './support/fixtures.js';
+import { startPair, waitForDrain, type Pair } from './support/fixtures.js';
 import { freePort } from './support/redis-server.js';
-import { runCli, spawnCli } from './support/cli.js';
+import { runCli, spawnCli, type CliProcess } from './support/cli.js';
 import { eventually } from './support/wait.js';
 
 function metric(body: string, name: string): number | undefined {
@@ -11,12 +11,18 @@ function metric(body: string, name: string): number | undefined {
   return line === undefined ? undefined : Number(line.split(' ').pop());
 }
 
-test('consume --metrics-port serves depth, sequence, watermark, applied entries, apply latency and state', async (t) => {
+/** A master, a replica and `qsync consume --metrics-port`, all gone after the test. */
+async function consumerWithMetrics(t: ExecutionContext): Promise<{ pair: Pair; port: number; worker: CliProcess }> {
   const pair = await startPair();
   t.teardown(() => pair.destroy());
   const port = await freePort();
   const worker = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--metrics-port', String(port), '--lease-ms', '1000']);
   t.teardown(() => worker.kill('SIGKILL'));
+  return { pair, port, worker };
+}
+
+test('consume --metrics-port serves depth, sequence, watermark, applied entries, apply latency and state', async (t) => {
+  const { pair, port, worker } = await consumerWithMetrics(t);
   const db = createProducer(pair.master.client());
   for (let i = 0; i < 20; i++) await db.incr('n');
   await waitForDrain(pair.master.client(), pair.replica.client());
@@ -38,11 +44,7 @@ test('consume --metrics-port serves depth, sequence, watermark, applied entries,
 });
 
 test('the metrics show the progress of the control job the consumer runs, and that it ended', async (t) => {
-  const pair = await startPair();
-  t.teardown(() => pair.destroy());
-  const port = await freePort();
-  const worker = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--metrics-port', String(port), '--lease-ms', '1000']);
-  t.teardown(() => worker.kill('SIGKILL'));
+  const { pair, port } = await consumerWithMetrics(t);
   const db = createProducer(pair.master.client());
   for (let i = 0; i < 30; i++) await db.set(`k${i}`, String(i));
   await waitForDrain(pair.master.client(), pair.replica.client());
