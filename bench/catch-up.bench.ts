@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
-import type { SyncWorker } from '../consumer/worker.js';
+import type { SyncWorker } from '../consumer/drain/worker.js';
 import { createProducer } from '../producer/index.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../shared/keys.js';
 import { startProxy, type FaultProxy } from '../test/support/fault-proxy.js';

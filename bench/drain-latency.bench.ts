@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { startPair } from '../test/support/fixtures.js';
-import { WORKER_DEFAULTS, type WorkerOptions } from '../consumer/worker.js';
+import { WORKER_DEFAULTS, type WorkerOptions } from '../consumer/drain/worker.js';
 import { DrainRig } from './support/drain-rig.js';
 import { startProxyProcess } from './support/proxy-process.js';
 import type { Scenario } from './support/result.js';

@@ -3,7 +3,7 @@
  * replica, against the same writes sent to the replica as plain pipelines,
  * for a few window and batch sizes.
  */
-import { WORKER_DEFAULTS, type WorkerOptions } from '../consumer/worker.js';
+import { WORKER_DEFAULTS, type WorkerOptions } from '../consumer/drain/worker.js';
 import { startPair } from '../test/support/fixtures.js';
 import { DrainRig, type DrainSample } from './support/drain-rig.js';
 import { pipelinedSetCeiling, PIPELINED_SET_ARGS } from './support/redis-benchmark.js';

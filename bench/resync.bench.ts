@@ -6,10 +6,10 @@
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { fullSync } from './support/full-sync.js';
-import { runResync } from '../consumer/resync.js';
-import { runRepair } from '../consumer/repair.js';
-import { setLimits } from '../consumer/limits.js';
-import type { CopyRunOptions } from '../consumer/copy-run.js';
+import { runResync } from '../consumer/copy/resync.js';
+import { runRepair } from '../consumer/copy/repair.js';
+import { setLimits } from '../consumer/queue/limits.js';
+import type { CopyRunOptions } from '../consumer/copy/run.js';
 import { createProducer } from '../producer/index.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../shared/keys.js';
 import { createLogger } from '../shared/logger.js';

@@ -7,16 +7,16 @@ import { existsSync } from 'node:fs';
 const here = (p) => new URL(p, import.meta.url);
 
 async function load() {
-  if (existsSync(here('../consumer/cli.ts'))) {
+  if (existsSync(here('../consumer/cli/main.ts'))) {
     try {
       const { register } = await import('tsx/esm/api');
       register();
-      return await import(here('../consumer/cli.ts').href);
+      return await import(here('../consumer/cli/main.ts').href);
     } catch (err) {
       if (err?.code !== 'ERR_MODULE_NOT_FOUND') throw err;
     }
   }
-  return import(here('../dist/consumer/cli.js').href);
+  return import(here('../dist/consumer/cli/main.js').href);
 }
 
 const cli = await load();

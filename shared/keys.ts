@@ -2,9 +2,12 @@
  * Names of the Redis keys qsync keeps for one queue, built in one place.
  *
  * On the master (in the queue's db): `log` (the list of entries), `meta`
- * (sequence counter and epoch), `lease`, `status`, `dlq`, `dirty`, and
- * `repairing` (the dirty keys a repair is copying).
- * On the replica (in the queue's db): `applied` (the watermark).
+ * (sequence counter and epoch), `lease`, `status`, `dlq`, `dirty`,
+ * `repairing` (the dirty keys a repair is copying), `verify` (the last
+ * verify's result) and `snapshot` (a big key a resync copies in chunks).
+ * On the replica (in the queue's db): `applied` (the watermark) and `tmp`
+ * (a big key being rebuilt by a resync).
+ * The BullMQ control jobs of every queue live under `jobsPrefix(prefix)`.
  */
 export class QueueKeys {
   readonly log: string;
@@ -15,6 +18,9 @@ export class QueueKeys {
   readonly dirty: string;
   readonly repairing: string;
   readonly applied: string;
+  readonly verify: string;
+  readonly snapshot: string;
+  readonly tmp: string;
 
   constructor(
     readonly prefix: string,
@@ -28,12 +34,21 @@ export class QueueKeys {
     this.dirty = this.toKey('dirty');
     this.repairing = this.toKey('repairing');
     this.applied = this.toKey('applied');
+    this.verify = this.toKey('verify');
+    this.snapshot = this.toKey('resync:snapshot');
+    this.tmp = this.toKey('resync:tmp');
   }
 
   toKey(type: string): string {
     return `${this.prefix}:${this.queue}:${type}`;
   }
 }
+
+/** Prefix of the BullMQ queues that carry a prefix's control jobs (`<prefix>-jobs:<queue>:...`). */
+export const jobsPrefix = (prefix: string): string => `${prefix}-jobs`;
+
+/** Key prefixes of everything qsync keeps in the queue db: never application data, never copied or compared. */
+export const ownKeyPrefixes = (prefix: string): string[] => [`${prefix}:`, `${jobsPrefix(prefix)}:`];
 
 /** Defaults shared by the producer and the consumer, so that both agree with no options. */
 export const DEFAULT_PREFIX = 'qsync';

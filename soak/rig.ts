@@ -14,7 +14,7 @@ import { spawnCli, type CliProcess } from '../test/support/cli.js';
 import { eventually } from '../test/support/wait.js';
 import { createWorkload, prng, type Workload, type WorkloadOptions } from '../test/support/workload.js';
 import type { RedisServerOptions } from '../test/support/redis-server.js';
-import type { SyncWorker, WorkerOptions, WorkerState } from '../consumer/worker.js';
+import type { SyncWorker, WorkerOptions, WorkerState } from '../consumer/drain/worker.js';
 import { QueueKeys } from '../shared/keys.js';
 
 /** What one scenario run did and found. */

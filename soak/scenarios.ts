@@ -7,8 +7,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readStatus } from '../consumer/status.js';
-import { WORKER_DEFAULTS } from '../consumer/worker.js';
+import { readStatus } from '../consumer/queue/status.js';
+import { WORKER_DEFAULTS } from '../consumer/drain/worker.js';
 import { median } from '../bench/support/stats.js';
 import { eventually } from '../test/support/wait.js';
 import type { CliProcess } from '../test/support/cli.js';

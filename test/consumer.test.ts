@@ -9,8 +9,8 @@ import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
-import { readStatus, type QueueStatus } from '../consumer/status.js';
-import type { SyncWorker, WorkerOptions, WorkerState } from '../consumer/worker.js';
+import { readStatus, type QueueStatus } from '../consumer/queue/status.js';
+import type { SyncWorker, WorkerOptions, WorkerState } from '../consumer/drain/worker.js';
 import { QueueKeys } from '../shared/keys.js';
 import { frameBatch } from '../shared/entry.js';
 import { createLogger } from '../shared/logger.js';
@@ -19,7 +19,7 @@ import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './
 import { freePort, type RedisServerOptions } from './support/redis-server.js';
 import { spawnCli, runCli, type CliProcess } from './support/cli.js';
 import { eventually } from './support/wait.js';
-import { backoffDelay } from '../consumer/backoff.js';
+import { backoffDelay } from '../consumer/drain/backoff.js';
 
 const keys = new QueueKeys('qsync', 'default');
 

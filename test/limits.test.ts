@@ -9,8 +9,8 @@
 import test, { type ExecutionContext } from 'ava';
 import type { Redis } from 'ioredis';
 import { createProducer, QueueFullError } from '../producer/index.js';
-import { setLimits } from '../consumer/limits.js';
-import { readStatus } from '../consumer/status.js';
+import { setLimits } from '../consumer/queue/limits.js';
+import { readStatus } from '../consumer/queue/status.js';
 import { ExitCode } from '../shared/errors.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';

@@ -6,9 +6,9 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { createProducer } from '../producer/index.js';
-import { runRepair, RepairError, type RepairOptions } from '../consumer/repair.js';
-import { setLimits } from '../consumer/limits.js';
-import type { WorkerState } from '../consumer/worker.js';
+import { runRepair, RepairError, type RepairOptions } from '../consumer/copy/repair.js';
+import { setLimits } from '../consumer/queue/limits.js';
+import type { WorkerState } from '../consumer/drain/worker.js';
 import { ExitCode } from '../shared/errors.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';

@@ -5,8 +5,8 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { createProducer } from '../producer/index.js';
-import { runResync, ResyncError, type ResyncOptions } from '../consumer/resync.js';
-import type { SyncWorker, WorkerState } from '../consumer/worker.js';
+import { runResync, ResyncError, type ResyncOptions } from '../consumer/copy/resync.js';
+import type { SyncWorker, WorkerState } from '../consumer/drain/worker.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import { createWorkload, startMoves } from './support/workload.js';

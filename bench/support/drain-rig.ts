@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
-import { SyncWorker, type WorkerOptions } from '../../consumer/worker.js';
+import { SyncWorker, type WorkerOptions } from '../../consumer/drain/worker.js';
 import { createProducer } from '../../producer/index.js';
 import { decodeEntry } from '../../shared/entry.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';

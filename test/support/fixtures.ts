@@ -4,7 +4,7 @@
  */
 import type { Redis } from 'ioredis';
 import { startRedis, type RedisServer, type RedisServerOptions } from './redis-server.js';
-import { SyncWorker, type WorkerOptions } from '../../consumer/worker.js';
+import { SyncWorker, type WorkerOptions } from '../../consumer/drain/worker.js';
 import { createLogger } from '../../shared/logger.js';
 import { QueueKeys } from '../../shared/keys.js';
 

@@ -1,0 +1,100 @@
+/** `qsync consume`: drain a queue from the master to the replica until SIGTERM or SIGINT, with control jobs and metrics. */
+import { EventEmitter } from 'node:events';
+import { Option, type Command } from 'commander';
+import type { LevelWithSilent } from 'pino';
+import type { RedisOptions } from 'ioredis';
+import { redisOptionsFromUrl, redactUrl, intOption, nameOption, choiceOption } from '../../shared/config.js';
+import { ExitCode, QsyncError, ConfigError } from '../../shared/errors.js';
+import { createLogger, LOG_LEVELS, type Logger } from '../../shared/logger.js';
+import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
+import { probe } from '../../shared/probe.js';
+import { SyncWorker, WORKER_DEFAULTS } from '../drain/worker.js';
+import { connect } from '../drain/connections.js';
+import { ON_ERROR } from '../drain/confirm.js';
+import { serveMetrics, workerMetrics, type MetricsServer } from '../metrics/metrics.js';
+import { startJobWorker } from '../jobs/runner.js';
+import './job-types.js';
+import { common, required, tlsFiles, withoutDb, type CommonOpts } from './options.js';
+
+async function consume(o: CommonOpts & Record<string, string | undefined> & { jobs?: boolean }): Promise<void> {
+  const masterUrl = required(o.master, '--master', 'QSYNC_MASTER');
+  const replicaUrl = required(o.replica, '--replica', 'QSYNC_REPLICA');
+  const tls = tlsFiles(o);
+  const master = withoutDb(redisOptionsFromUrl(masterUrl, '--master', tls), '--master', masterUrl);
+  const replica = withoutDb(redisOptionsFromUrl(replicaUrl, '--replica', tls), '--replica', replicaUrl);
+  const level = choiceOption(o.logLevel, '--log-level', LOG_LEVELS, 'info') as LevelWithSilent;
+  const options = {
+    queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
+    prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
+    queueDb: intOption(o.queueDb, '--queue-db', 0, 0, 10_000),
+    batchSize: intOption(o.batchSize, '--batch-size', WORKER_DEFAULTS.batchSize, 1, 100_000),
+    batchBytes: intOption(o.batchBytes, '--batch-bytes', WORKER_DEFAULTS.batchBytes, 1024),
+    window: intOption(o.window, '--window', WORKER_DEFAULTS.window, 1, 64),
+    leaseMs: intOption(o.leaseMs, '--lease-ms', WORKER_DEFAULTS.leaseMs, 300),
+    timeoutMs: intOption(o.timeoutMs, '--timeout-ms', WORKER_DEFAULTS.timeoutMs, 100),
+    onError: choiceOption(o.onError, '--on-error', ON_ERROR, WORKER_DEFAULTS.onError),
+  };
+  const metricsPort = o.metricsPort === undefined ? undefined : intOption(o.metricsPort, '--metrics-port', 0, 0, 65_535);
+  const log = createLogger(level);
+  // Credentials and TLS are checked once up front: those do not heal by retrying.
+  // An unreachable server is not fatal; the worker waits for it.
+  for (const [opts, what, url] of [[master, 'master', masterUrl], [replica, 'replica', replicaUrl]] as const) {
+    try {
+      (await probe(opts, what, redactUrl(url), options.timeoutMs)).disconnect();
+    } catch (err) {
+      if (err instanceof QsyncError && err.exitCode === ExitCode.unreachable) {
+        log.warn({ side: what, err: err.message }, `${what} unreachable at start; retrying until it answers`);
+      } else throw err;
+    }
+  }
+  log.info({ master: redactUrl(masterUrl), replica: redactUrl(replicaUrl), ...options }, 'qsync consumer starting');
+  const worker = new SyncWorker({ ...options, master, replica, logger: log }).start();
+  const jobProgress = new EventEmitter();
+  const onProgress = (job: string, p: unknown) => jobProgress.emit('progress', job, p);
+  const jobs = o.jobs === false ? undefined : startJobWorker({ ...options, master, replica, log, worker, onProgress });
+  const metrics = metricsPort === undefined ? undefined : await startMetrics(worker, jobProgress, master, options, metricsPort, log);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping: finishing the batches in flight');
+      void Promise.all([worker.close(), jobs?.close()]).then(() => resolve());
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await metrics?.close();
+  log.info({ applied: worker.applied }, 'stopped');
+}
+
+async function startMetrics(worker: SyncWorker, jobProgress: EventEmitter, master: RedisOptions, o: { prefix: string; queue: string; queueDb: number; timeoutMs: number }, port: number, log: Logger): Promise<{ close(): Promise<void> }> {
+  const client = connect({ ...master, db: o.queueDb }, { commandTimeoutMs: o.timeoutMs }, `qsync:${o.queue}:metrics`);
+  let server: MetricsServer;
+  try {
+    server = await serveMetrics(workerMetrics(worker, client, o.prefix, o.queue, jobProgress), port);
+  } catch (err) {
+    client.disconnect();
+    throw new ConfigError(`qsync: cannot serve metrics on --metrics-port ${port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  log.info({ port: server.port }, 'metrics on /metrics');
+  return {
+    close: async () => {
+      await server.close();
+      client.disconnect();
+    },
+  };
+}
+
+export function consumeCommand(program: Command): void {
+  common(program.command('consume'))
+    .description('drain the queue from the master and apply it to the replica (runs until SIGTERM/SIGINT)')
+    .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
+    .addOption(new Option('--queue <name>', 'queue to drain').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
+    .addOption(new Option('--batch-size <n>', 'most entries per batch').env('QSYNC_BATCH_SIZE').default(String(WORKER_DEFAULTS.batchSize)))
+    .addOption(new Option('--batch-bytes <n>', 'most bytes per batch').env('QSYNC_BATCH_BYTES').default(String(WORKER_DEFAULTS.batchBytes)))
+    .addOption(new Option('--window <n>', 'batches in flight to the replica').env('QSYNC_WINDOW').default(String(WORKER_DEFAULTS.window)))
+    .addOption(new Option('--lease-ms <ms>', 'consumer lease; a standby takes over this long after a crash').env('QSYNC_LEASE_MS').default(String(WORKER_DEFAULTS.leaseMs)))
+    .addOption(new Option('--timeout-ms <ms>', 'a link silent this long is reset').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
+    .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics); 0 picks a free one').env('QSYNC_METRICS_PORT'))
+    .addOption(new Option('--on-error <mode>', 'an entry the replica refuses: halt, or park it as a dead letter and go on').env('QSYNC_ON_ERROR').default(WORKER_DEFAULTS.onError))
+    .option('--no-jobs', 'do not run control jobs (qsync verify --job, --every)')
+    .action((o) => consume(o));
+}

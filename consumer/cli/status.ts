@@ -1,0 +1,38 @@
+/** `qsync status`: depth, lag, consumer and state of each queue; its exit code serves as a health check. */
+import { Option, type Command } from 'commander';
+import { nameOption } from '../../shared/config.js';
+import { ExitCode } from '../../shared/errors.js';
+import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
+import { findQueues, formatStatus, readStatus } from '../queue/status.js';
+import { common, open, setExitCode, type CommonOpts } from './options.js';
+
+/** Exit code of `status`: the worst state among the queues (the consumers' and the queues' own), so that monitors can run it as a check. */
+function statusExitCode(states: string[]): number {
+  if (states.includes('halted')) return ExitCode.halted;
+  if (states.includes('resync-needed')) return ExitCode.resyncNeeded;
+  if (states.includes('repair-needed')) return ExitCode.repairNeeded;
+  return ExitCode.ok;
+}
+
+async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
+  const prefix = nameOption(o.prefix, '--prefix', DEFAULT_PREFIX);
+  const master = await open(o, 'master');
+  try {
+    const queues = o.queue ? [nameOption(o.queue, '--queue', DEFAULT_QUEUE)] : await findQueues(master, prefix);
+    const rows = await Promise.all(queues.map((q) => readStatus(master, prefix, q)));
+    process.stdout.write((o.json ? JSON.stringify(rows, null, 2) : formatStatus(rows)) + '\n');
+    return statusExitCode(rows.flatMap((r) => [r.state, r.queueState]));
+  } finally {
+    master.disconnect();
+  }
+}
+
+export function statusCommand(program: Command): void {
+  common(program.command('status'))
+    .description('show depth, lag, consumer and state of each queue')
+    .addOption(new Option('--queue <name>', 'only this queue (default: every queue found)').env('QSYNC_QUEUE'))
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      setExitCode(await status(o));
+    });
+}

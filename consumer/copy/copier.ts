@@ -1,0 +1,170 @@
+/**
+ * Copies keys from the master to the replica for a resync, each exactly as
+ * it was after a known log entry (the seq returned with it).
+ *
+ * Small keys travel whole (DUMP, RESTORE ... ABSTTL), a batch of them in one
+ * atomic read on the master. A big key is first copied to a snapshot key on
+ * the master in one atomic step, then read from the snapshot in chunks into a
+ * temporary key on the replica that replaces the key at the end: writers
+ * keep changing the original meanwhile, and this process never holds the
+ * key whole.
+ */
+import type { Redis, Result } from 'ioredis';
+import type { QueueKeys } from '../../shared/keys.js';
+import type { Fail } from './log-follower.js';
+
+export interface CopyLimits {
+  /** a key with more members than this is copied in chunks */
+  bigMembers: number;
+  /** a key bigger than this (bytes, MEMORY USAGE) is copied in chunks */
+  bigBytes: number;
+  /** members read from the snapshot per round trip */
+  chunk: number;
+}
+
+/** Bytes of a big string read per round trip. */
+const STRING_CHUNK = 1024 * 1024;
+
+export class Copier {
+  /** the master's epoch, once known */
+  private epoch = '';
+  private lastSeq = 0;
+  private readonly snapshot: string;
+  private readonly tmp: string;
+  /** the last batch written to the replica, still on its way while the next batch is read */
+  private writing: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly master: Redis,
+    private readonly replica: Redis,
+    private readonly keys: QueueKeys,
+    private readonly queueDb: number,
+    private readonly fail: Fail,
+    private readonly limits: CopyLimits,
+  ) {
+    this.snapshot = keys.snapshot;
+    this.tmp = keys.tmp;
+  }
+
+  /** Seeds the epoch and sequence the master had when the resync started. */
+  start(seq: number, epoch: string): void {
+    this.lastSeq = seq;
+    this.epoch = epoch;
+  }
+
+  /** Copies keys of one db; returns, for each key copied, the seq its copy reflects. */
+  async copy(db: number, keys: Buffer[]): Promise<Array<{ key: Buffer; seq: number }>> {
+    const reply = await this.read(db, '', keys);
+    const restore: Array<Buffer | string> = [];
+    const big: Buffer[] = [];
+    for (let i = 2; i < reply.length; i += 4) {
+      const [key, type, dump, at] = [reply[i] as Buffer, String(reply[i + 1]), reply[i + 2] as Buffer, String(reply[i + 3])];
+      if (type !== 'none' && dump.length === 0) big.push(key);
+      else restore.push(key, at, dump);
+    }
+    const seq = this.seqOf(reply);
+    // One batch in flight to the replica while the next is read from the
+    // master; the replica runs them in the order sent.
+    await this.writing;
+    if (restore.length) {
+      const writing = this.replica.qsyncResyncRestore(db, 'restore', ...restore);
+      writing.catch(() => {}); // reported where it is awaited
+      this.writing = writing;
+    }
+    const out = keys.filter((k) => !big.some((b) => b.equals(k))).map((key) => ({ key, seq }));
+    for (const key of big) out.push({ key, seq: await this.copyBig(db, key) });
+    return out;
+  }
+
+  /** Waits until every key copied so far is written on the replica. */
+  async settle(): Promise<void> {
+    await this.writing;
+  }
+
+  /** One atomic read on the master: the keys (or a snapshot of one) and the seq they reflect. */
+  private async read(db: number, snapshot: string, keys: Buffer[]): Promise<Array<Buffer | number>> {
+    const { bigMembers, bigBytes } = this.limits;
+    return (await this.master.qsyncResyncCopyBuffer(this.keys.meta, this.queueDb, db, bigMembers, bigBytes, snapshot, ...keys)) as Array<Buffer | number>;
+  }
+
+  /** The seq of a read, checked against the master's history so far. */
+  private seqOf(reply: Array<Buffer | number>): number {
+    return this.check(Number(String(reply[0])), String(reply[1]));
+  }
+
+  /** Fails unless the master's seq and epoch continue the history seen so far; returns seq. */
+  check(seq: number, epoch: string): number {
+    if ((this.epoch && epoch !== this.epoch) || seq < this.lastSeq) {
+      throw this.fail(`the master's sequence started over meanwhile (epoch ${this.epoch} at ${this.lastSeq}, now ${epoch} at ${seq}); run it again`);
+    }
+    this.epoch = epoch;
+    this.lastSeq = seq;
+    return seq;
+  }
+
+  private async copyBig(db: number, key: Buffer): Promise<number> {
+    await this.settle();
+    try {
+      const reply = await this.read(db, this.snapshot, [key]);
+      const seq = this.seqOf(reply);
+      const [type, at] = [String(reply[3]), String(reply[5])];
+      if (type === 'none') {
+        await this.replica.qsyncResyncRestore(db, 'restore', key, at, '');
+        return seq;
+      }
+      let first = true;
+      const put = async (values: Buffer[]) => {
+        // Bounded so that no Lua call on the replica takes too many arguments.
+        for (let i = 0; i < values.length || first; i += 2 * this.limits.chunk) {
+          await this.replica.qsyncResyncRestore(db, 'append', this.tmp, type, first ? '1' : '0', ...values.slice(i, i + 2 * this.limits.chunk));
+          first = false;
+        }
+      };
+      await this.readChunks(type, put);
+      await this.replica.qsyncResyncRestore(db, 'finish', this.tmp, key, at);
+      return seq;
+    } finally {
+      await this.master.del(this.snapshot);
+    }
+  }
+
+  /** Reads the snapshot in chunks, handing each to `put`. */
+  private async readChunks(type: string, put: (values: Buffer[]) => Promise<void>): Promise<void> {
+    const { chunk } = this.limits;
+    const scan = { hash: 'HSCAN', set: 'SSCAN', zset: 'ZSCAN' }[type];
+    if (scan) {
+      // The snapshot does not change, so a full scan returns every member (some perhaps twice, which writes the same).
+      let cursor = '0';
+      do {
+        const [next, values] = (await this.master.callBuffer(scan, this.snapshot, cursor, 'COUNT', chunk)) as [Buffer, Buffer[]];
+        cursor = next.toString();
+        await put(values);
+      } while (cursor !== '0');
+    } else if (type === 'list') {
+      for (let i = 0; ; i += chunk) {
+        const values = await this.master.lrangeBuffer(this.snapshot, i, i + chunk - 1);
+        await put(values);
+        if (values.length < chunk) break;
+      }
+    } else if (type === 'string') {
+      for (let i = 0; ; i += STRING_CHUNK) {
+        const piece = await this.master.getrangeBuffer(this.snapshot, i, i + STRING_CHUNK - 1);
+        if (piece.length > 0) await put([piece]);
+        if (piece.length < STRING_CHUNK) break;
+      }
+    } else {
+      throw this.fail(`no chunked copy for a big key of type ${type}`);
+    }
+  }
+}
+
+type Arg = string | Buffer | number;
+
+// The resync's scripts (shared/lua/resync-*.lua), defined on every client by shared/scripts.ts.
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    qsyncResyncCopyBuffer(...args: Arg[]): Result<unknown[], Context>;
+    qsyncResyncRestore(...args: Arg[]): Result<number, Context>;
+    qsyncResyncReplay(...args: Arg[]): Result<[number, number, string?], Context>;
+  }
+}

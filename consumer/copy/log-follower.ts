@@ -1,0 +1,121 @@
+/**
+ * What a resync needs from the master's log: the entries after a sequence
+ * number, read in order in chunks, and the keys each logged command touches.
+ */
+import type { Redis } from 'ioredis';
+import { commandSpec, keyIndexes } from '../../shared/commands.js';
+import { decodeEntry, type Entry } from '../../shared/entry.js';
+import { ExitCode, QsyncError } from '../../shared/errors.js';
+import type { QueueKeys } from '../../shared/keys.js';
+
+/** The resync cannot go on; the replica stays marked as resyncing and a re-run starts over. */
+export class ResyncError extends QsyncError {
+  override readonly exitCode = ExitCode.resyncNeeded;
+}
+
+/** Makes the error a resync or a repair fails with from what went wrong; its message reads `qsync: <what>: <detail>`. */
+export type Fail = (detail: string) => QsyncError;
+
+/** The error of a resync, from what went wrong. */
+export const resyncFailure: Fail = (detail) => new ResyncError(`qsync: resync: ${detail}`);
+
+const CHUNK = 256;
+
+/** Reads the master's log forward from a sequence number, never holding more than a chunk. */
+export class LogFollower {
+  /** position in the log list of the next entry to read */
+  private index = 0;
+
+  constructor(
+    private readonly master: Redis,
+    private readonly keys: QueueKeys,
+    /** seq of the last entry read */
+    public last: number,
+    private readonly fail: Fail = resyncFailure,
+  ) {}
+
+  /**
+   * Calls `fn` for each entry with a seq in (last, upTo], in order. The log
+   * must hold them: the resync holds the consumer lease, so nothing trims it.
+   */
+  async readTo(upTo: number, fn: (e: Entry) => void | Promise<void>): Promise<void> {
+    while (this.last < upTo) {
+      const raws = await this.master.lrangeBuffer(this.keys.log, this.index, this.index + CHUNK - 1);
+      if (raws.length === 0) throw this.fail(`the master's log ends at entry ${this.last} but its sequence is at ${upTo}; was the log trimmed or dropped?`);
+      for (const raw of raws) {
+        this.index++;
+        let e: Entry;
+        try {
+          e = decodeEntry(raw);
+        } catch {
+          continue; // not an entry: it carries no write (the consumer reports it later)
+        }
+        if (e.seq <= this.last) continue;
+        if (e.seq !== this.last + 1) throw this.fail(`entries ${this.last + 1} to ${e.seq - 1} are missing from the master's log`);
+        this.last = e.seq;
+        await fn(e);
+        if (this.last >= upTo) break;
+      }
+    }
+  }
+}
+
+/** A key as one string, `db` and the key's bytes: the id markers use. */
+export function keyId(db: number, key: Buffer): string {
+  return `${db}\n${key.toString('latin1')}`;
+}
+
+export function parseKeyId(id: string): { db: number; key: Buffer } {
+  const cut = id.indexOf('\n');
+  return { db: Number(id.slice(0, cut)), key: Buffer.from(id.slice(cut + 1), 'latin1') };
+}
+
+/** The ids of the keys a logged command touches (its key spec; COPY ... DB n writes in db n). */
+export function touchedKeys(db: number, cmd: Buffer[], fail: Fail = resyncFailure): string[] {
+  const name = cmd[0].toString('latin1').toLowerCase();
+  const spec = commandSpec(name);
+  if (!spec) throw fail(`the log holds a command qsync does not replicate: ${name.toUpperCase()}`);
+  const args = cmd.slice(1);
+  const ids = keyIndexes(spec.keys, args.length).map((i) => keyId(db, args[i]));
+  if (name === 'copy') {
+    const at = args.findIndex((a, i) => i >= 2 && a.toString('latin1').toLowerCase() === 'db');
+    if (at >= 0 && args[at + 1]) ids[1] = keyId(Number(args[at + 1].toString()), args[1]);
+  }
+  return ids;
+}
+
+/**
+ * The keys written during a resync, each with its marker: the seq its copy on
+ * the replica reflects (0 while none is known). Only written keys are kept,
+ * so memory follows the writes during the resync, not the dataset.
+ */
+export class Markers {
+  private readonly map = new Map<string, number>();
+  /** the highest marker: the replay must go past it */
+  max = 0;
+
+  /** Remembers the keys an entry touches. */
+  touch(e: Entry): void {
+    for (const cmd of e.commands) for (const id of touchedKeys(e.db, cmd)) if (!this.map.has(id)) this.map.set(id, 0);
+  }
+
+  set(id: string, seq: number): void {
+    this.map.set(id, seq);
+    this.max = Math.max(this.max, seq);
+  }
+
+  /** A key was copied at seq: a true marker, kept only for a key touched so far (a key copied before any write reflects S0). */
+  copied(id: string, seq: number): void {
+    if (this.map.has(id)) this.set(id, seq);
+  }
+
+  /** Keys touched with no copy since. */
+  stale(): string[] {
+    return [...this.map].filter(([, m]) => m === 0).map(([id]) => id);
+  }
+
+  /** How many of the keys have their copy at or after seq. */
+  ahead(ids: string[], seq: number): number {
+    return ids.filter((id) => (this.map.get(id) ?? 0) >= seq).length;
+  }
+}

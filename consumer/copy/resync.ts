@@ -1,0 +1,100 @@
+/**
+ * Resync: rebuilds the replica from a copy of the master while writers keep
+ * writing, with no fork on the master and bounded memory here, then hands
+ * over to the consumer at a log entry from which it can go on exactly once.
+ *
+ * 1. Under the consumer lease (nothing is applied or trimmed meanwhile),
+ *    S0 = the master's seq; the replica is flushed and marked `resyncing`
+ *    in one step (a worker treats that mark as resync-needed).
+ * 2. Every key is copied (copy/copier.ts) as it was after some
+ *    entry, its copy seq. Meanwhile the log after S0 is read, and every key
+ *    an entry touches is remembered; such a key copied afterwards gets a
+ *    marker: its copy seq. A key touched but not (or not since) copied is
+ *    copied again after the scan. So only keys written during the resync are
+ *    remembered, whatever the dataset's size.
+ * 3. The log after S0 is replayed on the replica, command by command:
+ *    skipped if all its keys have a marker >= the entry's seq (it is in their
+ *    copies), applied if none has; if they disagree (RENAME, SMOVE... between
+ *    keys copied at different times) its keys are all copied again first,
+ *    which puts it in their copies. Replay goes on past every marker.
+ * 4. The watermark is set to the last entry replayed and the mark removed,
+ *    in one step; the consumer goes on from there exactly once. A crash at
+ *    any point leaves the mark: run it again.
+ */
+import { ownKeyPrefixes } from '../../shared/keys.js';
+import type { Entry } from '../../shared/entry.js';
+import { CopyRun, execAll, withRunContext, type CopyProgress, type CopyRunOptions, type CopyRunResult } from './run.js';
+import { LogFollower, keyId, resyncFailure } from './log-follower.js';
+
+export { ResyncError } from './log-follower.js';
+
+export type ResyncProgress = CopyProgress;
+export type ResyncOptions = CopyRunOptions;
+export type ResyncResult = CopyRunResult;
+
+/** Copies the master's data to the replica and leaves it ready for the consumer. */
+export function runResync(options: ResyncOptions): Promise<ResyncResult> {
+  return withRunContext(options, 'resync', resyncFailure, (ctx) => new Resync(ctx, options, 'resync', resyncFailure).run());
+}
+
+class Resync extends CopyRun {
+  async run(): Promise<ResyncResult> {
+    const [seq, epoch, ts] = await this.master.hmget(this.keys.meta, 'seq', 'epoch', 'ts');
+    const s0 = Number(seq ?? 0);
+    this.copier.start(s0, epoch ?? '');
+    await this.master.hset(this.keys.status, 'state', 'resyncing', 'stateSince', Date.now(), 'detail', JSON.stringify({ from: s0 }));
+    // One step: a replica is never empty without the mark.
+    await execAll(this.replica.multi().flushall().hset(this.keys.applied, 'resyncing', JSON.stringify({ kind: 'resync', from: s0, startedAt: Date.now() })));
+    this.log.info({ from: s0 }, 'resync: replica flushed; copying');
+    const dbs = await this.keyspace();
+    const follower = new LogFollower(this.master, this.keys, s0);
+    const touch = (e: Entry) => this.markers.touch(e);
+    for (const db of dbs) await this.scanDb(db, follower, touch);
+    // A key the scan missed was absent at some point of it: deleted or renamed
+    // (then touched by an entry up to now), or created later (absent at S0 too).
+    await follower.readTo(await this.masterSeq(), touch);
+    // Keys touched during the scan but not copied since: copy them now.
+    this.progress.phase = 'recopy';
+    const stale = this.markers.stale();
+    for (let i = 0; i < stale.length; i += this.scanCount) await this.copyIds(stale.slice(i, i + this.scanCount));
+    return this.finish(s0, Number(ts ?? 0));
+  }
+
+  /** The dbs holding keys, and the total key count for progress. */
+  private async keyspace(): Promise<number[]> {
+    const info = await this.master.info('keyspace');
+    const dbs: number[] = [];
+    for (const m of info.matchAll(/^db(\d+):keys=(\d+)/gm)) {
+      dbs.push(Number(m[1]));
+      this.progress.total += Number(m[2]);
+    }
+    return dbs;
+  }
+
+  private async scanDb(db: number, follower: LogFollower, touch: (e: Entry) => void): Promise<void> {
+    const { scanner, queueDb } = this.ctx;
+    await scanner.select(db);
+    const own = ownKeyPrefixes(this.keys.prefix);
+    const scan = (cursor: string) => {
+      const reply = scanner.scanBuffer(cursor, 'COUNT', this.scanCount);
+      reply.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
+      return reply;
+    };
+    // The next SCAN runs on its own connection while this batch is copied.
+    let pending = scan('0');
+    let cursor: string;
+    do {
+      this.checkLease();
+      const [next, found] = await pending;
+      cursor = next.toString();
+      if (cursor !== '0') pending = scan(cursor);
+      // qsync's own keys (log, meta, lease, control jobs...) stay on the master.
+      const batch = db === queueDb ? found.filter((k) => !own.some((o) => k.toString('latin1').startsWith(o))) : found;
+      if (batch.length === 0) continue;
+      const copied = await this.copier.copy(db, batch);
+      await follower.readTo(Math.max(...copied.map((c) => c.seq)), touch);
+      for (const { key, seq } of copied) this.markers.copied(keyId(db, key), seq);
+      this.count(copied.length);
+    } while (cursor !== '0');
+  }
+}

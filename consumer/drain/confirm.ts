@@ -1,0 +1,123 @@
+/**
+ * What the worker does when the replica refuses an entry, or the log holds
+ * bytes that are not an entry: halt and say which (`--on-error halt`, the
+ * default), or park it as a dead letter and keep draining (`--on-error
+ * park`). The apply script decides, atomically with the watermark, that an
+ * entry is parked; the confirmation on the master then files the dead
+ * letters in the same step as it trims the batch. Why this applies each
+ * entry or parks it, never both and never neither, is set out in
+ * shared/lua/apply-batch-1.lua.
+ */
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../shared/logger.js';
+import type { QueueKeys } from '../../shared/keys.js';
+import { decodeEntry, describeCommand, type Entry } from '../../shared/entry.js';
+import { onSide, SideError } from './connections.js';
+import { encodeHeader } from './dead-letter-record.js';
+
+export type OnError = 'halt' | 'park';
+export const ON_ERROR: readonly OnError[] = ['halt', 'park'];
+
+/** The apply script's reply (shared/lua/apply-batch-1.lua). */
+export type ApplyReply = (number | string | DeadItem[])[];
+
+/** An entry of a batch to file as a dead letter, as the apply script reports it. */
+type DeadItem = [position: number, seq: number, index: number, done: number, at: number, error: string];
+
+function sha1(data: Buffer): string {
+  return createHash('sha1').update(data).digest('hex');
+}
+
+function decoded(raw: Buffer | undefined): Entry | undefined {
+  try {
+    return raw && decodeEntry(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The refused command in words; index 0 is the SELECT of the entry's db. */
+function refusedCommand(entry: Entry | undefined, index: number): string | undefined {
+  if (!entry) return undefined;
+  const cmd = entry.commands[index - 1];
+  return index === 0 ? `SELECT ${entry.db}` : cmd && describeCommand(cmd);
+}
+
+/** The detail of the halted state: the refused entry and command, or where the garbage is in the log. */
+export function haltDetail(reply: ApplyReply, entries: Buffer[], logKey: string): Record<string, unknown> {
+  if (reply[0] === -3) {
+    // Batches are confirmed in order, so the refused one starts at the head of the log.
+    return { reason: 'an entry in the log is not a qsync entry', log: logKey, index: Number(reply[1]) - 1 };
+  }
+  const [, , seq, index, error] = reply;
+  const entry = entries.map(decoded).find((e) => e?.seq === Number(seq));
+  return { reason: 'the replica refused an entry', seq: Number(seq), command: refusedCommand(entry, Number(index)), error };
+}
+
+/**
+ * Confirms applied batches on the master: trims each from the head of the
+ * log and, when the replica parked entries of it, files their dead letters
+ * in the same step, then deletes the replica's pending records of them.
+ */
+export class Confirmer {
+  /** pending records on the replica whose dead letters are filed; deleted at the next chance if a deletion failed */
+  private filed: string[] = [];
+
+  constructor(
+    private readonly master: Redis,
+    private readonly replica: Redis,
+    private readonly keys: QueueKeys,
+    private readonly token: string,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Confirms a batch the replica applied (reply: the apply script's success).
+   * Throws when this worker lost the lease or the head of the log changed.
+   */
+  async confirm(entries: Buffer[], epoch: string, reply: ApplyReply): Promise<void> {
+    const watermark = Number(reply[1]);
+    const dead = (reply[3] as DeadItem[] | undefined) ?? [];
+    const { log, lease, status, dlq, meta } = this.keys;
+    const sha = sha1(entries[entries.length - 1]);
+    // Their bytes leave the queue's count of queued bytes (shared/lua/includes/head.lua).
+    const bytes = entries.reduce((n, e) => n + e.length, 0);
+    const letters = dead.flatMap(([position, seq, index, done, parkedAt, error]) => [
+      position,
+      sha1(entries[position - 1]),
+      encodeHeader({ seq: seq === 0 ? null : seq, epoch, index, done, error, parkedAt }),
+    ]);
+    const code = await onSide(
+      'master',
+      dead.length
+        ? this.master.qsyncPark(log, lease, status, dlq, meta, this.token, entries.length, sha, watermark, String(Date.now()), bytes, ...letters)
+        : this.master.qsyncTrim(log, lease, status, meta, this.token, entries.length, sha, watermark, String(Date.now()), bytes),
+    );
+    if (code === -1) throw new SideError('master', new Error('lease lost before trimming; another worker took over'));
+    if (code === -2) throw new SideError('master', new Error('the head of the log changed under this worker'));
+    for (const [position, seq, index, done, , error] of dead) {
+      const entry = decoded(entries[position - 1]);
+      const what = seq === 0 ? { bytes: entries[position - 1].length } : { seq, command: refusedCommand(entry, index), done };
+      this.log.warn({ ...what, error, dlq }, seq === 0 ? 'parked bytes that are not a qsync entry' : 'parked an entry the replica refused');
+      if (seq !== 0) this.filed.push(`parked:${seq}`);
+    }
+    if (dead.length) await this.forgetFiled();
+  }
+
+  /**
+   * Deletes the replica's pending records of filed dead letters. Best
+   * effort: a record left behind is never read again (its entry is out of
+   * the log), so a failure only waits for the next chance.
+   */
+  private async forgetFiled(): Promise<void> {
+    const fields = this.filed.splice(0);
+    if (fields.length === 0) return;
+    try {
+      await this.replica.hdel(this.keys.applied, ...fields);
+    } catch (err) {
+      this.filed.push(...fields);
+      this.log.debug({ err: (err as Error).message }, 'could not delete pending park records yet');
+    }
+  }
+}

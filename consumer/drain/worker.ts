@@ -1,0 +1,446 @@
+/**
+ * SyncWorker: drains a queue from the master and applies it to the replica.
+ *
+ * Each batch is applied on the replica by one script that also moves the
+ * replica's watermark, so a batch sent twice (after a crash, a cut link, a
+ * takeover) is applied once. Entries leave the master's log only after the
+ * replica confirmed them. Several batches may be in flight (the window) to
+ * hide the link's round trip; they are applied and trimmed in order. An
+ * entry the replica refuses halts the worker or is parked as a dead letter
+ * (drain/confirm.ts).
+ */
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import type { Redis, RedisOptions } from 'ioredis';
+import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../../shared/keys.js';
+import { createLogger, type Logger } from '../../shared/logger.js';
+import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
+import { connect, describeError, isLinkError, onSide, SideError } from './connections.js';
+import { Lease } from './lease.js';
+import { haltDetail, Confirmer, type ApplyReply, type OnError } from './confirm.js';
+import { markKind } from './mark.js';
+import { frameBatch } from '../../shared/entry.js';
+
+export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
+
+export interface WorkerOptions {
+  master: RedisOptions;
+  replica: RedisOptions;
+  /** @default 'default' */
+  queue?: string;
+  /** @default 'qsync' */
+  prefix?: string;
+  /** db of the queue on the master and of the watermark on the replica. @default 0 */
+  queueDb?: number;
+  /** most entries per batch. @default 1000 */
+  batchSize?: number;
+  /** most bytes of entries per batch (a single larger entry still goes alone). @default 4 MiB */
+  batchBytes?: number;
+  /** batches in flight to the replica at once; a moderate backlog is shared out over them. @default 8 */
+  window?: number;
+  /** lease time: a standby takes over this long after the active worker died. @default 10000 */
+  leaseMs?: number;
+  /** a link with no answer for this long is reset (catches blackholes). @default 15000 */
+  timeoutMs?: number;
+  /** how often halted and resync-needed states are checked again. @default 5000 */
+  recheckMs?: number;
+  /**
+   * what to do with an entry the replica refuses, or bytes in the log that
+   * are not an entry: halt until someone fixes it, or park it in the
+   * dead-letter list on the master and go on. @default 'halt'
+   */
+  onError?: OnError;
+  backoff?: BackoffOptions;
+  logger?: Logger;
+  /** identifies this worker in the lease and status. @default random */
+  id?: string;
+}
+
+interface Batch {
+  entries: Buffer[];
+  epoch: string;
+  masterSeq: number | null;
+  /** entries in the log after this batch */
+  remaining: number;
+}
+
+type Outcome = { batch: Batch; reply: ApplyReply; seconds: number } | { batch: Batch; error: Error };
+
+/** Defaults of the tunable options, shared with the CLI. */
+/**
+ * A backlog is shared out over at most this many batches: enough to leave at
+ * once in small batches when the queue is short, without cutting a long
+ * backlog into slivers that each cost a script call on both sides.
+ */
+const SPREAD = 4;
+
+export const WORKER_DEFAULTS = {
+  batchSize: 1000,
+  batchBytes: 1024 * 1024,
+  window: 32,
+  leaseMs: 10_000,
+  timeoutMs: 15_000,
+  recheckMs: 5000,
+  onError: 'halt',
+} as const;
+
+/** The replica cannot be brought up to date from the queue. */
+export class ResyncNeeded extends Error {}
+
+const BLOCK_SECONDS = 1;
+
+export class SyncWorker extends EventEmitter {
+  readonly keys: QueueKeys;
+  readonly id: string;
+  private readonly log: Logger;
+  private readonly opts: Required<Omit<WorkerOptions, 'master' | 'replica' | 'logger' | 'id' | 'backoff'>> & { backoff: BackoffOptions };
+  private readonly master: Redis;
+  private readonly blocker: Redis;
+  private readonly replica: Redis;
+  private readonly lease: Lease;
+  private readonly confirmer: Confirmer;
+  private readonly stop = new AbortController();
+  private current: WorkerState = 'starting';
+  private detail: Record<string, unknown> = {};
+  private running?: Promise<void>;
+  private closing?: Promise<void>;
+  private failures = 0;
+  private lastUnexpected?: string;
+  private appliedTotal = 0;
+  private watermark = 0;
+  /** a job waiting for, or running in, the pause that runExclusive makes */
+  private exclusive?: { start(): void; fail(err: Error): void; done: Promise<void> };
+
+  constructor(options: WorkerOptions) {
+    super();
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<WorkerOptions>;
+    this.opts = { ...WORKER_DEFAULTS, queue: DEFAULT_QUEUE, prefix: DEFAULT_PREFIX, queueDb: DEFAULT_QUEUE_DB, backoff: {}, ...given };
+    this.id = options.id ?? randomUUID();
+    this.keys = new QueueKeys(this.opts.prefix, this.opts.queue);
+    this.log = (options.logger ?? createLogger()).child({ queue: this.opts.queue, worker: this.id });
+    const conn = { backoff: this.opts.backoff, commandTimeoutMs: this.opts.timeoutMs };
+    const db = this.opts.queueDb;
+    this.master = connect({ ...options.master, db }, conn, `qsync:${this.opts.queue}:master`);
+    this.blocker = connect({ ...options.master, db }, conn, `qsync:${this.opts.queue}:wait`, BLOCK_SECONDS * 1000);
+    this.replica = connect({ ...options.replica, db }, conn, `qsync:${this.opts.queue}:replica`);
+    this.lease = new Lease(this.master, this.keys, this.id, this.opts.leaseMs);
+    this.confirmer = new Confirmer(this.master, this.replica, this.keys, this.id, this.log);
+  }
+
+  get state(): WorkerState {
+    return this.current;
+  }
+
+  /** Entries this worker applied to the replica since it started. */
+  get applied(): number {
+    return this.appliedTotal;
+  }
+
+  /** Starts the loop in the background; returns at once. */
+  start(): this {
+    this.running ??= this.run();
+    return this;
+  }
+
+  /**
+   * Finishes the batches in flight, releases the lease and disconnects.
+   * Safe to call more than once.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stop.abort();
+      this.blocker.disconnect();
+      await this.running?.catch(() => {});
+      try {
+        if (this.lease.valid()) await this.lease.release();
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'could not release the lease; it expires by itself');
+      }
+      this.setState('stopped');
+      for (const c of [this.master, this.replica]) {
+        try {
+          await c.quit();
+        } catch {
+          c.disconnect();
+        }
+      }
+    })();
+    return this.closing;
+  }
+
+  private get stopping(): boolean {
+    return this.stop.signal.aborted;
+  }
+
+  /** The drain loop finishes its batches in flight and reads no more: stopping, or pausing for an exclusive job. */
+  private get yielding(): boolean {
+    return this.stopping || this.exclusive !== undefined;
+  }
+
+  /**
+   * Runs `fn` while this worker holds the lease and applies nothing: the
+   * drain loop confirms its batches in flight, stops, keeps renewing the
+   * lease while `fn` runs, then resumes (reading the replica's watermark
+   * afresh). `fn` gets the lease's validity, to check before each step.
+   * Fails if another worker holds the lease or the worker is not running.
+   * close() waits for a running `fn` to end.
+   */
+  async runExclusive<T>(fn: (lease: { valid(): boolean }) => Promise<T>): Promise<T> {
+    if (!this.running || this.stopping) throw new Error('runExclusive: the worker is not running');
+    if (this.exclusive) throw new Error('runExclusive: another exclusive job is running');
+    let start!: () => void;
+    let fail!: (err: Error) => void;
+    let finish!: () => void;
+    const started = new Promise<void>((resolve, reject) => ((start = resolve), (fail = reject)));
+    this.exclusive = { start, fail, done: new Promise<void>((resolve) => (finish = resolve)) };
+    try {
+      await started;
+      return await fn({ valid: () => this.lease.valid() });
+    } finally {
+      this.exclusive = undefined;
+      finish();
+    }
+  }
+
+  /** In the drain loop's place: takes the lease and lets the exclusive job run until it ends. */
+  private async holdExclusive(job: NonNullable<SyncWorker['exclusive']>): Promise<void> {
+    let refusal: Error | undefined;
+    try {
+      const wait = await onSide('master', this.lease.acquire());
+      if (wait > 0) refusal = new Error(`runExclusive: another consumer holds the lease of queue '${this.opts.queue}' for ${wait} more ms`);
+    } catch (err) {
+      refusal = err as Error;
+    }
+    if (refusal) {
+      job.fail(refusal);
+    } else {
+      this.log.info('pausing for an exclusive job');
+      job.start();
+    }
+    // Either way the drain loop goes on only once the job is gone.
+    await job.done;
+    if (refusal) return;
+    this.log.info('exclusive job ended; resuming');
+    // The job may have written its own state (resyncing, repairing) to the
+    // status: the drain loop starts over, and says so.
+    this.setState('starting');
+  }
+
+  private setState(state: WorkerState, detail: Record<string, unknown> = {}): void {
+    const changed = state !== this.current;
+    if (!changed && JSON.stringify(detail) === JSON.stringify(this.detail)) return;
+    // A new state is logged once. A new detail in the same state is news for
+    // halted or resync-needed (another entry, another reason), but only noise
+    // for backing-off, where each retry may fail a little differently.
+    const level = state === 'halted' || state === 'resync-needed' ? 'error' : state === 'backing-off' ? (changed ? 'warn' : 'debug') : 'info';
+    this.log[level]({ state, ...(changed ? { from: this.current } : {}), ...detail }, changed ? `state ${state}` : `state ${state}, new detail`);
+    this.current = state;
+    this.detail = detail;
+    this.emit('state', state, detail);
+    // Only the lease holder speaks for the queue: a standby's state would hide
+    // the active worker's. Best effort: status readers see it when the master
+    // is reachable.
+    if (!this.lease.valid()) return;
+    this.master
+      .hset(this.keys.status, 'state', state, 'stateSince', Date.now(), 'detail', JSON.stringify(detail), 'consumer', this.id)
+      .catch(() => {});
+  }
+
+  /** Waits until a connection is ready, for at most the link timeout, or until the worker stops. */
+  private ready(client: Redis): Promise<void> {
+    if (client.status === 'ready' || this.stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        client.off('ready', done);
+        this.stop.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, this.opts.timeoutMs);
+      client.once('ready', done);
+      this.stop.signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private async run(): Promise<void> {
+    await Promise.all([this.ready(this.master), this.ready(this.replica)]);
+    const renew = setInterval(() => void this.renewLease(), Math.max(100, Math.floor(this.opts.leaseMs / 3)));
+    try {
+      while (!this.stopping) {
+        try {
+          if (this.exclusive) {
+            await this.holdExclusive(this.exclusive);
+            continue;
+          }
+          const wait = await onSide('master', this.lease.acquire());
+          if (wait > 0) {
+            this.setState('standby');
+            await sleep(Math.min(wait + 20, this.opts.leaseMs), this.stop.signal);
+            continue;
+          }
+          // A takeover: replace the previous holder's last state in the status.
+          if (this.current === 'standby') this.setState('starting');
+          await this.lead();
+        } catch (err) {
+          await this.recover(err as Error);
+        }
+      }
+    } finally {
+      clearInterval(renew);
+      // A job still waiting for its turn would wait forever (no effect on one that started).
+      this.exclusive?.fail(new Error('runExclusive: the worker stopped'));
+    }
+  }
+
+  private async renewLease(): Promise<void> {
+    if (this.stopping || !this.lease.valid()) return;
+    try {
+      const wait = await this.lease.acquire();
+      if (wait > 0) this.log.warn({ heldForMs: wait }, 'lease lost to another worker');
+    } catch {
+      // The drain loop sees the link problem and the lease runs out by itself.
+    }
+  }
+
+  private async recover(err: Error): Promise<void> {
+    if (this.stopping) return;
+    if (err instanceof ResyncNeeded) {
+      this.setState('resync-needed', { reason: err.message });
+      await sleep(this.opts.recheckMs, this.stop.signal);
+      return;
+    }
+    this.failures++;
+    const side = err instanceof SideError ? err.side : undefined;
+    const reason = err instanceof SideError ? err.cause.message : err.message;
+    // A broken link is expected and shows as backing-off. Anything else is
+    // logged as an error, once for as long as it keeps coming back.
+    const unexpected = isLinkError(err) ? undefined : reason;
+    if (unexpected && unexpected !== this.lastUnexpected) this.log.error({ side, err: reason }, 'unexpected error; retrying');
+    this.lastUnexpected = unexpected;
+    this.setState('backing-off', { side, reason: describeError(err) });
+    // A connection that is reconnecting wakes the worker as soon as it is
+    // back: the link healing is noticed at the connection's next attempt.
+    const down = [this.master, this.replica].filter((c) => c.status !== 'ready');
+    const wake = new AbortController();
+    const onReady = () => wake.abort();
+    for (const c of down) c.once('ready', onReady);
+    this.stop.signal.addEventListener('abort', onReady, { once: true });
+    try {
+      await sleep(backoffDelay(this.failures, this.opts.backoff), wake.signal);
+    } finally {
+      for (const c of down) c.off('ready', onReady);
+      this.stop.signal.removeEventListener('abort', onReady);
+    }
+  }
+
+  /** Drains while this worker holds the lease. */
+  private async lead(): Promise<void> {
+    const [seq, epoch, resyncing] = await onSide('replica', this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing'));
+    if (resyncing) throw new ResyncNeeded(`a ${markKind(resyncing)} of the replica started (${resyncing}) and did not finish; run qsync ${markKind(resyncing)} again`);
+    this.watermark = Number(seq ?? 0);
+    let offset = 0;
+    let gapSeenAt = -1;
+    const inflight: Promise<Outcome>[] = [];
+    try {
+      // Once stopping (or pausing for an exclusive job), no new batch is
+      // read, but the batches in flight are still confirmed so that what the
+      // replica applied leaves the log.
+      while (this.lease.valid() && (!this.yielding || inflight.length > 0)) {
+        while (!this.yielding && inflight.length < this.opts.window) {
+          const batch = await this.read(offset);
+          this.checkMaster(batch, epoch);
+          if (batch.entries.length === 0) break;
+          offset += batch.entries.length;
+          inflight.push(this.apply(batch));
+          if (batch.remaining === 0) break;
+        }
+        if (inflight.length === 0) {
+          if (this.yielding) break;
+          // The blocking connection reconnects on its own schedule after an outage.
+          await this.ready(this.blocker);
+          // Blocks until the log is non-empty; rotating its head onto itself changes nothing.
+          const woke = await onSide('master', this.blocker.blmove(this.keys.log, this.keys.log, 'LEFT', 'LEFT', BLOCK_SECONDS));
+          if (woke === null) this.setState('idle');
+          continue;
+        }
+        const outcome = await inflight.shift()!;
+        if ('error' in outcome) throw outcome.error;
+        const [code] = outcome.reply;
+        if (code === 0) {
+          await this.confirm(outcome.batch, outcome.reply, outcome.seconds);
+          offset -= outcome.batch.entries.length;
+          this.failures = 0;
+          this.lastUnexpected = undefined;
+          continue;
+        }
+        // Anything but success: let the window drain, then start over from the head.
+        await Promise.all(inflight.splice(0));
+        offset = 0;
+        if (code === -1) {
+          const [, wm, next] = outcome.reply.map(Number);
+          if (gapSeenAt === wm) {
+            throw new ResyncNeeded(`entries ${wm + 1} to ${next - 1} are gone from the master's log; rebuild the replica from a copy of the master`);
+          }
+          gapSeenAt = wm;
+          this.watermark = wm;
+        } else if (code === -6) {
+          throw new ResyncNeeded('a resync or repair of the replica is under way or did not finish; run it again if none is running');
+        } else if (code === -5) {
+          throw new ResyncNeeded(`entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`);
+        } else if (code === -2) {
+          throw new ResyncNeeded(`the replica follows another log (epoch ${outcome.reply[1]}); the master's sequence started over`);
+        } else {
+          this.setState('halted', haltDetail(outcome.reply, outcome.batch.entries, this.keys.log));
+          await sleep(this.opts.recheckMs, this.stop.signal);
+        }
+      }
+    } finally {
+      await Promise.all(inflight);
+    }
+  }
+
+  private async read(offset: number): Promise<Batch> {
+    const reply = await onSide(
+      'master',
+      this.master.qsyncReadBatchBuffer(this.keys.log, this.keys.meta, offset, this.opts.batchSize, this.opts.batchBytes, Math.min(this.opts.window, SPREAD)),
+    );
+    const [epoch, seq, remaining, ...entries] = reply;
+    return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, remaining: Number(remaining), entries };
+  }
+
+  /** Stops on a master that lost its log (restarted without persistence). */
+  private checkMaster(batch: Batch, replicaEpoch: string | null): void {
+    if (this.watermark === 0) {
+      if (batch.entries.length === 0 && batch.masterSeq !== null && batch.masterSeq > 0) {
+        throw new ResyncNeeded(`the replica has never been synchronised and the master's log is already at ${batch.masterSeq}; rebuild the replica from a copy of the master`);
+      }
+      return;
+    }
+    if (batch.masterSeq === null) {
+      throw new ResyncNeeded(`the master has no log sequence but the replica applied up to ${this.watermark}: the master lost its data (restarted without persistence?)`);
+    }
+    if (batch.masterSeq < this.watermark || (replicaEpoch && batch.epoch && batch.epoch !== replicaEpoch)) {
+      throw new ResyncNeeded(`the master's sequence started over (master at ${batch.masterSeq}, replica at ${this.watermark}): the master lost its data`);
+    }
+  }
+
+  private apply(batch: Batch): Promise<Outcome> {
+    const sent = process.hrtime.bigint();
+    return onSide(
+      'replica',
+      this.replica.qsyncApplyBatch(this.keys.applied, batch.epoch, String(this.opts.queueDb), this.opts.onError, ...frameBatch(batch.entries)),
+    ).then(
+      (reply) => ({ batch, reply: reply as ApplyReply, seconds: Number(process.hrtime.bigint() - sent) / 1e9 }),
+      (error: Error) => ({ batch, error }),
+    );
+  }
+
+  private async confirm(batch: Batch, reply: ApplyReply, seconds: number): Promise<void> {
+    const [watermark, count] = [Number(reply[1]), Number(reply[2])];
+    await this.confirmer.confirm(batch.entries, batch.epoch, reply);
+    this.watermark = watermark;
+    this.appliedTotal += count;
+    if (count > 0) this.emit('applied', { count, watermark, seconds });
+    this.setState('streaming');
+  }
+}

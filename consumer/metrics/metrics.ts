@@ -1,0 +1,126 @@
+/**
+ * Prometheus metrics for a worker, served on /metrics. Queue figures (depth,
+ * oldest entry, sequence) are read from the master at scrape time, so they
+ * are right even while the worker is backing off; counters come from the
+ * worker's events, and control job progress (resync, repair, verify) from
+ * the 'progress' events of `jobs` (the consumer's job runner reports there).
+ */
+import type { EventEmitter } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { Redis } from 'ioredis';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { readStatus, type QueueStatus } from '../queue/status.js';
+import type { JobProgress } from '../jobs/runner.js';
+import type { SyncWorker, WorkerState } from '../drain/worker.js';
+
+const STATES: WorkerState[] = ['starting', 'standby', 'streaming', 'idle', 'backing-off', 'halted', 'resync-needed', 'stopped'];
+
+export interface MetricsServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string, queue: string, jobs?: EventEmitter): Registry {
+  const registry = new Registry();
+  const labelNames = ['queue'] as const;
+  const labels = { queue };
+  const errors = new Counter({ name: 'qsync_errors_total', help: 'errors by kind', labelNames: ['queue', 'kind'], registers: [registry] });
+
+  // The queue figures come from one read of the master per scrape, shared by
+  // the gauges below (prom-client collects them concurrently). During an
+  // outage they keep their last values.
+  let pending: { at: number; status: Promise<QueueStatus | undefined> } | undefined;
+  const snapshot = (): Promise<QueueStatus | undefined> => {
+    if (!pending || Date.now() - pending.at > 500) {
+      const status = readStatus(master, prefix, queue).catch(() => {
+        errors.inc({ queue, kind: 'metrics-master-unreachable' });
+        return undefined;
+      });
+      pending = { at: Date.now(), status };
+    }
+    return pending.status;
+  };
+  const fromStatus = (name: string, help: string, value: (s: QueueStatus) => number | null): Gauge<'queue'> => {
+    const gauge: Gauge<'queue'> = new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      async collect() {
+        const s = await snapshot();
+        const v = s && value(s);
+        if (v !== undefined && v !== null) gauge.set(labels, v);
+      },
+    });
+    return gauge;
+  };
+  fromStatus('qsync_queue_depth', 'entries waiting in the master log', (s) => s.depth);
+  fromStatus('qsync_oldest_entry_age_seconds', 'age of the oldest waiting entry', (s) => (s.oldestEntryAgeMs ?? 0) / 1000);
+  fromStatus('qsync_master_sequence', 'last sequence number assigned on the master', (s) => s.masterSeq);
+  fromStatus('qsync_dead_letters', 'entries parked in the dead-letter list', (s) => s.deadLetters);
+  fromStatus('qsync_lag_entries', 'master sequence minus replica watermark', (s) => s.lagEntries);
+  fromStatus('qsync_verify_differences', 'keys that differed at the last qsync verify (in flight not counted)', (s) => s.lastVerify?.differences ?? null);
+  fromStatus('qsync_verify_last_run_timestamp_seconds', 'when the last qsync verify finished', (s) => (s.lastVerify ? s.lastVerify.at / 1000 : null));
+  const watermark = fromStatus('qsync_replica_watermark', 'last sequence number applied on the replica', (s) => s.replicaWatermark);
+  const applied = new Counter({ name: 'qsync_entries_applied_total', help: 'entries applied to the replica by this worker', labelNames, registers: [registry] });
+  const latency = new Histogram({
+    name: 'qsync_batch_apply_seconds',
+    help: 'time from sending a batch to the replica to its confirmation',
+    labelNames,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const state = new Gauge({ name: 'qsync_state', help: '1 for the state the worker is in', labelNames: ['queue', 'state'], registers: [registry] });
+
+  const setState = (s: WorkerState) => {
+    for (const name of STATES) state.set({ queue, state: name }, name === s ? 1 : 0);
+  };
+  setState(worker.state);
+  worker.on('state', (s: WorkerState, detail: { side?: string }) => {
+    setState(s);
+    if (s === 'backing-off') errors.inc({ queue, kind: `${detail.side ?? 'link'}-unreachable` });
+    if (s === 'halted' || s === 'resync-needed') errors.inc({ queue, kind: s });
+  });
+  const jobLabels = ['queue', 'job'] as const;
+  const jobRunning = new Gauge({ name: 'qsync_job_running', help: '1 while this consumer runs a control job of that kind', labelNames: jobLabels, registers: [registry] });
+  const jobDone = new Gauge({ name: 'qsync_job_progress_done', help: 'keys copied (resync, repair) or checked (verify) so far by the running or last control job', labelNames: jobLabels, registers: [registry] });
+  const jobTotal = new Gauge({ name: 'qsync_job_progress_total', help: 'keys the running or last control job expects to copy or check', labelNames: jobLabels, registers: [registry] });
+  jobs?.on('progress', (job: string, p: JobProgress | null) => {
+    const l = { queue, job };
+    jobRunning.set(l, p ? 1 : 0);
+    if (!p) return;
+    jobDone.set(l, p.done);
+    jobTotal.set(l, p.total);
+  });
+  worker.on('applied', (e: { count: number; watermark: number; seconds: number }) => {
+    applied.inc(labels, e.count);
+    latency.observe(labels, e.seconds);
+    watermark.set(labels, e.watermark);
+  });
+
+  return registry;
+}
+
+/** Serves a registry on http://host:port/metrics. */
+export function serveMetrics(registry: Registry, port: number, host = '0.0.0.0'): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('not found; try /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+      (err: Error) => res.writeHead(500).end(`${err.message}\n`),
+    );
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      const address = server.address();
+      resolve({
+        port: typeof address === 'object' && address ? address.port : port,
+        close: () => new Promise<void>((done) => server.close(() => done())),
+      });
+    });
+  });
+}

@@ -1,0 +1,193 @@
+/**
+ * The cap on what a queue holds on the master (`qsync limit`): at most
+ * `maxEntries` entries and/or `maxBytes` bytes of entries, and the policy for
+ * writes once the log is at or over it: `reject` them (QueueFullError,
+ * nothing written) or `mark-dirty` (run them unqueued and record their keys
+ * in the dirty set, up to `maxDirty`). It lives in the queue's meta hash,
+ * which the log-write script reads on every call (shared/lua/log-write.lua),
+ * so every producer obeys a change at once.
+ */
+import type { Redis } from 'ioredis';
+import { ConfigError } from '../../shared/errors.js';
+import { choiceOption, intOption } from '../../shared/config.js';
+import type { QueueKeys } from '../../shared/keys.js';
+
+export type Policy = 'reject' | 'mark-dirty';
+export const POLICIES: readonly Policy[] = ['reject', 'mark-dirty'];
+
+/** Most keys recorded under `mark-dirty` when not set: the same default as shared/lua/includes/dirty.lua. */
+export const DEFAULT_MAX_DIRTY = 100_000;
+
+/**
+ * `ok` while every write is queued; `repair-needed` once writes went unqueued
+ * (their keys are in the dirty set); `resync-needed` once more keys than
+ * maxDirty did. Only `qsync limit --clear-repair` brings it back to `ok`.
+ */
+export type QueueState = 'ok' | 'repair-needed' | 'resync-needed';
+
+export interface Limits {
+  /** most entries queued; null: no cap */
+  maxEntries: number | null;
+  /** most bytes of entries queued; null: no cap */
+  maxBytes: number | null;
+  policy: Policy;
+  maxDirty: number;
+}
+
+/** A queue's cap and how full it is. */
+export interface QueueUsage {
+  limits: Limits;
+  /** bytes of the entries queued, as packed (Redis's own overhead per entry comes on top) */
+  queuedBytes: number;
+  /** the log is at or over a cap: writes are refused (`reject`) or go unqueued (`mark-dirty`) */
+  full: boolean;
+  queueState: QueueState;
+  /** when the queue state began (ms since the epoch); null for `ok` */
+  queueStateSinceMs: number | null;
+  /** keys recorded in the dirty set */
+  dirtyKeys: number;
+}
+
+/** What `qsync limit` changes; an undefined field is left as it is, 0 removes a cap. */
+export interface LimitChange {
+  maxEntries?: number;
+  maxBytes?: number;
+  policy?: Policy;
+  maxDirty?: number;
+  /** remove every cap and the policy */
+  clear?: boolean;
+  /** back to `ok`: forget the dirty keys, queue writes again */
+  clearRepair?: boolean;
+}
+
+/** The meta hash fields a QueueUsage is read from, in the order usageFrom takes them. */
+export const USAGE_FIELDS = ['bytes', 'state', 'stateSince', 'maxEntries', 'maxBytes', 'policy', 'maxDirty'] as const;
+const CAP_FIELDS = ['maxEntries', 'maxBytes', 'policy', 'maxDirty'];
+
+const num = (v: string | null): number | null => (v === null || v === '' ? null : Number(v));
+
+/** A QueueUsage from the log's length, the USAGE_FIELDS of the meta hash and the dirty set's size. */
+export function usageFrom(depth: number, fields: (string | null)[], dirtyKeys: number): QueueUsage {
+  const [bytes, state, since, maxEntries, maxBytes, policy, maxDirty] = fields;
+  const limits: Limits = {
+    maxEntries: num(maxEntries),
+    maxBytes: num(maxBytes),
+    policy: policy === 'mark-dirty' ? 'mark-dirty' : 'reject',
+    maxDirty: num(maxDirty) ?? DEFAULT_MAX_DIRTY,
+  };
+  const queuedBytes = num(bytes) ?? 0;
+  return {
+    limits,
+    queuedBytes,
+    full: (limits.maxEntries !== null && depth >= limits.maxEntries) || (limits.maxBytes !== null && queuedBytes >= limits.maxBytes),
+    queueState: state === 'repair-needed' || state === 'resync-needed' ? state : 'ok',
+    queueStateSinceMs: state ? num(since) : null,
+    dirtyKeys,
+  };
+}
+
+const UNITS: Record<string, number> = { '': 1, b: 1, k: 1000, kb: 1024, m: 1000 ** 2, mb: 1024 ** 2, g: 1000 ** 3, gb: 1024 ** 3 };
+
+/** A size in bytes, with an optional unit as in redis.conf: k, m, g (1000s), kb, mb, gb (1024s). */
+export function sizeOption(value: string, name: string): number {
+  const m = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m && UNITS[m[2].toLowerCase()];
+  const n = m && unit ? Number(m[1]) * unit : NaN;
+  if (!Number.isSafeInteger(n)) {
+    throw new ConfigError(`qsync: ${name} must be a whole number of bytes, optionally with a unit (kb, mb, gb, or k, m, g for 1000s), got '${value}'`);
+  }
+  return n;
+}
+
+/** Flags of `qsync limit`, as given. */
+export interface LimitFlags {
+  maxEntries?: string;
+  maxBytes?: string;
+  policy?: string;
+  maxDirty?: string;
+  clear?: boolean;
+  clearRepair?: boolean;
+}
+
+/** Checks the flags of `qsync limit` (ConfigError naming the bad one) and returns the change they ask for. */
+export function limitChange(f: LimitFlags): LimitChange {
+  const sets = [f.maxEntries, f.maxBytes, f.policy, f.maxDirty].some((v) => v !== undefined);
+  if (f.clear && sets) throw new ConfigError('qsync: --clear removes every cap; give it without --max-entries, --max-bytes, --policy or --max-dirty');
+  return {
+    maxEntries: f.maxEntries === undefined ? undefined : intOption(f.maxEntries, '--max-entries', 0, 0),
+    maxBytes: f.maxBytes === undefined ? undefined : sizeOption(f.maxBytes, '--max-bytes'),
+    policy: f.policy === undefined ? undefined : choiceOption(f.policy, '--policy', POLICIES, 'reject'),
+    maxDirty: f.maxDirty === undefined ? undefined : intOption(f.maxDirty, '--max-dirty', DEFAULT_MAX_DIRTY, 1),
+    clear: f.clear === true,
+    clearRepair: f.clearRepair === true,
+  };
+}
+
+/** A queue's usage and depth, read in one step. */
+export async function readUsage(master: Redis, keys: QueueKeys): Promise<QueueUsage & { depth: number }> {
+  const [[, depth], [, fields], [, dirty]] = (await master.multi().llen(keys.log).hmget(keys.meta, ...USAGE_FIELDS).scard(keys.dirty).exec()) as [
+    [null, number],
+    [null, (string | null)[]],
+    [null, number],
+  ];
+  return { ...usageFrom(depth, fields, dirty), depth };
+}
+
+/** Applies a change in one step (MULTI) and returns the queue's usage after it. */
+export async function setLimits(master: Redis, keys: QueueKeys, change: LimitChange): Promise<QueueUsage & { depth: number }> {
+  const tx = master.multi();
+  const set = (field: string, value: number | string | undefined) => {
+    if (value === undefined) return;
+    if (value === 0) tx.hdel(keys.meta, field);
+    else tx.hset(keys.meta, field, String(value));
+  };
+  if (change.clear) tx.hdel(keys.meta, ...CAP_FIELDS);
+  set('maxEntries', change.maxEntries);
+  set('maxBytes', change.maxBytes);
+  set('policy', change.policy);
+  set('maxDirty', change.maxDirty);
+  // The state and the dirty set go together, so that a write never sees one without the other.
+  if (change.clearRepair) tx.hdel(keys.meta, 'state', 'stateSince').del(keys.dirty);
+  await tx.exec();
+  return readUsage(master, keys);
+}
+
+/** Bytes for people, in 1024s: 512 B, 3.4 KiB, 64 MiB. */
+export function sizeText(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 || Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+/** The cap in one line: "1000 entries, 64 MiB; when full: reject". */
+export function capText(l: Limits): string {
+  const caps = [l.maxEntries !== null ? `${l.maxEntries} entries` : '', l.maxBytes !== null ? sizeText(l.maxBytes) : ''].filter(Boolean);
+  return caps.length ? `${caps.join(', ')}; when full: ${l.policy}` : `none (when full: ${l.policy})`;
+}
+
+/** The queue state in one line, with what to do about it. */
+export function stateText(u: QueueUsage, dirtyKey: string): string {
+  if (u.queueState === 'ok') return 'ok';
+  const since = u.queueStateSinceMs ? ` since ${new Date(u.queueStateSinceMs).toISOString()}` : '';
+  const then = u.queueState === 'repair-needed' ? 'qsync repair copies them to the replica' : 'too many to repair: qsync limit --clear-repair, then qsync resync';
+  return `${u.queueState}${since}, ${u.dirtyKeys} dirty keys in ${dirtyKey} (${then})`;
+}
+
+/** What `qsync limit` prints. */
+export function formatLimits(keys: QueueKeys, u: QueueUsage & { depth: number }): string {
+  const { limits: l } = u;
+  return [
+    `queue ${keys.queue}  (${keys.meta})`,
+    `  max entries     ${l.maxEntries ?? 'none'}`,
+    `  max bytes       ${l.maxBytes === null ? 'none' : `${sizeText(l.maxBytes)} (${l.maxBytes})`}`,
+    `  policy          ${l.policy}${l.policy === 'reject' ? ': writes to a full queue fail with QueueFullError' : ': writes to a full queue run unqueued and their keys are recorded'}`,
+    `  max dirty       ${l.maxDirty} keys`,
+    `  queued          ${u.depth} entries, ${sizeText(u.queuedBytes)}${u.full ? '  (full)' : ''}`,
+    `  state           ${stateText(u, keys.dirty)}`,
+  ].join('\n');
+}

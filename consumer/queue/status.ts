@@ -1,0 +1,149 @@
+/**
+ * What `qsync status` shows for each queue, read from the master alone:
+ * depth, age of the oldest entry, sequence, the watermark the consumer last
+ * reported, lag, the consumer and its state, the dead letters waiting, and
+ * the queue's cap, queued bytes and state (queue/limits.ts).
+ */
+import type { Redis } from 'ioredis';
+import { QueueKeys } from '../../shared/keys.js';
+import { decodeEntry } from '../../shared/entry.js';
+import { USAGE_FIELDS, usageFrom, capText, sizeText, stateText, type QueueUsage } from './limits.js';
+import { describeVerify, readLastVerify, type LastVerify } from '../verify/result.js';
+
+export interface QueueStatus extends QueueUsage {
+  queue: string;
+  /** the list to LLEN */
+  logKey: string;
+  depth: number;
+  oldestEntryAgeMs: number | null;
+  masterSeq: number;
+  /** replica watermark as last reported by the consumer */
+  replicaWatermark: number | null;
+  lagEntries: number | null;
+  consumer: { id: string; holder: string | null; heartbeatAgeMs: number | null; leaseTtlMs: number } | null;
+  /** the consumer's state, or 'no-consumer' when no live consumer holds the lease */
+  state: string;
+  stateSinceMs: number | null;
+  detail: Record<string, unknown>;
+  /** entries parked in the dead-letter list (`qsync dlq list`) */
+  deadLetters: number;
+  /** the set of keys written unqueued since the queue filled (policy `mark-dirty`) */
+  dirtyKey: string;
+  /** the last `qsync verify` of the queue, or null when none ran */
+  lastVerify: (LastVerify & { ageMs: number }) | null;
+}
+
+/** Names of the queues under a prefix, found by their meta or log keys. */
+export async function findQueues(master: Redis, prefix: string): Promise<string[]> {
+  const names = new Set<string>();
+  let cursor = '0';
+  const pattern = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:(.+):(meta|log|status)$`);
+  do {
+    const [next, keys] = await master.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    for (const k of keys) {
+      const m = pattern.exec(k);
+      if (m) names.add(m[1]);
+    }
+  } while (cursor !== '0');
+  return [...names].sort();
+}
+
+export async function readStatus(master: Redis, prefix: string, queue: string): Promise<QueueStatus> {
+  const keys = new QueueKeys(prefix, queue);
+  const [[, depth], [, head], [, [seq, ...usage]], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters], [, dirtyKeys]] = (await master
+    .multi()
+    .llen(keys.log)
+    .lindexBuffer(keys.log, 0)
+    .hmget(keys.meta, 'seq', ...USAGE_FIELDS)
+    .hgetall(keys.status)
+    .pttl(keys.lease)
+    .get(keys.lease)
+    .time()
+    .llen(keys.dlq)
+    .scard(keys.dirty)
+    .exec()) as [Error | null, unknown][] as [
+    [null, number],
+    [null, Buffer | null],
+    [null, (string | null)[]],
+    [null, Record<string, string>],
+    [null, number],
+    [null, string | null],
+    [null, [string, string]],
+    [null, number],
+    [null, number],
+  ];
+  const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
+  const lastVerify = await readLastVerify(master, keys);
+  let oldest: number | null = null;
+  if (head) {
+    try {
+      oldest = Math.max(0, now - decodeEntry(head).ts);
+    } catch {
+      oldest = null;
+    }
+  }
+  const masterSeq = Number(seq ?? 0);
+  const watermark = status.watermark !== undefined ? Number(status.watermark) : null;
+  const live = lease !== null && leaseTtl > 0;
+  let detail: Record<string, unknown> = {};
+  try {
+    detail = status.detail ? (JSON.parse(status.detail) as Record<string, unknown>) : {};
+  } catch {
+    detail = {};
+  }
+  return {
+    queue,
+    logKey: keys.log,
+    depth,
+    oldestEntryAgeMs: oldest,
+    masterSeq,
+    replicaWatermark: watermark,
+    lagEntries: watermark === null ? (masterSeq > 0 ? masterSeq : null) : Math.max(0, masterSeq - watermark),
+    consumer: live
+      ? {
+          id: lease,
+          holder: status.holder ?? null,
+          heartbeatAgeMs: status.heartbeat ? Math.max(0, now - Number(status.heartbeat)) : null,
+          leaseTtlMs: leaseTtl,
+        }
+      : null,
+    state: live ? (status.state ?? 'starting') : 'no-consumer',
+    stateSinceMs: status.stateSince ? Number(status.stateSince) : null,
+    detail,
+    deadLetters,
+    dirtyKey: keys.dirty,
+    ...usageFrom(depth, usage, dirtyKeys),
+    lastVerify: lastVerify && { ...lastVerify, ageMs: Math.max(0, now - lastVerify.at) },
+  };
+}
+
+/** A duration for people: ms, s or min. */
+export function age(ms: number | null): string {
+  if (ms === null) return '-';
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.round(ms / 60_000)} min`;
+}
+
+/** A plain-text table for people. */
+export function formatStatus(rows: QueueStatus[]): string {
+  if (rows.length === 0) return 'no qsync queues on this master';
+  return rows
+    .map((s) => {
+      const lines = [
+        `queue ${s.queue}  (LLEN ${s.logKey})`,
+        `  state           ${s.state}${Object.keys(s.detail).length ? `  ${JSON.stringify(s.detail)}` : ''}`,
+        `  depth           ${s.depth} entries, ${sizeText(s.queuedBytes)}, oldest ${age(s.oldestEntryAgeMs)}`,
+        `  cap             ${capText(s.limits)}${s.full ? `  (full: ${s.limits.policy === 'reject' ? 'writes are refused' : 'writes are not queued'})` : ''}`,
+        `  queue state     ${stateText(s, s.dirtyKey)}`,
+        `  master seq      ${s.masterSeq}`,
+        `  replica at      ${s.replicaWatermark ?? '-'}  (lag ${s.lagEntries ?? '-'} entries)`,
+        `  consumer        ${s.consumer ? `${s.consumer.holder ?? s.consumer.id}, heartbeat ${age(s.consumer.heartbeatAgeMs)} ago` : 'none holds the lease'}`,
+        `  dead letters    ${s.deadLetters}${s.deadLetters ? '  (qsync dlq list)' : ''}`,
+        `  last verify     ${s.lastVerify ? `${age(s.lastVerify.ageMs)} ago, ${describeVerify(s.lastVerify)} (${s.lastVerify.source})` : 'none (qsync verify)'}`,
+      ];
+      return lines.join('\n');
+    })
+    .join('\n\n');
+}

@@ -1,0 +1,126 @@
+/**
+ * What the master's log says about keys, for `qsync verify`: which keys the
+ * entries still queued touch (so that a difference on them may be lag rather
+ * than divergence), and the keys of the newest entries (`--mode recent`).
+ * The log may hold millions of entries: it is read in chunks and only the
+ * keys asked about are remembered.
+ */
+import type { Redis } from 'ioredis';
+import { commandSpec, keyIndexes } from '../../shared/commands.js';
+import { decodeEntry, type Entry } from '../../shared/entry.js';
+import type { QueueKeys } from '../../shared/keys.js';
+
+const CHUNK = 1000;
+
+/** A key in a db. */
+export interface DbKey {
+  db: number;
+  key: Buffer;
+}
+
+/** One string per (db, key), for maps: latin1 maps each byte to one character. */
+export function keyId(db: number, key: Buffer): string {
+  return `${db} ${key.toString('latin1')}`;
+}
+
+/** Keys grouped by db. */
+export function byDb(keys: DbKey[]): Map<number, Buffer[]> {
+  const out = new Map<number, Buffer[]>();
+  for (const { db, key } of keys) {
+    const group = out.get(db);
+    if (group) group.push(key);
+    else out.set(db, [key]);
+  }
+  return out;
+}
+
+/** The keys an entry writes, in the db each is written in. */
+export function entryKeys(entry: Entry): DbKey[] {
+  const out: DbKey[] = [];
+  for (const [name, ...args] of entry.commands) {
+    const cmd = name.toString('latin1').toLowerCase();
+    const spec = commandSpec(cmd);
+    // The log holds only commands of the table; anything else counts every argument as a key, to be safe.
+    const indexes = spec ? keyIndexes(spec.keys, args.length) : args.map((_a, i) => i);
+    // COPY src dst DB n writes dst in db n.
+    const dbAt = cmd === 'copy' ? args.findIndex((a, i) => i >= 2 && a.toString('latin1').toLowerCase() === 'db') : -1;
+    for (const i of indexes) {
+      const db = dbAt >= 0 && i === 1 ? Number(args[dbAt + 1]?.toString()) : entry.db;
+      out.push({ db, key: args[i] });
+    }
+  }
+  return out;
+}
+
+/** A key found different, with the window of log sequence numbers its reads spanned. */
+export interface Window {
+  id: string;
+  /** the replica's watermark before the reads: the replica had applied at least this */
+  from: number;
+  /** the master's sequence after the reads: the master's values reflect at most this */
+  to: number;
+}
+
+/** The log as read after some keys were found different. */
+export interface LogView {
+  /** ids of keys that an entry in (from, to] of their window touches: their difference may be lag */
+  explained: Set<string>;
+  /** true when every entry of the window was seen in the log (none had been trimmed before it was read) */
+  covers(w: Window): boolean;
+}
+
+/**
+ * Reads the log once, in chunks, for the keys of `windows` (one per key). Entries trimmed
+ * while it reads (the consumer applied them) leave gaps, which `covers`
+ * reports, since such an entry may have touched one of the keys.
+ */
+export async function readLogView(master: Redis, keys: QueueKeys, windows: Window[]): Promise<LogView> {
+  const byId = new Map(windows.map((w) => [w.id, w]));
+  const last = Math.max(0, ...windows.map((w) => w.to));
+  const explained = new Set<string>();
+  // Runs of consecutive sequence numbers seen, in order.
+  const runs: [number, number][] = [];
+  let offset = 0;
+  let chunk = await master.lrangeBuffer(keys.log, 0, CHUNK - 1);
+  for (;;) {
+    for (const raw of chunk) {
+      let entry: Entry;
+      try {
+        entry = decodeEntry(raw);
+      } catch {
+        continue; // bytes that are not an entry write nothing
+      }
+      const run = runs[runs.length - 1];
+      if (run && entry.seq === run[1] + 1) run[1] = entry.seq;
+      else if (!run || entry.seq > run[1]) runs.push([entry.seq, entry.seq]);
+      for (const { db, key } of entryKeys(entry)) {
+        const w = byId.get(keyId(db, key));
+        if (w && entry.seq > w.from && entry.seq <= w.to) explained.add(w.id);
+      }
+    }
+    const tail = runs[runs.length - 1];
+    if (chunk.length < CHUNK || (tail && tail[1] >= last)) break;
+    offset += CHUNK;
+    chunk = await master.lrangeBuffer(keys.log, offset, offset + CHUNK - 1);
+  }
+  return {
+    explained,
+    covers: (w) => w.from >= w.to || runs.some(([a, b]) => a <= w.from + 1 && w.to <= b),
+  };
+}
+
+/** The distinct keys of the newest `n` entries in the log. */
+export async function recentKeys(master: Redis, keys: QueueKeys, n: number): Promise<DbKey[]> {
+  const found = new Map<string, DbKey>();
+  const length = await master.llen(keys.log);
+  for (let start = Math.max(0, length - n); start < length; start += CHUNK) {
+    for (const raw of await master.lrangeBuffer(keys.log, start, Math.min(length, start + CHUNK) - 1)) {
+      try {
+        for (const k of entryKeys(decodeEntry(raw))) found.set(keyId(k.db, k.key), k);
+      } catch {
+        // not an entry
+      }
+    }
+  }
+  return [...found.values()];
+}
