@@ -4,11 +4,13 @@
  *
  * A script's file name ends in its key count (`trim-4.lua`); a name without
  * one takes the key count as its first argument. `--- @include "includes/x"`
- * pulls in a shared helper.
+ * pulls in a shared helper; `--- @include "reply-codes"` the names of the
+ * reply codes (shared/reply-codes.ts).
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis, Result } from 'ioredis';
+import { replyCodesLua } from './reply-codes.js';
 
 const LUA_DIR = fileURLToPath(new URL('./lua/', import.meta.url));
 
@@ -23,6 +25,7 @@ function expand(source: string, seen: Set<string>): string {
   return source.replace(/^--- @include "([\w/-]+)"$/gm, (_line, name: string) => {
     if (seen.has(name)) return '';
     seen.add(name);
+    if (name === 'reply-codes') return replyCodesLua();
     return expand(readFileSync(`${LUA_DIR}${name}.lua`, 'utf8'), seen);
   });
 }
@@ -59,14 +62,38 @@ export function defineScripts(client: Redis): void {
 
 type Arg = string | Buffer | number;
 
+/**
+ * Every script as a typed ioredis command (name from the file name: `trim-4.lua` is `qsyncTrim`), in one place.
+ * A reply that leads with a code uses shared/reply-codes.ts; each script's header says what follows the code.
+ */
 declare module 'ioredis' {
   interface RedisCommander<Context> {
+    /** log-write.lua: the write's reply, or the array of a group's replies */
     qsyncLogWrite(numKeys: number, ...args: Arg[]): Result<unknown, Context>;
     qsyncLogWriteBuffer(numKeys: number, ...args: Arg[]): Result<unknown, Context>;
+    /** apply-batch-1.lua */
     qsyncApplyBatch(...args: Arg[]): Result<(number | string)[], Context>;
+    /** read-batch-2.lua: epoch, seq, entries left, then the entries */
     qsyncReadBatchBuffer(...args: Arg[]): Result<Buffer[], Context>;
+    /** trim-4.lua */
     qsyncTrim(...args: Arg[]): Result<number, Context>;
+    /** park-5.lua */
+    qsyncPark(...args: Arg[]): Result<number, Context>;
+    /** lease-2.lua: {1, 0} taken or renewed; {0, pttl, holder} held by another */
     qsyncLease(...args: Arg[]): Result<[number, number, string?], Context>;
+    /** release-1.lua: 1 released, 0 not held by this token */
     qsyncRelease(...args: Arg[]): Result<number, Context>;
+    /** retry-dead-1.lua */
+    qsyncRetryDead(...args: Arg[]): Result<(number | string)[], Context>;
+    /** replace-dead-1.lua: 1 replaced, 0 not found */
+    qsyncReplaceDead(...args: Arg[]): Result<number, Context>;
+    /** repair-start-4.lua */
+    qsyncRepairStart(meta: string, dirty: string, repairing: string, log: string): Result<unknown[], Context>;
+    /** resync-copy-1.lua: seq, epoch, then key, type, dump, absolute expiry for each key */
+    qsyncResyncCopyBuffer(...args: Arg[]): Result<unknown[], Context>;
+    /** resync-restore-0.lua: keys or members written */
+    qsyncResyncRestore(...args: Arg[]): Result<number, Context>;
+    /** resync-replay-1.lua */
+    qsyncResyncReplay(...args: Arg[]): Result<[number, number, string?], Context>;
   }
 }

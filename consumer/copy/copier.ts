@@ -9,7 +9,7 @@
  * keep changing the original meanwhile, and this process never holds the
  * key whole.
  */
-import type { Redis, Result } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { QueueKeys } from '../../shared/keys.js';
 import type { Fail } from './log-follower.js';
 
@@ -155,16 +155,5 @@ export class Copier {
     } else {
       throw this.fail(`no chunked copy for a big key of type ${type}`);
     }
-  }
-}
-
-type Arg = string | Buffer | number;
-
-// The resync's scripts (shared/lua/resync-*.lua), defined on every client by shared/scripts.ts.
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    qsyncResyncCopyBuffer(...args: Arg[]): Result<unknown[], Context>;
-    qsyncResyncRestore(...args: Arg[]): Result<number, Context>;
-    qsyncResyncReplay(...args: Arg[]): Result<[number, number, string?], Context>;
   }
 }

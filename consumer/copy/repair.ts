@@ -17,8 +17,8 @@
  *    repair set goes last: a repair that stops anywhere before leaves it and
  *    the mark, and running it again takes it up.
  */
-import type { Result } from 'ioredis';
 import { ExitCode, QsyncError } from '../../shared/errors.js';
+import { ReplyCode } from '../../shared/reply-codes.js';
 import { CopyRun, withRunContext, type CopyProgress, type CopyRunOptions, type CopyRunResult } from './run.js';
 import { ResyncError, keyId, type Fail } from './log-follower.js';
 import { markKind } from '../drain/mark.js';
@@ -64,10 +64,10 @@ class Repair extends CopyRun {
     // The mark first: a replica whose dirty keys are stale is never left unmarked.
     if (!mark) await replica.hset(keys.applied, 'resyncing', JSON.stringify({ kind: 'repair', from: w, startedAt: Date.now() }));
     const [code, s0, , startEpoch, total] = (await master.qsyncRepairStart(keys.meta, keys.dirty, keys.repairing, keys.log)) as [number, string, string, string, number];
-    if (code !== 0) {
-      if (code === 2) throw needsResync('more keys went unqueued than the queue records (--max-dirty)');
+    if (code !== ReplyCode.ok) {
+      if (code === ReplyCode.tooManyDirty) throw needsResync('more keys went unqueued than the queue records (--max-dirty)');
       if (!mark) await replica.hdel(keys.applied, 'resyncing');
-      if (code === 1) return this.nothing();
+      if (code === ReplyCode.nothingToRepair) return this.nothing();
       throw this.fail(`the log is still at its cap (${s0}); let the consumer drain it or raise the cap (qsync limit), then run the repair again`);
     }
     await master.hset(keys.status, 'state', 'repairing', 'stateSince', Date.now(), 'detail', JSON.stringify({ from: w, keys: total }));
@@ -102,12 +102,5 @@ class Repair extends CopyRun {
   private nothing(): RepairResult {
     this.log.info('repair: no dirty keys; nothing to do');
     return { seq: 0, copied: 0, replayed: 0, skipped: 0, recopies: 0, seconds: (Date.now() - this.started) / 1000, repaired: false, dirtyKeys: 0, dirtyAgain: false };
-  }
-}
-
-// shared/lua/repair-start-4.lua, defined on every client by shared/scripts.ts.
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    qsyncRepairStart(meta: string, dirty: string, repairing: string, log: string): Result<unknown[], Context>;
   }
 }

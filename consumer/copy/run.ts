@@ -17,6 +17,7 @@ import { createLogger, type Logger } from '../../shared/logger.js';
 import { defineScripts } from '../../shared/scripts.js';
 import { probe } from '../../shared/probe.js';
 import { QsyncError } from '../../shared/errors.js';
+import { ReplyCode } from '../../shared/reply-codes.js';
 import type { Entry } from '../../shared/entry.js';
 import { Lease } from '../drain/lease.js';
 import { Copier, type CopyLimits } from './copier.js';
@@ -204,7 +205,7 @@ export abstract class CopyRun {
     const flush = async () => {
       if (args.length === 0) return;
       const [code, at, err] = await this.replica.qsyncResyncReplay(this.keys.applied, this.ctx.queueDb, done.seq, done.ts, ...args);
-      if (code !== 0) throw this.fail(`the replica refused a replayed command (${at} of the batch ending after entry ${done.seq}): ${err}`);
+      if (code !== ReplyCode.ok) throw this.fail(`the replica refused a replayed command (${at} of the batch ending after entry ${done.seq}): ${err}`);
       args = [];
     };
     const replayEntry = async (e: Entry) => {

@@ -11,6 +11,7 @@
 import type { Redis } from 'ioredis';
 import { describeCommand } from '../../shared/entry.js';
 import { NotFoundError } from '../../shared/errors.js';
+import { ReplyCode } from '../../shared/reply-codes.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { encodeDeadLetter, readDeadLetters, type DeadLetter } from '../drain/dead-letter-record.js';
 import { age } from '../queue/status.js';
@@ -99,10 +100,10 @@ async function retryOne(master: Redis, replica: Redis, keys: QueueKeys, queueDb:
     return { seq, applied: false, message: `kept a dead letter that is not a qsync entry (${letter.raw.length} bytes): nothing to apply; qsync dlq drop --garbage removes it` };
   }
   const reply = await replica.qsyncRetryDead(keys.applied, queueDb, letter.epoch, letter.done, letter.raw);
-  if (reply[0] === -2) {
+  if (reply[0] === ReplyCode.otherLog) {
     return { seq, applied: false, message: `kept seq ${seq}: the replica follows another log (epoch ${reply[1] || 'none'}), the entry belongs to epoch ${letter.epoch}` };
   }
-  if (reply[0] === -4) {
+  if (reply[0] === ReplyCode.refused) {
     const [index, error, done] = [Number(reply[1]), String(reply[2]), Number(reply[3])];
     const updated = encodeDeadLetter({ ...letter, index, done, error }, letter.raw);
     await master.qsyncReplaceDead(keys.dlq, letter.stored, updated);

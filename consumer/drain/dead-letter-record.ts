@@ -6,7 +6,7 @@
  * and the raw bytes from the log, joined by a newline, until `qsync dlq
  * retry` applies them or `qsync dlq drop` removes them.
  */
-import type { Redis, Result } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { decodeEntry, type Entry } from '../../shared/entry.js';
 import type { QueueKeys } from '../../shared/keys.js';
 
@@ -69,17 +69,4 @@ export function parseDeadLetter(stored: Buffer): DeadLetter {
 /** Every dead letter of a queue, oldest first. */
 export async function readDeadLetters(master: Redis, keys: QueueKeys): Promise<DeadLetter[]> {
   return ((await master.lrangeBuffer(keys.dlq, 0, -1)) as Buffer[]).map(parseDeadLetter);
-}
-
-type Arg = string | Buffer | number;
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    /** park-5.lua */
-    qsyncPark(...args: Arg[]): Result<number, Context>;
-    /** retry-dead-1.lua */
-    qsyncRetryDead(...args: Arg[]): Result<(number | string)[], Context>;
-    /** replace-dead-1.lua */
-    qsyncReplaceDead(...args: Arg[]): Result<number, Context>;
-  }
 }

@@ -12,22 +12,24 @@
     KEYS[1] meta hash, KEYS[2] dirty set, KEYS[3] repair set, KEYS[4] log;
     all in the queue db
   Output:
-    {0, seq, ts, epoch, keys in the repair set}
-    {1}: nothing to repair (no state, no repair set)
-    {2}: more than maxDirty keys went unqueued; only a resync can help
-    {3, cap}: the log is still at its cap; a repair now would only fill the
-         dirty set again
+    {OK, seq, ts, epoch, keys in the repair set}
+    {NOTHING_TO_REPAIR}: no state, no repair set
+    {TOO_MANY_DIRTY}: more than maxDirty keys went unqueued; only a resync can help
+    {LOG_AT_CAP, cap}: the log is still at its cap; a repair now would only
+         fill the dirty set again
+    (codes: shared/reply-codes.ts)
 ]]
 local rcall = redis.call
+--- @include "reply-codes"
 local meta = rcall('HMGET', KEYS[1], 'seq', 'ts', 'epoch', 'state', 'maxEntries', 'maxBytes', 'bytes')
 local state = meta[4]
-if state == 'resync-needed' then return { 2 } end
+if state == 'resync-needed' then return { TOO_MANY_DIRTY } end
 local resuming = rcall('EXISTS', KEYS[3]) == 1
-if not state and not resuming then return { 1 } end
+if not state and not resuming then return { NOTHING_TO_REPAIR } end
 if state then
   local max_entries, max_bytes = tonumber(meta[5]), tonumber(meta[6])
-  if max_entries and rcall('LLEN', KEYS[4]) >= max_entries then return { 3, 'max entries ' .. meta[5] } end
-  if max_bytes and (tonumber(meta[7]) or 0) >= max_bytes then return { 3, 'max bytes ' .. meta[6] } end
+  if max_entries and rcall('LLEN', KEYS[4]) >= max_entries then return { LOG_AT_CAP, 'max entries ' .. meta[5] } end
+  if max_bytes and (tonumber(meta[7]) or 0) >= max_bytes then return { LOG_AT_CAP, 'max bytes ' .. meta[6] } end
   if rcall('EXISTS', KEYS[2]) == 1 then
     if resuming then
       rcall('SUNIONSTORE', KEYS[3], KEYS[3], KEYS[2])
@@ -38,4 +40,4 @@ if state then
   end
   rcall('HDEL', KEYS[1], 'state', 'stateSince')
 end
-return { 0, meta[1] or '0', meta[2] or '0', meta[3] or '', rcall('SCARD', KEYS[3]) }
+return { OK, meta[1] or '0', meta[2] or '0', meta[3] or '', rcall('SCARD', KEYS[3]) }

@@ -12,10 +12,12 @@
     ARGV[3] its time (ms)
     ARGV[4...] commands, each as: db, argument count n, then n arguments (name first)
   Output:
-    {0, commands run}
-    {-1, position of the refused command (1-based), error}
+    {OK, commands run}
+    {REFUSED, position of the refused command (1-based), error}
+    (codes: shared/reply-codes.ts)
 ]]
 local rcall = redis.call
+--- @include "reply-codes"
 local db = nil
 local i, run = 4, 0
 while i <= #ARGV do
@@ -26,9 +28,9 @@ while i <= #ARGV do
   local n = tonumber(ARGV[i + 1])
   local r = redis.pcall(unpack(ARGV, i + 2, i + 1 + n))
   run = run + 1
-  if type(r) == 'table' and r.err then return { -1, run, r.err } end
+  if type(r) == 'table' and r.err then return { REFUSED, run, r.err } end
   i = i + 2 + n
 end
 rcall('SELECT', ARGV[1])
 rcall('HSET', KEYS[1], 'seq', ARGV[2], 'ts', ARGV[3])
-return { 0, run }
+return { OK, run }
