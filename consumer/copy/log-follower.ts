@@ -3,7 +3,7 @@
  * number, read in order in chunks, and the keys each logged command touches.
  */
 import type { Redis } from 'ioredis';
-import { commandSpec, keyIndexes } from '../../shared/commands.js';
+import { commandKeys, keyId } from '../../shared/entry-keys.js';
 import { decodeEntry, type Entry } from '../../shared/entry.js';
 import { ExitCode, QsyncError } from '../../shared/errors.js';
 import type { QueueKeys } from '../../shared/keys.js';
@@ -60,28 +60,11 @@ export class LogFollower {
   }
 }
 
-/** A key as one string, `db` and the key's bytes: the id markers use. */
-export function keyId(db: number, key: Buffer): string {
-  return `${db}\n${key.toString('latin1')}`;
-}
-
-export function parseKeyId(id: string): { db: number; key: Buffer } {
-  const cut = id.indexOf('\n');
-  return { db: Number(id.slice(0, cut)), key: Buffer.from(id.slice(cut + 1), 'latin1') };
-}
-
-/** The ids of the keys a logged command touches (its key spec; COPY ... DB n writes in db n). */
+/** The ids of the keys a logged command touches; a command qsync does not replicate fails the run. */
 export function touchedKeys(db: number, cmd: Buffer[], fail: Fail = resyncFailure): string[] {
-  const name = cmd[0].toString('latin1').toLowerCase();
-  const spec = commandSpec(name);
-  if (!spec) throw fail(`the log holds a command qsync does not replicate: ${name.toUpperCase()}`);
-  const args = cmd.slice(1);
-  const ids = keyIndexes(spec.keys, args.length).map((i) => keyId(db, args[i]));
-  if (name === 'copy') {
-    const at = args.findIndex((a, i) => i >= 2 && a.toString('latin1').toLowerCase() === 'db');
-    if (at >= 0 && args[at + 1]) ids[1] = keyId(Number(args[at + 1].toString()), args[1]);
-  }
-  return ids;
+  const keys = commandKeys(db, cmd);
+  if (!keys) throw fail(`the log holds a command qsync does not replicate: ${cmd[0].toString('latin1').toUpperCase()}`);
+  return keys.map((k) => keyId(k.db, k.key));
 }
 
 /**

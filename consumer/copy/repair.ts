@@ -20,7 +20,8 @@
 import { ExitCode, QsyncError } from '../../shared/errors.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
 import { CopyRun, withRunContext, type CopyProgress, type CopyRunOptions, type CopyRunResult } from './run.js';
-import { ResyncError, keyId, type Fail } from './log-follower.js';
+import { ResyncError, type Fail } from './log-follower.js';
+import { keyId } from '../../shared/entry-keys.js';
 import { markKind } from '../drain/mark.js';
 
 /** The repair cannot go on; the replica stays marked and the repair set stays on the master: run it again. */

@@ -24,7 +24,8 @@
 import { ownKeyPrefixes } from '../../shared/keys.js';
 import type { Entry } from '../../shared/entry.js';
 import { CopyRun, execAll, withRunContext, type CopyProgress, type CopyRunOptions, type CopyRunResult } from './run.js';
-import { LogFollower, keyId, resyncFailure } from './log-follower.js';
+import { LogFollower, resyncFailure } from './log-follower.js';
+import { keyId } from '../../shared/entry-keys.js';
 
 export { ResyncError } from './log-follower.js';
 

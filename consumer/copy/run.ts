@@ -21,7 +21,8 @@ import { ReplyCode } from '../../shared/reply-codes.js';
 import type { Entry } from '../../shared/entry.js';
 import { Lease } from '../drain/lease.js';
 import { Copier, type CopyLimits } from './copier.js';
-import { LogFollower, Markers, keyId, parseKeyId, touchedKeys, type Fail } from './log-follower.js';
+import { LogFollower, Markers, touchedKeys, type Fail } from './log-follower.js';
+import { keyId, parseKeyId } from '../../shared/entry-keys.js';
 
 export interface CopyProgress {
   phase: 'copy' | 'recopy' | 'replay' | 'done';

@@ -6,51 +6,11 @@
  * keys asked about are remembered.
  */
 import type { Redis } from 'ioredis';
-import { commandSpec, keyIndexes } from '../../shared/commands.js';
+import { entryKeys, keyId, type DbKey } from '../../shared/entry-keys.js';
 import { decodeEntry, type Entry } from '../../shared/entry.js';
 import type { QueueKeys } from '../../shared/keys.js';
 
 const CHUNK = 1000;
-
-/** A key in a db. */
-export interface DbKey {
-  db: number;
-  key: Buffer;
-}
-
-/** One string per (db, key), for maps: latin1 maps each byte to one character. */
-export function keyId(db: number, key: Buffer): string {
-  return `${db} ${key.toString('latin1')}`;
-}
-
-/** Keys grouped by db. */
-export function byDb(keys: DbKey[]): Map<number, Buffer[]> {
-  const out = new Map<number, Buffer[]>();
-  for (const { db, key } of keys) {
-    const group = out.get(db);
-    if (group) group.push(key);
-    else out.set(db, [key]);
-  }
-  return out;
-}
-
-/** The keys an entry writes, in the db each is written in. */
-export function entryKeys(entry: Entry): DbKey[] {
-  const out: DbKey[] = [];
-  for (const [name, ...args] of entry.commands) {
-    const cmd = name.toString('latin1').toLowerCase();
-    const spec = commandSpec(cmd);
-    // The log holds only commands of the table; anything else counts every argument as a key, to be safe.
-    const indexes = spec ? keyIndexes(spec.keys, args.length) : args.map((_a, i) => i);
-    // COPY src dst DB n writes dst in db n.
-    const dbAt = cmd === 'copy' ? args.findIndex((a, i) => i >= 2 && a.toString('latin1').toLowerCase() === 'db') : -1;
-    for (const i of indexes) {
-      const db = dbAt >= 0 && i === 1 ? Number(args[dbAt + 1]?.toString()) : entry.db;
-      out.push({ db, key: args[i] });
-    }
-  }
-  return out;
-}
 
 /** A key found different, with the window of log sequence numbers its reads spanned. */
 export interface Window {

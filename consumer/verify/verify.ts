@@ -12,7 +12,8 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB, QueueKeys, ownKeyPrefixes } from '../../shared/keys.js';
 import { compareKeys } from './compare.js';
-import { byDb, keyId, readLogView, recentKeys } from './log-view.js';
+import { readLogView, recentKeys } from './log-view.js';
+import { byDb, keyId } from '../../shared/entry-keys.js';
 import { Settler, type Pending } from './settle.js';
 import { emptyCounts, EXAMPLES, storeLastVerify, type Difference, type VerifyMode, type VerifyResult } from './result.js';
 
