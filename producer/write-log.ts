@@ -8,6 +8,8 @@ import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, MAX_ARGS } from '
 import { UnsupportedCommandError, ConfigError, QueueFullError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { defineScripts, scripts } from '../shared/scripts.js';
+// Kept in write-log.d.ts too: it brings the types of the script commands (an ioredis augmentation).
+import '../shared/scripts.js';
 
 export interface ProducerOptions {
   /**

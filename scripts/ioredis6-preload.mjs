@@ -1,0 +1,16 @@
+// Loaded with `node --import` by scripts/ioredis6.mjs: every `ioredis` the
+// process loads, by import or by require (bullmq requires it), is the
+// `ioredis6` alias devDependency, as in an application on ioredis 6.
+import Module, { register } from 'node:module';
+
+const rename = (specifier) => (specifier === 'ioredis' || specifier.startsWith('ioredis/') ? `ioredis6${specifier.slice(7)}` : specifier);
+
+const hooks = `export function resolve(specifier, context, next) {
+  return next(specifier === 'ioredis' || specifier.startsWith('ioredis/') ? 'ioredis6' + specifier.slice(7) : specifier, context);
+}`;
+register(`data:text/javascript,${encodeURIComponent(hooks)}`);
+
+const resolveFilename = Module._resolveFilename;
+Module._resolveFilename = function (request, ...rest) {
+  return resolveFilename.call(this, rename(request), ...rest);
+};
