@@ -9,7 +9,7 @@ import { Option, type Command } from 'commander';
 import cliProgress from 'cli-progress';
 import type { RedisOptions } from 'ioredis';
 import type { LevelWithSilent } from 'pino';
-import { choiceOption, intOption, nameOption, redactUrl } from '../../shared/config.js';
+import { choiceOption, intOption, nameOption, queueDbOption, redactUrl } from '../../shared/config.js';
 import { ExitCode } from '../../shared/errors.js';
 import { probe } from '../../shared/probe.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys, jobsPrefix } from '../../shared/keys.js';
@@ -19,7 +19,8 @@ import { runRepair } from '../copy/repair.js';
 import type { CopyProgress, CopyRunOptions, CopyRunResult } from '../copy/run.js';
 import { controlQueue, followJob, type JobProgress } from '../jobs/runner.js';
 import { describeCopy } from '../copy/jobs.js';
-import { common, setExitCode, sideOptions } from './options.js';
+import { sizeOption, durationOption } from '../../shared/units.js';
+import { common, openPair, setExitCode, sideOptions } from './options.js';
 
 type What = 'resync' | 'repair';
 
@@ -150,9 +151,9 @@ export function copyCommand(program: Command, what: What): void {
     .addOption(new Option('--queue <name>', 'queue whose log is replayed after the copy').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
     .addOption(new Option('--scan-count <n>', 'keys per batch, each read in one atomic step').default('500'))
     .addOption(new Option('--big-members <n>', 'a key with more members is copied in chunks from a snapshot').default('10000'))
-    .addOption(new Option('--big-bytes <n>', 'a key bigger than this is copied in chunks from a snapshot').default(String(8 * 1024 * 1024)))
+    .addOption(new Option('--big-bytes <size>', 'a key bigger than this is copied in chunks from a snapshot (8mb)').default(String(8 * 1024 * 1024)))
     .addOption(new Option('--chunk <n>', 'members per chunk of a big key').default('2000'))
-    .addOption(new Option('--lease-ms <ms>', `consumer lease the ${what} holds`).env('QSYNC_LEASE_MS').default('10000'))
+    .addOption(new Option('--lease-ms <duration>', `consumer lease the ${what} holds (10000, 10s)`).env('QSYNC_LEASE_MS').default('10000'))
     .option('--job', "run it as a control job inside the consumer, which pauses while it runs (the default when one holds the lease; with none running, the job waits for one)")
     .action(async (o: CopyFlags) => {
       const master = sideOptions(o, 'master');
@@ -160,12 +161,12 @@ export function copyCommand(program: Command, what: What): void {
       const options = {
         queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
         prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
-        queueDb: intOption(o.queueDb, '--queue-db', 0, 0, 10_000),
+        queueDb: queueDbOption(o.queueDb, '--queue-db'),
         scanCount: intOption(o.scanCount, '--scan-count', 500, 1, 100_000),
         bigMembers: intOption(o.bigMembers, '--big-members', 10_000, 1),
-        bigBytes: intOption(o.bigBytes, '--big-bytes', 8 * 1024 * 1024, 1024),
+        bigBytes: sizeOption(o.bigBytes, '--big-bytes', 8 * 1024 * 1024, { min: 1024 }),
         chunk: intOption(o.chunk, '--chunk', 2000, 1, 3000),
-        leaseMs: intOption(o.leaseMs, '--lease-ms', 10_000, 300),
+        leaseMs: durationOption(o.leaseMs, '--lease-ms', 10_000, { min: 300 }),
       };
       // Next to a running consumer, only the consumer can pause its drain for the run.
       const running = await consumerRunning(master, options);
@@ -175,6 +176,7 @@ export function copyCommand(program: Command, what: What): void {
         return;
       }
       const replica = sideOptions(o, 'replica');
+      (await openPair(o)).close();
       log.info({ master: redactUrl(o.master!), replica: redactUrl(o.replica!), ...options }, `${what} starting`);
       const progress = reporter(what, log);
       let result: CopyRunResult;

@@ -7,10 +7,10 @@ import { choiceOption, intOption } from '../../shared/config.js';
 import { ConfigError, ExitCode, QsyncError, UnreachableError } from '../../shared/errors.js';
 import { jobsPrefix } from '../../shared/keys.js';
 import { describeError, isLinkError } from '../drain/connections.js';
-import { common, open, queueOption, queuePlace, setExitCode, sideOptions } from './options.js';
+import { common, openPair, queueOption, queuePlace, setExitCode, sideOptions } from './options.js';
 import { openQueue } from './jobs.js';
 import { followJob, JOB_OPTIONS, type JobProgress } from '../jobs/runner.js';
-import { parseInterval } from '../jobs/view.js';
+import { durationOption } from '../../shared/units.js';
 import { progressBar } from './progress-bar.js';
 import { verify, VERIFY_DEFAULTS, type VerifySettings } from '../verify/verify.js';
 import { VERIFY_JOB } from '../verify/job.js';
@@ -44,8 +44,8 @@ function settings(o: VerifyFlags): VerifySettings {
     mode,
     sample,
     recent: intOption(o.recent, '--recent', VERIFY_DEFAULTS.recent, 1, 1_000_000),
-    ttlToleranceMs: intOption(o.ttlToleranceMs, '--ttl-tolerance-ms', VERIFY_DEFAULTS.ttlToleranceMs, 0, 86_400_000),
-    drainTimeoutMs: intOption(o.drainTimeoutMs, '--drain-timeout-ms', VERIFY_DEFAULTS.drainTimeoutMs, 0, 3_600_000),
+    ttlToleranceMs: durationOption(o.ttlToleranceMs, '--ttl-tolerance-ms', VERIFY_DEFAULTS.ttlToleranceMs, { max: 86_400_000 }),
+    drainTimeoutMs: durationOption(o.drainTimeoutMs, '--drain-timeout-ms', VERIFY_DEFAULTS.drainTimeoutMs, { max: 3_600_000 }),
   };
 }
 
@@ -62,7 +62,7 @@ function summary({ examples, ...rest }: VerifyResult, fromJob: boolean): Omit<Ve
 async function direct(o: VerifyFlags, s: VerifySettings, report?: ReportFile): Promise<number> {
   const where = queuePlace(o);
   const [master, replica] = [sideOptions(o, 'master'), sideOptions(o, 'replica')];
-  for (const side of ['master', 'replica'] as const) (await open(o, side)).disconnect();
+  (await openPair(o)).close();
   const bar = progressBar(!o.json && process.stdout.isTTY === true, 'verify');
   let result: VerifyResult;
   try {
@@ -125,7 +125,7 @@ async function viaJob(o: VerifyFlags, s: VerifySettings, report?: ReportFile): P
 }
 
 async function schedule(o: VerifyFlags, s: VerifySettings, every: string): Promise<number> {
-  const everyMs = every === 'off' ? null : parseInterval(every, "--every (or 'off')");
+  const everyMs = every === 'off' ? null : durationOption(every, "--every (or 'off')", 0, { min: 1000 });
   const where = queuePlace(o);
   const queue = await openQueue(o, where);
   try {
@@ -158,8 +158,8 @@ export function verifyCommand(program: Command): void {
     .addOption(new Option('--mode <mode>', 'full: every key; sample: a random fraction; recent: the keys of the newest entries in the log').default(VERIFY_DEFAULTS.mode))
     .option('--sample <fraction>', `fraction of keys checked in sample mode (default ${VERIFY_DEFAULTS.sample})`)
     .option('--recent <n>', `entries whose keys recent mode checks (default ${VERIFY_DEFAULTS.recent})`)
-    .option('--ttl-tolerance-ms <ms>', 'expiries this close count as equal', String(VERIFY_DEFAULTS.ttlToleranceMs))
-    .option('--drain-timeout-ms <ms>', 'how long to wait for the consumer to apply queued entries that explain a difference', String(VERIFY_DEFAULTS.drainTimeoutMs))
+    .option('--ttl-tolerance-ms <duration>', 'expiries this close count as equal (ms, or with a unit: 1s)', String(VERIFY_DEFAULTS.ttlToleranceMs))
+    .option('--drain-timeout-ms <duration>', 'how long to wait for the consumer to apply queued entries that explain a difference', String(VERIFY_DEFAULTS.drainTimeoutMs))
     .option('--report <file>', 'write every difference to this file as JSON')
     .option('--json', 'print the result as JSON')
     .option('--job', 'run as a control job in a qsync consume of the queue and follow it')

@@ -3,7 +3,6 @@
  * the schedules, as JSON or text for people; and schedules' intervals.
  */
 import type { Queue } from 'bullmq';
-import { ConfigError } from '../../shared/errors.js';
 import { jobType, jobView, type JobProgress, type JobView } from './runner.js';
 
 export interface ScheduleView {
@@ -44,14 +43,6 @@ export function showProgress(p: unknown): string {
 }
 
 const UNITS: [string, number][] = [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]];
-
-/** A schedule's interval, `--every`: a whole number with s, m, h or d, at least a second. */
-export function parseInterval(text: string, flag: string): number {
-  const m = /^(\d+)([smhd])$/.exec(text);
-  const ms = m ? Number(m[1]) * UNITS.find(([name]) => name === m[2])![1] : 0;
-  if (ms < 1000) throw new ConfigError(`qsync: ${flag} must be a duration like 30s, 15m, 6h or 1d, got '${text}'`);
-  return ms;
-}
 
 /** An interval as `--every` takes it. */
 function interval(ms: number): string {

@@ -10,6 +10,7 @@
 import type { Redis } from 'ioredis';
 import { ConfigError } from '../../shared/errors.js';
 import { choiceOption, intOption } from '../../shared/config.js';
+import { sizeOption } from '../../shared/units.js';
 import type { QueueKeys } from '../../shared/keys.js';
 
 export type Policy = 'reject' | 'mark-dirty';
@@ -86,19 +87,6 @@ export function usageFrom(depth: number, fields: (string | null)[], dirtyKeys: n
   };
 }
 
-const UNITS: Record<string, number> = { '': 1, b: 1, k: 1000, kb: 1024, m: 1000 ** 2, mb: 1024 ** 2, g: 1000 ** 3, gb: 1024 ** 3 };
-
-/** A size in bytes, with an optional unit as in redis.conf: k, m, g (1000s), kb, mb, gb (1024s). */
-export function sizeOption(value: string, name: string): number {
-  const m = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
-  const unit = m && UNITS[m[2].toLowerCase()];
-  const n = m && unit ? Number(m[1]) * unit : NaN;
-  if (!Number.isSafeInteger(n)) {
-    throw new ConfigError(`qsync: ${name} must be a whole number of bytes, optionally with a unit (kb, mb, gb, or k, m, g for 1000s), got '${value}'`);
-  }
-  return n;
-}
-
 /** Flags of `qsync limit`, as given. */
 export interface LimitFlags {
   maxEntries?: string;
@@ -115,7 +103,7 @@ export function limitChange(f: LimitFlags): LimitChange {
   if (f.clear && sets) throw new ConfigError('qsync: --clear removes every cap; give it without --max-entries, --max-bytes, --policy or --max-dirty');
   return {
     maxEntries: f.maxEntries === undefined ? undefined : intOption(f.maxEntries, '--max-entries', 0, 0),
-    maxBytes: f.maxBytes === undefined ? undefined : sizeOption(f.maxBytes, '--max-bytes'),
+    maxBytes: f.maxBytes === undefined ? undefined : sizeOption(f.maxBytes, '--max-bytes', 0),
     policy: f.policy === undefined ? undefined : choiceOption(f.policy, '--policy', POLICIES, 'reject'),
     maxDirty: f.maxDirty === undefined ? undefined : intOption(f.maxDirty, '--max-dirty', DEFAULT_MAX_DIRTY, 1),
     clear: f.clear === true,
