@@ -465,7 +465,7 @@ for (const side of ['master', 'replica'] as const) {
   });
 }
 
-test('a replica that refuses every write keeps the worker backing-off, logged once, until it accepts writes again', async (t) => {
+test('a replica that refuses every write halts the worker with the reason, logged once, until it accepts writes again', async (t) => {
   const pair = await pairFor(t);
   const { lines, logger } = capturedLogs();
   const worker = workerFor(t, pair, { logger });
@@ -475,17 +475,19 @@ test('a replica that refuses every write keeps the worker backing-off, logged on
   // A replica of an absent server is read-only and keeps its data.
   await pair.replica.client().replicaof('127.0.0.1', String(await freePort()));
   await db.incr('n');
-  await eventually(() => worker.state === 'backing-off', 10_000, 'backing-off');
-  await sleep(1500); // many retries at this backoff
+  await eventually(() => worker.state === 'halted', 10_000, 'halted');
+  await sleep(1500); // many rechecks at this interval
   await pair.replica.client().replicaof('NO', 'ONE');
   await assertReplicaEqual(t, pair);
 
   const changes = stateChanges(lines);
-  t.is(changes.filter((s) => s === 'backing-off').length, 1, changes.join(' → '));
-  t.is(changes[changes.indexOf('backing-off') + 1], 'streaming', changes.join(' → '));
+  t.is(changes.filter((s) => s === 'halted').length, 1, changes.join(' → '));
+  t.is(changes[changes.indexOf('halted') + 1], 'streaming', changes.join(' → '));
   const errors = lines.filter((l) => l.level === 50);
   t.is(errors.length, 1, JSON.stringify(errors));
-  t.regex(String(errors[0]?.err), /READONLY/);
+  t.is(errors[0]?.state, 'halted');
+  t.regex(String(errors[0]?.reason), /the replica refuses every write: it is read-only/);
+  t.regex(String(errors[0]?.error), /READONLY/);
 });
 
 test('reconnects are quick for the first seconds of an outage, then back off exponentially up to the cap, with jitter', (t) => {

@@ -8,13 +8,14 @@
  * entry or parks it, never both and never neither, is set out in
  * shared/lua/apply-batch-1.lua.
  */
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { decodeEntry, describeCommand, type Entry } from '../../shared/entry.js';
+import { ReplyCode } from '../../shared/reply-codes.js';
 import { onSide, SideError } from './connections.js';
 import { encodeHeader } from './dead-letter-record.js';
+import { LeaseLost } from './lease.js';
 
 export type OnError = 'halt' | 'park';
 export const ON_ERROR: readonly OnError[] = ['halt', 'park'];
@@ -25,8 +26,18 @@ export type ApplyReply = (number | string | DeadItem[])[];
 /** An entry of a batch to file as a dead letter, as the apply script reports it. */
 type DeadItem = [position: number, seq: number, index: number, done: number, at: number, error: string];
 
-function sha1(data: Buffer): string {
-  return createHash('sha1').update(data).digest('hex');
+/** Bytes of an entry's start that name it to the master: its header, version, sequence number, time, db and first command. */
+const ID_BYTES = 64;
+
+/**
+ * An entry as the confirmation names it to the master: its length, ':' and
+ * its first bytes (shared/lua/includes/head.lua checks it). The master thus
+ * knows the entry it is asked to remove at a cost that does not grow with its
+ * size, and a log whose head changed (another consumer trimmed it, the master
+ * lost its data) is never trimmed.
+ */
+function entryId(entry: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${entry.length}:`), entry.subarray(0, ID_BYTES)]);
 }
 
 function decoded(raw: Buffer | undefined): Entry | undefined {
@@ -55,6 +66,28 @@ export function haltDetail(reply: ApplyReply, entries: Buffer[], logKey: string)
   return { reason: 'the replica refused an entry', seq: Number(seq), command: refusedCommand(entry, Number(index)), error };
 }
 
+/** Errors by which a server refuses every write, whatever the entry, and why in words. */
+const REFUSES_WRITES: [RegExp, string][] = [
+  [/^READONLY\b/, 'is read-only (a replica of another server, or replica-read-only)'],
+  [/^OOM\b/, 'is out of memory (maxmemory reached under noeviction)'],
+  [/^NOPERM\b|can't run this command|no permissions/i, 'does not let this user write (ACL)'],
+  [/^MISCONF\b/, 'refuses writes since it cannot persist (stop-writes-on-bgsave-error)'],
+];
+
+/**
+ * The detail of the halted state when a server refuses every write (read
+ * only, out of memory, no permission): retrying at once cannot help, and
+ * nothing is applied until someone fixes the server. Undefined for any other
+ * error.
+ */
+export function refusalDetail(err: Error): Record<string, unknown> | undefined {
+  if (!(err instanceof SideError)) return undefined;
+  const message = err.cause.message;
+  const found = REFUSES_WRITES.find(([pattern]) => pattern.test(message));
+  if (!found) return undefined;
+  return { reason: `the ${err.side} refuses every write: it ${found[1]}`, side: err.side, error: message };
+}
+
 /**
  * Confirms applied batches on the master: trims each from the head of the
  * log and, when the replica parked entries of it, files their dead letters
@@ -80,22 +113,22 @@ export class Confirmer {
     const watermark = Number(reply[1]);
     const dead = (reply[3] as DeadItem[] | undefined) ?? [];
     const { log, lease, status, dlq, meta } = this.keys;
-    const sha = sha1(entries[entries.length - 1]);
+    const last = entryId(entries[entries.length - 1]);
     // Their bytes leave the queue's count of queued bytes (shared/lua/includes/head.lua).
     const bytes = entries.reduce((n, e) => n + e.length, 0);
     const letters = dead.flatMap(([position, seq, index, done, parkedAt, error]) => [
       position,
-      sha1(entries[position - 1]),
+      entryId(entries[position - 1]),
       encodeHeader({ seq: seq === 0 ? null : seq, epoch, index, done, error, parkedAt }),
     ]);
     const code = await onSide(
       'master',
       dead.length
-        ? this.master.qsyncPark(log, lease, status, dlq, meta, this.token, entries.length, sha, watermark, String(Date.now()), bytes, ...letters)
-        : this.master.qsyncTrim(log, lease, status, meta, this.token, entries.length, sha, watermark, String(Date.now()), bytes),
+        ? this.master.qsyncPark(log, lease, status, dlq, meta, this.token, entries.length, last, watermark, String(Date.now()), bytes, ...letters)
+        : this.master.qsyncTrim(log, lease, status, meta, this.token, entries.length, last, watermark, String(Date.now()), bytes),
     );
-    if (code === -1) throw new SideError('master', new Error('lease lost before trimming; another worker took over'));
-    if (code === -2) throw new SideError('master', new Error('the head of the log changed under this worker'));
+    if (code === ReplyCode.leaseLost) throw new LeaseLost('the lease ran out before this consumer trimmed its batch');
+    if (code === ReplyCode.headChanged) throw new SideError('master', new Error('the head of the log changed under this worker'));
     for (const [position, seq, index, done, , error] of dead) {
       const entry = decoded(entries[position - 1]);
       const what = seq === 0 ? { bytes: entries[position - 1].length } : { seq, command: refusedCommand(entry, index), done };

@@ -46,3 +46,10 @@ export class Lease {
     await this.master.qsyncRelease(this.keys.lease, this.token);
   }
 }
+
+/**
+ * This consumer's lease ran out and another consumer may hold it: expected
+ * after this process was paused (SIGSTOP, a long GC) or cut off for longer
+ * than the lease. The worker stands by.
+ */
+export class LeaseLost extends Error {}

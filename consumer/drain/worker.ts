@@ -16,8 +16,8 @@ import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../.
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
 import { connect, describeError, isLinkError, onSide, SideError } from './connections.js';
-import { Lease } from './lease.js';
-import { haltDetail, Confirmer, type ApplyReply, type OnError } from './confirm.js';
+import { Lease, LeaseLost } from './lease.js';
+import { haltDetail, refusalDetail, Confirmer, type ApplyReply, type OnError } from './confirm.js';
 import { markKind } from './mark.js';
 import { frameBatch } from '../../shared/entry.js';
 
@@ -293,7 +293,14 @@ export class SyncWorker extends EventEmitter {
   }
 
   private async renewLease(): Promise<void> {
-    if (this.stopping || !this.lease.valid()) return;
+    if (this.stopping) return;
+    if (!this.lease.valid()) {
+      // Not renewed in time (this process was paused, or the master was out
+      // of reach): another consumer may drain now, so this one no longer
+      // claims to. The drain loop takes the lease again if it is free.
+      if (this.current === 'streaming' || this.current === 'idle') this.setState('standby', { reason: 'the lease ran out before it was renewed' });
+      return;
+    }
     try {
       const wait = await this.lease.acquire();
       if (wait > 0) this.log.warn({ heldForMs: wait }, 'lease lost to another worker');
@@ -306,6 +313,21 @@ export class SyncWorker extends EventEmitter {
     if (this.stopping) return;
     if (err instanceof ResyncNeeded) {
       this.setState('resync-needed', { reason: err.message });
+      await sleep(this.opts.recheckMs, this.stop.signal);
+      return;
+    }
+    if (err instanceof LeaseLost) {
+      // Expected after a pause or a cut longer than the lease: a standby took over.
+      this.log.warn({ reason: err.message }, 'lease lost: this consumer was paused or cut off for longer than the lease; standing by');
+      this.setState('standby', { reason: err.message });
+      return;
+    }
+    // A server that refuses every write (read-only, out of memory, no
+    // permission) applies nothing until someone fixes it: halted, with why,
+    // and checked again every few seconds.
+    const refusal = refusalDetail(err);
+    if (refusal) {
+      this.setState('halted', refusal);
       await sleep(this.opts.recheckMs, this.stop.signal);
       return;
     }

@@ -86,6 +86,9 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
   const masterSeq = Number(seq ?? 0);
   const watermark = status.watermark !== undefined ? Number(status.watermark) : null;
   const live = lease !== null && leaseTtl > 0;
+  // The state is the lease holder's own report: one left by a consumer whose
+  // lease ran out (paused, cut off) is stale until the new holder reports.
+  const reported = live && (status.consumer === undefined || status.consumer === lease);
   let detail: Record<string, unknown> = {};
   try {
     detail = status.detail ? (JSON.parse(status.detail) as Record<string, unknown>) : {};
@@ -108,9 +111,9 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
           leaseTtlMs: leaseTtl,
         }
       : null,
-    state: live ? (status.state ?? 'starting') : 'no-consumer',
-    stateSinceMs: status.stateSince ? Number(status.stateSince) : null,
-    detail,
+    state: live ? (reported ? (status.state ?? 'starting') : 'starting') : 'no-consumer',
+    stateSinceMs: reported && status.stateSince ? Number(status.stateSince) : null,
+    detail: reported ? detail : {},
     deadLetters,
     dirtyKey: keys.dirty,
     ...usageFrom(depth, usage, dirtyKeys),

@@ -19,29 +19,32 @@
     KEYS[5] meta hash (bytes)
     ARGV[1] lease token
     ARGV[2] how many entries to remove from the head
-    ARGV[3] sha1 of the last of them, as read
+    ARGV[3] the last of them as read: its length, ':', its first bytes
+            (includes/head.lua)
     ARGV[4] replica watermark after the apply
     ARGV[5] when (ms) the consumer confirmed the watermark
     ARGV[6] bytes of those entries, as read
     ARGV[7...] for each dead letter: its position among those entries (1-based),
-               sha1 of that entry as read, header
+               that entry as read (length, ':', first bytes), header
 
   Output:
-     0 trimmed and filed
-    -1 the lease is not held by this token
-    -2 the head of the log is not what was applied (nothing changed)
+    OK            trimmed and filed
+    LEASE_LOST    the lease is not held by this token
+    HEAD_CHANGED  the head of the log is not what was applied (nothing changed)
+    (codes: shared/reply-codes.ts)
 ]]
 local rcall = redis.call
+--- @include "reply-codes"
 --- @include "includes/head"
 local count = tonumber(ARGV[2])
 local ok = check_head(KEYS[1], KEYS[2], ARGV[1], count, ARGV[3])
-if ok ~= 0 then return ok end
+if ok ~= OK then return ok end
 local letters = {}
 for i = 7, #ARGV, 3 do
   local raw = rcall('LINDEX', KEYS[1], tonumber(ARGV[i]) - 1)
-  if not raw or redis.sha1hex(raw) ~= ARGV[i + 1] then return -2 end
+  if not is_entry(raw, ARGV[i + 1]) then return HEAD_CHANGED end
   letters[#letters + 1] = ARGV[i + 2] .. '\n' .. raw
 end
 for _, letter in ipairs(letters) do rcall('RPUSH', KEYS[4], letter) end
 remove_head(KEYS[1], KEYS[5], KEYS[3], count, ARGV[6], ARGV[4], ARGV[5])
-return 0
+return OK

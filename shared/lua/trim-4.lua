@@ -12,20 +12,23 @@
     KEYS[4] meta hash (bytes)
     ARGV[1] lease token
     ARGV[2] how many entries to remove from the head
-    ARGV[3] sha1 of the last of them, as read
+    ARGV[3] the last of them as read: its length, ':', its first bytes
+            (includes/head.lua)
     ARGV[4] replica watermark after the apply
     ARGV[5] when (ms) the consumer confirmed the watermark
     ARGV[6] bytes of those entries, as read
 
   Output:
-     0 trimmed
-    -1 the lease is not held by this token
-    -2 the head of the log is not what was applied (nothing trimmed)
+    OK            trimmed
+    LEASE_LOST    the lease is not held by this token
+    HEAD_CHANGED  the head of the log is not what was applied (nothing trimmed)
+    (codes: shared/reply-codes.ts)
 ]]
 local rcall = redis.call
+--- @include "reply-codes"
 --- @include "includes/head"
 local count = tonumber(ARGV[2])
 local ok = check_head(KEYS[1], KEYS[2], ARGV[1], count, ARGV[3])
-if ok ~= 0 then return ok end
+if ok ~= OK then return ok end
 remove_head(KEYS[1], KEYS[4], KEYS[3], count, ARGV[6], ARGV[4], ARGV[5])
-return 0
+return OK

@@ -1,0 +1,185 @@
+/**
+ * Health that tells the truth: a replica that refuses every write shows as
+ * halted (and `qsync status` exits 7) until it accepts writes again; a
+ * consumer that lost its lease says so as a warning and stops claiming to
+ * drain; the master knows the head entry of its log without reading all of
+ * it. Real servers, writes through the producer.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { Writable } from 'node:stream';
+import { Redis } from 'ioredis';
+import { createProducer } from '../producer/index.js';
+import { readStatus } from '../consumer/queue/status.js';
+import type { SyncWorker, WorkerOptions } from '../consumer/drain/worker.js';
+import { ReplyCode } from '../shared/reply-codes.js';
+import { QueueKeys } from '../shared/keys.js';
+import { createLogger } from '../shared/logger.js';
+import { defineScripts } from '../shared/scripts.js';
+import { ExitCode } from '../shared/errors.js';
+import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
+import { freePort } from './support/redis-server.js';
+import { runCli } from './support/cli.js';
+import { eventually } from './support/wait.js';
+
+const keys = new QueueKeys('qsync', 'default');
+
+async function pairFor(t: ExecutionContext): Promise<Pair> {
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  return pair;
+}
+
+function logs(): { lines: Record<string, unknown>[]; logger: ReturnType<typeof createLogger> } {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { lines, logger: createLogger('debug', sink) };
+}
+
+function workerFor(t: ExecutionContext, pair: Pair, options: Partial<WorkerOptions> = {}): SyncWorker {
+  const worker = startWorker(pair, options);
+  t.teardown(() => worker.close());
+  return worker;
+}
+
+/** Ways a replica refuses every write, each with how to undo it. */
+const refusals: { name: string; reason: RegExp; refuse(replica: Redis): Promise<void>; accept(replica: Redis): Promise<void>; user?: boolean }[] = [
+  {
+    name: 'read-only (a replica of another server)',
+    reason: /the replica refuses every write: it is read-only/,
+    refuse: async (r) => void (await r.replicaof('127.0.0.1', String(await freePort()))),
+    accept: async (r) => void (await r.replicaof('NO', 'ONE')),
+  },
+  {
+    name: 'out of memory (maxmemory 1, noeviction)',
+    reason: /the replica refuses every write: it is out of memory/,
+    refuse: async (r) => void (await r.config('SET', 'maxmemory-policy', 'noeviction', 'maxmemory', '1')),
+    accept: async (r) => void (await r.config('SET', 'maxmemory', '0')),
+  },
+  {
+    name: 'an ACL user without write permission',
+    reason: /the replica refuses every write: it does not let this user write/,
+    refuse: async (r) => void (await r.call('ACL', 'SETUSER', 'sync', '-@write')),
+    accept: async (r) => void (await r.call('ACL', 'SETUSER', 'sync', '+@write')),
+    user: true,
+  },
+];
+
+for (const refusal of refusals) {
+  test(`a replica that refuses every write, ${refusal.name}, shows as halted with the reason and resumes by itself once it accepts writes`, async (t) => {
+    const pair = await pairFor(t);
+    const admin = pair.replica.client();
+    let replica: WorkerOptions['replica'] = { host: pair.replica.host, port: pair.replica.port };
+    if (refusal.user) {
+      await admin.call('ACL', 'SETUSER', 'sync', 'on', '>pw', '~*', '&*', '+@all');
+      replica = { ...replica, username: 'sync', password: 'pw' };
+    }
+    const { lines, logger } = logs();
+    const worker = workerFor(t, pair, { replica, logger });
+    const db = createProducer(pair.master.client());
+    await db.incr('n');
+    await waitForDrain(pair.master.client(), admin);
+
+    await refusal.refuse(admin);
+    await db.incr('n');
+    await eventually(() => worker.state === 'halted', 10_000, 'halted');
+    const status = await eventually(async () => {
+      const s = await readStatus(pair.master.client(), 'qsync', 'default');
+      return s.state === 'halted' ? s : undefined;
+    }, 5000, 'halted in the status');
+    t.regex(String(status.detail.reason), refusal.reason);
+    t.is(status.detail.side, 'replica');
+    const errors = lines.filter((l) => Number(l.level) >= 50);
+    t.is(errors.length, 1, JSON.stringify(errors));
+    t.is(errors[0]?.state, 'halted');
+    t.false(lines.some((l) => l.msg === 'unexpected error; retrying'));
+
+    await refusal.accept(admin);
+    await waitForDrain(pair.master.client(), admin, { timeoutMs: 20_000 });
+    t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+    await eventually(() => worker.state === 'streaming' || worker.state === 'idle', 5000, 'draining again');
+  });
+}
+
+test('qsync status shows a replica that refuses every write as halted with the reason, in text and JSON, and exits 7', async (t) => {
+  const pair = await pairFor(t);
+  const worker = workerFor(t, pair);
+  const db = createProducer(pair.master.client());
+  await db.set('k', 'v');
+  await waitForDrain(pair.master.client(), pair.replica.client());
+  await pair.replica.client().replicaof('127.0.0.1', String(await freePort()));
+  await db.set('k', 'w');
+  await eventually(() => worker.state === 'halted', 10_000, 'halted');
+  await eventually(async () => (await readStatus(pair.master.client(), 'qsync', 'default')).state === 'halted', 5000, 'halted in the status');
+
+  const text = await runCli(['status', '--master', pair.master.url]);
+  t.is(text.code, ExitCode.halted, text.stderr.join('\n'));
+  const line = text.stdout.find((l) => l.trim().startsWith('state '));
+  t.regex(String(line), /halted.*the replica refuses every write: it is read-only/);
+
+  const json = await runCli(['status', '--master', pair.master.url, '--json']);
+  t.is(json.code, ExitCode.halted);
+  const [row] = JSON.parse(json.stdout.join('\n')) as { state: string; detail: { reason: string; error: string } }[];
+  t.is(row.state, 'halted');
+  t.regex(row.detail.reason, /read-only/);
+  t.regex(row.detail.error, /^READONLY/);
+});
+
+test('a consumer whose lease was taken over is warned, not errored, stands by, and the status stops showing it streaming', async (t) => {
+  const pair = await pairFor(t);
+  const master = pair.master.client();
+  const db = createProducer(pair.master.client());
+  // A backlog that keeps the worker confirming batches when its lease goes.
+  for (let i = 0; i < 40; i++) await Promise.all(Array.from({ length: 500 }, (_v, j) => db.incr(`n${j % 50}`)));
+  const { lines, logger } = logs();
+  const worker = workerFor(t, pair, { logger, batchSize: 64, window: 2, leaseMs: 3000 });
+  await eventually(() => worker.state === 'streaming', 10_000, 'streaming');
+  await eventually(async () => (await readStatus(master, 'qsync', 'default')).state === 'streaming', 5000, 'streaming in the status');
+
+  // What a standby does once this consumer was paused for longer than the lease.
+  await master.set(keys.lease, 'standby-consumer', 'PX', 4000);
+  await eventually(() => worker.state === 'standby', 10_000, 'standby');
+  const status = await readStatus(master, 'qsync', 'default');
+  t.is(status.consumer?.id, 'standby-consumer');
+  t.not(status.state, 'streaming');
+  t.deepEqual(
+    lines.filter((l) => Number(l.level) >= 50),
+    [],
+  );
+  t.true(lines.some((l) => l.level === 40 && /lease/.test(String(l.msg))), 'a warning says the lease was lost');
+
+  // The standby went away: this one takes the lease again and finishes, each entry once.
+  await master.del(keys.lease);
+  await waitForDrain(master, pair.replica.client(), { timeoutMs: 30_000 });
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+  t.is(await pair.replica.client().get('n0'), '400');
+});
+
+test('the master knows the head entry by its length and first bytes: a confirmation naming another entry trims nothing, and no other byte is read', async (t) => {
+  const pair = await pairFor(t);
+  const master = pair.master.client();
+  defineScripts(master);
+  const db = createProducer(pair.master.client());
+  await db.set('big', Buffer.alloc(1024 * 1024, 'x'));
+  const [entry] = await master.lrangeBuffer(keys.log, 0, 0);
+  await master.set(keys.lease, 'me', 'PX', 60_000);
+  const id = (e: Buffer) => Buffer.concat([Buffer.from(`${e.length}:`), e.subarray(0, 64)]);
+  const trim = (named: Buffer, token = 'me') => master.qsyncTrim(keys.log, keys.lease, keys.status, keys.meta, token, 1, named, 1, String(Date.now()), entry.length);
+
+  t.is(await trim(id(entry), 'another'), ReplyCode.leaseLost);
+  const otherStart = Buffer.from(entry);
+  otherStart[5] ^= 1;
+  t.is(await trim(id(otherStart)), ReplyCode.headChanged, 'other first bytes');
+  t.is(await trim(id(entry.subarray(0, entry.length - 1))), ReplyCode.headChanged, 'another length');
+  t.is(await master.llen(keys.log), 1);
+
+  // Bytes past the start are never read: the check costs the same for a 20 MB entry as for a small one.
+  const otherEnd = Buffer.from(entry);
+  otherEnd[entry.length - 100] ^= 1;
+  t.is(await trim(id(otherEnd)), ReplyCode.ok);
+  t.is(await master.llen(keys.log), 0);
+});
