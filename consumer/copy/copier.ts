@@ -14,11 +14,11 @@ import type { QueueKeys } from '../../shared/keys.js';
 import type { Fail } from './log-follower.js';
 
 export interface CopyLimits {
-  /** a key with more members than this is copied in chunks */
+  /** a key with more members than this is copied in chunks. @default 10000 */
   bigMembers: number;
-  /** a key bigger than this (bytes, MEMORY USAGE) is copied in chunks */
+  /** a key bigger than this (bytes, MEMORY USAGE) is copied in chunks. @default 8388608 (8 MiB) */
   bigBytes: number;
-  /** members read from the snapshot per round trip */
+  /** members read from the snapshot per round trip. @default 2000 */
   chunk: number;
 }
 

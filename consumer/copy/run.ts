@@ -37,6 +37,16 @@ export interface CopyProgress {
 }
 
 /** Options a resync and a repair take alike. */
+/** Defaults of a resync's and a repair's tunable options, shared with the CLI's flags. */
+export const COPY_DEFAULTS = {
+  scanCount: 500,
+  leaseMs: 10_000,
+  maxRecopies: 100_000,
+  bigMembers: 10_000,
+  bigBytes: 8 * 1024 * 1024,
+  chunk: 2000,
+} as const;
+
 export interface CopyRunOptions extends Partial<CopyLimits> {
   master: RedisOptions;
   replica: RedisOptions;
@@ -98,7 +108,7 @@ const REPLAY_ARGS = 20_000;
 export async function withRunContext<T>(options: CopyRunOptions, what: string, fail: Fail, body: (ctx: RunContext) => Promise<T>): Promise<T> {
   const keys = new QueueKeys(options.prefix ?? DEFAULT_PREFIX, options.queue ?? DEFAULT_QUEUE);
   const queueDb = options.queueDb ?? DEFAULT_QUEUE_DB;
-  const leaseMs = options.leaseMs ?? 10_000;
+  const leaseMs = options.leaseMs ?? COPY_DEFAULTS.leaseMs;
   const clients: Redis[] = [];
   const open = async (opts: RedisOptions, side: string) => {
     const c = await probe({ ...opts, db: queueDb }, side, `${opts.host ?? 'localhost'}:${opts.port ?? 6379}`);
@@ -154,12 +164,12 @@ export abstract class CopyRun {
     protected readonly fail: Fail,
   ) {
     ({ master: this.master, replica: this.replica, keys: this.keys } = ctx);
-    this.scanCount = options.scanCount ?? 500;
+    this.scanCount = options.scanCount ?? COPY_DEFAULTS.scanCount;
     this.log = (options.logger ?? createLogger('silent')).child({ queue: ctx.keys.queue, [what]: true });
     this.copier = new Copier(ctx.master, ctx.replica, ctx.keys, ctx.queueDb, fail, {
-      bigMembers: options.bigMembers ?? 10_000,
-      bigBytes: options.bigBytes ?? 8 * 1024 * 1024,
-      chunk: options.chunk ?? 2000,
+      bigMembers: options.bigMembers ?? COPY_DEFAULTS.bigMembers,
+      bigBytes: options.bigBytes ?? COPY_DEFAULTS.bigBytes,
+      chunk: options.chunk ?? COPY_DEFAULTS.chunk,
     });
   }
 
@@ -216,7 +226,7 @@ export abstract class CopyRun {
         const ahead = this.markers.ahead(ids, e.seq);
         if (ahead > 0 && ahead < ids.length) {
           // Keys copied at different times: copy them all again, past this entry.
-          if (++this.recopies > (this.options.maxRecopies ?? 100_000)) throw this.fail(`keys kept changing under multi-key commands (${this.recopies - 1} copies again); run it again when writes are calmer`);
+          if (++this.recopies > (this.options.maxRecopies ?? COPY_DEFAULTS.maxRecopies)) throw this.fail(`keys kept changing under multi-key commands (${this.recopies - 1} copies again); run it again when writes are calmer`);
           await flush();
           await this.copyIds(ids);
           this.skipped++;
