@@ -16,7 +16,7 @@ import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys, jobsPrefix } from '../../shar
 import { createLogger, LOG_LEVELS, type Logger } from '../../shared/logger.js';
 import { runResync } from '../copy/resync.js';
 import { runRepair } from '../copy/repair.js';
-import type { CopyProgress, CopyRunOptions, CopyRunResult } from '../copy/run.js';
+import { COPY_DEFAULTS, type CopyProgress, type CopyRunOptions, type CopyRunResult } from '../copy/run.js';
 import { controlQueue, followJob, type JobProgress } from '../jobs/runner.js';
 import { describeCopy } from '../copy/jobs.js';
 import { sizeOption, durationOption } from '../../shared/units.js';
@@ -149,11 +149,11 @@ export function copyCommand(program: Command, what: What): void {
     .description(description)
     .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue whose log is replayed after the copy').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
-    .addOption(new Option('--scan-count <n>', 'keys per batch, each read in one atomic step').default('500'))
-    .addOption(new Option('--big-members <n>', 'a key with more members is copied in chunks from a snapshot').default('10000'))
-    .addOption(new Option('--big-bytes <size>', 'a key bigger than this is copied in chunks from a snapshot (8mb)').default(String(8 * 1024 * 1024)))
-    .addOption(new Option('--chunk <n>', 'members per chunk of a big key').default('2000'))
-    .addOption(new Option('--lease-ms <duration>', `consumer lease the ${what} holds (10000, 10s)`).env('QSYNC_LEASE_MS').default('10000'))
+    .addOption(new Option('--scan-count <n>', 'keys per batch, each read in one atomic step').default(String(COPY_DEFAULTS.scanCount)))
+    .addOption(new Option('--big-members <n>', 'a key with more members is copied in chunks from a snapshot').default(String(COPY_DEFAULTS.bigMembers)))
+    .addOption(new Option('--big-bytes <size>', 'a key bigger than this is copied in chunks from a snapshot (8mb)').default(String(COPY_DEFAULTS.bigBytes)))
+    .addOption(new Option('--chunk <n>', 'members per chunk of a big key').default(String(COPY_DEFAULTS.chunk)))
+    .addOption(new Option('--lease-ms <duration>', `consumer lease the ${what} holds (10000, 10s)`).env('QSYNC_LEASE_MS').default(String(COPY_DEFAULTS.leaseMs)))
     .option('--job', "run it as a control job inside the consumer, which pauses while it runs (the default when one holds the lease; with none running, the job waits for one)")
     .action(async (o: CopyFlags) => {
       const master = sideOptions(o, 'master');
@@ -162,11 +162,11 @@ export function copyCommand(program: Command, what: What): void {
         queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
         prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
         queueDb: queueDbOption(o.queueDb, '--queue-db'),
-        scanCount: intOption(o.scanCount, '--scan-count', 500, 1, 100_000),
-        bigMembers: intOption(o.bigMembers, '--big-members', 10_000, 1),
-        bigBytes: sizeOption(o.bigBytes, '--big-bytes', 8 * 1024 * 1024, { min: 1024 }),
-        chunk: intOption(o.chunk, '--chunk', 2000, 1, 3000),
-        leaseMs: durationOption(o.leaseMs, '--lease-ms', 10_000, { min: 300 }),
+        scanCount: intOption(o.scanCount, '--scan-count', COPY_DEFAULTS.scanCount, 1, 100_000),
+        bigMembers: intOption(o.bigMembers, '--big-members', COPY_DEFAULTS.bigMembers, 1),
+        bigBytes: sizeOption(o.bigBytes, '--big-bytes', COPY_DEFAULTS.bigBytes, { min: 1024 }),
+        chunk: intOption(o.chunk, '--chunk', COPY_DEFAULTS.chunk, 1, 3000),
+        leaseMs: durationOption(o.leaseMs, '--lease-ms', COPY_DEFAULTS.leaseMs, { min: 300 }),
       };
       // Next to a running consumer, only the consumer can pause its drain for the run.
       const running = await consumerRunning(master, options);
