@@ -2,8 +2,10 @@
 /**
  * Developer/CI setup for qsync: `node scripts/setup.mjs`.
  *
- * 1. Installs npm dependencies when node_modules is missing or older than
- *    package.json / package-lock.json.
+ * 1. Installs npm dependencies: `npm ci` (exactly the lock) when node_modules
+ *    is missing, as on a fresh clone; `npm install` when it is older than
+ *    package.json / package-lock.json, which keeps the lock in step with an
+ *    edited package.json and leaves node_modules in place.
  * 2. Makes sure a redis-server >= 7.0 exists (the tests run real servers),
  *    installing it with apt-get when running as root on Debian/Ubuntu.
  *
@@ -53,9 +55,8 @@ function installDependencies() {
   const newest = Math.max(mtimeMs(path.join(root, 'package.json')) ?? 0, mtimeMs(lockFile) ?? 0);
   if (installedAt !== null && installedAt >= newest) return false;
 
-  // Not `npm ci`: it refuses a lock that lacks other platforms' optional
-  // packages, which happens when the registry does not serve them.
-  run('npm', ['install', '--no-audit', '--no-fund']);
+  const fresh = installedAt === null && mtimeMs(lockFile) !== null;
+  run('npm', [fresh ? 'ci' : 'install', '--no-audit', '--no-fund']);
   // npm may leave the marker untouched when nothing changed; touch it so the
   // next run doesn't reinstall for a mere package.json edit.
   const now = new Date();
