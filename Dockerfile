@@ -19,7 +19,9 @@ FROM node:20-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+# ioredis is a peer dependency of qsync; the lock installs it in production
+# too (bullmq's optional peer on it), and the build stops here if it did not.
+RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force && node -e "require.resolve('ioredis')"
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
 USER node
