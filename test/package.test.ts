@@ -101,11 +101,8 @@ for (const [ioredis, alias] of [
     await writeFile(path.join(app, 'app.ts'), APP);
     // Exact versions this checkout already installed, so the npm cache has them.
     const versions = { ioredis: await installedVersion(alias), types: await installedVersion('@types/node') };
-    await run(
-      'npm',
-      ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', await tarball(), `ioredis@${versions.ioredis}`, `@types/node@${versions.types}`],
-      app,
-    );
+    const packages = [await tarball(), `ioredis@${versions.ioredis}`, `@types/node@${versions.types}`];
+    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', ...packages], app);
 
     await run(process.execPath, [TSC, '-p', app], app);
     t.is((await run(process.execPath, ['--input-type=module', '-e', LOAD_ESM], app)).trim(), 'imported');
