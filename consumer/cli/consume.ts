@@ -11,6 +11,7 @@ import { probe } from '../../shared/probe.js';
 import { SyncWorker, WORKER_DEFAULTS } from '../drain/worker.js';
 import { connect } from '../drain/connections.js';
 import { ON_ERROR } from '../drain/confirm.js';
+import { workerHealth } from '../metrics/health.js';
 import { serveMetrics, workerMetrics, type MetricsServer } from '../metrics/metrics.js';
 import { startJobWorker } from '../jobs/runner.js';
 import './job-types.js';
@@ -67,14 +68,15 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
 
 async function startMetrics(worker: SyncWorker, jobProgress: EventEmitter, master: RedisOptions, o: { prefix: string; queue: string; queueDb: number; timeoutMs: number }, port: number, log: Logger): Promise<{ close(): Promise<void> }> {
   const client = connect({ ...master, db: o.queueDb }, { commandTimeoutMs: o.timeoutMs }, `qsync:${o.queue}:metrics`);
+  const health = workerHealth(worker);
   let server: MetricsServer;
   try {
-    server = await serveMetrics(workerMetrics(worker, client, o.prefix, o.queue, jobProgress), port);
+    server = await serveMetrics(workerMetrics(worker, client, o.prefix, o.queue, jobProgress), port, { health });
   } catch (err) {
     client.disconnect();
     throw new ConfigError(`qsync: cannot serve metrics on --metrics-port ${port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  log.info({ port: server.port }, 'metrics on /metrics');
+  log.info({ port: server.port }, 'metrics on /metrics, health on /healthz and /readyz');
   return {
     close: async () => {
       await server.close();
@@ -93,7 +95,7 @@ export function consumeCommand(program: Command): void {
     .addOption(new Option('--window <n>', 'batches in flight to the replica').env('QSYNC_WINDOW').default(String(WORKER_DEFAULTS.window)))
     .addOption(new Option('--lease-ms <ms>', 'consumer lease; a standby takes over this long after a crash').env('QSYNC_LEASE_MS').default(String(WORKER_DEFAULTS.leaseMs)))
     .addOption(new Option('--timeout-ms <ms>', 'a link silent this long is reset').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
-    .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics on this port (/metrics); 0 picks a free one').env('QSYNC_METRICS_PORT'))
+    .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) on this port; 0 picks a free one').env('QSYNC_METRICS_PORT'))
     .addOption(new Option('--on-error <mode>', 'an entry the replica refuses: halt, or park it as a dead letter and go on').env('QSYNC_ON_ERROR').default(WORKER_DEFAULTS.onError))
     .option('--no-jobs', 'do not run control jobs (qsync verify --job, --every)')
     .action((o) => consume(o));

@@ -4,16 +4,22 @@
  * are right even while the worker is backing off; counters come from the
  * worker's events, and control job progress (resync, repair, verify) from
  * the 'progress' events of `jobs` (the consumer's job runner reports there).
+ * The Node process figures (CPU, memory, event loop lag, heap, handles) are
+ * prom-client's defaults. The server answers /healthz and /readyz too
+ * (metrics/health.ts).
  */
 import type { EventEmitter } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { Redis } from 'ioredis';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { readStatus, type QueueStatus } from '../queue/status.js';
 import type { JobProgress } from '../jobs/runner.js';
 import type { SyncWorker, WorkerState } from '../drain/worker.js';
+import type { QueueState } from '../queue/limits.js';
+import type { HealthReport, WorkerHealth } from './health.js';
 
 const STATES: WorkerState[] = ['starting', 'standby', 'streaming', 'idle', 'backing-off', 'halted', 'resync-needed', 'stopped'];
+const QUEUE_STATES: QueueState[] = ['ok', 'repair-needed', 'resync-needed'];
 
 export interface MetricsServer {
   readonly port: number;
@@ -22,6 +28,7 @@ export interface MetricsServer {
 
 export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string, queue: string, jobs?: EventEmitter): Registry {
   const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
   const labelNames = ['queue'] as const;
   const labels = { queue };
   const errors = new Counter({ name: 'qsync_errors_total', help: 'errors by kind', labelNames: ['queue', 'kind'], registers: [registry] });
@@ -61,6 +68,17 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   fromStatus('qsync_lag_entries', 'master sequence minus replica watermark', (s) => s.lagEntries);
   fromStatus('qsync_verify_differences', 'keys that differed at the last qsync verify (in flight not counted)', (s) => s.lastVerify?.differences ?? null);
   fromStatus('qsync_verify_last_run_timestamp_seconds', 'when the last qsync verify finished', (s) => (s.lastVerify ? s.lastVerify.at / 1000 : null));
+  const queueState: Gauge<'queue' | 'state'> = new Gauge({
+    name: 'qsync_queue_state',
+    help: "1 for the queue's own state: ok, or repair-needed / resync-needed once writes to a full queue went unqueued (mark-dirty)",
+    labelNames: ['queue', 'state'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s) return;
+      for (const name of QUEUE_STATES) queueState.set({ queue, state: name }, name === s.queueState ? 1 : 0);
+    },
+  });
   const watermark = fromStatus('qsync_replica_watermark', 'last sequence number applied on the replica', (s) => s.replicaWatermark);
   const applied = new Counter({ name: 'qsync_entries_applied_total', help: 'entries applied to the replica by this worker', labelNames, registers: [registry] });
   const latency = new Histogram({
@@ -101,11 +119,22 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   return registry;
 }
 
-/** Serves a registry on http://host:port/metrics. */
-export function serveMetrics(registry: Registry, port: number, host = '0.0.0.0'): Promise<MetricsServer> {
+/**
+ * Serves a registry on http://host:port/metrics and, given a worker's
+ * health, /healthz (live) and /readyz (ready) as JSON, 200 or 503.
+ */
+export function serveMetrics(registry: Registry, port: number, { host = '0.0.0.0', health }: { host?: string; health?: WorkerHealth } = {}): Promise<MetricsServer> {
+  const checks: Record<string, (() => HealthReport) | undefined> = { '/healthz': health?.live, '/readyz': health?.ready };
   const server: Server = createServer((req, res) => {
-    if (req.url !== '/metrics') {
-      res.writeHead(404).end('not found; try /metrics\n');
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const check = checks[path];
+    if (check) {
+      const { status, body } = check();
+      res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
+      return;
+    }
+    if (path !== '/metrics') {
+      res.writeHead(404).end(`not found; try ${health ? '/metrics, /healthz or /readyz' : '/metrics'}\n`);
       return;
     }
     registry.metrics().then(
