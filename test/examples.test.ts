@@ -113,8 +113,16 @@ test('the Bull Board example lists the control-jobs queue and a verify job a con
   t.regex(await page.text(), /qsync control jobs/);
 
   const { json } = await call('GET', `${board}/api/queues?activeQueue=default&status=completed`);
-  const queues = json.queues as { name: string; counts: Record<string, number>; readOnlyMode: boolean; jobs: { name: string; returnValue: unknown }[] }[];
-  t.deepEqual(queues.map((q) => q.name), ['default']);
+  const queues = json.queues as {
+    name: string;
+    counts: Record<string, number>;
+    readOnlyMode: boolean;
+    jobs: { name: string; returnValue: unknown }[];
+  }[];
+  t.deepEqual(
+    queues.map((q) => q.name),
+    ['default'],
+  );
   const [queue] = queues;
   t.is(queue.counts.completed, 1);
   t.true(queue.readOnlyMode);

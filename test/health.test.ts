@@ -23,7 +23,7 @@ async function consumer(t: ExecutionContext): Promise<{ pair: Pair; base: string
   return { pair, base: `http://127.0.0.1:${port as number}`, cli };
 }
 
-async function check(base: string, path: '/healthz' | '/readyz'): Promise<Check> {
+async function check(base: string, path: string): Promise<Check> {
   const res = await fetch(`${base}${path}`);
   if (res.headers.get('content-type') !== 'application/json') throw new Error(`${path}: content-type ${res.headers.get('content-type')}`);
   return { status: res.status, body: (await res.json()) as Check['body'] };
@@ -31,11 +31,15 @@ async function check(base: string, path: '/healthz' | '/readyz'): Promise<Check>
 
 /** Waits until `path` answers with `status` (and the check matches), and returns the answer. */
 function answer(base: string, path: '/healthz' | '/readyz', status: number, state: RegExp): Promise<Check> {
-  return eventually(async () => {
-    const c = await check(base, path);
-    if (c.status === status && state.test(c.body.state)) return c;
-    throw new Error(`answered ${c.status} ${JSON.stringify(c.body)}`);
-  }, 20_000, `${path} ${status} in state ${state}`);
+  return eventually(
+    async () => {
+      const c = await check(base, path);
+      if (c.status === status && state.test(c.body.state)) return c;
+      throw new Error(`answered ${c.status} ${JSON.stringify(c.body)}`);
+    },
+    20_000,
+    `${path} ${status} in state ${state}`,
+  );
 }
 
 test('healthz and readyz answer 200 while the consumer streams, and /metrics has the process metrics', async (t) => {
@@ -51,7 +55,14 @@ test('healthz and readyz answer 200 while the consumer streams, and /metrics has
   t.like(await check(base, '/readyz?verbose=1'), { status: 200 }, 'a query string is ignored');
 
   const metrics = await (await fetch(`${base}/metrics`)).text();
-  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_version_info']) {
+  for (const name of [
+    'process_cpu_seconds_total',
+    'process_resident_memory_bytes',
+    'process_start_time_seconds',
+    'nodejs_eventloop_lag_seconds',
+    'nodejs_heap_size_used_bytes',
+    'nodejs_version_info',
+  ]) {
     t.regex(metrics, new RegExp(`^${name}(\\{[^}]*\\})? `, 'm'), name);
   }
   t.regex(metrics, /^qsync_queue_state\{queue="default",state="ok"\} 1$/m);
@@ -71,7 +82,11 @@ test('readyz answers 503 with the reason once the consumer is halted, and 200 ag
 
   const halted = await answer(base, '/readyz', 503, /^halted$/);
   t.like(halted.body, { ok: false, reason: 'an entry in the log is not a qsync entry', detail: { log: 'qsync:default:log', index: 0 } });
-  t.like(await check(base, '/healthz'), { status: 200, body: { ok: true, state: 'halted' } }, 'a halted consumer is alive: it checks again by itself');
+  t.like(
+    await check(base, '/healthz'),
+    { status: 200, body: { ok: true, state: 'halted' } },
+    'a halted consumer is alive: it checks again by itself',
+  );
 
   await master.lrem('qsync:default:log', 1, garbage);
   t.like(await answer(base, '/readyz', 200, /^(streaming|idle)$/), { body: { ok: true, reason: null, detail: {} } });

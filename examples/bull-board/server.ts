@@ -50,7 +50,9 @@ export async function startBoard({ masterUrl, queues, prefix = 'qsync', queueDb 
 
   const serverAdapter = new ExpressAdapter();
   createBullBoard({
-    queues: jobQueues.map((queue) => new BullMQAdapter(queue, { readOnlyMode: true, allowRetries: true, description: `qsync control jobs of queue '${queue.name}'` })),
+    queues: jobQueues.map(
+      (queue) => new BullMQAdapter(queue, { readOnlyMode: true, allowRetries: true, description: `qsync control jobs of queue '${queue.name}'` }),
+    ),
     serverAdapter,
     options: { uiConfig: { boardTitle: 'qsync control jobs' } },
   });

@@ -79,7 +79,10 @@ export async function startApp({ masterUrl, port = 0, host = '127.0.0.1' }: { ma
     const order = `order:${await db.incr('orders:next')}`;
     const checkout = db.multi();
     for (const [sku, qty] of Object.entries(items)) checkout.decrby(`stock:${sku}`, qty);
-    checkout.hset(order, { user, ...items }).rpush(`orders:${user}`, order).del(`cart:${user}`);
+    checkout
+      .hset(order, { user, ...items })
+      .rpush(`orders:${user}`, order)
+      .del(`cart:${user}`);
     await checkout.exec();
     res.status(201).json({ order, items });
   });
