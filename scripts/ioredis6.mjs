@@ -4,9 +4,11 @@
  * (npm run test:ioredis6). The `ioredis6` devDependency (an npm alias of
  * ioredis@6) stands in for `ioredis` in the test processes and in every CLI
  * they spawn, for qsync's imports and bullmq's alike. It checks that the
- * redirection works before it runs the suite.
+ * redirection works before it runs the suite. The package test is left out:
+ * it installs ioredis 5 and 6 into projects of its own.
  */
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -40,6 +42,14 @@ if (!versions.length || !versions.every((v) => v?.startsWith('6.'))) {
 }
 console.log(`ioredis6: running the suite against ioredis ${versions[0]}`);
 
+// Every test file but the package test, which installs ioredis 5 and 6 into
+// projects of its own; unless test files are named.
+const args = process.argv.slice(2);
+const files = args.some((a) => a.endsWith('.ts'))
+  ? []
+  : readdirSync(path.join(root, 'test'), { recursive: true })
+      .filter((f) => f.endsWith('.test.ts') && f !== 'package.test.ts')
+      .map((f) => path.join('test', f));
 const ava = path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs');
-const run = spawnSync(process.execPath, [ava, ...process.argv.slice(2)], { cwd: root, env, stdio: 'inherit' });
+const run = spawnSync(process.execPath, [ava, ...args, ...files], { cwd: root, env, stdio: 'inherit' });
 process.exit(run.status ?? 1);

@@ -15,10 +15,13 @@ import { fileURLToPath } from 'node:url';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TSC = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 
+/** The environment of an application's processes: no hooks or preloads of this test run. */
+const { NODE_OPTIONS: _preloads, ...ENV } = process.env;
+
 /** Runs a command; a failure throws with everything it printed. */
 function run(command: string, args: string[], cwd: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(command, args, { cwd, maxBuffer: 16 * 1024 * 1024, timeout: 240_000 }, (err, stdout, stderr) => {
+    execFile(command, args, { cwd, env: ENV, maxBuffer: 16 * 1024 * 1024, timeout: 240_000 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`\`${command} ${args.join(' ')}\` failed in ${cwd}: ${err.message}\n${stdout}\n${stderr}`));
       else resolve(stdout + stderr);
     });
