@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command, ReplyError, type Redis, type ChainableCommander } from 'ioredis';
-import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, MAX_ARGS } from '../shared/commands.js';
+import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, viewSpec, MAX_ARGS } from '../shared/commands.js';
 import { UnsupportedCommandError, ConfigError, QueueFullError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { defineScripts, scripts } from '../shared/scripts.js';
@@ -180,9 +180,9 @@ export class WriteLog {
     for (const c of commands) {
       const spec = commandSpec(c.name);
       if (spec) for (const i of keyIndexes(spec.keys, c.args.length)) keys.push(c.args[i]);
-      // The rule travels with the command: the script then needs no table of
-      // its own, which it would have to rebuild on every call.
-      argv.push(String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', c.name, ...c.args);
+      // The rule and where the keys are travel with the command: the script
+      // then needs no table of its own, which it would rebuild on every call.
+      argv.push(String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', spec ? viewSpec(spec) : '', c.name, ...c.args);
     }
     const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;
     const tail = cb ? [(err: Error | null, result?: unknown) => cb(err && this.refusal(err), result)] : [];

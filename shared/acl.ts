@@ -22,6 +22,9 @@ const CONSUMER_MASTER = [
   '+rpush', '+lrem', '+lpos', '+lset',
 ];
 
+/** What resync-copy-1 runs on the keys it copies: read-only, application keys included. */
+const HELD_COPY = '(%R~* +type +pexpiretime +dump +strlen +llen +scard +zcard +hlen +memory|usage)';
+
 /** The rules after `ACL SETUSER name on >password`, as one string per rule. */
 export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
   const own = `~${prefix}:*`;
@@ -29,10 +32,15 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
     case 'consumer-master':
       // The selector gives the control jobs (BullMQ, under '<prefix>-jobs:')
       // what BullMQ's own scripts need, on those keys only.
-      return ['resetkeys', own, 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER, `(~${prefix}-jobs:* +@all -@dangerous)`];
+      // A second selector lets resync-copy-1 read, and only read, a key the
+      // replica lost before the master did (it expired there first), to copy it.
+      return ['resetkeys', own, 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER, `(~${prefix}-jobs:* +@all -@dangerous)`, HELD_COPY];
     case 'consumer-replica':
-      // The replica applies every supported write, on any key, plus the watermark.
-      return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, '+hmget', '+hset', '+hdel', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+      // The replica applies every supported write, on any key, plus the
+      // watermark; it brings keys to the master's view of their expiry first
+      // (PEXPIRETIME, TIME), keeps the keys it holds back in the watermark's
+      // hash (HGET, HKEYS, HSCAN) and restores their copies (RESTORE).
+      return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, '+hmget', '+hset', '+hdel', '+hget', '+hkeys', '+hscan', '+pexpiretime', '+time', '+restore', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
     case 'operator-master':
       // qsync resync, repair and verify: read every key; resync snapshots big
       // keys under the prefix (COPY) and reads the log; repair turns the dirty

@@ -24,7 +24,8 @@ import { hasFlag, exists } from '@ioredis/commands';
  * - `getex`: GETEX with an option, logged as `PEXPIREAT k abs`, `PERSIST k` or `DEL k`.
  * - `expire`: EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT, logged as
  *   `PEXPIREAT k abs` (or `DEL k` when the time had passed) when it applied.
- * - `incrbyfloat`: logged as `SET k <result> KEEPTTL`.
+ * - `incrbyfloat`: logged as `SET k <result> [PXAT abs]`, the key's state after
+ *   the write (an absolute expiry, as for `set`).
  * - `hincrbyfloat`: logged as `HSET k f <result>`.
  * - `spop`: logged as `SREM k <members popped>`.
  * - `zpop`: ZPOPMIN / ZPOPMAX, logged as `ZREM k <members popped>`.
@@ -60,9 +61,19 @@ export interface KeySpec {
   step: number;
 }
 
+/**
+ * Which keys the logged form overwrites whatever they held (their state before
+ * the write does not matter to it): `all` of them (SET, DEL, MSET... and every
+ * rule logged as SET or DEL), the `first` (the destination of SINTERSTORE...)
+ * or the `last` (RENAME's destination). The master records, with each logged
+ * command, the expiry of every other key just before it ran; see `viewSpec`.
+ */
+export type Overwrites = 'all' | 'first' | 'last';
+
 export interface CommandSpec {
   keys: KeySpec;
   log: LogRule;
+  overwrites?: Overwrites;
 }
 
 const one: KeySpec = { first: 1, last: 1, step: 1 };
@@ -73,32 +84,32 @@ const pairs: KeySpec = { first: 1, last: -1, step: 2 };
 /** The supported writes, by lower-case command name. */
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
   // strings
-  set: { keys: one, log: 'set' },
-  setnx: { keys: one, log: 'setnx' },
-  setex: { keys: one, log: 'setex' },
-  psetex: { keys: one, log: 'setex' },
-  mset: { keys: pairs, log: 'always' },
+  set: { keys: one, log: 'set', overwrites: 'all' },
+  setnx: { keys: one, log: 'setnx', overwrites: 'all' },
+  setex: { keys: one, log: 'setex', overwrites: 'all' },
+  psetex: { keys: one, log: 'setex', overwrites: 'all' },
+  mset: { keys: pairs, log: 'always', overwrites: 'all' },
   msetnx: { keys: pairs, log: 'changed' },
   append: { keys: one, log: 'always' },
   incr: { keys: one, log: 'always' },
   decr: { keys: one, log: 'always' },
   incrby: { keys: one, log: 'always' },
   decrby: { keys: one, log: 'always' },
-  incrbyfloat: { keys: one, log: 'incrbyfloat' },
+  incrbyfloat: { keys: one, log: 'incrbyfloat', overwrites: 'all' },
   setrange: { keys: one, log: 'always' },
-  getset: { keys: one, log: 'getset' },
-  getdel: { keys: one, log: 'getdel' },
+  getset: { keys: one, log: 'getset', overwrites: 'all' },
+  getdel: { keys: one, log: 'getdel', overwrites: 'all' },
   getex: { keys: one, log: 'getex' },
   setbit: { keys: one, log: 'always' },
   // keys
-  del: { keys: all, log: 'changed' },
-  unlink: { keys: all, log: 'changed' },
+  del: { keys: all, log: 'changed', overwrites: 'all' },
+  unlink: { keys: all, log: 'changed', overwrites: 'all' },
   expire: { keys: one, log: 'expire' },
   pexpire: { keys: one, log: 'expire' },
   expireat: { keys: one, log: 'expire' },
   pexpireat: { keys: one, log: 'expire' },
   persist: { keys: one, log: 'changed' },
-  rename: { keys: two, log: 'always' },
+  rename: { keys: two, log: 'always', overwrites: 'last' },
   renamenx: { keys: two, log: 'changed' },
   copy: { keys: two, log: 'changed' },
   // hashes
@@ -126,9 +137,9 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
   srem: { keys: one, log: 'changed' },
   spop: { keys: one, log: 'spop' },
   smove: { keys: two, log: 'changed' },
-  sinterstore: { keys: all, log: 'always' },
-  sunionstore: { keys: all, log: 'always' },
-  sdiffstore: { keys: all, log: 'always' },
+  sinterstore: { keys: all, log: 'always', overwrites: 'first' },
+  sunionstore: { keys: all, log: 'always', overwrites: 'first' },
+  sdiffstore: { keys: all, log: 'always', overwrites: 'first' },
   // sorted sets
   zadd: { keys: one, log: 'always' },
   zincrby: { keys: one, log: 'always' },
@@ -182,6 +193,30 @@ export function keyIndexes(spec: KeySpec, argCount: number): number[] {
   for (let i = spec.first - 1; i <= last && i < argCount; i += spec.step) out.push(i);
   return out;
 }
+
+/**
+ * Where a command's keys are, in the compact form the log-write script takes
+ * with each command (shared/lua/log-write.lua): `<first>:<last>:<step>`, or
+ * `<first>` for one key, then `w` when the logged form overwrites every key,
+ * `f` its first, `l` its last (see `Overwrites`). Positions count the
+ * arguments from 1, the command name not counted; a negative last counts
+ * from the end. The script records, with the logged command, the master's
+ * expiry of each key just before the write (PEXPIRETIME), or 'any' for a key
+ * overwritten, so that the replica can first bring its keys to that view.
+ */
+export function viewSpec(spec: CommandSpec): string {
+  let view = VIEW_SPECS.get(spec);
+  if (view === undefined) {
+    const { first, last, step } = spec.keys;
+    const flag = spec.overwrites === 'all' ? 'w' : spec.overwrites === 'first' ? 'f' : spec.overwrites === 'last' ? 'l' : '';
+    view = (first === last ? String(first) : `${first}:${last}:${step}`) + flag;
+    VIEW_SPECS.set(spec, view);
+  }
+  return view;
+}
+
+/** viewSpec's answers, built once per command (it runs on every write). */
+const VIEW_SPECS = new Map<CommandSpec, string>();
 
 /**
  * Most arguments one command may have. Commands run inside Lua scripts on

@@ -15,7 +15,19 @@ export interface Entry {
   commands: Buffer[][];
   /** ts of the entry before it on the master (0 for the first) */
   prevTs: number;
+  /**
+   * For each command, the master's view of its keys just before it ran, as
+   * flat pairs [position, expiry]: the key is `commands[i][position - 1]`
+   * (positions count as Lua does, the name at 1), expiry is PEXPIRETIME's
+   * answer (-2 absent, -1 persistent, else absolute ms) or VIEW_ANY for a
+   * key the command overwrites. Undefined for entries of older producers
+   * (shared/lua/includes/view.lua).
+   */
+  views?: number[][];
 }
+
+/** A key's expiry in a view when the command overwrites it: its state before does not matter. */
+export const VIEW_ANY = -3;
 
 export class EntryFormatError extends QsyncError {}
 
@@ -106,10 +118,10 @@ export function decodeEntry(raw: Buffer): Entry {
   const reader = new Reader(raw);
   const v = reader.value();
   if (reader.pos !== raw.length) throw new EntryFormatError('not a qsync entry: bytes after the end');
-  if (!Array.isArray(v) || v.length !== 6 || v[0] !== 1) {
-    throw new EntryFormatError('not a qsync entry: expected [1, seq, ts, db, commands, prev ts]');
+  if (!Array.isArray(v) || (v.length !== 6 && v.length !== 7) || v[0] !== 1) {
+    throw new EntryFormatError('not a qsync entry: expected [1, seq, ts, db, commands, prev ts, views?]');
   }
-  const [, seq, ts, db, cmds, prevTs] = v;
+  const [, seq, ts, db, cmds, prevTs, rawViews] = v;
   if (!isNumber(seq) || !isNumber(ts) || !isNumber(db) || !Array.isArray(cmds) || !isNumber(prevTs)) {
     throw new EntryFormatError('not a qsync entry: bad header');
   }
@@ -119,7 +131,16 @@ export function decodeEntry(raw: Buffer): Entry {
     }
     return c as Buffer[];
   });
-  return { seq, ts, db, commands, prevTs };
+  if (rawViews === undefined) return { seq, ts, db, commands, prevTs };
+  if (!Array.isArray(rawViews) || rawViews.length !== commands.length) throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
+  const views = rawViews.map((view, i) => {
+    if (!Array.isArray(view) || view.length % 2 !== 0 || !view.every(isNumber)) throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
+    for (let j = 0; j < view.length; j += 2) {
+      if ((view[j] as number) < 2 || (view[j] as number) > commands[i].length) throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
+    }
+    return view as number[];
+  });
+  return { seq, ts, db, commands, prevTs, views };
 }
 
 /** A command for people: printable arguments, long ones cut. */

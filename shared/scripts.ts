@@ -95,5 +95,7 @@ declare module 'ioredis' {
     qsyncResyncRestore(...args: Arg[]): Result<number, Context>;
     /** resync-replay-1.lua */
     qsyncResyncReplay(...args: Arg[]): Result<[number, number, string?], Context>;
+    /** restore-held-1.lua: code, then keys restored and keys still pending (or the replica's epoch) */
+    qsyncRestoreHeld(...args: Arg[]): Result<[number, number | string, number?], Context>;
   }
 }

@@ -162,7 +162,7 @@ function expected(rule: LogRule, cmd: Arg[], reply: Reply, { existed, staleCount
     case 'getdel': return reply !== null ? [['del', k]] : [];
     case 'getex': return reply !== null && cmd.length > 2 ? expiryState() : [];
     case 'expire': return reply === 1 ? expiryState() : [];
-    case 'incrbyfloat': return [['set', k, reply as Buffer, 'KEEPTTL']];
+    case 'incrbyfloat': return stringState(reply as Buffer);
     case 'hincrbyfloat': return [['hset', k, cmd[2], reply as Buffer]];
     case 'spop': return Buffer.isBuffer(reply) ? [['srem', k, reply]] : chunk((reply as Reply[] | null) ?? []).map((m) => ['srem', k, ...m]);
     case 'zpop': return chunk((reply as Buffer[]).filter((_, i) => i % 2 === 0)).map((m) => ['zrem', k, ...m]);

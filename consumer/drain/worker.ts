@@ -19,6 +19,7 @@ import { connect, describeError, isLinkError, onSide, SideError } from './connec
 import { Lease, LeaseLost } from './lease.js';
 import { haltDetail, refusalDetail, Confirmer, type ApplyReply, type OnError } from './confirm.js';
 import { markKind } from './mark.js';
+import { HeldKeys, HeldCopyRefused } from './held-keys.js';
 import { frameBatch } from '../../shared/entry.js';
 
 export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
@@ -99,6 +100,7 @@ export class SyncWorker extends EventEmitter {
   private readonly replica: Redis;
   private readonly lease: Lease;
   private readonly confirmer: Confirmer;
+  private readonly held: HeldKeys;
   private readonly stop = new AbortController();
   private current: WorkerState = 'starting';
   private detail: Record<string, unknown> = {};
@@ -107,6 +109,7 @@ export class SyncWorker extends EventEmitter {
   private failures = 0;
   private lastUnexpected?: string;
   private appliedTotal = 0;
+  private readonly expiry = { aligned: 0, heldBack: 0, copied: 0 };
   private watermark = 0;
   /** a job waiting for, or running in, the pause that runExclusive makes */
   private exclusive?: { start(): void; fail(err: Error): void; done: Promise<void> };
@@ -125,6 +128,7 @@ export class SyncWorker extends EventEmitter {
     this.replica = connect({ ...options.replica, db }, conn, `qsync:${this.opts.queue}:replica`);
     this.lease = new Lease(this.master, this.keys, this.id, this.opts.leaseMs);
     this.confirmer = new Confirmer(this.master, this.replica, this.keys, this.id, this.log);
+    this.held = new HeldKeys(this.master, this.replica, this.keys, db);
   }
 
   get state(): WorkerState {
@@ -134,6 +138,16 @@ export class SyncWorker extends EventEmitter {
   /** Entries this worker applied to the replica since it started. */
   get applied(): number {
     return this.appliedTotal;
+  }
+
+  /**
+   * What bringing the replica's keys to the master's view took since this
+   * worker started: keys `aligned` (deleted, or given the master's expiry),
+   * commands `heldBack` (on keys the replica had lost, or already in a copy)
+   * and keys `copied` from the master.
+   */
+  get expiryFixes(): { aligned: number; heldBack: number; copied: number } {
+    return { ...this.expiry };
   }
 
   /** Starts the loop in the background; returns at once. */
@@ -357,9 +371,11 @@ export class SyncWorker extends EventEmitter {
 
   /** Drains while this worker holds the lease. */
   private async lead(): Promise<void> {
-    const [seq, epoch, resyncing] = await onSide('replica', this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing'));
+    const [seq, epoch, resyncing, heldPending] = await onSide('replica', this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing', 'heldPending'));
     if (resyncing) throw new ResyncNeeded(`a ${markKind(resyncing)} of the replica started (${resyncing}) and did not finish; run qsync ${markKind(resyncing)} again`);
     this.watermark = Number(seq ?? 0);
+    // Keys left pending by a worker that stopped before it copied them.
+    if (epoch && Number(heldPending ?? 0) > 0) await this.copyHeld(epoch);
     let offset = 0;
     let gapSeenAt = -1;
     const inflight: Promise<Outcome>[] = [];
@@ -390,6 +406,9 @@ export class SyncWorker extends EventEmitter {
         const [code] = outcome.reply;
         if (code === 0) {
           await this.confirm(outcome.batch, outcome.reply, outcome.seconds);
+          // Before any further batch is read: the copies then reflect every
+          // entry sent to the replica so far (shared/lua/restore-held-1.lua).
+          if (Number(outcome.reply[4] ?? 0) > 0) await this.copyHeld(outcome.batch.epoch);
           offset -= outcome.batch.entries.length;
           this.failures = 0;
           this.lastUnexpected = undefined;
@@ -463,6 +482,26 @@ export class SyncWorker extends EventEmitter {
     this.watermark = watermark;
     this.appliedTotal += count;
     if (count > 0) this.emit('applied', { count, watermark, seconds });
+    const [aligned, heldBack] = [Number(reply[5] ?? 0), Number(reply[6] ?? 0)];
+    if (aligned + heldBack > 0) {
+      this.expiry.aligned += aligned;
+      this.expiry.heldBack += heldBack;
+      this.emit('expiry', { aligned, heldBack, copied: 0 });
+      this.log.info({ aligned, heldBack, pending: Number(reply[4] ?? 0), watermark }, 'brought keys to the master\'s view of their expiry');
+    }
     this.setState('streaming');
+  }
+
+  /** Copies the keys the replica holds pending from the master; the stream goes on after. */
+  private async copyHeld(epoch: string): Promise<void> {
+    try {
+      const { copied, pending } = await this.held.copy(epoch);
+      this.expiry.copied += copied;
+      this.emit('expiry', { aligned: 0, heldBack: 0, copied });
+      this.log.info({ copied, pending }, 'copied from the master keys that had expired on the replica first');
+    } catch (err) {
+      if (err instanceof HeldCopyRefused) throw new ResyncNeeded(err.message);
+      throw err;
+    }
   }
 }

@@ -11,8 +11,12 @@
  *   it still differs, it is 'in flight';
  * - a key that no entry of its window touches, with the whole window still in
  *   the log, differs for real;
- * - otherwise (part of the window was trimmed, or the key was about to
- *   expire) it is compared again, a few rounds at most.
+ * - otherwise (part of the window was trimmed, or the key is on one side
+ *   only and that side's copy expires within the TTL tolerance, so that the
+ *   other side may have expired it first by its clock) it is compared
+ *   again, once that expiry has passed, a few rounds at most.
+ * A key that differs in value, type or expiry is never waited out until it
+ * expires: both sides would then be empty and the difference gone unseen.
  */
 import { sleep } from '../drain/backoff.js';
 import type { KeyDiff } from './compare.js';
@@ -37,6 +41,8 @@ export interface SettleSides {
 export interface SettleOptions {
   /** how long a batch of differences waits for the consumer */
   drainTimeoutMs: number;
+  /** expiries this close count as equal (the clocks of the two sides may differ by this much) */
+  ttlToleranceMs: number;
   signal?: AbortSignal;
   onWaiting?(w: { keys: number; watermark: number; target: number; timeoutMs: number }): void;
   /** a decided difference: in flight, or real */
@@ -45,13 +51,18 @@ export interface SettleOptions {
 
 /** Times a difference the log cannot account for is compared again. */
 const ROUNDS = 3;
-/** A key expiring this soon may differ only because one side expired it first. */
-const EXPIRY_SLACK_MS = 2000;
 const POLL_MS = 100;
 
-function expiringSoon(d: KeyDiff): boolean {
-  const soon = Date.now() + EXPIRY_SLACK_MS;
-  return [d.master.expireAt, d.replica.expireAt].some((at) => at !== null && at <= soon);
+/**
+ * When a key is on one side only, the time at which the side that has it
+ * expires it, if that is close enough to now that the other side may have
+ * expired it already (its clock within the tolerance, or the two reads on
+ * either side of the moment): the difference is then compared again after
+ * it. Undefined for any other difference, which is decided as it is.
+ */
+function expiryExplains(d: KeyDiff, toleranceMs: number): number | undefined {
+  const at = d.kind === 'missing-on-replica' ? d.master.expireAt : d.kind === 'missing-on-master' ? d.replica.expireAt : null;
+  return at !== null && at <= Date.now() + toleranceMs ? at : undefined;
 }
 
 export class Settler {
@@ -77,7 +88,7 @@ export class Settler {
         if (log.explained.has(p.id)) {
           if (late) this.o.decide(p, true);
           else again.push(p);
-        } else if ((!log.covers(p) || expiringSoon(p.diff)) && round < ROUNDS) {
+        } else if ((!log.covers(p) || expiryExplains(p.diff, this.o.ttlToleranceMs) !== undefined) && round < ROUNDS) {
           again.push(p);
         } else {
           this.o.decide(p, false);
@@ -109,9 +120,8 @@ export class Settler {
       }
       this.stalledAt = wm < target ? wm : undefined;
     }
-    // A key about to expire is compared again once it has.
-    const soon = Date.now() + EXPIRY_SLACK_MS;
-    const expiries = items.flatMap((p) => [p.diff.master.expireAt, p.diff.replica.expireAt]).filter((at): at is number => at !== null && at <= soon);
+    // A key on one side only, about to expire there, is compared again once it has.
+    const expiries = items.map((p) => expiryExplains(p.diff, this.o.ttlToleranceMs)).filter((at): at is number => at !== undefined);
     const wait = Math.max(0, ...expiries.map((at) => at + 50 - Date.now()));
     if (wait > 0) await sleep(wait, this.o.signal);
     return wm >= target;

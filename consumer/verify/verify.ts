@@ -110,7 +110,7 @@ class Verification {
         logView: (items) => readLogView(this.client('master', this.queueDb), this.keys, items),
         compare: (db, keys) => this.compare(db, keys, false),
       },
-      { drainTimeoutMs: this.s.drainTimeoutMs, signal: o.signal, onWaiting: o.onWaiting, decide: (p, inFlight) => this.add(p, inFlight) },
+      { drainTimeoutMs: this.s.drainTimeoutMs, ttlToleranceMs: this.s.ttlToleranceMs, signal: o.signal, onWaiting: o.onWaiting, decide: (p, inFlight) => this.add(p, inFlight) },
     );
   }
 

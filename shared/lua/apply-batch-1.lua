@@ -40,8 +40,19 @@
   memory, no permission...) never park: every entry would be parked. They
   stop the batch as in 'halt' mode.
 
+  Expiry is decided by the master's clock. An entry carries, for each
+  command, the master's view of the command's keys just before it ran
+  (includes/view.lua); before a command runs, each of its keys is brought to
+  that view: a key the master did not have is deleted, a key with another
+  expiry gets the master's (PEXPIREAT, PERSIST). A key the master had but
+  the replica does not (it expired here first: lag, or a clock ahead) cannot
+  be rebuilt from the log: the command is held back and its keys become
+  pending (includes/held.lua), until the consumer copies them from the
+  master (restore-held-1.lua); the stream goes on meanwhile. Entries without
+  views (older producers) apply as before.
+
   Input:
-    KEYS[1] applied hash (seq, epoch, ts, part, parked:<seq>...), in the queue db
+    KEYS[1] applied hash (seq, epoch, ts, part, parked:<seq>, held...), in the queue db
     ARGV[1] the master's epoch
     ARGV[2] queue db
     ARGV[3] on refusal: 'halt' or 'park'
@@ -51,10 +62,14 @@
             applying an entry goes into making an argument a Lua string)
 
   Output:
-     {0, watermark, applied count[, dead]}
-                                       dead, when there are any: {position, seq, index, done, time,
-                                       error} for each entry of the batch to file as a dead letter,
-                                       in log order (seq 0: not a qsync entry)
+     {0, watermark, applied count[, dead, pending, aligned, held back]}
+                                       the last four when any is not empty or 0:
+                                       dead: {position, seq, index, done, time, error} for each
+                                       entry of the batch to file as a dead letter, in log order
+                                       (seq 0: not a qsync entry); pending: keys waiting for a copy
+                                       from the master (all of them, not only this batch's);
+                                       aligned: keys deleted or given the master's expiry;
+                                       held back: commands not run (a pending or copied key)
     {-1, watermark, seq}               gap: seq follows watermark, entries between are gone
                                        (watermark: after the entries of the batch before it)
     {-2, replica epoch}                the replica follows another log (the master's sequence started over)
@@ -68,6 +83,8 @@
 local rcall = redis.call
 --- @include "includes/decode"
 --- @include "includes/now"
+--- @include "includes/view"
+--- @include "includes/held"
 
 local lengths = cmsgpack.unpack(ARGV[4])
 local entries = ARGV[5]
@@ -75,7 +92,7 @@ local epoch = ARGV[1]
 local queue_db = ARGV[2]
 local park = ARGV[3] == 'park'
 if not park and ARGV[3] ~= 'halt' then return redis.error_reply("ERR apply-batch: ARGV[3] must be 'halt' or 'park'") end
-local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing')
+local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing', 'held', 'heldPending')
 -- A resync owns the replica until it finishes: a stale worker's batch must
 -- not land on a replica being rebuilt.
 if cur[5] then return { -6 } end
@@ -91,13 +108,68 @@ end
 -- Written with the watermark, in the queue db: pending parked records.
 local fields = {}
 local last, last_ts = watermark, nil
--- Saves the watermark (and pending records) once anything changed; an
--- entry done means that no entry is half done any more. Leaves the script
--- in the queue db.
+
+-- Held keys (includes/held.lua): whether the hash had any when the script
+-- started, the highest marker, the pending count, and the fields this batch
+-- read and changed (written by save()).
+local held_on = cur[6] ~= false
+local held_any = held_on
+local held_max = tonumber(cur[6]) or 0
+local held_pending = tonumber(cur[7]) or 0
+local held_read, held_changes = {}, {}
+local aligned, held_back = 0, 0
+
+local pcall_redis, unpack = redis.pcall, unpack
+local qdb = tonumber(queue_db)
+-- The db selected now (nil: the queue db, or not known).
 local db = nil
+local function use_db(d)
+  if d ~= db then
+    local r = pcall_redis('SELECT', d)
+    if type(r) == 'table' and r.err then return false end
+    db = d
+  end
+  return true
+end
+
+-- Writes the held keys changed by this batch, or drops every held field
+-- once none is pending and the watermark passed every marker. In the queue db.
+local function save_held()
+  if next(held_changes) then
+    local f = {}
+    for id, v in pairs(held_changes) do
+      f[#f + 1] = id
+      f[#f + 1] = v
+      -- unpack() takes at most ~8000 values
+      if #f >= 2000 then
+        rcall('HSET', KEYS[1], unpack(f))
+        f = {}
+      end
+    end
+    rcall('HSET', KEYS[1], 'held', string.format('%.0f', held_max), 'heldPending', held_pending, unpack(f))
+    held_changes = {}
+    held_on = true
+  elseif held_on and held_pending == 0 and last >= held_max then
+    local names = {}
+    for _, name in ipairs(rcall('HKEYS', KEYS[1])) do
+      if string.sub(name, 1, 4) == 'held' then names[#names + 1] = name end
+      if #names >= 4000 then
+        rcall('HDEL', KEYS[1], unpack(names))
+        names = {}
+      end
+    end
+    if #names > 0 then rcall('HDEL', KEYS[1], unpack(names)) end
+    held_on, held_any = false, false
+  end
+end
+
+-- Saves the watermark (and pending records, held keys) once anything
+-- changed; an entry done means that no entry is half done any more. Leaves
+-- the script in the queue db.
 local function save()
   rcall('SELECT', queue_db)
   db = nil
+  save_held()
   if not last_ts and #fields == 0 then return end
   if last_ts then
     fields[#fields + 1] = 'seq'
@@ -120,10 +192,115 @@ local function about_the_replica(err)
     or string.find(lower, 'permission', 1, true)
 end
 
+-- A key's held state ('p<seq>', 'm<seq>' or false), as this batch left it.
+local function held_get(id)
+  local v = held_changes[id]
+  if v ~= nil then return v end
+  if not held_on then return false end
+  v = held_read[id]
+  if v == nil then
+    use_db(qdb)
+    v = rcall('HGET', KEYS[1], id)
+    held_read[id] = v
+  end
+  return v
+end
+
+-- Makes a key pending: entry seq was held back because of it.
+local function hold(id, seq)
+  if held_parse(held_get(id)) ~= 'p' then held_pending = held_pending + 1 end
+  held_changes[id] = 'p' .. string.format('%.0f', seq)
+  held_any = true
+end
+
+-- The field of the key at position pos of cmd, run in db edb.
+local function id_of(cmd, pos, edb)
+  return held_id(tonumber(key_db(cmd, pos, edb)), cmd[pos])
+end
+
+-- Makes every key of the command pending except those copied at or after seq.
+local function hold_all(cmd, view, seq, edb)
+  held_back = held_back + 1
+  for v = 1, #view, 2 do
+    local id = id_of(cmd, view[v], edb)
+    local kind, at = held_parse(held_get(id))
+    if not (kind == 'm' and at >= seq) then hold(id, seq) end
+  end
+end
+
+local replica_now = nil
+
+-- A call that may be refused (no permission, out of memory...): its reply,
+-- or raises the error for prepare's caller to report as the command's.
+local function call_or_refuse(...)
+  local r = pcall_redis(...)
+  if type(r) == 'table' and r.err then error(r, 0) end
+  return r
+end
+
+-- Before command cmd of entry seq (db edb) runs: whether it runs, after its
+-- keys were brought to the master's view of them. Leaves edb selected.
+local function prepare(cmd, view, seq, edb)
+  local n = #view
+  if held_any then
+    local pending, ahead = false, 0
+    for v = 1, n, 2 do
+      local kind, at = held_parse(held_get(id_of(cmd, view[v], edb)))
+      if kind == 'p' then
+        pending = true
+      elseif kind == 'm' and at >= seq then
+        ahead = ahead + 1
+      end
+    end
+    if pending or ahead > 0 then
+      -- In the copies of its keys, or of some of them: the others must be
+      -- copied too, after it.
+      if pending or ahead < n / 2 then
+        hold_all(cmd, view, seq, edb)
+      else
+        held_back = held_back + 1
+      end
+      use_db(edb)
+      return false
+    end
+  end
+  local lost = false
+  for v = 1, n, 2 do
+    local want = view[v + 1]
+    local pos = view[v]
+    if want ~= ANY and use_db(tonumber(key_db(cmd, pos, edb))) then
+      local key = cmd[pos]
+      local at = call_or_refuse('PEXPIRETIME', key)
+      if want == -2 then
+        if at ~= -2 then
+          call_or_refuse('DEL', key)
+          aligned = aligned + 1
+        end
+      elseif at == -2 then
+        lost = true
+      elseif at ~= want then
+        replica_now = replica_now or now_ms()
+        if want == -1 then
+          call_or_refuse('PERSIST', key)
+          aligned = aligned + 1
+        elseif want > replica_now then
+          call_or_refuse('PEXPIREAT', key, string.format('%.0f', want))
+          aligned = aligned + 1
+        else
+          -- Alive on the master, past its time by this clock: it cannot be held here.
+          lost = true
+        end
+      end
+    end
+  end
+  if lost then hold_all(cmd, view, seq, edb) end
+  use_db(edb)
+  return not lost
+end
+
 -- Runs an entry's commands not yet done. Returns nothing when all ran, or
 -- the index of the refused command (0: its db) and the error. What ran
 -- before a refused command stays applied (a script does not roll back).
-local pcall_redis, unpack = redis.pcall, unpack
 local function run(e)
   if e[4] ~= db then
     -- pcall: an error raised here would end the script with the entries
@@ -134,10 +311,22 @@ local function run(e)
   end
   local first = 1
   if e[2] == part_seq then first = part_done + 1 end
-  local cmds = e[5]
+  local cmds, views = e[5], e[7]
   for j = first, #cmds do
-    local r = pcall_redis(unpack(cmds[j]))
-    if type(r) == 'table' and r.err then return j, r.err end
+    local go = true
+    if views then
+      local ok, r = pcall(prepare, cmds[j], views[j], e[2], e[4])
+      if not ok then
+        -- A refused step of bringing the keys to the master's view is the command's refusal.
+        if type(r) == 'table' and r.err then return j, r.err end
+        error(r, 0)
+      end
+      go = r
+    end
+    if go then
+      local r = pcall_redis(unpack(cmds[j]))
+      if type(r) == 'table' and r.err then return j, r.err end
+    end
   end
 end
 
@@ -248,5 +437,5 @@ while true do
 end
 
 save()
-if #dead == 0 then return { 0, last, applied } end
-return { 0, last, applied, dead }
+if #dead == 0 and held_pending == 0 and aligned == 0 and held_back == 0 then return { 0, last, applied } end
+return { 0, last, applied, dead, held_pending, aligned, held_back }

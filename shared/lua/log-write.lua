@@ -26,19 +26,42 @@
             errors in place); 'b' for a batch of independent writes, each
             logged as its own entry (replies as for a group)
     ARGV[4...] the commands, each as: argument count n, log rule (from the
-            command table in shared/commands.ts), name, n - 1 arguments.
-            An empty rule marks a read inside a group (the producer refuses
-            every unsupported write before sending): it runs in place and
-            logs nothing.
+            command table in shared/commands.ts), where its keys are (the
+            compact form of viewSpec in shared/commands.ts), name, n - 1
+            arguments. An empty rule marks a read inside a group (the
+            producer refuses every unsupported write before sending): it
+            runs in place and logs nothing.
+
+  Each logged command carries the master's view of its keys just before it
+  ran (includes/view.lua): the replica brings its own keys to that view
+  before it applies the command, so that expiry is decided by the master's
+  clock, at the time of the write.
 
   Output:
     the reply of the write, or the array of replies of the group; or the
-    error 'QSYNCFULL <cap>' when the queue is full under 'reject'
+    error 'QSYNCFULL <cap>' when the queue is full under 'reject' (counted
+    in the meta hash's 'refused'). An integer reply past 2^53, which a Lua
+    number cannot hold exactly (INCRBY and the like on a big counter), is
+    returned as the digits of the stored value instead, which the producer
+    turns back into the integer reply (producer/exact-integers.ts).
 ]]
 local rcall = redis.call
 --- @include "includes/log-rules"
 --- @include "includes/now"
 --- @include "includes/entry"
+--- @include "includes/view"
+
+-- A Lua number holds integers exactly up to 2^53. An integer reply past it
+-- is the new value of a counter (INCR, INCRBY, DECR, DECRBY, HINCRBY): the
+-- digits of the stored value are returned instead of the rounded number.
+local INEXACT = 9007199254740992
+local function exact_integer(cmd, reply)
+  if type(reply) ~= 'number' or (reply < INEXACT and reply > -INEXACT) then return reply end
+  local name = cmd[1]
+  if name == 'hincrby' then return rcall('HGET', cmd[2], cmd[3]) end
+  if name == 'incr' or name == 'incrby' or name == 'decr' or name == 'decrby' then return rcall('GET', cmd[2]) end
+  return reply
+end
 
 local db, queue_db = ARGV[1], ARGV[2]
 -- The queue's state first, before anything is written: one HMGET, whatever
@@ -57,7 +80,20 @@ if not dirty and #KEYS > 3 and (meta[5] or meta[6]) then
     cap = 'max bytes ' .. meta[6]
   end
   if cap then
-    if rcall('HMGET', KEYS[1], 'policy')[1] ~= 'mark-dirty' then return redis.error_reply('QSYNCFULL ' .. cap) end
+    if rcall('HMGET', KEYS[1], 'policy')[1] ~= 'mark-dirty' then
+      -- Counted for the metrics: one refusal for a group, one a write for a batch.
+      local refused = 1
+      if ARGV[3] == 'b' then
+        refused = 0
+        local at = 4
+        while at <= #ARGV do
+          refused = refused + 1
+          at = at + tonumber(ARGV[at]) + 3
+        end
+      end
+      rcall('HINCRBY', KEYS[1], 'refused', refused)
+      return redis.error_reply('QSYNCFULL ' .. cap)
+    end
     dirty = true
   end
 end
@@ -71,24 +107,27 @@ end
 
 -- Each command runs as soon as it is read (no table of them to build).
 -- A batch closes an entry after each command; a group makes one entry.
+-- views[i] is the view of out[i] (includes/view.lua).
 local batch = ARGV[3] == 'b'
 local replies = {}
-local groups = {}
-local out = {}
+local groups, group_views = {}, {}
+local out, views = {}, {}
 local PRE, RULES
 local i, k, last = 4, 0, #ARGV
 while i <= last do
-  local n, rule = tonumber(ARGV[i]), ARGV[i + 1]
+  local n, rule, spec = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
   local cmd = {}
-  for j = 1, n do cmd[j] = ARGV[i + 1 + j] end
-  i = i + n + 2
+  for j = 1, n do cmd[j] = ARGV[i + 2 + j] end
+  i = i + n + 3
   k = k + 1
+  local logged = #out
+  local view = rule ~= '' and take_view(cmd, spec, db) or nil
   if rule == 'always' or rule == 'changed' or rule == '' then
     local reply = redis.pcall(unpack(cmd))
     if rule ~= '' and not (type(reply) == 'table' and reply.err) and (rule == 'always' or changed(reply)) then
       push(out, cmd)
     end
-    replies[k] = reply
+    replies[k] = exact_integer(cmd, reply)
   else
     if not RULES then PRE, RULES = load_rules() end
     if not RULES[rule] then
@@ -100,12 +139,21 @@ while i <= last do
       replies[k] = reply
     end
   end
+  -- A rule may log one write as several commands on its key (members popped
+  -- in chunks): the first carries the view, the others follow from it.
+  for j = logged + 1, #out do
+    views[j] = j == logged + 1 and view or same_key_view()
+  end
   if batch and #out > 0 then
     groups[#groups + 1] = out
-    out = {}
+    group_views[#group_views + 1] = views
+    out, views = {}, {}
   end
 end
-if #out > 0 then groups[#groups + 1] = out end
+if #out > 0 then
+  groups[#groups + 1] = out
+  group_views[#group_views + 1] = views
+end
 
 -- A call that changed nothing is neither queued nor recorded.
 if #groups > 0 then
@@ -115,7 +163,7 @@ if #groups > 0 then
 --- @include "includes/dirty"
     record_dirty(KEYS[1], KEYS[3], meta[4], db, queue_db, groups)
   else
-    append_entries(KEYS[1], KEYS[2], db, queue_db, groups, meta[1], meta[2], meta[3])
+    append_entries(KEYS[1], KEYS[2], db, queue_db, groups, group_views, meta[1], meta[2], meta[3])
   end
 end
 

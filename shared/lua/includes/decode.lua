@@ -1,17 +1,20 @@
 -- Whether a decoded value is a log entry (see includes/entry.lua): the
--- fields have their types and every command is a table led by its name.
+-- fields have their types, every command is a table led by its name, and
+-- the views, when there are (entries from older producers have none), are
+-- one table per command.
 -- (Locals: a script's globals are a table lookup each time.)
 local type = type
 local function is_entry(e)
   if type(e) ~= 'table' or e[1] ~= 1 or type(e[2]) ~= 'number'
     or type(e[3]) ~= 'number' or type(e[4]) ~= 'number' or type(e[5]) ~= 'table'
-    or type(e[6]) ~= 'number' then
+    or type(e[6]) ~= 'number' or (e[7] ~= nil and type(e[7]) ~= 'table') then
     return false
   end
-  local cmds = e[5]
+  local cmds, views = e[5], e[7]
   for i = 1, #cmds do
     local cmd = cmds[i]
     if type(cmd) ~= 'table' or type(cmd[1]) ~= 'string' then return false end
+    if views and type(views[i]) ~= 'table' then return false end
   end
   return true
 end

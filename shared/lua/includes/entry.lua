@@ -1,6 +1,9 @@
 --[[
   The log entry format, version 1, packed with cmsgpack:
-    { 1, seq, ts (ms), db, { {name, arg, ...}, ... }, prev ts (ms) }
+    { 1, seq, ts (ms), db, { {name, arg, ...}, ... }, prev ts (ms), views }
+  views (from this producer on; entries without it apply as before): for
+  each command, the master's view of its keys just before it ran, a flat
+  list { position, expiry, position, expiry... } (includes/view.lua).
   seq comes from the meta hash, incremented in the same step as the write.
   The meta hash gets an epoch when its sequence starts, so that a master that
   lost all its data (and restarted its sequence) is told apart from the old
@@ -10,11 +13,11 @@
   also counts the bytes of the entries queued ('bytes'), which the consumer's
   trim takes off again (includes/head.lua).
 ]]
--- Appends one entry for each list of commands in groups, with consecutive
--- sequence numbers, in one HSET and one RPUSH. prev_seq, prev_ts and bytes
+-- Appends one entry for each list of commands in groups (with its list of
+-- views in views), with consecutive sequence numbers, in one HSET and one RPUSH. prev_seq, prev_ts and bytes
 -- are the meta hash's seq, ts and bytes, read by the caller before it wrote
 -- anything. Leaves the script in the queue db: call it last.
-local function append_entries(meta_key, log_key, db, queue_db, groups, prev_seq, prev_ts, bytes)
+local function append_entries(meta_key, log_key, db, queue_db, groups, views, prev_seq, prev_ts, bytes)
   if db ~= queue_db then rcall('SELECT', queue_db) end
   local seq = tonumber(prev_seq) or 0
   local first = seq + 1
@@ -24,7 +27,7 @@ local function append_entries(meta_key, log_key, db, queue_db, groups, prev_seq,
   local entries = {}
   for g = 1, #groups do
     seq = seq + 1
-    local entry = cmsgpack.pack({ 1, seq, ts, tonumber(db), groups[g], link })
+    local entry = cmsgpack.pack({ 1, seq, ts, tonumber(db), groups[g], link, views[g] })
     link = ts
     queued = queued + #entry
     entries[g] = entry

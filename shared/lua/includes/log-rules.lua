@@ -123,8 +123,10 @@ local function load_rules()
     if reply == 1 then push_expiry_state(out, cmd[2]) end
   end
 
+  -- The result as the key's whole state, like SET: on the replica KEEPTTL
+  -- would keep whatever expiry the replica's copy has.
   RULES.incrbyfloat = function(cmd, reply, out)
-    push(out, { 'set', cmd[2], reply, 'KEEPTTL' })
+    push_string_state(out, cmd[2], reply)
   end
 
   RULES.hincrbyfloat = function(cmd, reply, out)
