@@ -15,6 +15,8 @@
 import { ReplyError, type Redis, type ChainableCommander } from 'ioredis';
 import { exists } from '@ioredis/commands';
 import { UnsupportedCommandError } from '../shared/errors.js';
+import { refuseLater, rejectLater, reportRefusal } from './refusals.js';
+import { exactReply } from './exact-integers.js';
 import {
   definedScript,
   parseMethod,
@@ -115,9 +117,9 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
       },
       (args) => {
         const run = async (): Promise<Results> => {
-          if (refused) throw refused;
+          if (refused) return refuseLater(client, refused);
           if (queueErrors.length > 0) {
-            throw Object.assign(new ReplyError('EXECABORT Transaction discarded because of previous errors.') as Error, { previousErrors: queueErrors });
+            return rejectLater(Object.assign(new ReplyError('EXECABORT Transaction discarded because of previous errors.') as Error, { previousErrors: queueErrors }));
           }
           if (commands.length === 0) return [];
           const sent = log.send(client, db(), commands, false, true) as Promise<unknown[]>;
@@ -142,7 +144,10 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
       return methods[buffer ? 'callBuffer' : 'call'](name, ...args, ...tail);
     };
     // A result is kept as ioredis shapes it; only a full queue's refusal becomes a QueueFullError.
-    const asRefusal = (res: Results[number]) => (res[0] ? ([log.refusal(res[0]), ...res.slice(1)] as Results[number]) : res);
+    // The logged writes by their place in the pipeline, for their replies (producer/exact-integers.ts).
+    const logged = new Map<number, LoggedCommand>();
+    const asRefusal = (res: Results[number], i: number): Results[number] =>
+      res[0] ? ([reportRefusal(client, log.refusal(res[0])), ...res.slice(1)] as Results[number]) : [null, exactReply(logged.get(i), res[1], client.options)];
     // A SELECT queued in the pipeline moves the writes queued after it.
     let selected: number | undefined;
     group = chain(
@@ -157,11 +162,14 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
           return;
         }
         const cmd = check(prop, args);
-        if (!(cmd instanceof Error)) log.send(pipe, selected ?? db(), [cmd], true, buffer, cb);
+        if (!(cmd instanceof Error)) {
+          logged.set((pipe as unknown as { length: number }).length, cmd);
+          log.send(pipe, selected ?? db(), [cmd], true, buffer, cb);
+        }
         // Redis answers a wrong number of arguments with its own error, running nothing.
         else if (!(cmd instanceof UnsupportedCommandError)) raw(prop, args, cb);
       },
-      (args) => finish(refused ? Promise.reject(refused) : pipe.exec().then((results) => results && results.map(asRefusal)), args),
+      (args) => finish(refused ? refuseLater(client, refused) : pipe.exec().then((results) => results && results.map(asRefusal)), args),
     );
   }
   for (const [name, ...args] of batch) (group as unknown as Record<string, AnyFn>)[String(name)](...args);

@@ -10,6 +10,7 @@ import { commandSpec, isUnsupportedWrite } from '../shared/commands.js';
 import { UnsupportedCommandError } from '../shared/errors.js';
 import { WriteLog, toLoggedCommand, parseMethod, definedScript, takeCallback, SCRIPT_REFUSED, type Callback, type ProducerOptions } from './write-log.js';
 import { createGroup } from './group.js';
+import { refuseLater } from './refusals.js';
 import { WriteBatcher } from './batcher.js';
 
 export type { ProducerOptions };
@@ -49,14 +50,14 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       try {
         promise = batcher.add(toLoggedCommand(name, args, null), db, buffer);
       } catch (err) {
-        promise = Promise.reject(err);
+        promise = refuseLater(client, err as Error);
       }
       return settle(promise, cb);
     };
 
   const refuse = (err: UnsupportedCommandError) =>
     function (...args: unknown[]): Promise<unknown> {
-      return settle(Promise.reject(err), takeCallback(args));
+      return settle(refuseLater(client, err), takeCallback(args));
     };
 
   const group = (atomic: boolean) => (...args: unknown[]) => {

@@ -8,6 +8,8 @@ import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, viewSpec, MAX_ARG
 import { UnsupportedCommandError, ConfigError, QueueFullError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { defineScripts, scripts } from '../shared/scripts.js';
+import { exactReplies, mayCarryDigits } from './exact-integers.js';
+import { reportRefusal } from './refusals.js';
 // Kept in write-log.d.ts too: it brings the types of the script commands (an ioredis augmentation).
 import '../shared/scripts.js';
 
@@ -185,8 +187,16 @@ export class WriteLog {
       argv.push(String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', spec ? viewSpec(spec) : '', c.name, ...c.args);
     }
     const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;
-    const tail = cb ? [(err: Error | null, result?: unknown) => cb(err && this.refusal(err), result)] : [];
+    const tail = cb ? [(err: Error | null, result?: unknown) => cb(err && this.refusal(err), err ? result : exactReplies(commands, single, result, this.client.options))] : [];
     const sent = script.call(via, keys.length, ...keys, ...argv, ...tail);
-    return sent instanceof Promise ? sent.catch((err: Error) => Promise.reject(this.refusal(err))) : sent;
+    if (!(sent instanceof Promise)) return sent;
+    // A full queue refuses every write of the call: each is told to the client's listeners.
+    const writes = single === 'batch' ? commands.length : 1;
+    const refused = (err: Error) => {
+      const e = this.refusal(err);
+      for (let i = 0; i < writes; i++) reportRefusal(this.client, e);
+      return Promise.reject(e);
+    };
+    return mayCarryDigits(commands) ? sent.then((r) => exactReplies(commands, single, r, this.client.options), refused) : sent.catch(refused);
   }
 }

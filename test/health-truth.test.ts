@@ -3,14 +3,17 @@
  * halted (and `qsync status` exits 7) until it accepts writes again; a
  * consumer that lost its lease says so as a warning and stops claiming to
  * drain; the master knows the head entry of its log without reading all of
- * it. Real servers, writes through the producer.
+ * it; a write the producer refuses rejects on a later turn of the event loop
+ * and is counted; integer replies past 2^53 are what Redis returned. Real
+ * servers, writes through the producer.
  */
 import test, { type ExecutionContext } from 'ava';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { createProducer } from '../producer/index.js';
+import { createProducer, QueueFullError, UnsupportedCommandError } from '../producer/index.js';
 import { readStatus } from '../consumer/queue/status.js';
-import type { SyncWorker, WorkerOptions } from '../consumer/drain/worker.js';
+import { SyncWorker, type WorkerOptions } from '../consumer/drain/worker.js';
+import { workerMetrics } from '../consumer/metrics/metrics.js';
 import { ReplyCode } from '../shared/reply-codes.js';
 import { QueueKeys } from '../shared/keys.js';
 import { createLogger } from '../shared/logger.js';
@@ -182,4 +185,103 @@ test('the master knows the head entry by its length and first bytes: a confirmat
   otherEnd[entry.length - 100] ^= 1;
   t.is(await trim(id(otherEnd)), ReplyCode.ok);
   t.is(await master.llen(keys.log), 0);
+});
+
+/** Calls write again at once after each failure for ms; returns how many times it failed. */
+async function retryAtOnce(write: () => Promise<unknown>, ms: number): Promise<number> {
+  let failures = 0;
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      await write();
+    } catch {
+      failures++;
+    }
+  }
+  return failures;
+}
+
+/** How late a 50 ms timer set now fires while fn runs. */
+async function timerDelay(fn: () => Promise<unknown>): Promise<number> {
+  const set = Date.now();
+  let fired = 0;
+  setTimeout(() => (fired = Date.now()), 50);
+  await fn();
+  return fired === 0 ? Infinity : fired - set - 50;
+}
+
+test('writes refused in a loop that retries at once reject on a later turn: timers keep firing, and each refusal is an event and counted', async (t) => {
+  const pair = await pairFor(t);
+  const master = pair.master.client();
+  const db = createProducer(pair.master.client());
+  const events: Error[] = [];
+  db.on('qsync:refused', (err: Error) => events.push(err));
+  const count = (kind: new (...args: never[]) => Error) => events.filter((e) => e instanceof kind).length;
+
+  let unsupported = 0;
+  const late = await timerDelay(async () => (unsupported = await retryAtOnce(() => db.xadd('stream', '*', 'f', 'v'), 1000)));
+  t.true(late < 200, `the timer fired ${late} ms late`);
+  t.true(unsupported > 100, `${unsupported} refusals`);
+  t.is(count(UnsupportedCommandError), unsupported);
+
+  // A queue capped at one entry, full once it holds it.
+  await master.hset(keys.meta, 'maxEntries', '1', 'policy', 'reject');
+  await db.set('first', '1');
+  let full = 0;
+  const lateFull = await timerDelay(async () => (full = await retryAtOnce(() => db.set('k', 'v'), 1000)));
+  t.true(lateFull < 200, `the timer fired ${lateFull} ms late`);
+  t.true(full > 10, `${full} refusals`);
+  // Writes of one tick go in one call, refused whole: each counts.
+  const same = await Promise.allSettled([db.incr('a'), db.incr('b'), db.incr('c')]);
+  t.true(same.every((r) => r.status === 'rejected' && r.reason instanceof QueueFullError));
+  await t.throwsAsync(db.multi().incr('a').incr('b').exec(), { instanceOf: QueueFullError });
+  const piped = await db.pipeline().incr('a').incr('b').exec();
+  t.true(piped?.every(([err]) => err instanceof QueueFullError));
+  const refusedFull = full + 3 + 1 + 2;
+  t.is(count(QueueFullError), refusedFull);
+  t.is(Number(await master.hget(keys.meta, 'refused')), refusedFull);
+  t.is((await readStatus(master, 'qsync', 'default')).refusedWrites, refusedFull);
+
+  const worker = new SyncWorker({ master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, logger: createLogger('silent') });
+  t.teardown(() => worker.close());
+  const scrape = await workerMetrics(worker, master, 'qsync', 'default').metrics();
+  t.regex(scrape, new RegExp(`^qsync_writes_refused_total\\{queue="default"\\} ${refusedFull}$`, 'm'));
+});
+
+test('an integer reply past 2^53 is what plain ioredis returns: single, batched, in multi() and pipeline(), with stringNumbers and Buffer replies', async (t) => {
+  const pair = await pairFor(t);
+  for (const stringNumbers of [false, true]) {
+    const plain = pair.master.client(0, { stringNumbers });
+    const db = createProducer(pair.master.client(0, { stringNumbers }));
+    const start = '9007199254740000';
+    // The same counters on both sides: p* through plain ioredis, q* through the producer.
+    await plain.mset('p', start, 'p2', start, 'q', start, 'q2', start);
+    await plain.hset('ph', 'f', start);
+    await plain.hset('qh', 'f', start);
+    const steps = ['991', '1', '2', '3', '7', '1000', '12345', '123456789', '4000000000000000', '1000000000000000000', '3'];
+    for (const step of steps) {
+      t.deepEqual(await db.incrby('q', step), await plain.incrby('p', step), `incrby ${step}, stringNumbers ${stringNumbers}`);
+      t.deepEqual(await db.hincrby('qh', 'f', step), await plain.hincrby('ph', 'f', step), `hincrby ${step}`);
+      t.deepEqual(await db.callBuffer('INCRBY', 'q', 1), await plain.callBuffer('INCRBY', 'p', 1), 'callBuffer');
+      t.deepEqual(await db.incr('q'), await plain.incr('p'), 'incr');
+      t.deepEqual(await db.decrby('q2', step), await plain.decrby('p2', step), `decrby ${step}`);
+      t.deepEqual(await db.decr('q2'), await plain.decr('p2'), 'decr');
+      // Writes of one tick share a script call.
+      t.deepEqual(await Promise.all([db.incrby('q', step), db.set('x', 'y'), db.incr('q')]), await Promise.all([plain.incrby('p', step), plain.set('x', 'y'), plain.incr('p')]), 'batched');
+      t.deepEqual(
+        await db.multi().incrby('q', step).get('q').hincrby('qh', 'f', 1).exec(),
+        await plain.multi().incrby('p', step).get('p').hincrby('ph', 'f', 1).exec(),
+        'multi',
+      );
+      t.deepEqual(
+        await db.pipeline().incrby('q', step).get('q').decr('q2').exec(),
+        await plain.pipeline().incrby('p', step).get('p').decr('p2').exec(),
+        'pipeline',
+      );
+      const viaCallback = (client: Redis, key: string) => new Promise((resolve, reject) => client.incrby(key, step, (err, n) => (err ? reject(err) : resolve(n))));
+      t.deepEqual(await viaCallback(db, 'q'), await viaCallback(plain, 'p'), 'callback');
+    }
+    t.is(await db.get('q'), await plain.get('p'));
+    if (stringNumbers) t.is(String(await db.incr('q')), String(BigInt((await plain.get('p')) ?? '') + 1n), 'exact with stringNumbers');
+  }
 });

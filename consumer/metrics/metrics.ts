@@ -68,6 +68,19 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   fromStatus('qsync_lag_entries', 'master sequence minus replica watermark', (s) => s.lagEntries);
   fromStatus('qsync_verify_differences', 'keys that differed at the last qsync verify (in flight not counted)', (s) => s.lastVerify?.differences ?? null);
   fromStatus('qsync_verify_last_run_timestamp_seconds', 'when the last qsync verify finished', (s) => (s.lastVerify ? s.lastVerify.at / 1000 : null));
+  // Counted by the producers' log-write script in the queue's meta hash: a counter that only the master sees grow.
+  const refused: Counter<'queue'> = new Counter({
+    name: 'qsync_writes_refused_total',
+    help: 'writes refused because the queue was full (policy reject), counted on the master',
+    labelNames,
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s) return;
+      refused.reset();
+      refused.inc(labels, s.refusedWrites);
+    },
+  });
   const queueState: Gauge<'queue' | 'state'> = new Gauge({
     name: 'qsync_queue_state',
     help: "1 for the queue's own state: ok, or repair-needed / resync-needed once writes to a full queue went unqueued (mark-dirty)",

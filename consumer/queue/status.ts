@@ -29,6 +29,8 @@ export interface QueueStatus extends QueueUsage {
   deadLetters: number;
   /** the set of keys written unqueued since the queue filled (policy `mark-dirty`) */
   dirtyKey: string;
+  /** writes refused so far because the queue was full (policy `reject`), as the master counted them */
+  refusedWrites: number;
   /** the last `qsync verify` of the queue, or null when none ran */
   lastVerify: (LastVerify & { ageMs: number }) | null;
 }
@@ -51,11 +53,11 @@ export async function findQueues(master: Redis, prefix: string): Promise<string[
 
 export async function readStatus(master: Redis, prefix: string, queue: string): Promise<QueueStatus> {
   const keys = new QueueKeys(prefix, queue);
-  const [[, depth], [, head], [, [seq, ...usage]], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters], [, dirtyKeys]] = (await master
+  const [[, depth], [, head], [, [seq, refused, ...usage]], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters], [, dirtyKeys]] = (await master
     .multi()
     .llen(keys.log)
     .lindexBuffer(keys.log, 0)
-    .hmget(keys.meta, 'seq', ...USAGE_FIELDS)
+    .hmget(keys.meta, 'seq', 'refused', ...USAGE_FIELDS)
     .hgetall(keys.status)
     .pttl(keys.lease)
     .get(keys.lease)
@@ -116,6 +118,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     detail: reported ? detail : {},
     deadLetters,
     dirtyKey: keys.dirty,
+    refusedWrites: Number(refused ?? 0),
     ...usageFrom(depth, usage, dirtyKeys),
     lastVerify: lastVerify && { ...lastVerify, ageMs: Math.max(0, now - lastVerify.at) },
   };
@@ -138,7 +141,7 @@ export function formatStatus(rows: QueueStatus[]): string {
         `queue ${s.queue}  (LLEN ${s.logKey})`,
         `  state           ${s.state}${Object.keys(s.detail).length ? `  ${JSON.stringify(s.detail)}` : ''}`,
         `  depth           ${s.depth} entries, ${sizeText(s.queuedBytes)}, oldest ${age(s.oldestEntryAgeMs)}`,
-        `  cap             ${capText(s.limits)}${s.full ? `  (full: ${s.limits.policy === 'reject' ? 'writes are refused' : 'writes are not queued'})` : ''}`,
+        `  cap             ${capText(s.limits)}${s.full ? `  (full: ${s.limits.policy === 'reject' ? 'writes are refused' : 'writes are not queued'})` : ''}${s.refusedWrites ? `  ${s.refusedWrites} writes refused so far` : ''}`,
         `  queue state     ${stateText(s, s.dirtyKey)}`,
         `  master seq      ${s.masterSeq}`,
         `  replica at      ${s.replicaWatermark ?? '-'}  (lag ${s.lagEntries ?? '-'} entries)`,
