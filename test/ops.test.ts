@@ -4,12 +4,14 @@
  * running `qsync consume --metrics-port` declares on /metrics, so that a
  * renamed metric cannot leave an alert that never fires or an empty panel.
  */
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { createProducer } from '../producer/index.js';
 import { spawnCli } from './support/cli.js';
 import { startPair, waitForDrain } from './support/fixtures.js';
+import { eventually } from './support/wait.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const read = (path: string) => readFileSync(`${ROOT}${path}`, 'utf8');
@@ -178,4 +180,44 @@ test('the monitoring profile of compose.yaml mounts the files in ops/ where Prom
   const uids = new Set([...dashboard.matchAll(/"uid": "([^"]+)"/g)].map((m) => m[1]));
   uids.delete('qsync'); // the dashboard's own
   t.deepEqual([...uids], [datasource], 'every panel queries the provisioned Prometheus');
+});
+
+/** The consumer's compose health check: the `>-` block after CMD-SHELL, its lines folded into one as YAML does. */
+function composeHealthCheck(compose: string): string {
+  const m = /^( *)- CMD-SHELL\n\1- >-\n((?:\1 {2}.+\n)+)/m.exec(compose);
+  if (!m) throw new Error('no CMD-SHELL health check with a >- block in compose.yaml');
+  return m[2]
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(' ');
+}
+
+/** Runs a shell command from the checkout's root, as the image runs it from /app, and resolves with its exit code. */
+function shell(command: string, env: Record<string, string>): Promise<number> {
+  return new Promise((resolve) => {
+    execFile('sh', ['-c', command], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 15_000 }, (err) => {
+      resolve(err ? Number((err as { code?: unknown }).code ?? 1) : 0);
+    });
+  });
+}
+
+test('the compose health check of the consumer passes while it streams, fails once it halts, and passes again once the cause is gone', async (t) => {
+  const command = composeHealthCheck(read('compose.yaml'));
+  t.regex(command, /^node bin\/qsync\.js status --json \| /);
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const cli = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--lease-ms', '1000']);
+  t.teardown(() => cli.kill('SIGKILL'));
+  const master = pair.master.client();
+  await createProducer(pair.master.client()).incr('n');
+  await waitForDrain(master, pair.replica.client());
+  const env = { QSYNC_MASTER: pair.master.url };
+  await eventually(async () => (await shell(command, env)) === 0, 15_000, 'healthy while streaming or idle');
+
+  await master.rpush('qsync:default:log', Buffer.from([0xc1, 0xff]));
+  await eventually(async () => (await shell(command, env)) === 1, 15_000, 'unhealthy once halted');
+  await master.lrem('qsync:default:log', 1, Buffer.from([0xc1, 0xff]));
+  await eventually(async () => (await shell(command, env)) === 0, 20_000, 'healthy again');
+  t.is(await shell(command, { QSYNC_MASTER: 'redis://127.0.0.1:1' }), 1, 'unhealthy when the master cannot be reached');
 });
