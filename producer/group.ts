@@ -7,7 +7,8 @@
  * pipeline(): a real ioredis pipeline in which every write is its own logged
  * script call (atomic one by one, like a pipeline).
  *
- * Either way an unsupported write makes exec() fail before anything is sent.
+ * Either way an unsupported write, or a write to a key in qsync's own
+ * namespace, makes exec() fail before anything is sent.
  * A queue full under the `reject` policy refuses a whole multi() (exec()
  * rejects with a QueueFullError) and, in a pipeline(), each write it
  * reaches (its result holds the QueueFullError).
@@ -17,6 +18,7 @@ import { exists } from '@ioredis/commands';
 import { UnsupportedCommandError } from '../shared/errors.js';
 import { refuseLater, rejectLater, reportRefusal } from './refusals.js';
 import { exactReply } from './exact-integers.js';
+import type { WriteGuard } from './write-guard.js';
 import {
   definedScript,
   parseMethod,
@@ -77,10 +79,10 @@ function finish(promise: Promise<Results | null>, args: unknown[]): Promise<Resu
  * commands given up front as `[name, ...args]`, like ioredis's
  * `multi([['set', 'k', 'v']])`.
  */
-export function createGroup(log: WriteLog, db: () => number, client: Redis, atomic: boolean, batch: unknown[][] = []): ChainableCommander {
+export function createGroup(log: WriteLog, guard: WriteGuard, db: () => number, client: Redis, atomic: boolean, batch: unknown[][] = []): ChainableCommander {
   let refused: UnsupportedCommandError | undefined;
-  /** The command to send, or why it cannot be: refused, or Redis's own error for it. */
-  const check = (prop: string, args: unknown[]): LoggedCommand | Error => {
+  /** The command to send into db `at`, or why it cannot be: refused, or Redis's own error for it. */
+  const check = (prop: string, args: unknown[], at: number): LoggedCommand | Error => {
     try {
       const script = definedScript(client, prop);
       if (script && (atomic || !script.readOnly)) {
@@ -93,7 +95,9 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
       if (atomic && name === 'select') {
         throw new UnsupportedCommandError(name, 'inside multi() cannot be logged (an entry has one db); call select() before multi()');
       }
-      return toLoggedCommand(name, args, buffer ? null : 'utf8');
+      const cmd = toLoggedCommand(name, args, buffer ? null : 'utf8');
+      guard.refuseOwnKeys(cmd, at);
+      return cmd;
     } catch (err) {
       if (err instanceof UnsupportedCommandError) refused ??= err;
       return err as Error;
@@ -110,7 +114,7 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
       client,
       {},
       (prop, args, cb) => {
-        const cmd = check(prop, args);
+        const cmd = check(prop, args, db());
         if (!(cmd instanceof Error)) commands.push(cmd);
         else if (!(cmd instanceof UnsupportedCommandError)) queueErrors.push(cmd);
         if (cb) queued.push(cb);
@@ -130,7 +134,7 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
             r instanceof Error ? [r, null] : [null, shapeReply(commands[i], r)],
           );
         };
-        return finish(run(), args);
+        return finish(refused ? run() : guard.run(true, run), args);
       },
     );
   } else {
@@ -161,7 +165,7 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
           raw(prop, args, cb);
           return;
         }
-        const cmd = check(prop, args);
+        const cmd = check(prop, args, selected ?? db());
         if (!(cmd instanceof Error)) {
           logged.set((pipe as unknown as { length: number }).length, cmd);
           log.send(pipe, selected ?? db(), [cmd], true, buffer, cb);
@@ -169,7 +173,7 @@ export function createGroup(log: WriteLog, db: () => number, client: Redis, atom
         // Redis answers a wrong number of arguments with its own error, running nothing.
         else if (!(cmd instanceof UnsupportedCommandError)) raw(prop, args, cb);
       },
-      (args) => finish(refused ? refuseLater(client, refused) : pipe.exec().then((results) => results && results.map(asRefusal)), args),
+      (args) => finish(refused ? refuseLater(client, refused) : guard.run(true, () => pipe.exec().then((results) => results && results.map(asRefusal))), args),
     );
   }
   for (const [name, ...args] of batch) (group as unknown as Record<string, AnyFn>)[String(name)](...args);

@@ -3,17 +3,32 @@
  *
  * The returned object is the client itself behind a Proxy: reads, connection
  * methods and events go straight through; every supported write runs through
- * the log-write script; any other write is refused before anything is sent.
+ * the log-write script; any other write, and any write to a key in qsync's
+ * own namespace, is refused before anything is sent (producer/write-guard.ts).
  */
 import type { Redis, ChainableCommander, Command } from 'ioredis';
+import { exists } from '@ioredis/commands';
 import { commandSpec, isUnsupportedWrite } from '../shared/commands.js';
 import { UnsupportedCommandError } from '../shared/errors.js';
-import { WriteLog, toLoggedCommand, parseMethod, definedScript, takeCallback, SCRIPT_REFUSED, type Callback, type ProducerOptions } from './write-log.js';
+import { checkName, queueDbOption } from '../shared/config.js';
+import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
+import { WriteLog, toLoggedCommand, parseMethod, definedScript, takeCallback, SCRIPT_REFUSED, type Callback, type ProducerOptions as LogOptions } from './write-log.js';
 import { createGroup } from './group.js';
 import { refuseLater } from './refusals.js';
 import { WriteBatcher } from './batcher.js';
+import { WriteGuard } from './write-guard.js';
 
-export type { ProducerOptions };
+export interface ProducerOptions extends LogOptions {
+  /**
+   * Write even when the master's maxmemory-policy lets Redis evict keys
+   * (allkeys-*, volatile-*). By default the first write on a connection
+   * checks the policy and every write is refused with a ConfigError until it
+   * is `noeviction`: an evicted log entry, or a data key evicted on the
+   * master with no entry written, leaves the replica silently different.
+   * @default false
+   */
+  allowEviction?: boolean;
+}
 
 type AnyFn = (...args: unknown[]) => unknown;
 
@@ -32,7 +47,12 @@ function settle(promise: Promise<unknown>, cb: Callback | undefined): Promise<un
  * await db.multi().incr('visits').lpush('recent', 'u1').exec();
  */
 export function createProducer<T extends Redis>(client: T, options: ProducerOptions = {}): T {
-  const log = new WriteLog(client, options);
+  // The same checks as the CLI's flags: a queue the producer writes to must be one a consumer can drain.
+  const prefix = checkName(options.prefix ?? DEFAULT_PREFIX, 'the prefix option');
+  const queue = checkName(options.queue ?? DEFAULT_QUEUE, 'the queue option');
+  const queueDb = queueDbOption(options.queueDb, 'the queueDb option');
+  const log = new WriteLog(client, { prefix, queue, queueDb });
+  const guard = new WriteGuard(client, log.keys, queueDb, options.allowEviction === true);
   // The db the connection is in, as ioredis itself tracks it: it emits 'select'
   // for every SELECT sent (by select(), call(), a pipeline, a reconnect), so the
   // log names the db the write really ran in.
@@ -48,7 +68,10 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       const cb = takeCallback(args);
       let promise: Promise<unknown>;
       try {
-        promise = batcher.add(toLoggedCommand(name, args, null), db, buffer);
+        const cmd = toLoggedCommand(name, args, null);
+        const at = db;
+        guard.refuseOwnKeys(cmd, at);
+        promise = guard.run(true, () => batcher.add(cmd, at, buffer));
       } catch (err) {
         promise = refuseLater(client, err as Error);
       }
@@ -62,7 +85,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
 
   const group = (atomic: boolean) => (...args: unknown[]) => {
     batcher.flush();
-    return createGroup(log, () => db, client, atomic, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
+    return createGroup(log, guard, () => db, client, atomic, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
   };
 
   const overrides: Record<string, (...args: unknown[]) => unknown> = {
@@ -74,7 +97,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     sendCommand(command: unknown, ...rest: unknown[]) {
       batcher.flush();
       const c = command as Command;
-      if (!log.isLogged(c.name.toLowerCase())) return (client.sendCommand as AnyFn).call(client, c, ...rest);
+      if (!log.isLogged(c.name.toLowerCase())) return inOrder(() => (client.sendCommand as AnyFn).call(client, c, ...rest));
       const buffer = !(c as unknown as { replyEncoding?: string | null }).replyEncoding;
       (route(c.name, buffer)(...c.args) as Promise<unknown>).then(c.resolve, c.reject);
       return c.promise;
@@ -88,10 +111,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     if (commandSpec(lower)) return write(lower, buffer);
     if (isUnsupportedWrite(lower)) return refuse(new UnsupportedCommandError(lower));
     const call = buffer ? client.callBuffer : client.call;
-    return (...args: unknown[]) => {
-      batcher.flush();
-      return (call as AnyFn).call(client, name, ...args);
-    };
+    return (...args: unknown[]) => inOrder(() => (call as AnyFn).call(client, name, ...args));
   }
 
   function method(prop: string): unknown {
@@ -103,11 +123,21 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     if (isUnsupportedWrite(name)) return refuse(new UnsupportedCommandError(name));
     const value = Reflect.get(client, prop, client);
     if (typeof value !== 'function') return value;
-    // Anything else sent on the connection goes after the writes waiting to be sent.
-    return (...args: unknown[]) => {
+    if (!exists(name)) {
+      return (...args: unknown[]) => {
+        batcher.flush();
+        return (value as AnyFn).apply(client, args);
+      };
+    }
+    return (...args: unknown[]) => inOrder(() => (value as AnyFn).apply(client, args));
+  }
+
+  /** Any other command goes after the writes issued before it: those waiting to be sent, and those waiting for the server check. */
+  function inOrder(send: () => unknown): unknown {
+    return guard.run(false, () => {
       batcher.flush();
-      return (value as AnyFn).apply(client, args);
-    };
+      return send() as Promise<unknown>;
+    });
   }
 
   return new Proxy(client, {

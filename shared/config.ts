@@ -107,11 +107,30 @@ export function choiceOption<T extends string>(value: string | undefined, name: 
   return value as T;
 }
 
-/** A queue or prefix name: printable, no spaces or colons. */
-export function nameOption(value: string | undefined, name: string, fallback: string): string {
-  if (value === undefined) return fallback;
-  if (!/^[\w.-]{1,100}$/.test(value)) {
-    throw new ConfigError(`qsync: ${name} must be 1 to 100 letters, digits, '.', '_' or '-', got '${value}'`);
+/** What a queue or prefix name may hold: it becomes part of key names, so no ':', braces, spaces or control characters. */
+const NAME = /^[\w.-]{1,100}$/;
+
+/**
+ * A queue or prefix name, the same check for the producer's options and the
+ * CLI's flags: a name one accepts and the other refuses would make a queue
+ * no consumer can drain.
+ */
+export function checkName(value: unknown, name: string): string {
+  if (typeof value !== 'string' || !NAME.test(value)) {
+    throw new ConfigError(`qsync: ${name} must be 1 to 100 letters, digits, '.', '_' or '-', got ${typeof value === 'string' ? `'${value}'` : String(value)}`);
   }
   return value;
+}
+
+/** A queue or prefix name from a flag, or the default. */
+export function nameOption(value: string | undefined, name: string, fallback: string): string {
+  return value === undefined ? fallback : checkName(value, name);
+}
+
+/** Highest queue db the options take; whether the server has it is checked when connecting. */
+export const MAX_QUEUE_DB = 10_000;
+
+/** The db that holds a queue: a whole number from 0; the default is db 0. */
+export function queueDbOption(value: string | number | undefined, name: string): number {
+  return intOption(value, name, 0, 0, MAX_QUEUE_DB);
 }

@@ -53,6 +53,23 @@ export class UnsupportedCommandError extends QsyncError {
   }
 }
 
+/**
+ * A write to a key inside qsync's own namespace (`<prefix>:` or
+ * `<prefix>-jobs:` in the queue's db): it would mix with the queue's own keys
+ * (a write to the watermark would destroy it), and resync and verify leave
+ * those keys out. Nothing was written.
+ */
+export class ReservedKeyError extends UnsupportedCommandError {
+  constructor(
+    command: string,
+    readonly key: string,
+    namespace: string,
+    db: number,
+  ) {
+    super(command, `on key '${key}' is refused: keys under '${namespace}' in db ${db} are qsync's own; use another key name (or another queueDb for qsync)`);
+  }
+}
+
 /** The queue reached its cap under the `reject` policy. Nothing was written. */
 export class QueueFullError extends QsyncError {
   constructor(readonly queue: string, readonly limit: string) {

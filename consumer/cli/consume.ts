@@ -3,19 +3,41 @@ import { EventEmitter } from 'node:events';
 import { Option, type Command } from 'commander';
 import type { LevelWithSilent } from 'pino';
 import type { RedisOptions } from 'ioredis';
-import { redisOptionsFromUrl, redactUrl, intOption, nameOption, choiceOption } from '../../shared/config.js';
+import { redisOptionsFromUrl, redactUrl, intOption, nameOption, choiceOption, queueDbOption } from '../../shared/config.js';
 import { ExitCode, QsyncError, ConfigError } from '../../shared/errors.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../../shared/logger.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
-import { probe } from '../../shared/probe.js';
 import { SyncWorker, WORKER_DEFAULTS } from '../drain/worker.js';
 import { connect } from '../drain/connections.js';
+import { backoffDelay, sleep } from '../drain/backoff.js';
 import { ON_ERROR } from '../drain/confirm.js';
 import { workerHealth } from '../metrics/health.js';
 import { serveMetrics, workerMetrics, type MetricsServer } from '../metrics/metrics.js';
+import { serverMetrics } from '../metrics/servers.js';
 import { startJobWorker } from '../jobs/runner.js';
+import { MAX_CLOCK_OFFSET_MS } from '../queue/servers.js';
+import { ServerMonitor } from '../queue/server-monitor.js';
 import './job-types.js';
-import { common, required, tlsFiles, withoutDb, type CommonOpts } from './options.js';
+import { common, openPair, required, tlsFiles, withoutDb, type CommonOpts } from './options.js';
+
+/**
+ * Checks both servers once up front (credentials, TLS, the queue db, two
+ * servers the right way round): those do not heal by retrying. A server
+ * that cannot be reached yet is waited for, since the pair can only be
+ * checked once both answer.
+ */
+async function checkAtStart(o: CommonOpts & { replica?: string }, timeoutMs: number, log: Logger): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      (await openPair(o, timeoutMs)).close();
+      return;
+    } catch (err) {
+      if (!(err instanceof QsyncError && err.exitCode === ExitCode.unreachable)) throw err;
+      if (attempt === 1) log.warn({ err: err.message }, 'unreachable at start; retrying until both servers answer');
+      await sleep(backoffDelay(attempt, { minMs: 250, maxMs: 5000, quickMs: 0 }));
+    }
+  }
+}
 
 async function consume(o: CommonOpts & Record<string, string | undefined> & { jobs?: boolean }): Promise<void> {
   const masterUrl = required(o.master, '--master', 'QSYNC_MASTER');
@@ -27,7 +49,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   const options = {
     queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
     prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
-    queueDb: intOption(o.queueDb, '--queue-db', 0, 0, 10_000),
+    queueDb: queueDbOption(o.queueDb, '--queue-db'),
     batchSize: intOption(o.batchSize, '--batch-size', WORKER_DEFAULTS.batchSize, 1, 100_000),
     batchBytes: intOption(o.batchBytes, '--batch-bytes', WORKER_DEFAULTS.batchBytes, 1024),
     window: intOption(o.window, '--window', WORKER_DEFAULTS.window, 1, 64),
@@ -36,27 +58,22 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
     onError: choiceOption(o.onError, '--on-error', ON_ERROR, WORKER_DEFAULTS.onError),
   };
   const metricsPort = o.metricsPort === undefined ? undefined : intOption(o.metricsPort, '--metrics-port', 0, 0, 65_535);
+  const maxClockOffsetMs = intOption(o.maxClockOffsetMs, '--max-clock-offset-ms', MAX_CLOCK_OFFSET_MS, 0, 86_400_000);
   const log = createLogger(level);
-  // Credentials and TLS are checked once up front: those do not heal by retrying.
-  // An unreachable server is not fatal; the worker waits for it.
-  for (const [opts, what, url] of [[master, 'master', masterUrl], [replica, 'replica', replicaUrl]] as const) {
-    try {
-      (await probe(opts, what, redactUrl(url), options.timeoutMs)).disconnect();
-    } catch (err) {
-      if (err instanceof QsyncError && err.exitCode === ExitCode.unreachable) {
-        log.warn({ side: what, err: err.message }, `${what} unreachable at start; retrying until it answers`);
-      } else throw err;
-    }
-  }
+  await checkAtStart(o, options.timeoutMs, log);
   log.info({ master: redactUrl(masterUrl), replica: redactUrl(replicaUrl), ...options }, 'qsync consumer starting');
-  const worker = new SyncWorker({ ...options, master, replica, logger: log }).start();
+  // The servers' warnings are logged before the worker starts.
+  const worker = new SyncWorker({ ...options, master, replica, logger: log });
+  const servers = await new ServerMonitor({ ...options, master, replica, maxClockOffsetMs, log, active: () => worker.state !== 'standby' }).start();
+  worker.start();
   const jobProgress = new EventEmitter();
   const onProgress = (job: string, p: unknown) => jobProgress.emit('progress', job, p);
   const jobs = o.jobs === false ? undefined : startJobWorker({ ...options, master, replica, log, worker, onProgress });
-  const metrics = metricsPort === undefined ? undefined : await startMetrics(worker, jobProgress, master, options, metricsPort, log);
+  const metrics = metricsPort === undefined ? undefined : await startMetrics(worker, jobProgress, master, options, metricsPort, log, servers);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping: finishing the batches in flight');
+      servers.close();
       void Promise.all([worker.close(), jobs?.close()]).then(() => resolve());
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
@@ -66,12 +83,14 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   log.info({ applied: worker.applied }, 'stopped');
 }
 
-async function startMetrics(worker: SyncWorker, jobProgress: EventEmitter, master: RedisOptions, o: { prefix: string; queue: string; queueDb: number; timeoutMs: number }, port: number, log: Logger): Promise<{ close(): Promise<void> }> {
+async function startMetrics(worker: SyncWorker, jobProgress: EventEmitter, master: RedisOptions, o: { prefix: string; queue: string; queueDb: number; timeoutMs: number }, port: number, log: Logger, servers: ServerMonitor): Promise<{ close(): Promise<void> }> {
   const client = connect({ ...master, db: o.queueDb }, { commandTimeoutMs: o.timeoutMs }, `qsync:${o.queue}:metrics`);
   const health = workerHealth(worker);
   let server: MetricsServer;
   try {
-    server = await serveMetrics(workerMetrics(worker, client, o.prefix, o.queue, jobProgress), port, { health });
+    const registry = workerMetrics(worker, client, o.prefix, o.queue, jobProgress);
+    serverMetrics(registry, o.queue, servers);
+    server = await serveMetrics(registry, port, { health });
   } catch (err) {
     client.disconnect();
     throw new ConfigError(`qsync: cannot serve metrics on --metrics-port ${port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
@@ -97,6 +116,7 @@ export function consumeCommand(program: Command): void {
     .addOption(new Option('--timeout-ms <ms>', 'a link silent this long is reset').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
     .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) on this port; 0 picks a free one').env('QSYNC_METRICS_PORT'))
     .addOption(new Option('--on-error <mode>', 'an entry the replica refuses: halt, or park it as a dead letter and go on').env('QSYNC_ON_ERROR').default(WORKER_DEFAULTS.onError))
+    .addOption(new Option('--max-clock-offset-ms <ms>', "warn when the replica's clock is further than this from the master's").env('QSYNC_MAX_CLOCK_OFFSET_MS').default(String(MAX_CLOCK_OFFSET_MS)))
     .option('--no-jobs', 'do not run control jobs (qsync verify --job, --every)')
     .action((o) => consume(o));
 }

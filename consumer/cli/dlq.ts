@@ -1,11 +1,11 @@
 /** `qsync dlq list|retry|drop`: the dead letters a consumer run with --on-error park set aside. */
 import { Option, type Command } from 'commander';
 import type { Redis } from 'ioredis';
-import { intOption, nameOption } from '../../shared/config.js';
+import { intOption, nameOption, queueDbOption } from '../../shared/config.js';
 import { ConfigError, ExitCode } from '../../shared/errors.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../../shared/keys.js';
 import { dropDeadLetters, formatDeadLetters, listDeadLetters, retryDeadLetters, type Selection } from '../dead-letters/dlq.js';
-import { common, open, queueOption, required, setExitCode, type CommonOpts } from './options.js';
+import { common, open, openPair, queueOption, required, setExitCode, type CommonOpts } from './options.js';
 
 type DlqOpts = CommonOpts & { replica?: string; seq?: string; all?: boolean; garbage?: boolean; json?: boolean };
 
@@ -17,17 +17,17 @@ function selection(o: DlqOpts, command: string, garbage: boolean): Selection {
   return o.all ? { all: true } : { garbage: true };
 }
 
-/** Runs a dlq command against the master (and the replica for retry), closing them after. */
+/** Runs a dlq command against the master (and the replica for retry, checked as a pair), closing them after. */
 async function dlq(o: DlqOpts, run: (keys: QueueKeys, master: Redis, replica?: Redis) => Promise<number>, replica = false): Promise<number> {
   const keys = new QueueKeys(nameOption(o.prefix, '--prefix', DEFAULT_PREFIX), nameOption(o.queue, '--queue', DEFAULT_QUEUE));
   if (replica) required(o.replica, '--replica', 'QSYNC_REPLICA');
-  const clients: Redis[] = [];
+  const pair = replica ? await openPair(o) : undefined;
+  const master = pair?.master ?? (await open(o, 'master'));
   try {
-    clients.push(await open(o, 'master'));
-    if (replica) clients.push(await open(o, 'replica'));
-    return await run(keys, clients[0], clients[1]);
+    return await run(keys, master, pair?.replica);
   } finally {
-    for (const c of clients) c.disconnect();
+    if (pair) pair.close();
+    else master.disconnect();
   }
 }
 
@@ -54,7 +54,7 @@ export function dlqCommands(program: Command): void {
     .action(async (o: DlqOpts) => {
       const which = selection(o, 'retry', false);
       setExitCode(await dlq(o, async (keys, master, replica) => {
-        const results = await retryDeadLetters(master, replica!, keys, intOption(o.queueDb, '--queue-db', 0, 0, 10_000), which);
+        const results = await retryDeadLetters(master, replica!, keys, queueDbOption(o.queueDb, '--queue-db'), which);
         for (const r of results) (r.applied ? process.stdout : process.stderr).write(`${r.applied ? '' : 'qsync: '}${r.message}\n`);
         if (results.length === 0) process.stdout.write(`no dead letters in ${keys.dlq}\n`);
         return results.every((r) => r.applied) ? ExitCode.ok : ExitCode.refused;

@@ -1,15 +1,17 @@
 /**
  * What every command of the CLI shares: the flags every command has
  * (--master, --prefix, --queue-db, TLS, --log-level), connections checked
- * before use, and the exit code a command's action sets.
+ * before use (a master and a replica also as a pair), and the exit code a
+ * command's action sets.
  */
 import { Option, type Command } from 'commander';
 import type { Redis, RedisOptions } from 'ioredis';
-import { redisOptionsFromUrl, redactUrl, intOption, nameOption, type TlsFiles } from '../../shared/config.js';
+import { redisOptionsFromUrl, redactUrl, nameOption, queueDbOption, type TlsFiles } from '../../shared/config.js';
 import { ConfigError, ExitCode } from '../../shared/errors.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
 import { defineScripts } from '../../shared/scripts.js';
 import { probe } from '../../shared/probe.js';
+import { checkPair } from '../queue/servers.js';
 
 export interface CommonOpts {
   master?: string;
@@ -56,12 +58,34 @@ export function sideOptions(o: CommonOpts & { replica?: string }, side: 'master'
   return withoutDb(redisOptionsFromUrl(url, `--${side}`, tlsFiles(o)), `--${side}`, url);
 }
 
-/** One checked connection to the master or the replica, in the queue db, for a command that runs once. */
-export async function open(o: CommonOpts & { replica?: string }, side: 'master' | 'replica'): Promise<Redis> {
+/** One checked connection to the master or the replica, in the queue db (which must exist), for a command that runs once. */
+export async function open(o: CommonOpts & { replica?: string }, side: 'master' | 'replica', timeoutMs?: number): Promise<Redis> {
   const options = sideOptions(o, side);
-  const client = await probe({ ...options, db: intOption(o.queueDb, '--queue-db', 0, 0, 10_000) }, side, redactUrl(o[side]!));
+  const client = await probe({ ...options, db: queueDbOption(o.queueDb, '--queue-db') }, side, redactUrl(o[side]!), timeoutMs);
   defineScripts(client);
   return client;
+}
+
+/**
+ * Both servers of a command that takes --master and --replica, each checked
+ * as by open(), then as a pair (queue/servers.ts): two different servers, not
+ * swapped. Every such command goes through here before it touches either.
+ */
+export async function openPair(o: CommonOpts & { replica?: string }, timeoutMs?: number): Promise<{ master: Redis; replica: Redis; close(): void }> {
+  const place = queuePlace(o);
+  const clients: Redis[] = [];
+  const close = () => clients.forEach((c) => c.disconnect());
+  try {
+    const master = await open(o, 'master', timeoutMs);
+    clients.push(master);
+    const replica = await open(o, 'replica', timeoutMs);
+    clients.push(replica);
+    await checkPair(master, replica, { ...place, masterWhere: redactUrl(o.master!), replicaWhere: redactUrl(o.replica!) });
+    return { master, replica, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
 }
 
 /** Where a queue lives: its prefix, name and db, from the flags. */
@@ -75,7 +99,7 @@ export function queuePlace(o: CommonOpts): QueuePlace {
   return {
     prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
     queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
-    queueDb: intOption(o.queueDb, '--queue-db', 0, 0, 10_000),
+    queueDb: queueDbOption(o.queueDb, '--queue-db'),
   };
 }
 

@@ -16,9 +16,10 @@ function statusExitCode(states: string[]): number {
 
 async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
   const prefix = nameOption(o.prefix, '--prefix', DEFAULT_PREFIX);
+  const only = o.queue === undefined ? undefined : nameOption(o.queue, '--queue', DEFAULT_QUEUE);
   const master = await open(o, 'master');
   try {
-    const queues = o.queue ? [nameOption(o.queue, '--queue', DEFAULT_QUEUE)] : await findQueues(master, prefix);
+    const queues = only !== undefined ? [only] : await findQueues(master, prefix);
     const rows = await Promise.all(queues.map((q) => readStatus(master, prefix, q)));
     process.stdout.write((o.json ? JSON.stringify(rows, null, 2) : formatStatus(rows)) + '\n');
     return statusExitCode(rows.flatMap((r) => [r.state, r.queueState]));

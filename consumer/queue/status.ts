@@ -1,14 +1,18 @@
 /**
  * What `qsync status` shows for each queue, read from the master alone:
  * depth, age of the oldest entry, sequence, the watermark the consumer last
- * reported, lag, the consumer and its state, the dead letters waiting, and
- * the queue's cap, queued bytes and state (queue/limits.ts).
+ * reported, lag, the consumer and its state, the dead letters waiting, the
+ * queue's cap, queued bytes and state (queue/limits.ts), and what is wrong
+ * with the servers: the master's eviction policy, read now, and the
+ * replica's policy and the clock offset as the consumer last measured them
+ * (queue/servers.ts).
  */
 import type { Redis } from 'ioredis';
 import { QueueKeys } from '../../shared/keys.js';
 import { decodeEntry } from '../../shared/entry.js';
 import { USAGE_FIELDS, usageFrom, capText, sizeText, stateText, type QueueUsage } from './limits.js';
 import { describeVerify, readLastVerify, type LastVerify } from '../verify/result.js';
+import { parseServerReport, serverWarnings, SERVERS_FIELD } from './servers.js';
 
 export interface QueueStatus extends QueueUsage {
   queue: string;
@@ -33,6 +37,12 @@ export interface QueueStatus extends QueueUsage {
   refusedWrites: number;
   /** the last `qsync verify` of the queue, or null when none ran */
   lastVerify: (LastVerify & { ageMs: number }) | null;
+  /** each side's maxmemory-policy: the master's read now, the replica's as the consumer last saw it; null when unknown */
+  maxmemoryPolicy: { master: string | null; replica: string | null };
+  /** the replica's clock minus the master's, as the consumer last measured it, or null */
+  clock: { offsetMs: number; uncertaintyMs: number; maxOffsetMs: number; ageMs: number } | null;
+  /** one sentence each: a server that may evict keys, clocks too far apart; empty when all is well */
+  warnings: string[];
 }
 
 /** Names of the queues under a prefix, found by their meta or log keys. */
@@ -53,7 +63,7 @@ export async function findQueues(master: Redis, prefix: string): Promise<string[
 
 export async function readStatus(master: Redis, prefix: string, queue: string): Promise<QueueStatus> {
   const keys = new QueueKeys(prefix, queue);
-  const [[, depth], [, head], [, [seq, refused, ...usage]], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters], [, dirtyKeys]] = (await master
+  const [[, depth], [, head], [, [seq, refused, ...usage]], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters], [, dirtyKeys], [, memory]] = (await master
     .multi()
     .llen(keys.log)
     .lindexBuffer(keys.log, 0)
@@ -64,6 +74,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     .time()
     .llen(keys.dlq)
     .scard(keys.dirty)
+    .info('memory')
     .exec()) as [Error | null, unknown][] as [
     [null, number],
     [null, Buffer | null],
@@ -74,6 +85,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     [null, [string, string]],
     [null, number],
     [null, number],
+    [Error | null, string | null],
   ];
   const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
   const lastVerify = await readLastVerify(master, keys);
@@ -97,6 +109,12 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
   } catch {
     detail = {};
   }
+  const report = parseServerReport(status[SERVERS_FIELD]);
+  const maxmemoryPolicy = { master: /maxmemory_policy:(\S+)/.exec(memory ?? '')?.[1] ?? null, replica: report?.maxmemoryPolicy.replica ?? null };
+  const clock =
+    report && report.clockOffsetMs !== null
+      ? { offsetMs: report.clockOffsetMs, uncertaintyMs: report.clockUncertaintyMs ?? 0, maxOffsetMs: report.maxClockOffsetMs, ageMs: Math.max(0, now - report.at) }
+      : null;
   return {
     queue,
     logKey: keys.log,
@@ -121,7 +139,17 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     refusedWrites: Number(refused ?? 0),
     ...usageFrom(depth, usage, dirtyKeys),
     lastVerify: lastVerify && { ...lastVerify, ageMs: Math.max(0, now - lastVerify.at) },
+    maxmemoryPolicy,
+    clock,
+    warnings: serverWarnings(maxmemoryPolicy, clock, clock?.maxOffsetMs ?? 0),
   };
+}
+
+/** The clock offset for people: which way, how far, how sure, how old. */
+function clockText(c: QueueStatus['clock']): string {
+  if (!c) return '- (measured by a running consumer)';
+  const way = c.offsetMs === 0 ? 'same as the master' : `${Math.abs(c.offsetMs)} ms ${c.offsetMs > 0 ? 'ahead of' : 'behind'} the master`;
+  return `replica ${way} (±${c.uncertaintyMs} ms), measured ${age(c.ageMs)} ago`;
 }
 
 /** A duration for people: ms, s or min. */
@@ -148,6 +176,9 @@ export function formatStatus(rows: QueueStatus[]): string {
         `  consumer        ${s.consumer ? `${s.consumer.holder ?? s.consumer.id}, heartbeat ${age(s.consumer.heartbeatAgeMs)} ago` : 'none holds the lease'}`,
         `  dead letters    ${s.deadLetters}${s.deadLetters ? '  (qsync dlq list)' : ''}`,
         `  last verify     ${s.lastVerify ? `${age(s.lastVerify.ageMs)} ago, ${describeVerify(s.lastVerify)} (${s.lastVerify.source})` : 'none (qsync verify)'}`,
+        `  clock offset    ${clockText(s.clock)}`,
+        `  memory policy   master ${s.maxmemoryPolicy.master ?? '-'}, replica ${s.maxmemoryPolicy.replica ?? '-'}`,
+        ...s.warnings.map((w) => `  warning         ${w}`),
       ];
       return lines.join('\n');
     })
