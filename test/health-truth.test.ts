@@ -4,8 +4,9 @@
  * consumer that lost its lease says so as a warning and stops claiming to
  * drain; the master knows the head entry of its log without reading all of
  * it; a write the producer refuses rejects on a later turn of the event loop
- * and is counted; integer replies past 2^53 are what Redis returned. Real
- * servers, writes through the producer.
+ * and is counted; integer replies past 2^53 are what Redis returned; verify
+ * does not wait for entries the consumer will never apply. Real servers,
+ * writes through the producer.
  */
 import test, { type ExecutionContext } from 'ava';
 import { Writable } from 'node:stream';
@@ -14,6 +15,8 @@ import { createProducer, QueueFullError, UnsupportedCommandError } from '../prod
 import { readStatus } from '../consumer/queue/status.js';
 import { SyncWorker, type WorkerOptions } from '../consumer/drain/worker.js';
 import { workerMetrics } from '../consumer/metrics/metrics.js';
+import { verify } from '../consumer/verify/verify.js';
+import { formatResult } from '../consumer/verify/result.js';
 import { ReplyCode } from '../shared/reply-codes.js';
 import { QueueKeys } from '../shared/keys.js';
 import { createLogger } from '../shared/logger.js';
@@ -284,4 +287,38 @@ test('an integer reply past 2^53 is what plain ioredis returns: single, batched,
     t.is(await db.get('q'), await plain.get('p'));
     if (stringNumbers) t.is(String(await db.incr('q')), String(BigInt((await plain.get('p')) ?? '') + 1n), 'exact with stringNumbers');
   }
+});
+
+test('while the replica needs a resync, verify reports the keys that queued entries touch as differences, not in flight', async (t) => {
+  const pair = await pairFor(t);
+  const master = pair.master.client();
+  const db = createProducer(pair.master.client());
+  const first = startWorker(pair);
+  await db.set('k', '1');
+  await waitForDrain(master, pair.replica.client());
+  await first.close();
+  await db.set('k', '2');
+  // The entry the replica needs next is lost: only a resync can help now.
+  await master.del(keys.log);
+  await db.set('k', '3');
+  await db.set('other', 'x');
+
+  const worker = workerFor(t, pair);
+  await eventually(() => worker.state === 'resync-needed', 10_000, 'resync-needed');
+  await eventually(async () => (await readStatus(master, 'qsync', 'default')).state === 'resync-needed', 5000, 'resync-needed in the status');
+  const sides = { master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port } };
+  const waiting: unknown[] = [];
+  const running = await verify({ ...sides, drainTimeoutMs: 5000, onWaiting: (w) => waiting.push(w) });
+  t.is(running.inFlight, 0);
+  t.is(running.differences, 2);
+  t.like(running.byKind, { value: 1, 'missing-on-replica': 1, 'in-flight': 0 });
+  t.regex(String(running.resyncNeeded), /gone from the master's log/);
+  t.deepEqual(waiting, [], 'no wait for a consumer that cannot apply them');
+  t.regex(formatResult(running), /the replica needs a resync/);
+
+  // With no consumer running, verify finds it by itself.
+  await worker.close();
+  const alone = await verify({ ...sides, drainTimeoutMs: 5000 });
+  t.like(alone, { inFlight: 0, differences: 2 });
+  t.regex(String(alone.resyncNeeded), /entries 2 to 2 are gone/);
 });

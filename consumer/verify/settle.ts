@@ -11,6 +11,8 @@
  *   it still differs, it is 'in flight';
  * - a key that no entry of its window touches, with the whole window still in
  *   the log, differs for real;
+ * - while the replica needs a resync (the consumer will never apply the
+ *   entries still queued), a key they touch differs for real too;
  * - otherwise (part of the window was trimmed, or the key is on one side
  *   only and that side's copy expires within the TTL tolerance, so that the
  *   other side may have expired it first by its clock) it is compared
@@ -36,6 +38,12 @@ export interface SettleSides {
   logView(items: Pending[]): Promise<LogView>;
   /** compares keys of a db again: those that still differ, with fresh windows */
   compare(db: number, keys: Buffer[]): Promise<Pending[]>;
+  /**
+   * Why the consumer will never apply the entries still queued (the replica
+   * needs a resync), or undefined when it may: a difference they explain is
+   * then real, not in flight.
+   */
+  stuck(): Promise<string | undefined>;
 }
 
 export interface SettleOptions {
@@ -81,12 +89,14 @@ export class Settler {
     let deadline = Date.now() + this.o.drainTimeoutMs;
     for (let round = 0; items.length > 0; round++) {
       this.o.signal?.throwIfAborted();
+      const stuck = (await this.sides.stuck()) !== undefined;
       const log = await this.sides.logView(items);
       const late = Date.now() >= deadline;
       const again: Pending[] = [];
       for (const p of items) {
         if (log.explained.has(p.id)) {
-          if (late) this.o.decide(p, true);
+          if (stuck) this.o.decide(p, false);
+          else if (late) this.o.decide(p, true);
           else again.push(p);
         } else if ((!log.covers(p) || expiryExplains(p.diff, this.o.ttlToleranceMs) !== undefined) && round < ROUNDS) {
           again.push(p);
@@ -96,7 +106,7 @@ export class Settler {
       }
       if (again.length === 0) return;
       // A consumer that does not catch up ends the wait for this batch.
-      if (!(await this.waitFor(again, deadline))) deadline = Date.now();
+      if (!(await this.waitFor(again, stuck ? Date.now() : deadline))) deadline = Date.now();
       items = [];
       for (const [db, keys] of byDb(again.map((p) => ({ db: p.db, key: p.diff.key })))) items.push(...(await this.sides.compare(db, keys)));
     }
@@ -110,7 +120,7 @@ export class Settler {
   private async waitFor(items: Pending[], deadline: number): Promise<boolean> {
     const target = Math.max(...items.map((p) => p.to));
     let wm = await this.sides.watermark();
-    if (wm < target) {
+    if (wm < target && Date.now() < deadline) {
       if (wm === this.stalledAt) return false;
       this.o.onWaiting?.({ keys: items.length, watermark: wm, target, timeoutMs: Math.max(0, deadline - Date.now()) });
       while (wm < target && Date.now() < deadline) {

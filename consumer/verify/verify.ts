@@ -15,6 +15,7 @@ import { compareKeys } from './compare.js';
 import { readLogView, recentKeys } from './log-view.js';
 import { byDb, keyId } from '../../shared/entry-keys.js';
 import { Settler, type Pending } from './settle.js';
+import { resyncNeeded } from './stuck.js';
 import { emptyCounts, EXAMPLES, storeLastVerify, type Difference, type VerifyMode, type VerifyResult } from './result.js';
 
 /** What a verification does; a control job carries these. */
@@ -109,6 +110,7 @@ class Verification {
         watermark: () => this.watermark(),
         logView: (items) => readLogView(this.client('master', this.queueDb), this.keys, items),
         compare: (db, keys) => this.compare(db, keys, false),
+        stuck: () => this.stuck(),
       },
       { drainTimeoutMs: this.s.drainTimeoutMs, ttlToleranceMs: this.s.ttlToleranceMs, signal: o.signal, onWaiting: o.onWaiting, decide: (p, inFlight) => this.add(p, inFlight) },
     );
@@ -221,6 +223,13 @@ class Verification {
     const found = ((await pipeline.exec()) ?? []).map(([err, n]) => (err ? 1 : (n as number)));
     const missing = keys.filter((_k, i) => found[i] === 0);
     if (missing.length) await this.compare(db, missing);
+  }
+
+  /** Why the replica needs a resync, kept in the result; undefined while the consumer may bring it up to date. */
+  private async stuck(): Promise<string | undefined> {
+    const reason = await resyncNeeded(this.client('master', this.queueDb), this.client('replica', this.queueDb), this.keys);
+    if (reason) this.result.resyncNeeded = reason;
+    return reason;
   }
 
   private async watermark(): Promise<number> {
