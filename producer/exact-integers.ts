@@ -9,12 +9,14 @@
  * 2^53 too, in its own way; the producer rounds the same way).
  */
 import type { RedisOptions } from 'ioredis';
-import type { LoggedCommand } from './write-log.js';
 
 const COUNTERS = new Set(['incr', 'incrby', 'decr', 'decrby', 'hincrby']);
 
+/** A command as sent: its lower-case name is all this needs. */
+type Sent = { name: string };
+
 /** True when a reply of these commands may come back as digits. */
-export function mayCarryDigits(commands: LoggedCommand[]): boolean {
+export function mayCarryDigits(commands: Sent[]): boolean {
   return commands.some((c) => COUNTERS.has(c.name));
 }
 
@@ -35,13 +37,13 @@ function integerReply(digits: string, options: RedisOptions): number | string {
 }
 
 /** One command's reply: digits for a counter become its integer reply; anything else is returned as it is. */
-export function exactReply(cmd: LoggedCommand | undefined, reply: unknown, options: RedisOptions): unknown {
+export function exactReply(cmd: Sent | undefined, reply: unknown, options: RedisOptions): unknown {
   if (!cmd || !COUNTERS.has(cmd.name) || !(typeof reply === 'string' || Buffer.isBuffer(reply))) return reply;
   return integerReply(reply.toString(), options);
 }
 
 /** The script's reply to a call: one reply (`single`) or an array of them, one a command. */
-export function exactReplies(commands: LoggedCommand[], single: boolean | 'batch', reply: unknown, options: RedisOptions): unknown {
+export function exactReplies(commands: Sent[], single: boolean | 'batch', reply: unknown, options: RedisOptions): unknown {
   if (single === true) return exactReply(commands[0], reply, options);
   return Array.isArray(reply) ? reply.map((r: unknown, i) => exactReply(commands[i], r, options)) : reply;
 }
