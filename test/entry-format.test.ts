@@ -9,8 +9,8 @@ import test from 'ava';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ReplyError } from 'ioredis';
-import { COMMANDS, MAX_ARGS, keyIndexes, type LogRule } from '../shared/commands.js';
-import { decodeEntry, EntryFormatError } from '../shared/entry.js';
+import { COMMANDS, MAX_ARGS, keyIndexes, type CommandSpec, type LogRule } from '../shared/commands.js';
+import { decodeEntry, EntryFormatError, VIEW_ANY } from '../shared/entry.js';
 import { createProducer, UnsupportedCommandError } from '../producer/index.js';
 import { startPair, startWorker, waitForDrain, datasetDiff } from './support/fixtures.js';
 
@@ -171,12 +171,27 @@ function expected(rule: LogRule, cmd: Arg[], reply: Reply, { existed, staleCount
   }
 }
 
+/**
+ * The views the master records with a write's logged commands: for the first,
+ * each key's position and its PEXPIRETIME just before the write (`expiries`),
+ * or VIEW_ANY for a key the logged form overwrites; a further command a rule
+ * logged on the same key (members popped in chunks) only names it.
+ */
+function expectedViews(spec: CommandSpec, argCount: number, logged: number, expiries: number[]): number[][] {
+  const indexes = keyIndexes(spec.keys, argCount);
+  const overwritten = (n: number) => spec.overwrites === 'all' || (spec.overwrites === 'first' && n === 0) || (spec.overwrites === 'last' && n === indexes.length - 1);
+  const first = indexes.flatMap((i, n) => [i + 2, overwritten(n) ? VIEW_ANY : expiries[n]]);
+  return Array.from({ length: logged }, (_, j) => (j === 0 ? first : [2, VIEW_ANY]));
+}
+
 test('random writes are logged as the rules say and replay to an equal dataset, or are refused whole', async (t) => {
   const pair = await startPair();
   t.teardown(() => pair.destroy());
   const master = pair.master.client();
   const replica = pair.replica.client();
   const producer = createProducer(pair.master.client());
+  const dbClients = new Map<number, ReturnType<typeof pair.master.client>>();
+  const dbClient = (db: number) => dbClients.get(db) ?? dbClients.set(db, pair.master.client(db)).get(db)!;
   let run = 0;
 
   /** Sends one write and checks what it logged; throws (for fast-check to shrink) when that is wrong. */
@@ -189,6 +204,13 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
     const before: Before = spec
       ? { existed: (await master.exists(sent[0])) === 1, staleCount: ((await master.getrangeBuffer(sent[0], 15, 15).catch(() => null))?.[0] ?? 0) >= 0x80 }
       : { existed: false, staleCount: false };
+    // Each key's expiry before the write, in its db (COPY ... DB n writes its destination in db n).
+    const copyDb = name === 'copy' ? sent.findIndex((a, i) => i >= 2 && a.toString().toUpperCase() === 'DB') : -1;
+    const expiries: number[] = [];
+    for (const [n, i] of (spec ? keyIndexes(spec.keys, sent.length) : []).entries()) {
+      const db = copyDb >= 0 && n === 1 ? Number(sent[copyDb + 1]) : 0;
+      expiries.push(await (db === 0 ? master : dbClient(db)).pexpiretime(sent[i]));
+    }
     const length = await master.llen(LOG);
     let reply: Reply;
     try {
@@ -203,6 +225,7 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
     const want = expected(spec.log, [name, ...sent], reply, before, await master.pexpiretime(sent[0])).map((c) => c.map(buf));
     const entries = (await master.lrangeBuffer(LOG, length, -1)).map(decodeEntry);
     assert.deepStrictEqual(entries.map((e) => e.commands), want.length ? [want] : [], `${name} ${sent.join(' ').slice(0, 200)}`);
+    if (want.length) assert.deepStrictEqual(entries[0].views, expectedViews(spec, sent.length, want.length, expiries), `views of ${name}`);
   };
 
   await t.notThrowsAsync(

@@ -8,6 +8,9 @@
   held (its state does not matter, but the replica must know it is touched).
 ]]
 local ANY = -3
+-- The view of a command whose one key is overwritten (SET k v, the most
+-- common write): one table for all of them, never changed.
+local FIRST_KEY_ANY = { 2, ANY }
 
 -- The db of the key at position pos of cmd, run in db: COPY ... DB n writes
 -- its destination in db n.
@@ -25,7 +28,7 @@ end
 -- overwritten, nothing else.
 local function take_view(cmd, spec, db)
   -- The common cases first: one key, overwritten (SET k v) or not.
-  if spec == '1w' then return { 2, ANY } end
+  if spec == '1w' then return FIRST_KEY_ANY end
   if spec == '1' then return { 2, rcall('PEXPIRETIME', cmd[2]) } end
   local first, last, step, flag = string.match(spec, '^(%d+):(%-?%d+):(%d+)(%a?)$')
   if not first then
@@ -63,5 +66,5 @@ end
 -- The view of a further command a rule logged for the same write on the
 -- same key (members popped in chunks): its state follows from the first.
 local function same_key_view()
-  return { 2, ANY }
+  return FIRST_KEY_ANY
 end
