@@ -24,7 +24,7 @@ import { defineScripts } from '../shared/scripts.js';
 import { ExitCode } from '../shared/errors.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import { freePort } from './support/redis-server.js';
-import { runCli } from './support/cli.js';
+import { runCli, spawnCli } from './support/cli.js';
 import { eventually } from './support/wait.js';
 
 const keys = new QueueKeys('qsync', 'default');
@@ -163,6 +163,44 @@ test('a consumer whose lease was taken over is warned, not errored, stands by, a
   await waitForDrain(master, pair.replica.client(), { timeoutMs: 30_000 });
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   t.is(await pair.replica.client().get('n0'), '400');
+});
+
+test('a consumer paused (SIGSTOP) for longer than its lease, taken over by a standby, logs no error when it wakes and stands by', async (t) => {
+  const pair = await pairFor(t);
+  const master = pair.master.client();
+  const consume = () => {
+    const cli = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--lease-ms', '1000', '--batch-size', '64', '--window', '2', '--log-level', 'debug']);
+    t.teardown(() => cli.kill('SIGKILL'));
+    return cli;
+  };
+  const db = createProducer(pair.master.client());
+  let writing = true;
+  const load = (async () => {
+    let n = 0;
+    while (writing) await Promise.all(Array.from({ length: 50 }, () => db.incr(`c${n++ % 20}`)));
+    return n;
+  })();
+  const active = consume();
+  await active.waitForLog((l) => l.state === 'streaming', 20_000, 'streaming');
+  const standby = consume();
+  await standby.waitForLog((l) => l.state === 'standby', 20_000, 'standby');
+
+  active.kill('SIGSTOP');
+  await standby.waitForLog((l) => l.state === 'streaming' || l.state === 'idle', 20_000, 'the standby took over');
+  const status = await readStatus(master, 'qsync', 'default');
+  t.not(status.consumer?.id, undefined);
+  t.true(status.state === 'streaming' || status.state === 'idle' || status.state === 'starting', status.state);
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  active.kill('SIGCONT');
+  await active.waitForLog((l) => l.state === 'standby', 10_000, 'the woken consumer stands by');
+  writing = false;
+  const written = await load;
+  await waitForDrain(master, pair.replica.client(), { timeoutMs: 30_000 });
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+  const counters = await pair.replica.client().mget(Array.from({ length: 20 }, (_v, i) => `c${i}`));
+  t.is(counters.reduce((sum, v) => sum + Number(v ?? 0), 0), written, 'each increment applied once');
+  t.deepEqual(active.logs().filter((l) => Number(l.level) >= 50), []);
+  t.deepEqual(standby.logs().filter((l) => Number(l.level) >= 50), []);
 });
 
 test('the master knows the head entry by its length and first bytes: a confirmation naming another entry trims nothing, and no other byte is read', async (t) => {
