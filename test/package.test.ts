@@ -2,8 +2,8 @@
  * The published package as an application gets it: `npm pack`, installed
  * into a project of its own beside ioredis 5 or 6, its types checked with
  * `strict` and `skipLibCheck: false`, its entry points loaded by import and
- * by require. Only the public entry points are used, never paths inside the
- * package.
+ * by require, its CLI run. Only the public entry points are used, never
+ * paths inside the package.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -28,10 +28,12 @@ function run(command: string, args: string[], cwd: string): Promise<string> {
   });
 }
 
-async function installedVersion(name: string): Promise<string> {
-  const manifest = JSON.parse(await readFile(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string };
+async function versionIn(dir: string): Promise<string> {
+  const manifest = JSON.parse(await readFile(path.join(dir, 'package.json'), 'utf8')) as { version: string };
   return manifest.version;
 }
+const installedVersion = (name: string) => versionIn(path.join(ROOT, 'node_modules', name));
+const version = versionIn(ROOT);
 
 const work = await mkdtemp(path.join(os.tmpdir(), 'qsync-package-'));
 test.after.always(() => rm(work, { recursive: true, force: true }));
@@ -95,7 +97,7 @@ for (const [ioredis, alias] of [
   ['5', 'ioredis'],
   ['6', 'ioredis6'],
 ] as const) {
-  test(`the packed package type-checks under strict without skipLibCheck and loads by import and require, beside ioredis ${ioredis}`, async (t) => {
+  test(`the packed package type-checks under strict without skipLibCheck, loads by import and require and runs its CLI, beside ioredis ${ioredis}`, async (t) => {
     t.timeout(300_000, 'a build, an install from the npm cache and a type-check');
     const app = path.join(work, `app-ioredis${ioredis}`);
     await mkdir(app);
@@ -110,5 +112,7 @@ for (const [ioredis, alias] of [
     await run(process.execPath, [TSC, '-p', app], app);
     t.is((await run(process.execPath, ['--input-type=module', '-e', LOAD_ESM], app)).trim(), 'imported');
     t.regex(await run(process.execPath, ['-e', LOAD_CJS], app), /^required$/m);
+    // The CLI as installed: bin/qsync.js runs the compiled dist/.
+    t.is((await run(path.join(app, 'node_modules', '.bin', 'qsync'), ['--version'], app)).trim(), await version);
   });
 }
