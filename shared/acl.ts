@@ -52,7 +52,9 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every replicated write.
       return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec'];
     case 'producer':
-      // Added to the application's own rules: the log-write script and what it runs.
-      return [own, ...SCRIPTS, '+hincrby', '+hset', '+hmget', '+llen', '+scard', '+smismember', '+sadd', '+rpush', '+time', '+exists', '+pexpiretime', '+getrange', '+select', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+      // Added to the application's own rules: the log-write script and what it
+      // runs; INFO for the check of the master's maxmemory-policy at a
+      // connection's first write.
+      return [own, ...SCRIPTS, '+info', '+hincrby', '+hset', '+hmget', '+llen', '+scard', '+smismember', '+sadd', '+rpush', '+time', '+exists', '+pexpiretime', '+getrange', '+select', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
   }
 }

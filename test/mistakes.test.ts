@@ -8,6 +8,7 @@ import net, { type AddressInfo } from 'node:net';
 import { createProducer, ConfigError, ReservedKeyError, UnsupportedCommandError } from '../producer/index.js';
 import { ExitCode } from '../shared/errors.js';
 import { QueueKeys } from '../shared/keys.js';
+import { aclRules } from '../shared/acl.js';
 import { startPair, startWorker, waitForDrain, type Pair } from './support/fixtures.js';
 import { freePort, startRedis, type RedisServer, type RedisServerOptions } from './support/redis-server.js';
 import { startProxy } from './support/fault-proxy.js';
@@ -207,6 +208,14 @@ test('a master that may evict: the producer refuses to write until the app allow
   const fresh = createProducer(s.client());
   void fresh.set('order', 'written');
   t.is(await fresh.get('order'), 'written');
+});
+
+test("the producer's ACL role is enough for the first write's check of the master", async (t) => {
+  const s = await server(t);
+  await s.client().call('ACL', 'SETUSER', 'app', 'on', '>app-secret', '~app:*', ...aclRules('producer'));
+  const db = createProducer(s.client(0, { username: 'app', password: 'app-secret' }));
+  t.is(await db.set('app:1', 'v'), 'OK');
+  t.is(await s.client().hget(keys.meta, 'seq'), '1');
 });
 
 test('a master or replica that may evict: consume warns at start, status and the metrics say so', async (t) => {
