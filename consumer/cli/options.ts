@@ -74,7 +74,9 @@ export async function open(o: CommonOpts & { replica?: string }, side: 'master' 
 export async function openPair(o: CommonOpts & { replica?: string }, timeoutMs?: number): Promise<{ master: Redis; replica: Redis; close(): void }> {
   const place = queuePlace(o);
   const clients: Redis[] = [];
-  const close = () => clients.forEach((c) => c.disconnect());
+  const close = () => {
+    for (const c of clients) c.disconnect();
+  };
   try {
     const master = await open(o, 'master', timeoutMs);
     clients.push(master);
