@@ -360,3 +360,23 @@ test('while the replica needs a resync, verify reports the keys that queued entr
   t.like(alone, { inFlight: 0, differences: 2 });
   t.regex(String(alone.resyncNeeded), /entries 2 to 2 are gone/);
 });
+
+test('reading a batch from a log of entries bigger than its byte budget copies one entry into the script, not a chunk of 64', async (t) => {
+  const pair = await pairFor(t);
+  const master = pair.master.client();
+  defineScripts(master);
+  const db = createProducer(pair.master.client());
+  for (let i = 0; i < 4; i++) await db.set(`big${i}`, Buffer.alloc(2 * 1024 * 1024, 'x'));
+  await db.set('small', 'x');
+  const monitor = await pair.master.client().monitor();
+  t.teardown(() => monitor.disconnect());
+  const ranges: string[][] = [];
+  monitor.on('monitor', (_time: string, args: string[]) => {
+    if (String(args[0]).toLowerCase() === 'lrange') ranges.push(args.slice(2));
+  });
+  const [, , remaining, ...entries] = await master.qsyncReadBatchBuffer(keys.log, keys.meta, 0, 1000, 1024 * 1024, 4);
+  t.is(entries.length, 1, 'an entry over the budget goes alone');
+  t.is(Number(remaining), 4);
+  await eventually(() => ranges.length > 0, 5000, 'the read seen by MONITOR');
+  t.deepEqual(ranges, [['0', '0']]);
+});

@@ -8,8 +8,10 @@
   most asked for), so that a short queue leaves in small
   batches at once and a long one fills the link with large ones. A byte
   budget bounds the batch too (a single larger entry still goes alone), and
-  the log is read in chunks so that huge entries are never copied whole into
-  the script.
+  the log is read in chunks sized by the average entry (the meta hash's
+  bytes over the log's length), so that no more than about one entry past
+  the budget is copied into the script: a log of 20 MB entries is read one
+  at a time, not 64 (1.3 GB) to return one.
 
   Input:
     KEYS[1] log list
@@ -23,17 +25,20 @@
     {epoch or '', seq or '', entries left after this batch, entry, entry, ...}
 ]]
 local rcall = redis.call
-local meta = rcall('HMGET', KEYS[2], 'epoch', 'seq')
+local meta = rcall('HMGET', KEYS[2], 'epoch', 'seq', 'bytes')
 local offset = tonumber(ARGV[1])
-local backlog = rcall('LLEN', KEYS[1]) - offset
+local length = rcall('LLEN', KEYS[1])
+local backlog = length - offset
+local average = length > 0 and (tonumber(meta[3]) or 0) / length or 0
 local most = math.min(tonumber(ARGV[2]), math.max(64, math.ceil(backlog / tonumber(ARGV[4]))))
 local budget = tonumber(ARGV[3])
 local out = { meta[1] or '', meta[2] or '', 0 }
 local head = #out
 local bytes = 0
 local full = false
-while not full and #out - head < most do
+while not full and #out - head < most and bytes < budget do
   local want = math.min(64, most - (#out - head))
+  if average > 0 then want = math.max(1, math.min(want, math.floor((budget - bytes) / average) + 1)) end
   local chunk = rcall('LRANGE', KEYS[1], offset, offset + want - 1)
   for _, e in ipairs(chunk) do
     if #out > head and bytes + #e > budget then
