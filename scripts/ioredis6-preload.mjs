@@ -5,10 +5,12 @@ import Module, { register } from 'node:module';
 
 const rename = (specifier) => (specifier === 'ioredis' || specifier.startsWith('ioredis/') ? `ioredis6${specifier.slice(7)}` : specifier);
 
-const hooks = `export function resolve(specifier, context, next) {
-  return next(specifier === 'ioredis' || specifier.startsWith('ioredis/') ? 'ioredis6' + specifier.slice(7) : specifier, context);
-}`;
+// import: a resolve hook, which runs in a module of its own.
+const hooks = `const rename = ${rename};
+export const resolve = (specifier, context, next) => next(rename(specifier), context);`;
 register(`data:text/javascript,${encodeURIComponent(hooks)}`);
+
+// require: the CommonJS resolver.
 
 const resolveFilename = Module._resolveFilename;
 Module._resolveFilename = function (request, ...rest) {
