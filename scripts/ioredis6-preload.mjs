@@ -11,7 +11,6 @@ export const resolve = (specifier, context, next) => next(rename(specifier), con
 register(`data:text/javascript,${encodeURIComponent(hooks)}`);
 
 // require: the CommonJS resolver.
-
 const resolveFilename = Module._resolveFilename;
 Module._resolveFilename = function (request, ...rest) {
   return resolveFilename.call(this, rename(request), ...rest);
