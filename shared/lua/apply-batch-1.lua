@@ -25,7 +25,7 @@
     pending record, running nothing of it; so no consumer, the next one or a
     stale one, can confirm a batch past S without filing S.
   - (2) is atomic, for the lease holder only, and only while the head of the
-    log is still what was applied (sha1): S leaves the log exactly when its
+    log is still what was applied (head.lua): S leaves the log exactly when its
     dead letter appears, once.
   - Between (2) and (3): the pending record stays behind, but S is in no
     batch any more, so it is never read again.
