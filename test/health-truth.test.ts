@@ -68,7 +68,7 @@ const refusals: { name: string; reason: RegExp; refuse(replica: Redis): Promise<
   },
   {
     name: 'an ACL user without write permission',
-    reason: /the replica refuses every write: it does not let this user write/,
+    reason: /the replica refuses every write: it does not give this user the permissions the consumer needs/,
     refuse: async (r) => void (await r.call('ACL', 'SETUSER', 'sync', '-@write')),
     accept: async (r) => void (await r.call('ACL', 'SETUSER', 'sync', '+@write')),
     user: true,

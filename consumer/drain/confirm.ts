@@ -70,7 +70,7 @@ export function haltDetail(reply: ApplyReply, entries: Buffer[], logKey: string)
 const REFUSES_WRITES: [RegExp, string][] = [
   [/^READONLY\b/, 'is read-only (a replica of another server, or replica-read-only)'],
   [/^OOM\b/, 'is out of memory (maxmemory reached under noeviction)'],
-  [/^NOPERM\b|can't run this command|no permissions/i, 'does not let this user write (ACL)'],
+  [/^NOPERM\b|can't run this command|no permissions/i, 'does not give this user the permissions the consumer needs (ACL; qsync acl prints them)'],
   [/^MISCONF\b/, 'refuses writes since it cannot persist (stop-writes-on-bgsave-error)'],
 ];
 
