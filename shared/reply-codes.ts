@@ -30,6 +30,8 @@ export enum ReplyCode {
   tooManyDirty = -10,
   /** repair start: the log is still at its cap, so a repair would only fill the dirty set again */
   logAtCap = -11,
+  /** resync replay: a key the master had when the command ran is gone from the replica (it expired there first); copy it again */
+  keyLost = -12,
 }
 
 /** The Lua locals for the codes: `local GAP = -1` and so on, one line each. */

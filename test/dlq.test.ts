@@ -63,6 +63,10 @@ test('park keeps draining past an entry the replica refuses; the dead letter nam
   const worker = parkingWorker(t, pair);
   const replica = pair.replica.client();
   await replica.set('k', 'written on the replica by hand');
+  // The master holds k too, written around qsync: a key the master lacked
+  // would be deleted on the replica before the write (as the master's view
+  // of it says), and the replica would refuse nothing. So in every test below.
+  await pair.master.client().rpush('k', 'm');
   const db = createProducer(pair.master.client());
   await db.incr('before');
   await db.lpush('k', 'x');
@@ -89,6 +93,7 @@ test('park keeps draining past an entry the replica refuses; the dead letter nam
   t.is((await listed(t, pair)).length, 1);
 
   await replica.del('k');
+  await replica.rpush('k', 'm');
   const retried = await dlq(pair, 'retry', '--seq', '2');
   t.is(retried.code, 0, retried.stderr.join('\n'));
   t.deepEqual(retried.stdout, ['applied seq 2']);
@@ -131,6 +136,8 @@ test('a group refused part way is parked with the commands already applied; retr
   const replica = pair.replica.client();
   await replica.set('k', 'string');
   await replica.set('s', 'string');
+  await pair.master.client().rpush('k', 'm');
+  await pair.master.client().sadd('s', 'm');
   const db = createProducer(pair.master.client());
   await db.multi().incr('a').lpush('k', 'x').incr('b').sadd('s', 'y').incr('c').exec();
   await db.incr('a');
@@ -141,6 +148,7 @@ test('a group refused part way is parked with the commands already applied; retr
 
   // Fixed in part: the retry gets further and keeps the letter with its progress.
   await replica.del('k');
+  await replica.rpush('k', 'm');
   const partial = await dlq(pair, 'retry', '--all');
   t.is(partial.code, ExitCode.refused);
   t.regex(partial.stderr.join('\n'), /kept seq 1: the replica refused command 4 \(SADD s y\): WRONGTYPE.*; 3 of 5 commands are applied/);
@@ -149,6 +157,7 @@ test('a group refused part way is parked with the commands already applied; retr
 
   // A retry that applied everything but died before removing the letter.
   await replica.del('s');
+  await replica.sadd('s', 'm');
   const [stored] = await readDeadLetters(pair.master.client(), keys);
   defineScripts(replica);
   t.deepEqual(await replica.qsyncRetryDead(keys.applied, 0, stored.epoch, stored.done, stored.raw), [0, 2]);
@@ -165,6 +174,7 @@ test('a consumer killed after the replica parked an entry but before the master 
   const pair = await pairFor(t);
   const [master, replica] = [pair.master.client(), pair.replica.client()];
   await replica.set('k', 'string');
+  await master.rpush('k', 'm');
   const db = createProducer(pair.master.client());
   await db.incr('n');
   await db.multi().incr('n').lpush('k', 'x').exec();
@@ -212,6 +222,7 @@ test('dlq drop removes the one letter asked for; an unknown seq or no selection 
   const pair = await pairFor(t);
   parkingWorker(t, pair);
   await pair.replica.client().set('k', 'string');
+  await pair.master.client().rpush('k', 'm');
   const db = createProducer(pair.master.client());
   await db.lpush('k', 'a');
   await db.incr('n');
@@ -253,6 +264,7 @@ test('an error about the replica rather than the entry (no permission) halts eve
 test('halt stays the default: the CLI without --on-error halts on a refused entry and parks nothing', async (t) => {
   const pair = await pairFor(t);
   await pair.replica.client().set('k', 'string');
+  await pair.master.client().rpush('k', 'm');
   await createProducer(pair.master.client()).lpush('k', 'x');
   const cli = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--lease-ms', '1000']);
   t.teardown(() => cli.kill('SIGKILL'));
@@ -286,6 +298,7 @@ test('consumers SIGKILLed at random moments while parking leave each entry appli
   const pair = await pairFor(t);
   const [master, replica] = [pair.master.client(), pair.replica.client()];
   await replica.set('bad', 'string');
+  await master.rpush('bad', 'm');
   const load = refusedLoad(createProducer(pair.master.client()));
   // Each consumer starts behind (the previous one is dead while writes go
   // on) and is killed while catching up, with batches applied on the replica
@@ -314,6 +327,7 @@ test('consumers SIGKILLed at random moments while parking leave each entry appli
   t.is(await replica.get('after'), null);
 
   await replica.del('bad');
+  await replica.rpush('bad', 'm');
   const retried = await dlq(pair, 'retry', '--all');
   t.is(retried.code, 0, retried.stderr.join('\n'));
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);

@@ -20,6 +20,9 @@ import type { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import type { SyncWorker } from '../consumer/drain/worker.js';
 import { verify } from '../consumer/verify/verify.js';
+import { runRepair } from '../consumer/copy/repair.js';
+import { setLimits } from '../consumer/queue/limits.js';
+import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import type { RedisServer } from './support/redis-server.js';
 
@@ -82,10 +85,10 @@ test('keys renewed while the consumer is away longer than their TTL end alive on
   const c = consumer(t, pair);
   const kinds = ['expire', 'pexpire', 'expireat', 'pexpireat', 'getex-ex', 'getex-px', 'getex-exat', 'getex-pxat', 'getex-persist', 'persist', 'keepttl'];
   const start = Date.now();
-  for (const k of kinds) await p.set(`r:${k}`, 'v', 'PX', 1000);
-  await p.set('r:counter', '10', 'PX', 1000);
+  for (const k of kinds) await p.set(`r:${k}`, 'v', 'PX', 2000);
+  await p.set('r:counter', '10', 'PX', 2000);
   await p.hset('r:hash', 'old', '1');
-  await p.pexpire('r:hash', 1000);
+  await p.pexpire('r:hash', 2000);
   const setUp = Date.now();
   c.start();
   await waitForDrain(pair.master.client(), pair.replica.client());
@@ -110,8 +113,8 @@ test('keys renewed while the consumer is away longer than their TTL end alive on
   await p.incr('r:counter');
   await p.expire('r:hash', 60);
   await p.hset('r:hash', 'new', '2');
-  t.true(Date.now() < start + 1000, 'the keys were renewed while alive');
-  await until(setUp + 1100); // every original TTL has run out, on both sides
+  t.true(Date.now() < start + 2000, 'the keys were renewed while alive');
+  await until(setUp + 2100); // every original TTL has run out, on both sides
 
   const worker = c.start();
   await waitForDrain(pair.master.client(), pair.replica.client());
@@ -170,19 +173,19 @@ test('a replica clock ahead: writes on keys alive on the master but already expi
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   const start = Date.now();
-  await p.set('ahead:counter', '10', 'PX', 2000);
+  await p.set('ahead:counter', '10', 'PX', 3000);
   await p.hset('ahead:hash', 'f', '1');
-  await p.pexpire('ahead:hash', 2000);
-  await p.set('ahead:renewed', 'v', 'PX', 2000);
-  await p.set('ahead:persisted', 'v', 'PX', 2000);
+  await p.pexpire('ahead:hash', 3000);
+  await p.set('ahead:renewed', 'v', 'PX', 3000);
+  await p.set('ahead:persisted', 'v', 'PX', 3000);
   await p.sadd('ahead:set', 'x');
-  await p.pexpire('ahead:set', 2000);
+  await p.pexpire('ahead:set', 3000);
   const setUp = Date.now();
   await drainOnce(t, pair);
-  // The replica's clock runs 1.5 s ahead: its keys expire 1.5 s early.
-  await shiftExpiries(pair.replica, -1500);
-  await until(setUp + 600);
-  t.true(Date.now() < start + 1900, 'the keys are still alive on the master');
+  // The replica's clock runs 2 s ahead: its keys expire 2 s early.
+  await shiftExpiries(pair.replica, -2000);
+  await until(setUp + 1100);
+  t.true(Date.now() < start + 2900, 'the keys are still alive on the master');
 
   await p.incr('ahead:counter');
   await p.hset('ahead:hash', 'g', '2');
@@ -191,7 +194,7 @@ test('a replica clock ahead: writes on keys alive on the master but already expi
   await p.persist('ahead:persisted');
   await p.expire('ahead:hash', 60);
   await drainOnce(t, pair);
-  await until(setUp + 2100); // the short expiries have passed on both sides
+  await until(setUp + 3100); // the short expiries have passed on both sides
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   t.deepEqual(await pair.replica.client().hgetall('ahead:hash'), { f: '1', g: '2' });
 });
@@ -225,8 +228,8 @@ test('a replica clock behind: writes on keys expired on the master but still ali
   await p.sadd('behind:in2', 'x');
   const setUp = Date.now();
   await drainOnce(t, pair);
-  // The replica's clock runs 1 s behind: its keys expire 1 s late.
-  await shiftExpiries(pair.replica, 1000);
+  // The replica's clock runs 2 s behind: its keys expire 2 s late.
+  await shiftExpiries(pair.replica, 2000);
   await until(setUp + 600);
 
   await p.msetnx('behind:msetnx', 'new', 'behind:msetnx2', 'new');
@@ -243,7 +246,7 @@ test('a replica clock behind: writes on keys expired on the master but still ali
   await p.incrbyfloat('behind:float', '1');
   await p.sinterstore('behind:inter', 'behind:in1', 'behind:in2');
   await drainOnce(t, pair);
-  await until(setUp + 1600); // the replica's late expiries have passed too
+  await until(setUp + 2600); // the replica's late expiries have passed too
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   t.deepEqual(await pair.replica.client().hgetall('behind:hash'), { g: 'new' });
   t.is(await pair.replica.client().get('behind:counter'), '1');
@@ -326,7 +329,7 @@ test('express-session with connect-redis: rolling sessions touched during a cons
       resave: false,
       saveUninitialized: false,
       rolling: true,
-      cookie: { maxAge: 1000 },
+      cookie: { maxAge: 2000 },
     }),
   );
   app.get('/login/:user', (req, res) => {
@@ -350,8 +353,8 @@ test('express-session with connect-redis: rolling sessions touched during a cons
   await waitForDrain(pair.master.client(), pair.replica.client());
   await c.stop();
 
-  // 2.5 s without a consumer; every session is used (and so touched) every 100 ms.
-  const end = Date.now() + 2500;
+  // 5 s (2.5 times the sessions' 2 s) without a consumer; every session is used (and so touched) every 100 ms.
+  const end = Date.now() + 5000;
   while (Date.now() < end) {
     await Promise.all(cookies.map(async (cookie) => (await fetch(`${base}/me`, { headers: { cookie } })).text()));
     await sleep(100);
@@ -371,13 +374,41 @@ test('express-session with connect-redis: rolling sessions touched during a cons
 test('verify reports a difference on a key about to expire instead of waiting until both sides have expired it', async (t) => {
   const pair = await pairFor(t);
   const [m, r] = [pair.master.client(), pair.replica.client()];
-  const at = Date.now() + 1500;
-  // The same expiry, values that differ; and a key the replica lacks, 1.5 s from its expiry (beyond the 1 s tolerance).
+  const at = Date.now() + 1800;
+  // The same expiry, values that differ; and a key the replica lacks, 1.8 s from its expiry (beyond the tolerance of 200 ms).
   await m.set('soon:value', 'master', 'PXAT', at);
   await r.set('soon:value', 'replica', 'PXAT', at);
   await m.set('soon:missing', 'v', 'PXAT', at);
   // A key on one side only, expiring within the tolerance: the other side may have expired it already.
-  await m.set('soon:expiring', 'v', 'PXAT', Date.now() + 300);
-  const result = await verify({ master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, drainTimeoutMs: 1000 });
+  await m.set('soon:expiring', 'v', 'PXAT', Date.now() + 100);
+  const result = await verify({ master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, drainTimeoutMs: 1000, ttlToleranceMs: 200 });
   t.deepEqual(result.examples.map((d) => `${String(d.key)} ${d.kind}`).sort(), ['soon:missing missing-on-replica', 'soon:value value']);
+});
+
+test('a repair replays the log with the master\'s view too: keys that expired on the replica during the lag are copied again', async (t) => {
+  const pair = await pairFor(t);
+  const [m, keys] = [pair.master.client(), new QueueKeys('qsync', 'default')];
+  const p = createProducer(pair.master.client());
+  await p.set('base', '1');
+  await drainOnce(t, pair);
+  // Queued while no consumer runs, replayed by the repair after the TTLs ran out.
+  await p.set('lag:counter', '10', 'PX', 600);
+  await p.incr('lag:counter');
+  await p.set('lag:renewed', 'v', 'PX', 600);
+  await p.pexpire('lag:renewed', 60_000);
+  await p.hset('lag:hash', 'f', '1');
+  await p.pexpire('lag:hash', 600);
+  await p.hset('lag:hash', 'g', '2');
+  await p.persist('lag:hash');
+  // A write the full log does not take: the queue needs a repair.
+  await setLimits(m, keys, { maxEntries: await m.llen(keys.log), policy: 'mark-dirty' });
+  await p.set('dirty', 'x');
+  t.is(await m.hget(keys.meta, 'state'), 'repair-needed');
+  await setLimits(m, keys, { maxEntries: 1_000_000 });
+  await sleep(800);
+
+  const result = await runRepair({ master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, leaseMs: 2000 });
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+  t.deepEqual(await pair.replica.client().hgetall('lag:hash'), { f: '1', g: '2' });
+  t.true(result.recopies > 0, 'keys lost on the replica were copied again');
 });

@@ -202,9 +202,12 @@ test('sample mode checks about the fraction asked for; recent mode checks only t
   let worker = startWorker(pair);
   const db = createProducer(pair.master.client());
   await db.set('old', 'x');
+  // The keys exist on both sides, so the replica applies the entries below on
+  // its own copies (a key the master did not have would be deleted first).
+  for (let i = 0; i < 20; i++) await db.hset(`r${i}`, 'a', String(i));
   await waitForDrain(pair.master.client(), pair.replica.client());
   await worker.close();
-  for (let i = 0; i < 20; i++) await db.hset(`r${i}`, 'a', String(i));
+  for (let i = 0; i < 20; i++) await db.hset(`r${i}`, 'c', String(i));
   const replica = pair.replica.client();
   await replica.set('old', 'changed by hand, but not recent');
   // Applied on top of this, the entry leaves r15 different from the master.
@@ -267,6 +270,9 @@ test('a consumer stopped while it runs a job puts the job back, and the next con
   // The replica refuses the next entry: the consumer halts with it queued,
   // so a verification waits for it to be applied.
   await pair.replica.client().set('list', 'a string');
+  // The master holds the list too (written around qsync): the replica's key
+  // is not one the master lacked, which the replica would delete first.
+  await pair.master.client().rpush('list', 'm');
   await db.rpush('list', 'x');
   await first.waitForLog((l) => l.state === 'halted', 30_000, 'halted');
 
@@ -278,6 +284,7 @@ test('a consumer stopped while it runs a job puts the job back, and the next con
   t.like((await jobsOf(pair)).jobs, [{ state: 'waiting', attemptsMade: 0 }], 'back in the queue, no attempt lost');
 
   await pair.replica.client().del('list');
+  await pair.replica.client().rpush('list', 'm');
   consumer(t, pair);
   const exit = await follower.exited;
   t.is(exit.code, ExitCode.ok, follower.stderr.join('\n'));

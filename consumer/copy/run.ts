@@ -7,6 +7,10 @@
  * copy at or after the entry (it is in their copies), applied if none has;
  * if they disagree (RENAME, SMOVE... between keys copied at different
  * times) its keys are all copied again first, which puts it in their copies.
+ * A command applied is first given the master's view of its keys, as the
+ * consumer does (shared/lua/includes/view.lua); when a key the master had is
+ * gone from the replica (it expired there first while the copy waited), its
+ * keys are copied again too.
  * The replay goes on past every marker, then the watermark is set to the
  * last entry replayed and the replica's mark removed, in one step.
  */
@@ -81,7 +85,7 @@ export interface CopyRunResult {
   replayed: number;
   /** commands skipped because their effect was already in the copies */
   skipped: number;
-  /** times the keys of a multi-key command were copied again because they were copied at different times */
+  /** times the keys of a command were copied again: copied at different times, or one had expired on the replica first */
   recopies: number;
   seconds: number;
 }
@@ -95,6 +99,15 @@ export interface RunContext {
   keys: QueueKeys;
   queueDb: number;
   lease: { valid(): boolean };
+}
+
+/** A logged command waiting to be replayed, with its master's view (shared/lua/includes/view.lua) and the ids of its keys. */
+interface Replayed {
+  db: number;
+  cmd: Buffer[];
+  view: number[];
+  ids: string[];
+  seq: number;
 }
 
 /** Most ARGV items sent in one replay call. */
@@ -212,33 +225,48 @@ export abstract class CopyRun {
   private async replay(from: number, ts0: number, partial?: { seq: number; done: number }): Promise<{ seq: number; ts: number }> {
     const follower = new LogFollower(this.master, this.keys, from, this.fail);
     let done = { seq: from, ts: ts0 };
-    let args: Array<string | Buffer> = [];
-    const flush = async () => {
-      if (args.length === 0) return;
-      const [code, at, err] = await this.replica.qsyncResyncReplay(this.keys.applied, this.ctx.queueDb, done.seq, done.ts, ...args);
-      if (code !== ReplyCode.ok) throw this.fail(`the replica refused a replayed command (${at} of the batch ending after entry ${done.seq}): ${err}`);
-      args = [];
+    // Commands to run, in order, sent to the replica in one call once there are enough.
+    let queued: Replayed[] = [];
+    let queuedArgs = 0;
+    const flush = async (): Promise<void> => {
+      while (queued.length > 0) {
+        const batch = queued;
+        queued = [];
+        queuedArgs = 0;
+        const args = batch.flatMap((r) => [String(r.db), String(r.view.length), ...r.view.map(String), String(r.cmd.length), ...r.cmd]);
+        const [code, at, err] = await this.replica.qsyncResyncReplay(this.keys.applied, this.ctx.queueDb, done.seq, done.ts, ...args);
+        if (code === ReplyCode.ok) continue;
+        if (code !== ReplyCode.keyLost) throw this.fail(`the replica refused a replayed command (${at} of the batch ending after entry ${done.seq}): ${err}`);
+        // The commands before it ran. A key its command needs expired on the
+        // replica first: copying its keys again puts the command in the copies.
+        await this.copyAgain(batch[at - 1].ids);
+        for (const r of batch.slice(at)) await consider(r);
+      }
+    };
+    // Skips a command already in its keys' copies, copies its keys again when
+    // only some of them are, or queues it.
+    const consider = async (r: Replayed): Promise<void> => {
+      const ahead = this.markers.ahead(r.ids, r.seq);
+      if (ahead > 0 && ahead < r.ids.length) {
+        // Keys copied at different times: copy them all again, past this entry.
+        await flush();
+        await this.copyAgain(r.ids);
+      } else if (ahead > 0) {
+        this.skipped++;
+      } else {
+        queued.push(r);
+        queuedArgs += r.cmd.length + r.view.length + 3;
+      }
     };
     const replayEntry = async (e: Entry) => {
       const first = e.seq === partial?.seq ? partial.done : 0;
-      for (const cmd of e.commands.slice(first)) {
-        const ids = touchedKeys(e.db, cmd, this.fail);
-        const ahead = this.markers.ahead(ids, e.seq);
-        if (ahead > 0 && ahead < ids.length) {
-          // Keys copied at different times: copy them all again, past this entry.
-          if (++this.recopies > (this.options.maxRecopies ?? COPY_DEFAULTS.maxRecopies)) throw this.fail(`keys kept changing under multi-key commands (${this.recopies - 1} copies again); run it again when writes are calmer`);
-          await flush();
-          await this.copyIds(ids);
-          this.skipped++;
-        } else if (ahead > 0) {
-          this.skipped++;
-        } else {
-          args.push(String(e.db), String(cmd.length), ...cmd);
-        }
+      for (let i = first; i < e.commands.length; i++) {
+        const cmd = e.commands[i];
+        await consider({ db: e.db, cmd, view: e.views?.[i] ?? [], ids: touchedKeys(e.db, cmd, this.fail), seq: e.seq });
       }
       done = { seq: e.seq, ts: e.ts };
       this.progress.replayed++;
-      if (args.length >= REPLAY_ARGS) {
+      if (queuedArgs >= REPLAY_ARGS) {
         this.checkLease();
         await flush();
         this.report('replay');
@@ -252,6 +280,13 @@ export abstract class CopyRun {
     }
     await flush();
     return done;
+  }
+
+  /** Copies keys again, past the command being replayed, which is then in their copies. */
+  private async copyAgain(ids: string[]): Promise<void> {
+    if (++this.recopies > (this.options.maxRecopies ?? COPY_DEFAULTS.maxRecopies)) throw this.fail(`keys kept changing under multi-key commands or expiring on the replica (${this.recopies - 1} copies again); run it again when writes are calmer`);
+    await this.copyIds(ids);
+    this.skipped++;
   }
 
   protected masterSeq = async (): Promise<number> => Number((await this.master.hget(this.keys.meta, 'seq')) ?? 0);
