@@ -7,6 +7,7 @@ import { redisOptionsFromUrl, redactUrl, intOption, nameOption, choiceOption, qu
 import { ExitCode, QsyncError, ConfigError } from '../../shared/errors.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../../shared/logger.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
+import { sizeOption, durationOption } from '../../shared/units.js';
 import { SyncWorker, WORKER_DEFAULTS } from '../drain/worker.js';
 import { connect } from '../drain/connections.js';
 import { backoffDelay, sleep } from '../drain/backoff.js';
@@ -51,14 +52,14 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
     prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
     queueDb: queueDbOption(o.queueDb, '--queue-db'),
     batchSize: intOption(o.batchSize, '--batch-size', WORKER_DEFAULTS.batchSize, 1, 100_000),
-    batchBytes: intOption(o.batchBytes, '--batch-bytes', WORKER_DEFAULTS.batchBytes, 1024),
+    batchBytes: sizeOption(o.batchBytes, '--batch-bytes', WORKER_DEFAULTS.batchBytes, { min: 1024 }),
     window: intOption(o.window, '--window', WORKER_DEFAULTS.window, 1, 64),
-    leaseMs: intOption(o.leaseMs, '--lease-ms', WORKER_DEFAULTS.leaseMs, 300),
-    timeoutMs: intOption(o.timeoutMs, '--timeout-ms', WORKER_DEFAULTS.timeoutMs, 100),
+    leaseMs: durationOption(o.leaseMs, '--lease-ms', WORKER_DEFAULTS.leaseMs, { min: 300 }),
+    timeoutMs: durationOption(o.timeoutMs, '--timeout-ms', WORKER_DEFAULTS.timeoutMs, { min: 100 }),
     onError: choiceOption(o.onError, '--on-error', ON_ERROR, WORKER_DEFAULTS.onError),
   };
   const metricsPort = o.metricsPort === undefined ? undefined : intOption(o.metricsPort, '--metrics-port', 0, 0, 65_535);
-  const maxClockOffsetMs = intOption(o.maxClockOffsetMs, '--max-clock-offset-ms', MAX_CLOCK_OFFSET_MS, 0, 86_400_000);
+  const maxClockOffsetMs = durationOption(o.maxClockOffsetMs, '--max-clock-offset-ms', MAX_CLOCK_OFFSET_MS, { max: 86_400_000 });
   const log = createLogger(level);
   await checkAtStart(o, options.timeoutMs, log);
   log.info({ master: redactUrl(masterUrl), replica: redactUrl(replicaUrl), ...options }, 'qsync consumer starting');
@@ -110,13 +111,13 @@ export function consumeCommand(program: Command): void {
     .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue to drain').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
     .addOption(new Option('--batch-size <n>', 'most entries per batch').env('QSYNC_BATCH_SIZE').default(String(WORKER_DEFAULTS.batchSize)))
-    .addOption(new Option('--batch-bytes <n>', 'most bytes per batch').env('QSYNC_BATCH_BYTES').default(String(WORKER_DEFAULTS.batchBytes)))
+    .addOption(new Option('--batch-bytes <size>', 'most bytes per batch (1048576, 1mb)').env('QSYNC_BATCH_BYTES').default(String(WORKER_DEFAULTS.batchBytes)))
     .addOption(new Option('--window <n>', 'batches in flight to the replica').env('QSYNC_WINDOW').default(String(WORKER_DEFAULTS.window)))
-    .addOption(new Option('--lease-ms <ms>', 'consumer lease; a standby takes over this long after a crash').env('QSYNC_LEASE_MS').default(String(WORKER_DEFAULTS.leaseMs)))
-    .addOption(new Option('--timeout-ms <ms>', 'a link silent this long is reset').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
+    .addOption(new Option('--lease-ms <duration>', 'consumer lease; a standby takes over this long after a crash (5000, 5s)').env('QSYNC_LEASE_MS').default(String(WORKER_DEFAULTS.leaseMs)))
+    .addOption(new Option('--timeout-ms <duration>', 'a link silent this long is reset (5000, 5s)').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
     .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) on this port; 0 picks a free one').env('QSYNC_METRICS_PORT'))
     .addOption(new Option('--on-error <mode>', 'an entry the replica refuses: halt, or park it as a dead letter and go on').env('QSYNC_ON_ERROR').default(WORKER_DEFAULTS.onError))
-    .addOption(new Option('--max-clock-offset-ms <ms>', "warn when the replica's clock is further than this from the master's").env('QSYNC_MAX_CLOCK_OFFSET_MS').default(String(MAX_CLOCK_OFFSET_MS)))
+    .addOption(new Option('--max-clock-offset-ms <duration>', "warn when the replica's clock is further than this from the master's").env('QSYNC_MAX_CLOCK_OFFSET_MS').default(String(MAX_CLOCK_OFFSET_MS)))
     .option('--no-jobs', 'do not run control jobs (qsync verify --job, --every)')
     .action((o) => consume(o));
 }

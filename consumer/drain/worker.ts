@@ -11,51 +11,21 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../../shared/keys.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
 import { connect, describeError, isLinkError, onSide, SideError } from './connections.js';
 import { Lease, LeaseLost } from './lease.js';
-import { haltDetail, refusalDetail, Confirmer, type ApplyReply, type OnError } from './confirm.js';
+import { haltDetail, refusalDetail, Confirmer, type ApplyReply } from './confirm.js';
 import { markKind } from './mark.js';
 import { HeldKeys, HeldCopyRefused } from './held-keys.js';
+import { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
 import { frameBatch } from '../../shared/entry.js';
 
-export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
+export { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
 
-export interface WorkerOptions {
-  master: RedisOptions;
-  replica: RedisOptions;
-  /** @default 'default' */
-  queue?: string;
-  /** @default 'qsync' */
-  prefix?: string;
-  /** db of the queue on the master and of the watermark on the replica. @default 0 */
-  queueDb?: number;
-  /** most entries per batch. @default 1000 */
-  batchSize?: number;
-  /** most bytes of entries per batch (a single larger entry still goes alone). @default 4 MiB */
-  batchBytes?: number;
-  /** batches in flight to the replica at once; a moderate backlog is shared out over them. @default 8 */
-  window?: number;
-  /** lease time: a standby takes over this long after the active worker died. @default 10000 */
-  leaseMs?: number;
-  /** a link with no answer for this long is reset (catches blackholes). @default 15000 */
-  timeoutMs?: number;
-  /** how often halted and resync-needed states are checked again. @default 5000 */
-  recheckMs?: number;
-  /**
-   * what to do with an entry the replica refuses, or bytes in the log that
-   * are not an entry: halt until someone fixes it, or park it in the
-   * dead-letter list on the master and go on. @default 'halt'
-   */
-  onError?: OnError;
-  backoff?: BackoffOptions;
-  logger?: Logger;
-  /** identifies this worker in the lease and status. @default random */
-  id?: string;
-}
+export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
 
 interface Batch {
   entries: Buffer[];
@@ -67,23 +37,12 @@ interface Batch {
 
 type Outcome = { batch: Batch; reply: ApplyReply; seconds: number } | { batch: Batch; error: Error };
 
-/** Defaults of the tunable options, shared with the CLI. */
 /**
  * A backlog is shared out over at most this many batches: enough to leave at
  * once in small batches when the queue is short, without cutting a long
  * backlog into slivers that each cost a script call on both sides.
  */
 const SPREAD = 4;
-
-export const WORKER_DEFAULTS = {
-  batchSize: 1000,
-  batchBytes: 1024 * 1024,
-  window: 32,
-  leaseMs: 10_000,
-  timeoutMs: 15_000,
-  recheckMs: 5000,
-  onError: 'halt',
-} as const;
 
 /** The replica cannot be brought up to date from the queue. */
 export class ResyncNeeded extends Error {}
