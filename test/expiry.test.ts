@@ -23,6 +23,7 @@ import { verify } from '../consumer/verify/verify.js';
 import { runRepair } from '../consumer/copy/repair.js';
 import { setLimits } from '../consumer/queue/limits.js';
 import { QueueKeys } from '../shared/keys.js';
+import { workerMetrics } from '../consumer/metrics/metrics.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import type { RedisServer } from './support/redis-server.js';
 
@@ -117,12 +118,14 @@ test('keys renewed while the consumer is away longer than their TTL end alive on
   await until(setUp + 2100); // every original TTL has run out, on both sides
 
   const worker = c.start();
+  const registry = workerMetrics(worker, pair.master.client(), 'qsync', 'default');
   await waitForDrain(pair.master.client(), pair.replica.client());
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   const replica = pair.replica.client();
   t.is(await replica.get('r:counter'), '11');
   t.deepEqual(await replica.hgetall('r:hash'), { old: '1', new: '2' });
   t.true(worker.expiryFixes.copied > 0, 'the keys the replica had lost were copied from the master');
+  t.regex(await registry.metrics(), /qsync_expiry_fixes_total\{queue="default",kind="copied"\} [1-9]/);
 });
 
 /** Writes made while a key was alive on the master, each set up first with a TTL of 600 ms. */

@@ -94,6 +94,12 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   });
   const watermark = fromStatus('qsync_replica_watermark', 'last sequence number applied on the replica', (s) => s.replicaWatermark);
   const applied = new Counter({ name: 'qsync_entries_applied_total', help: 'entries applied to the replica by this worker', labelNames, registers: [registry] });
+  const expiry = new Counter({
+    name: 'qsync_expiry_fixes_total',
+    help: "what giving the replica the master's view of expiry took, by kind: keys aligned (deleted, or given the master's expiry), commands held back, keys copied from the master",
+    labelNames: ['queue', 'kind'],
+    registers: [registry],
+  });
   const latency = new Histogram({
     name: 'qsync_batch_apply_seconds',
     help: 'time from sending a batch to the replica to its confirmation',
@@ -122,6 +128,11 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
     if (!p) return;
     jobDone.set(l, p.done);
     jobTotal.set(l, p.total);
+  });
+  worker.on('expiry', (e: { aligned: number; heldBack: number; copied: number }) => {
+    expiry.inc({ queue, kind: 'aligned' }, e.aligned);
+    expiry.inc({ queue, kind: 'held-back' }, e.heldBack);
+    expiry.inc({ queue, kind: 'copied' }, e.copied);
   });
   worker.on('applied', (e: { count: number; watermark: number; seconds: number }) => {
     applied.inc(labels, e.count);
