@@ -53,7 +53,8 @@ export class WriteGuard {
     for (const i of keyIndexes(spec.keys, cmd.args.length)) {
       const key = cmd.args[i];
       for (const p of this.prefixes) {
-        const inside = typeof key === 'string' ? key.startsWith(p.text) : key.length >= p.bytes.length && p.bytes.equals(key.subarray(0, p.bytes.length));
+        const inside =
+          typeof key === 'string' ? key.startsWith(p.text) : key.length >= p.bytes.length && p.bytes.equals(key.subarray(0, p.bytes.length));
         if (inside) throw new ReservedKeyError(cmd.name, key.toString(), p.text, db);
       }
     }
@@ -114,7 +115,9 @@ export class WriteGuard {
     }
     if (selected) throw selected;
     if (policy === null) {
-      throw new ConfigError("qsync: cannot read the master's maxmemory-policy (INFO and CONFIG GET were refused); grant the producer's user +info, or pass allowEviction: true to createProducer; nothing was written");
+      throw new ConfigError(
+        "qsync: cannot read the master's maxmemory-policy (INFO and CONFIG GET were refused); grant the producer's user +info, or pass allowEviction: true to createProducer; nothing was written",
+      );
     }
     if (policy !== undefined && canEvict(policy)) {
       throw new ConfigError(

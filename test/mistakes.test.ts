@@ -36,14 +36,27 @@ function consumer(t: ExecutionContext, args: string[], env: Record<string, strin
 }
 
 /** Asserts a run failed with `code` and one stderr line that matches `names`, having started nothing. */
-function assertOneLine(t: ExecutionContext, run: { code: number | null; stdout: string[]; stderr: string[] }, code: number, names: RegExp, what = ''): void {
+function assertOneLine(
+  t: ExecutionContext,
+  run: { code: number | null; stdout: string[]; stderr: string[] },
+  code: number,
+  names: RegExp,
+  what = '',
+): void {
   t.is(run.code, code, `${what}: ${run.stderr.join('\n')}`);
   t.is(run.stderr.length, 1, `${what}: ${run.stderr.join('\n')}`);
   t.regex(run.stderr[0] ?? '', names, what);
-  t.false(run.stdout.some((l) => l.includes('starting')), `${what}: nothing started`);
+  t.false(
+    run.stdout.some((l) => l.includes('starting')),
+    `${what}: nothing started`,
+  );
 }
 
-const warnings = (cli: CliProcess) => cli.logs().filter((l) => l.level === 40).map((l) => String(l.msg));
+const warnings = (cli: CliProcess) =>
+  cli
+    .logs()
+    .filter((l) => l.level === 40)
+    .map((l) => String(l.msg));
 
 /** The value of a metric line that starts with `name`. */
 function metric(body: string, name: string): number | undefined {
@@ -105,7 +118,11 @@ test('master and replica swapped after syncing: consume, verify and resync refus
   await worker.close();
 
   const swapped = ['--master', pair.replica.url, '--replica', pair.master.url];
-  const [consume, verify, resync] = [await runCli(['consume', ...swapped]), await runCli(['verify', ...swapped]), await runCli(['resync', ...swapped])];
+  const [consume, verify, resync] = [
+    await runCli(['consume', ...swapped]),
+    await runCli(['verify', ...swapped]),
+    await runCli(['resync', ...swapped]),
+  ];
   const names = new RegExp(
     `look swapped: --replica redis://127\\.0\\.0\\.1:${pair.master.port} holds the sequence of queue 'default' \\(qsync:default:meta, seq 3\\) and --master redis://127\\.0\\.0\\.1:${pair.replica.port} holds its watermark \\(qsync:default:applied, seq 3\\)`,
   );
@@ -138,14 +155,21 @@ test('queue and prefix names the CLI refuses are refused by createProducer too, 
 test('a queue db the server does not have: the CLI exits 2 with one line, the producer refuses its first write with a ConfigError', async (t) => {
   const pair = await pairFor(t, { args: ['--databases', '4'] }, { args: ['--databases', '4'] });
   const beyond = ['--master', pair.master.url, '--replica', pair.replica.url, '--queue-db', '7'];
-  const [consume, status, verify] = [await runCli(['consume', ...beyond]), await runCli(['status', ...beyond.slice(0, 2), '--queue-db', '7']), await runCli(['verify', ...beyond])];
+  const [consume, status, verify] = [
+    await runCli(['consume', ...beyond]),
+    await runCli(['status', ...beyond.slice(0, 2), '--queue-db', '7']),
+    await runCli(['verify', ...beyond]),
+  ];
   const names = new RegExp(`master redis://127\\.0\\.0\\.1:${pair.master.port} has no db 7 .*--queue-db`);
   assertOneLine(t, consume, ExitCode.usage, names, 'consume');
   assertOneLine(t, status, ExitCode.usage, names, 'status');
   assertOneLine(t, verify, ExitCode.usage, names, 'verify');
 
   const db = createProducer(pair.master.client(), { queueDb: 7 });
-  await t.throwsAsync(db.set('k', 'v'), { instanceOf: ConfigError, message: "qsync: queueDb 7 does not exist on the master (its 'databases' setting is lower); nothing was written" });
+  await t.throwsAsync(db.set('k', 'v'), {
+    instanceOf: ConfigError,
+    message: "qsync: queueDb 7 does not exist on the master (its 'databases' setting is lower); nothing was written",
+  });
   await t.throwsAsync(db.multi().incr('n').exec(), { instanceOf: ConfigError });
   t.is(await pair.master.client().exists('k', 'n'), 0, 'nothing was written');
 });
@@ -168,7 +192,10 @@ test("writes to keys in qsync's own namespace are refused before anything is sen
     const err = await t.throwsAsync(write(), { instanceOf: ReservedKeyError });
     t.is(err?.key, key);
     t.true(err instanceof UnsupportedCommandError);
-    t.regex(err?.message ?? '', new RegExp(`^qsync: [A-Z]+ on key '${key}' is refused: keys under 'qsync(-jobs)?:' in db 0 are qsync's own; .*nothing was written$`));
+    t.regex(
+      err?.message ?? '',
+      new RegExp(`^qsync: [A-Z]+ on key '${key}' is refused: keys under 'qsync(-jobs)?:' in db 0 are qsync's own; .*nothing was written$`),
+    );
   }
   const multi = db.multi().incr('n').set('qsync:x', 'v').incr('m');
   await t.throwsAsync(multi.exec(), { instanceOf: ReservedKeyError, message: /'qsync:x'/ });
@@ -190,7 +217,8 @@ test("writes to keys in qsync's own namespace are refused before anything is sen
 test('a master that may evict: the producer refuses to write until the app allows it or the policy is fixed; reads keep their order', async (t) => {
   const s = await server(t, { args: ['--maxmemory-policy', 'allkeys-lru'] });
   const db = createProducer(s.client());
-  const message = /^qsync: the master's maxmemory-policy is allkeys-lru: Redis may evict the queue's log \(qsync:default:log\).*allowEviction: true.*nothing was written$/;
+  const message =
+    /^qsync: the master's maxmemory-policy is allkeys-lru: Redis may evict the queue's log \(qsync:default:log\).*allowEviction: true.*nothing was written$/;
   await t.throwsAsync(db.set('k', 'v'), { instanceOf: ConfigError, message });
   await t.throwsAsync(db.multi().incr('n').exec(), { instanceOf: ConfigError, message });
   await t.throwsAsync(db.pipeline().incr('n').exec(), { instanceOf: ConfigError, message });
@@ -252,7 +280,10 @@ test('the clock offset is measured over the round trip, shown in status and metr
   const even = consumer(t, ['--master', pair.master.url, '--replica', slow.url, '--metrics-port', String(port)]);
   await even.waitForLog((l) => l.state === 'idle', 20_000, 'idle');
   const run = await runCli(['status', '--master', pair.master.url, '--json']);
-  const [row] = JSON.parse(run.stdout.join('\n')) as { clock: { offsetMs: number; uncertaintyMs: number; maxOffsetMs: number }; warnings: string[] }[];
+  const [row] = JSON.parse(run.stdout.join('\n')) as {
+    clock: { offsetMs: number; uncertaintyMs: number; maxOffsetMs: number };
+    warnings: string[];
+  }[];
   t.true(Math.abs(row.clock.offsetMs) < 60, `offset ${row.clock.offsetMs} ms over a 300 ms round trip`);
   t.true(row.clock.uncertaintyMs >= 140, `uncertainty ${row.clock.uncertaintyMs} ms`);
   t.is(row.clock.maxOffsetMs, 1000);
@@ -269,9 +300,16 @@ test('the clock offset is measured over the round trip, shown in status and metr
   const logged = await skewed.waitForLog((l) => l.level === 40, 20_000, 'a clock warning');
   t.regex(String(logged.msg), /^replica clock is \d+ ms behind the master's \(more than 100 ms\): expiries/);
   t.true(Number(logged.clockOffsetMs) < -200 && Number(logged.clockOffsetMs) > -400, String(logged.clockOffsetMs));
-  const text = await eventually(async () => {
-    const r = await runCli(['status', '--master', pair.master.url]);
-    return r.stdout.some((l) => /^ {2}clock offset {4}replica \d+ ms behind the master \(±\d+ ms\), measured/.test(l)) ? r.stdout : undefined;
-  }, 10_000, 'the offset in status');
-  t.true(text.some((l) => l.startsWith('  warning         replica clock is')), text.join('\n'));
+  const text = await eventually(
+    async () => {
+      const r = await runCli(['status', '--master', pair.master.url]);
+      return r.stdout.some((l) => /^ {2}clock offset {4}replica \d+ ms behind the master \(±\d+ ms\), measured/.test(l)) ? r.stdout : undefined;
+    },
+    10_000,
+    'the offset in status',
+  );
+  t.true(
+    text.some((l) => l.startsWith('  warning         replica clock is')),
+    text.join('\n'),
+  );
 });

@@ -84,7 +84,9 @@ export class ServerMonitor {
   private take(report: ServerReport): void {
     this.latest = report;
     const text = report.warnings.join('\n');
-    if (text !== this.warned) for (const warning of report.warnings) this.o.log.warn({ clockOffsetMs: report.clockOffsetMs, maxmemoryPolicy: report.maxmemoryPolicy }, warning);
+    if (text !== this.warned)
+      for (const warning of report.warnings)
+        this.o.log.warn({ clockOffsetMs: report.clockOffsetMs, maxmemoryPolicy: report.maxmemoryPolicy }, warning);
     this.warned = text;
   }
 

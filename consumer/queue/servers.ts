@@ -68,11 +68,15 @@ export function serverWarnings(policy: ServerReport['maxmemoryPolicy'], clock: C
   for (const side of ['master', 'replica'] as const) {
     const p = policy[side];
     if (canEvict(p)) {
-      warnings.push(`${side} maxmemory-policy is ${p}: when memory is full Redis removes keys on its own (${side === 'master' ? "the queue's log, or data keys with no entry written" : 'replicated keys, or the watermark'}), and the replica silently differs; set noeviction`);
+      warnings.push(
+        `${side} maxmemory-policy is ${p}: when memory is full Redis removes keys on its own (${side === 'master' ? "the queue's log, or data keys with no entry written" : 'replicated keys, or the watermark'}), and the replica silently differs; set noeviction`,
+      );
     }
   }
   if (clock && Math.abs(clock.offsetMs) > maxClockOffsetMs) {
-    warnings.push(`replica clock is ${Math.abs(clock.offsetMs)} ms ${clock.offsetMs > 0 ? 'ahead of' : 'behind'} the master's (more than ${maxClockOffsetMs} ms): expiries, set on the master's clock, run out early or late on the replica`);
+    warnings.push(
+      `replica clock is ${Math.abs(clock.offsetMs)} ms ${clock.offsetMs > 0 ? 'ahead of' : 'behind'} the master's (more than ${maxClockOffsetMs} ms): expiries, set on the master's clock, run out early or late on the replica`,
+    );
   }
   return warnings;
 }
