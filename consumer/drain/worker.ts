@@ -267,16 +267,17 @@ export class SyncWorker extends EventEmitter {
 
   private async renewLease(): Promise<void> {
     if (this.stopping) return;
-    if (!this.lease.valid()) {
-      // Not renewed in time (this process was paused, or the master was out
-      // of reach): another consumer may drain now, so this one no longer
-      // claims to. The drain loop takes the lease again if it is free.
-      if (this.current === 'streaming' || this.current === 'idle') this.setState('standby', { reason: 'the lease ran out before it was renewed' });
-      return;
-    }
+    // A lease that ran out before it was renewed (this process was paused,
+    // or the master was slow to answer) is taken again when it is free, and
+    // a consumer that drains stops claiming to once another holds it.
+    const draining = this.current === 'streaming' || this.current === 'idle';
+    if (!this.lease.valid() && !draining) return;
     try {
       const wait = await this.lease.acquire();
-      if (wait > 0) this.log.warn({ heldForMs: wait }, 'lease lost to another worker');
+      if (wait > 0) {
+        this.log.warn({ heldForMs: wait }, 'lease lost to another worker');
+        if (draining) this.setState('standby', { reason: 'another consumer holds the lease' });
+      }
     } catch {
       // The drain loop sees the link problem and the lease runs out by itself.
     }
@@ -290,9 +291,9 @@ export class SyncWorker extends EventEmitter {
       return;
     }
     if (err instanceof LeaseLost) {
-      // Expected after a pause or a cut longer than the lease: a standby took over.
-      this.log.warn({ reason: err.message }, 'lease lost: this consumer was paused or cut off for longer than the lease; standing by');
-      this.setState('standby', { reason: err.message });
+      // Expected after a pause or a cut longer than the lease. The drain
+      // loop takes the lease again, or stands by when another consumer has it.
+      this.log.warn({ reason: err.message }, 'lease lost: this consumer was paused or cut off for longer than the lease');
       return;
     }
     // A server that refuses every write (read-only, out of memory, no
