@@ -284,13 +284,13 @@ test('the clock offset is measured over the round trip, shown in status and metr
     clock: { offsetMs: number; uncertaintyMs: number; maxOffsetMs: number };
     warnings: string[];
   }[];
-  t.true(Math.abs(row.clock.offsetMs) < 60, `offset ${row.clock.offsetMs} ms over a 300 ms round trip`);
+  t.true(Math.abs(row.clock.offsetMs) < 100, `offset ${row.clock.offsetMs} ms over a 300 ms round trip`);
   t.true(row.clock.uncertaintyMs >= 140, `uncertainty ${row.clock.uncertaintyMs} ms`);
   t.is(row.clock.maxOffsetMs, 1000);
   t.deepEqual(row.warnings, []);
   t.deepEqual(warnings(even), []);
   const offset = metric(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'qsync_clock_offset_seconds{queue="default"}');
-  t.true(offset !== undefined && Math.abs(offset) < 0.06, String(offset));
+  t.true(offset !== undefined && Math.abs(offset) < 0.1, String(offset));
   even.kill('SIGTERM');
   await even.exited;
 
