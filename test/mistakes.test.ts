@@ -231,6 +231,11 @@ test('a master that may evict: the producer refuses to write until the app allow
   await s.client().config('SET', 'maxmemory-policy', 'noeviction');
   await new Promise((r) => setTimeout(r, 1100));
   t.is(await db.incr('n'), 1, 'a fixed policy is seen again without a restart');
+  const admin = s.client();
+  const calls = async (command: string) => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await admin.info('commandstats'))?.[1] ?? 0);
+  const [info, evals] = [await calls('info'), await calls('eval')];
+  for (let i = 0; i < 20; i++) await db.incr('n');
+  t.deepEqual([await calls('info'), await calls('eval')], [info + 2, evals], 'the answer is kept for the connection: no check per write');
 
   // A read issued after a write, before the first check answered, still sees it.
   const fresh = createProducer(s.client());
