@@ -47,7 +47,14 @@ try {
     let batch: Buffer[] = [];
     reads.push(
       await scriptMs(async () => {
-        const [, , , ...entries] = await client.qsyncReadBatchBuffer(keys.log, keys.meta, 0, WORKER_DEFAULTS.batchSize, WORKER_DEFAULTS.batchBytes, 4);
+        const [, , , ...entries] = await client.qsyncReadBatchBuffer(
+          keys.log,
+          keys.meta,
+          0,
+          WORKER_DEFAULTS.batchSize,
+          WORKER_DEFAULTS.batchBytes,
+          4,
+        );
         batch = entries;
       }),
     );

@@ -10,7 +10,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { Writable } from 'node:stream';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createProducer, QueueFullError, UnsupportedCommandError } from '../producer/index.js';
 import { readStatus } from '../consumer/queue/status.js';
 import { SyncWorker, type WorkerOptions } from '../consumer/drain/worker.js';
@@ -93,10 +93,14 @@ for (const refusal of refusals) {
     await refusal.refuse(admin);
     await db.incr('n');
     await eventually(() => worker.state === 'halted', 10_000, 'halted');
-    const status = await eventually(async () => {
-      const s = await readStatus(pair.master.client(), 'qsync', 'default');
-      return s.state === 'halted' ? s : undefined;
-    }, 5000, 'halted in the status');
+    const status = await eventually(
+      async () => {
+        const s = await readStatus(pair.master.client(), 'qsync', 'default');
+        return s.state === 'halted' ? s : undefined;
+      },
+      5000,
+      'halted in the status',
+    );
     t.regex(String(status.detail.reason), refusal.reason);
     t.is(status.detail.side, 'replica');
     const errors = lines.filter((l) => Number(l.level) >= 50);
@@ -156,7 +160,10 @@ test('a consumer whose lease was taken over is warned, not errored, stands by, a
     lines.filter((l) => Number(l.level) >= 50),
     [],
   );
-  t.true(lines.some((l) => l.level === 40 && /lease/.test(String(l.msg))), 'a warning says the lease was lost');
+  t.true(
+    lines.some((l) => l.level === 40 && /lease/.test(String(l.msg))),
+    'a warning says the lease was lost',
+  );
 
   // The standby went away: this one takes the lease again and finishes, each entry once.
   await master.del(keys.lease);
@@ -169,7 +176,21 @@ test('a consumer paused (SIGSTOP) for longer than its lease, taken over by a sta
   const pair = await pairFor(t);
   const master = pair.master.client();
   const consume = () => {
-    const cli = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--lease-ms', '1000', '--batch-size', '64', '--window', '2', '--log-level', 'debug']);
+    const cli = spawnCli([
+      'consume',
+      '--master',
+      pair.master.url,
+      '--replica',
+      pair.replica.url,
+      '--lease-ms',
+      '1000',
+      '--batch-size',
+      '64',
+      '--window',
+      '2',
+      '--log-level',
+      'debug',
+    ]);
     t.teardown(() => cli.kill('SIGKILL'));
     return cli;
   };
@@ -198,9 +219,19 @@ test('a consumer paused (SIGSTOP) for longer than its lease, taken over by a sta
   await waitForDrain(master, pair.replica.client(), { timeoutMs: 30_000 });
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   const counters = await pair.replica.client().mget(Array.from({ length: 20 }, (_v, i) => `c${i}`));
-  t.is(counters.reduce((sum, v) => sum + Number(v ?? 0), 0), written, 'each increment applied once');
-  t.deepEqual(active.logs().filter((l) => Number(l.level) >= 50), []);
-  t.deepEqual(standby.logs().filter((l) => Number(l.level) >= 50), []);
+  t.is(
+    counters.reduce((sum, v) => sum + Number(v ?? 0), 0),
+    written,
+    'each increment applied once',
+  );
+  t.deepEqual(
+    active.logs().filter((l) => Number(l.level) >= 50),
+    [],
+  );
+  t.deepEqual(
+    standby.logs().filter((l) => Number(l.level) >= 50),
+    [],
+  );
 });
 
 test('the master knows the head entry by its length and first bytes: a confirmation naming another entry trims nothing, and no other byte is read', async (t) => {
@@ -212,7 +243,8 @@ test('the master knows the head entry by its length and first bytes: a confirmat
   const [entry] = await master.lrangeBuffer(keys.log, 0, 0);
   await master.set(keys.lease, 'me', 'PX', 60_000);
   const id = (e: Buffer) => Buffer.concat([Buffer.from(`${e.length}:`), e.subarray(0, 64)]);
-  const trim = (named: Buffer, token = 'me') => master.qsyncTrim(keys.log, keys.lease, keys.status, keys.meta, token, 1, named, 1, String(Date.now()), entry.length);
+  const trim = (named: Buffer, token = 'me') =>
+    master.qsyncTrim(keys.log, keys.lease, keys.status, keys.meta, token, 1, named, 1, String(Date.now()), entry.length);
 
   t.is(await trim(id(entry), 'another'), ReplyCode.leaseLost);
   const otherStart = Buffer.from(entry);
@@ -252,43 +284,50 @@ async function timerDelay(fn: () => Promise<unknown>): Promise<number> {
 }
 
 // Serial: the other tests of this file would share the event loop it measures.
-test.serial('writes refused in a loop that retries at once reject on a later turn: timers keep firing, and each refusal is an event and counted', async (t) => {
-  const pair = await pairFor(t);
-  const master = pair.master.client();
-  const db = createProducer(pair.master.client());
-  const events: Error[] = [];
-  db.on('qsync:refused', (err: Error) => events.push(err));
-  const count = (kind: new (...args: never[]) => Error) => events.filter((e) => e instanceof kind).length;
+test.serial(
+  'writes refused in a loop that retries at once reject on a later turn: timers keep firing, and each refusal is an event and counted',
+  async (t) => {
+    const pair = await pairFor(t);
+    const master = pair.master.client();
+    const db = createProducer(pair.master.client());
+    const events: Error[] = [];
+    db.on('qsync:refused', (err: Error) => events.push(err));
+    const count = (kind: new (...args: never[]) => Error) => events.filter((e) => e instanceof kind).length;
 
-  let unsupported = 0;
-  const late = await timerDelay(async () => (unsupported = await retryAtOnce(() => db.xadd('stream', '*', 'f', 'v'), 1000)));
-  t.true(late < 200, `the timer fired ${late} ms late`);
-  t.true(unsupported > 10, `${unsupported} refusals`);
-  t.is(count(UnsupportedCommandError), unsupported);
+    let unsupported = 0;
+    const late = await timerDelay(async () => (unsupported = await retryAtOnce(() => db.xadd('stream', '*', 'f', 'v'), 1000)));
+    t.true(late < 200, `the timer fired ${late} ms late`);
+    t.true(unsupported > 10, `${unsupported} refusals`);
+    t.is(count(UnsupportedCommandError), unsupported);
 
-  // A queue capped at one entry, full once it holds it.
-  await master.hset(keys.meta, 'maxEntries', '1', 'policy', 'reject');
-  await db.set('first', '1');
-  let full = 0;
-  const lateFull = await timerDelay(async () => (full = await retryAtOnce(() => db.set('k', 'v'), 1000)));
-  t.true(lateFull < 200, `the timer fired ${lateFull} ms late`);
-  t.true(full > 10, `${full} refusals`);
-  // Writes of one tick go in one call, refused whole: each counts.
-  const same = await Promise.allSettled([db.incr('a'), db.incr('b'), db.incr('c')]);
-  t.true(same.every((r) => r.status === 'rejected' && r.reason instanceof QueueFullError));
-  await t.throwsAsync(db.multi().incr('a').incr('b').exec(), { instanceOf: QueueFullError });
-  const piped = await db.pipeline().incr('a').incr('b').exec();
-  t.true(piped?.every(([err]) => err instanceof QueueFullError));
-  const refusedFull = full + 3 + 1 + 2;
-  t.is(count(QueueFullError), refusedFull);
-  t.is(Number(await master.hget(keys.meta, 'refused')), refusedFull);
-  t.is((await readStatus(master, 'qsync', 'default')).refusedWrites, refusedFull);
+    // A queue capped at one entry, full once it holds it.
+    await master.hset(keys.meta, 'maxEntries', '1', 'policy', 'reject');
+    await db.set('first', '1');
+    let full = 0;
+    const lateFull = await timerDelay(async () => (full = await retryAtOnce(() => db.set('k', 'v'), 1000)));
+    t.true(lateFull < 200, `the timer fired ${lateFull} ms late`);
+    t.true(full > 10, `${full} refusals`);
+    // Writes of one tick go in one call, refused whole: each counts.
+    const same = await Promise.allSettled([db.incr('a'), db.incr('b'), db.incr('c')]);
+    t.true(same.every((r) => r.status === 'rejected' && r.reason instanceof QueueFullError));
+    await t.throwsAsync(db.multi().incr('a').incr('b').exec(), { instanceOf: QueueFullError });
+    const piped = await db.pipeline().incr('a').incr('b').exec();
+    t.true(piped?.every(([err]) => err instanceof QueueFullError));
+    const refusedFull = full + 3 + 1 + 2;
+    t.is(count(QueueFullError), refusedFull);
+    t.is(Number(await master.hget(keys.meta, 'refused')), refusedFull);
+    t.is((await readStatus(master, 'qsync', 'default')).refusedWrites, refusedFull);
 
-  const worker = new SyncWorker({ master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, logger: createLogger('silent') });
-  t.teardown(() => worker.close());
-  const scrape = await workerMetrics(worker, master, 'qsync', 'default').metrics();
-  t.regex(scrape, new RegExp(`^qsync_writes_refused_total\\{queue="default"\\} ${refusedFull}$`, 'm'));
-});
+    const worker = new SyncWorker({
+      master: { host: pair.master.host, port: pair.master.port },
+      replica: { host: pair.replica.host, port: pair.replica.port },
+      logger: createLogger('silent'),
+    });
+    t.teardown(() => worker.close());
+    const scrape = await workerMetrics(worker, master, 'qsync', 'default').metrics();
+    t.regex(scrape, new RegExp(`^qsync_writes_refused_total\\{queue="default"\\} ${refusedFull}$`, 'm'));
+  },
+);
 
 test('an integer reply past 2^53 is what plain ioredis returns: single, batched, in multi() and pipeline(), with stringNumbers and Buffer replies', async (t) => {
   const pair = await pairFor(t);
@@ -309,7 +348,11 @@ test('an integer reply past 2^53 is what plain ioredis returns: single, batched,
       t.deepEqual(await db.decrby('q2', step), await plain.decrby('p2', step), `decrby ${step}`);
       t.deepEqual(await db.decr('q2'), await plain.decr('p2'), 'decr');
       // Writes of one tick share a script call.
-      t.deepEqual(await Promise.all([db.incrby('q', step), db.set('x', 'y'), db.incr('q')]), await Promise.all([plain.incrby('p', step), plain.set('x', 'y'), plain.incr('p')]), 'batched');
+      t.deepEqual(
+        await Promise.all([db.incrby('q', step), db.set('x', 'y'), db.incr('q')]),
+        await Promise.all([plain.incrby('p', step), plain.set('x', 'y'), plain.incr('p')]),
+        'batched',
+      );
       t.deepEqual(
         await db.multi().incrby('q', step).get('q').hincrby('qh', 'f', 1).exec(),
         await plain.multi().incrby('p', step).get('p').hincrby('ph', 'f', 1).exec(),
@@ -320,7 +363,8 @@ test('an integer reply past 2^53 is what plain ioredis returns: single, batched,
         await plain.pipeline().incrby('p', step).get('p').decr('p2').exec(),
         'pipeline',
       );
-      const viaCallback = (client: Redis, key: string) => new Promise((resolve, reject) => client.incrby(key, step, (err, n) => (err ? reject(err) : resolve(n))));
+      const viaCallback = (client: Redis, key: string) =>
+        new Promise((resolve, reject) => client.incrby(key, step, (err, n) => (err ? reject(err) : resolve(n))));
       t.deepEqual(await viaCallback(db, 'q'), await viaCallback(plain, 'p'), 'callback');
     }
     t.is(await db.get('q'), await plain.get('p'));

@@ -76,11 +76,17 @@ export function formatResult(r: VerifyResult, shown = 20): string {
   ];
   const keys = (n: number) => (n === 1 ? '1 key' : `${n} keys`);
   if (r.differences > 0) lines.push(`${keys(r.differences)} ${r.differences === 1 ? 'differs' : 'differ'}`);
-  if (r.inFlight > 0) lines.push(`${keys(r.inFlight)} still differed when the wait for the consumer ran out, with entries touching them still queued (in flight)`);
-  if (r.resyncNeeded) lines.push(`the replica needs a resync (${r.resyncNeeded}): the entries still queued will never be applied, so the keys they touch count as differences (qsync resync)`);
+  if (r.inFlight > 0)
+    lines.push(`${keys(r.inFlight)} still differed when the wait for the consumer ran out, with entries touching them still queued (in flight)`);
+  if (r.resyncNeeded)
+    lines.push(
+      `the replica needs a resync (${r.resyncNeeded}): the entries still queued will never be applied, so the keys they touch count as differences (qsync resync)`,
+    );
   if (r.differences + r.inFlight === 0) lines.push('equal');
   for (const d of r.examples.slice(0, shown)) {
-    lines.push(`  db${d.db} ${showKey(d)}  ${d.kind}${d.found ? ` (${d.found})` : ''}  master: ${showSide(d.master)}  replica: ${showSide(d.replica)}`);
+    lines.push(
+      `  db${d.db} ${showKey(d)}  ${d.kind}${d.found ? ` (${d.found})` : ''}  master: ${showSide(d.master)}  replica: ${showSide(d.replica)}`,
+    );
   }
   const hidden = r.differences + r.inFlight - Math.min(shown, r.examples.length);
   if (hidden > 0) lines.push(`  ... and ${hidden} more (--report FILE lists them)`);

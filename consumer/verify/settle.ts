@@ -22,7 +22,7 @@
  */
 import { sleep } from '../drain/backoff.js';
 import type { KeyDiff } from './compare.js';
-import { type LogView, type Window } from './log-view.js';
+import type { LogView, Window } from './log-view.js';
 import { byDb } from '../../shared/entry-keys.js';
 
 /** A difference waiting to be decided, with the window of its reads. */

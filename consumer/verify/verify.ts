@@ -104,7 +104,17 @@ class Verification {
     // qsync's keys and the control jobs' (BullMQ's) are not replicated data.
     this.own = ownKeyPrefixes(prefix);
     const now = Date.now();
-    this.result = { mode: this.s.mode, startedAt: now, finishedAt: now, dbs: [], keysChecked: 0, differences: 0, inFlight: 0, byKind: emptyCounts(), examples: [] };
+    this.result = {
+      mode: this.s.mode,
+      startedAt: now,
+      finishedAt: now,
+      dbs: [],
+      keysChecked: 0,
+      differences: 0,
+      inFlight: 0,
+      byKind: emptyCounts(),
+      examples: [],
+    };
     this.settler = new Settler(
       {
         watermark: () => this.watermark(),
@@ -112,7 +122,13 @@ class Verification {
         compare: (db, keys) => this.compare(db, keys, false),
         stuck: () => this.stuck(),
       },
-      { drainTimeoutMs: this.s.drainTimeoutMs, ttlToleranceMs: this.s.ttlToleranceMs, signal: o.signal, onWaiting: o.onWaiting, decide: (p, inFlight) => this.add(p, inFlight) },
+      {
+        drainTimeoutMs: this.s.drainTimeoutMs,
+        ttlToleranceMs: this.s.ttlToleranceMs,
+        signal: o.signal,
+        onWaiting: o.onWaiting,
+        decide: (p, inFlight) => this.add(p, inFlight),
+      },
     );
   }
 
