@@ -425,3 +425,24 @@ test('reading a batch from a log of entries bigger than its byte budget copies o
   await eventually(() => ranges.length > 0, 5000, 'the read seen by MONITOR');
   t.deepEqual(ranges, [['0', '0']]);
 });
+
+test("verify reads a log of big entries a few at a time, so that they do not pile up in the master's reply", async (t) => {
+  const pair = await pairFor(t);
+  const db = createProducer(pair.master.client());
+  for (let i = 0; i < 5; i++) await db.set(`big${i}`, Buffer.alloc(2 * 1024 * 1024, 'x'));
+  const monitor = await pair.master.client().monitor();
+  t.teardown(() => monitor.disconnect());
+  const ranges: number[] = [];
+  monitor.on('monitor', (_time: string, args: string[]) => {
+    if (String(args[0]).toLowerCase() === 'lrange' && args[1] === keys.log) ranges.push(Number(args[3]) - Number(args[2]) + 1);
+  });
+  const sides = { master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port } };
+  const result = await verify({ ...sides, drainTimeoutMs: 300 });
+  t.is(result.inFlight, 5, 'the five keys wait in the queue');
+  await verify({ ...sides, mode: 'recent', recent: 5, drainTimeoutMs: 300 });
+  await eventually(() => ranges.length > 2, 5000, 'the reads seen by MONITOR');
+  t.true(
+    ranges.every((n) => n <= 2),
+    `entries read at once: ${ranges.join(', ')}`,
+  );
+});

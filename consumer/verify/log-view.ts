@@ -2,15 +2,25 @@
  * What the master's log says about keys, for `qsync verify`: which keys the
  * entries still queued touch (so that a difference on them may be lag rather
  * than divergence), and the keys of the newest entries (`--mode recent`).
- * The log may hold millions of entries: it is read in chunks and only the
- * keys asked about are remembered.
+ * The log may hold millions of entries: it is read in chunks (of about 4 MiB,
+ * so that big entries do not pile up in the master's reply) and only the keys
+ * asked about are remembered.
  */
 import type { Redis } from 'ioredis';
 import { entryKeys, keyId, type DbKey } from '../../shared/entry-keys.js';
 import { decodeEntry, type Entry } from '../../shared/entry.js';
 import type { QueueKeys } from '../../shared/keys.js';
 
+/** Most entries read at once, and about the most bytes: a log of big entries is read a few at a time. */
 const CHUNK = 1000;
+const CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** Entries to read at once, from the average entry (the meta hash's bytes over the log's length). */
+async function chunkSize(master: Redis, keys: QueueKeys): Promise<number> {
+  const [bytes, length] = await Promise.all([master.hget(keys.meta, 'bytes'), master.llen(keys.log)]);
+  const average = length > 0 ? Number(bytes ?? 0) / length : 0;
+  return average > 0 ? Math.max(1, Math.min(CHUNK, Math.floor(CHUNK_BYTES / average))) : CHUNK;
+}
 
 /** A key found different, with the window of log sequence numbers its reads spanned. */
 export interface Window {
@@ -40,8 +50,9 @@ export async function readLogView(master: Redis, keys: QueueKeys, windows: Windo
   const explained = new Set<string>();
   // Runs of consecutive sequence numbers seen, in order.
   const runs: [number, number][] = [];
+  const size = await chunkSize(master, keys);
   let offset = 0;
-  let chunk = await master.lrangeBuffer(keys.log, 0, CHUNK - 1);
+  let chunk = await master.lrangeBuffer(keys.log, 0, size - 1);
   for (;;) {
     for (const raw of chunk) {
       let entry: Entry;
@@ -59,9 +70,9 @@ export async function readLogView(master: Redis, keys: QueueKeys, windows: Windo
       }
     }
     const tail = runs[runs.length - 1];
-    if (chunk.length < CHUNK || (tail && tail[1] >= last)) break;
-    offset += CHUNK;
-    chunk = await master.lrangeBuffer(keys.log, offset, offset + CHUNK - 1);
+    if (chunk.length < size || (tail && tail[1] >= last)) break;
+    offset += size;
+    chunk = await master.lrangeBuffer(keys.log, offset, offset + size - 1);
   }
   return {
     explained,
@@ -72,9 +83,9 @@ export async function readLogView(master: Redis, keys: QueueKeys, windows: Windo
 /** The distinct keys of the newest `n` entries in the log. */
 export async function recentKeys(master: Redis, keys: QueueKeys, n: number): Promise<DbKey[]> {
   const found = new Map<string, DbKey>();
-  const length = await master.llen(keys.log);
-  for (let start = Math.max(0, length - n); start < length; start += CHUNK) {
-    for (const raw of await master.lrangeBuffer(keys.log, start, Math.min(length, start + CHUNK) - 1)) {
+  const [length, size] = await Promise.all([master.llen(keys.log), chunkSize(master, keys)]);
+  for (let start = Math.max(0, length - n); start < length; start += size) {
+    for (const raw of await master.lrangeBuffer(keys.log, start, Math.min(length, start + size) - 1)) {
       try {
         for (const k of entryKeys(decodeEntry(raw))) found.set(keyId(k.db, k.key), k);
       } catch {
