@@ -24,6 +24,8 @@ import { runRepair } from '../consumer/copy/repair.js';
 import { setLimits } from '../consumer/queue/limits.js';
 import { QueueKeys } from '../shared/keys.js';
 import { workerMetrics } from '../consumer/metrics/metrics.js';
+import { frameBatch } from '../shared/entry.js';
+import { defineScripts } from '../shared/scripts.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import type { RedisServer } from './support/redis-server.js';
 
@@ -414,4 +416,37 @@ test('a repair replays the log with the master\'s view too: keys that expired on
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   t.deepEqual(await pair.replica.client().hgetall('lag:hash'), { f: '1', g: '2' });
   t.true(result.recopies > 0, 'keys lost on the replica were copied again');
+});
+
+test('entries already in a key\'s copy from the master are skipped, and the held fields go once the watermark passes the copy', async (t) => {
+  const pair = await pairFor(t);
+  const [m, r] = [pair.master.client(), pair.replica.client()];
+  defineScripts(r);
+  defineScripts(m);
+  const keys = new QueueKeys('qsync', 'default');
+  const p = createProducer(pair.master.client());
+  await p.set('k', '10', 'PX', 500); // entry 1
+  await p.incr('k'); // 2
+  await p.pexpire('k', 60_000); // 3
+  await p.incr('k'); // 4: the master holds 12, for a minute
+  await sleep(600);
+  const epoch = (await m.hget(keys.meta, 'epoch'))!;
+  const log = await m.lrangeBuffer(keys.log, 0, -1);
+  const apply = (entries: Buffer[]) => r.qsyncApplyBatch(keys.applied, epoch, '0', 'halt', ...frameBatch(entries));
+
+  // Applied late: k expired here before entry 2, which is held back.
+  t.deepEqual(await apply(log.slice(0, 2)), [0, 2, 2, [], 1, 0, 1]);
+  t.is(await r.hget(keys.applied, 'held:0:k'), 'p2');
+  // The copy reflects every entry up to 4; entries 3 and 4, applied after it, are in it.
+  const [seq, , key, , dump, at] = (await m.qsyncResyncCopyBuffer(keys.meta, 0, 0, 1000, 1_000_000, '', 'k')) as Buffer[];
+  t.deepEqual(await r.qsyncRestoreHeld(keys.applied, epoch, 0, 0, String(seq), key, String(at), dump), [0, 1, 0]);
+  t.is(await r.hget(keys.applied, 'held:0:k'), 'm4');
+  t.deepEqual(await apply(log.slice(2)), [0, 4, 2, [], 0, 0, 2]);
+  t.is(await r.get('k'), '12', 'the INCR in the copy is not applied again');
+  t.is(await r.pexpiretime('k'), await m.pexpiretime('k'));
+  // Past the marker, nothing is held any more: the next batch drops the fields.
+  await p.incr('k');
+  t.deepEqual(await apply((await m.lrangeBuffer(keys.log, 0, -1)).slice(4)), [0, 5, 1]);
+  t.is(await r.get('k'), '13');
+  t.deepEqual((await r.hkeys(keys.applied)).filter((f) => f.startsWith('held')), []);
 });
