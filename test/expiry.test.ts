@@ -60,9 +60,9 @@ async function drainOnce(t: ExecutionContext, pair: Pair): Promise<SyncWorker> {
   return worker;
 }
 
-/** Every application key of db 0 with an expiry gets it moved by `ms` on this server: a clock that runs `-ms` off. */
-async function shiftExpiries(server: RedisServer, ms: number): Promise<void> {
-  const client = server.client();
+/** Every application key of a db with an expiry gets it moved by `ms` on this server: a clock that runs `-ms` off. */
+async function shiftExpiries(server: RedisServer, ms: number, db = 0): Promise<void> {
+  const client = server.client(db);
   let cursor = '0';
   do {
     const [next, keys] = await client.scan(cursor, 'COUNT', 1000);
@@ -231,10 +231,14 @@ test('a replica clock behind: writes on keys expired on the master but still ali
   await p.sadd('behind:in1', 'x');
   await short('behind:in1');
   await p.sadd('behind:in2', 'x');
+  // COPY ... DB 3 onto a key of db 3 that expired on the master only.
+  await p.set('behind:cdbsrc', 'v');
+  await createProducer(pair.master.client(3)).set('behind:cdbdst', 'old', 'PX', 500);
   const setUp = Date.now();
   await drainOnce(t, pair);
   // The replica's clock runs 2 s behind: its keys expire 2 s late.
   await shiftExpiries(pair.replica, 2000);
+  await shiftExpiries(pair.replica, 2000, 3);
   await until(setUp + 600);
 
   await p.msetnx('behind:msetnx', 'new', 'behind:msetnx2', 'new');
@@ -250,11 +254,13 @@ test('a replica clock behind: writes on keys expired on the master but still ali
   await p.incr('behind:counter');
   await p.incrbyfloat('behind:float', '1');
   await p.sinterstore('behind:inter', 'behind:in1', 'behind:in2');
+  await p.copy('behind:cdbsrc', 'behind:cdbdst', 'DB', 3);
   await drainOnce(t, pair);
   await until(setUp + 2600); // the replica's late expiries have passed too
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   t.deepEqual(await pair.replica.client().hgetall('behind:hash'), { g: 'new' });
   t.is(await pair.replica.client().get('behind:counter'), '1');
+  t.is(await pair.replica.client(3).get('behind:cdbdst'), 'v');
 });
 
 /** Random writes on a few keys with short or long TTLs, pauses, and consumer cuts. */
