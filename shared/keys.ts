@@ -5,8 +5,11 @@
  * (sequence counter and epoch), `lease`, `status`, `dlq`, `dirty`,
  * `repairing` (the dirty keys a repair is copying), `verify` (the last
  * verify's result) and `snapshot` (a big key a resync copies in chunks).
- * On the replica (in the queue's db): `applied` (the watermark) and `tmp`
- * (a big key being rebuilt by a resync).
+ * On the replica (in the queue's db): `applied` (the watermark, written in
+ * the same step as the data, with what must move with it: half-applied and
+ * parked entries, and the keys held back because the replica lost them before
+ * the master did, `held:<db>:<key>`, see shared/lua/includes/held.lua) and
+ * `tmp` (a big key being rebuilt by a resync).
  * The BullMQ control jobs of every queue live under `jobsPrefix(prefix)`.
  */
 export class QueueKeys {
