@@ -1,7 +1,8 @@
 /**
  * Mistakes an operator or an application makes on a bad day, each refused
  * with one line naming it, or said out loud: never a replica that silently
- * differs.
+ * differs. The tests that start CLI processes run one at a time: a busy
+ * machine starts them slowly.
  */
 import test, { type ExecutionContext } from 'ava';
 import net, { type AddressInfo } from 'node:net';
@@ -86,7 +87,7 @@ async function slowReplies(t: ExecutionContext, port: number, ms: number): Promi
   return `redis://127.0.0.1:${(relay.address() as AddressInfo).port}`;
 }
 
-test('every command that takes a master and a replica refuses two names of one server: exit 2, one line, nothing written', async (t) => {
+test.serial('every command that takes a master and a replica refuses two names of one server: exit 2, one line, nothing written', async (t) => {
   const s = await server(t);
   const db = createProducer(s.client());
   await db.incr('n');
@@ -109,7 +110,7 @@ test('every command that takes a master and a replica refuses two names of one s
   t.is(await s.client().hget(keys.applied, 'seq'), null, 'no watermark on the master');
 });
 
-test('master and replica swapped after syncing: consume, verify and resync refuse, naming what was found where', async (t) => {
+test.serial('master and replica swapped after syncing: consume, verify and resync refuse, naming what was found where', async (t) => {
   const pair = await pairFor(t);
   const db = createProducer(pair.master.client());
   for (let i = 0; i < 3; i++) await db.incr('n');
@@ -133,10 +134,10 @@ test('master and replica swapped after syncing: consume, verify and resync refus
 
   // The right way round it runs.
   const cli = consumer(t, ['--master', pair.master.url, '--replica', pair.replica.url]);
-  await cli.waitForLog((l) => l.state === 'idle', 20_000, 'idle');
+  await cli.waitForLog((l) => l.state === 'idle', 60_000, 'idle');
 });
 
-test('queue and prefix names the CLI refuses are refused by createProducer too, naming the value', async (t) => {
+test.serial('queue and prefix names the CLI refuses are refused by createProducer too, naming the value', async (t) => {
   const s = await server(t);
   for (const bad of ['a:b', 'a{b}', 'a b', '']) {
     for (const option of ['queue', 'prefix'] as const) {
@@ -152,7 +153,7 @@ test('queue and prefix names the CLI refuses are refused by createProducer too, 
   t.is(await s.client().hget('app-sync:orders-2.eu_west:meta', 'seq'), '1');
 });
 
-test('a queue db the server does not have: the CLI exits 2 with one line, the producer refuses its first write with a ConfigError', async (t) => {
+test.serial('a queue db the server does not have: the CLI exits 2 with one line, the producer refuses its first write with a ConfigError', async (t) => {
   const pair = await pairFor(t, { args: ['--databases', '4'] }, { args: ['--databases', '4'] });
   const beyond = ['--master', pair.master.url, '--replica', pair.replica.url, '--queue-db', '7'];
   const [consume, status, verify] = [
@@ -251,11 +252,11 @@ test("the producer's ACL role is enough for the first write's check of the maste
   t.is(await s.client().hget(keys.meta, 'seq'), '1');
 });
 
-test('a master or replica that may evict: consume warns at start, status and the metrics say so', async (t) => {
+test.serial('a master or replica that may evict: consume warns at start, status and the metrics say so', async (t) => {
   const pair = await pairFor(t, {}, { args: ['--maxmemory-policy', 'volatile-lru'] });
   const port = await freePort();
   const cli = consumer(t, ['--master', pair.master.url, '--replica', pair.replica.url, '--metrics-port', String(port)]);
-  await cli.waitForLog((l) => l.state === 'idle', 20_000, 'idle');
+  await cli.waitForLog((l) => l.state === 'idle', 60_000, 'idle');
   const [warning] = warnings(cli);
   t.regex(warning ?? '', /^replica maxmemory-policy is volatile-lru: .*set noeviction$/);
   const started = cli.logs().findIndex((l) => l.state !== undefined);
@@ -275,7 +276,7 @@ test('a master or replica that may evict: consume warns at start, status and the
   t.is(metric(body, 'qsync_eviction_possible{queue="default",side="master",policy="noeviction"}'), 0);
 });
 
-test('the clock offset is measured over the round trip, shown in status and metrics, and warned about above the bound', async (t) => {
+test.serial('the clock offset is measured over the round trip, shown in status and metrics, and warned about above the bound', async (t) => {
   const pair = await pairFor(t);
   // A slow link both ways is no offset.
   const slow = await startProxy(pair.replica.port);
@@ -283,7 +284,7 @@ test('the clock offset is measured over the round trip, shown in status and metr
   slow.latency(150);
   const port = await freePort();
   const even = consumer(t, ['--master', pair.master.url, '--replica', slow.url, '--metrics-port', String(port)]);
-  await even.waitForLog((l) => l.state === 'idle', 20_000, 'idle');
+  await even.waitForLog((l) => l.state === 'idle', 60_000, 'idle');
   const run = await runCli(['status', '--master', pair.master.url, '--json']);
   const [row] = JSON.parse(run.stdout.join('\n')) as {
     clock: { offsetMs: number; uncertaintyMs: number; maxOffsetMs: number };
@@ -302,7 +303,7 @@ test('the clock offset is measured over the round trip, shown in status and metr
   // Replies 600 ms late and requests on time: the replica's TIME reads about 300 ms behind.
   const late = await slowReplies(t, pair.replica.port, 600);
   const skewed = consumer(t, ['--master', pair.master.url, '--replica', late], { QSYNC_MAX_CLOCK_OFFSET_MS: '100' });
-  const logged = await skewed.waitForLog((l) => l.level === 40, 20_000, 'a clock warning');
+  const logged = await skewed.waitForLog((l) => l.level === 40, 60_000, 'a clock warning');
   t.regex(String(logged.msg), /^replica clock is \d+ ms behind the master's \(more than 100 ms\): expiries/);
   t.true(Number(logged.clockOffsetMs) < -200 && Number(logged.clockOffsetMs) > -400, String(logged.clockOffsetMs));
   const text = await eventually(
@@ -310,7 +311,7 @@ test('the clock offset is measured over the round trip, shown in status and metr
       const r = await runCli(['status', '--master', pair.master.url]);
       return r.stdout.some((l) => /^ {2}clock offset {4}replica \d+ ms behind the master \(±\d+ ms\), measured/.test(l)) ? r.stdout : undefined;
     },
-    10_000,
+    30_000,
     'the offset in status',
   );
   t.true(
