@@ -5,7 +5,6 @@
  * is unreachable (backing-off). Real servers, writes through the producer.
  */
 import test, { type ExecutionContext } from 'ava';
-import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
@@ -13,13 +12,13 @@ import { readStatus, type QueueStatus } from '../consumer/queue/status.js';
 import type { SyncWorker, WorkerOptions, WorkerState } from '../consumer/drain/worker.js';
 import { QueueKeys } from '../shared/keys.js';
 import { frameBatch } from '../shared/entry.js';
-import { createLogger } from '../shared/logger.js';
 import { defineScripts } from '../shared/scripts.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import { freePort, type RedisServerOptions } from './support/redis-server.js';
 import { spawnCli, runCli, type CliProcess } from './support/cli.js';
 import { eventually } from './support/wait.js';
 import { backoffDelay } from '../consumer/drain/backoff.js';
+import { capturedLogs } from './support/logs.js';
 
 const keys = new QueueKeys('qsync', 'default');
 
@@ -81,18 +80,6 @@ async function applyDirectly(pair: Pair, entries: Buffer[]): Promise<(number | s
   defineScripts(replica);
   const epoch = (await pair.master.client().hget(keys.meta, 'epoch'))!;
   return replica.qsyncApplyBatch(keys.applied, epoch, '0', 'halt', ...frameBatch(entries));
-}
-
-/** A debug logger whose records the test can read. */
-function capturedLogs(): { lines: Record<string, unknown>[]; logger: ReturnType<typeof createLogger> } {
-  const lines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { lines, logger: createLogger('debug', sink) };
 }
 
 /** The states a worker logged changing to, in order. */

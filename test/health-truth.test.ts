@@ -9,7 +9,6 @@
  * writes through the producer.
  */
 import test, { type ExecutionContext } from 'ava';
-import { Writable } from 'node:stream';
 import type { Redis } from 'ioredis';
 import { createProducer, QueueFullError, UnsupportedCommandError } from '../producer/index.js';
 import { readStatus } from '../consumer/queue/status.js';
@@ -26,6 +25,7 @@ import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './
 import { freePort } from './support/redis-server.js';
 import { runCli, spawnCli } from './support/cli.js';
 import { eventually } from './support/wait.js';
+import { capturedLogs } from './support/logs.js';
 
 const keys = new QueueKeys('qsync', 'default');
 
@@ -33,17 +33,6 @@ async function pairFor(t: ExecutionContext): Promise<Pair> {
   const pair = await startPair();
   t.teardown(() => pair.destroy());
   return pair;
-}
-
-function logs(): { lines: Record<string, unknown>[]; logger: ReturnType<typeof createLogger> } {
-  const lines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { lines, logger: createLogger('debug', sink) };
 }
 
 function workerFor(t: ExecutionContext, pair: Pair, options: Partial<WorkerOptions> = {}): SyncWorker {
@@ -84,7 +73,7 @@ for (const refusal of refusals) {
       await admin.call('ACL', 'SETUSER', 'sync', 'on', '>pw', '~*', '&*', '+@all');
       replica = { ...replica, username: 'sync', password: 'pw' };
     }
-    const { lines, logger } = logs();
+    const { lines, logger } = capturedLogs();
     const worker = workerFor(t, pair, { replica, logger });
     const db = createProducer(pair.master.client());
     await db.incr('n');
@@ -145,7 +134,7 @@ test('a consumer whose lease was taken over is warned, not errored, stands by, a
   const db = createProducer(pair.master.client());
   // A backlog that keeps the worker confirming batches when its lease goes.
   for (let i = 0; i < 40; i++) await Promise.all(Array.from({ length: 500 }, (_v, j) => db.incr(`n${j % 50}`)));
-  const { lines, logger } = logs();
+  const { lines, logger } = capturedLogs();
   const worker = workerFor(t, pair, { logger, batchSize: 64, window: 2, leaseMs: 3000 });
   await eventually(() => worker.state === 'streaming', 10_000, 'streaming');
   await eventually(async () => (await readStatus(master, 'qsync', 'default')).state === 'streaming', 5000, 'streaming in the status');
