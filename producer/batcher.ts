@@ -10,7 +10,8 @@
  * issued after a write sees it, as with plain ioredis.
  */
 import type { Redis } from 'ioredis';
-import { shapeReply, type LoggedCommand, type WriteLog } from './write-log.js';
+import { shapeReply, type LoggedCommand } from './calls.js';
+import type { WriteLog } from './write-log.js';
 
 /** Most writes in one call: keeps each call short on the master. */
 const MOST = 128;
@@ -56,11 +57,11 @@ export class WriteBatcher {
     this.waiting = [];
     if (batch.length === 1) {
       const [w] = batch;
-      (this.log.send(this.client, this.waitingDb, [w.cmd], true, w.buffer) as Promise<unknown>).then(w.resolve, w.reject);
+      (this.log.send(this.client, { db: this.waitingDb, commands: [w.cmd], as: 'one', buffer: w.buffer }) as Promise<unknown>).then(w.resolve, w.reject);
       return;
     }
     const cmds = batch.map((w) => ({ ...w.cmd, replyEncoding: w.buffer ? null : ('utf8' as const) }));
-    (this.log.send(this.client, this.waitingDb, cmds, 'batch', true) as Promise<unknown[]>).then(
+    (this.log.send(this.client, { db: this.waitingDb, commands: cmds, as: 'batch', buffer: true }) as Promise<unknown[]>).then(
       (replies) => {
         replies.forEach((r, i) => (r instanceof Error ? batch[i].reject(this.log.refusal(r)) : batch[i].resolve(shapeReply(cmds[i], r))));
       },

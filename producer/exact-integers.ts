@@ -42,8 +42,8 @@ export function exactReply(cmd: Sent | undefined, reply: unknown, options: Redis
   return integerReply(reply.toString(), options);
 }
 
-/** The script's reply to a call: one reply (`single`) or an array of them, one a command. */
-export function exactReplies(commands: Sent[], single: boolean | 'batch', reply: unknown, options: RedisOptions): unknown {
-  if (single === true) return exactReply(commands[0], reply, options);
+/** The script's reply to a call: one reply (`one`) or an array of them, one a command. */
+export function exactReplies(commands: Sent[], as: 'one' | 'group' | 'batch', reply: unknown, options: RedisOptions): unknown {
+  if (as === 'one') return exactReply(commands[0], reply, options);
   return Array.isArray(reply) ? reply.map((r: unknown, i) => exactReply(commands[i], r, options)) : reply;
 }

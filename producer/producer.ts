@@ -12,8 +12,10 @@ import { commandSpec, isUnsupportedWrite } from '../shared/commands.js';
 import { UnsupportedCommandError } from '../shared/errors.js';
 import { checkName, queueDbOption } from '../shared/config.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
-import { WriteLog, toLoggedCommand, parseMethod, definedScript, takeCallback, SCRIPT_REFUSED, type Callback, type ProducerOptions as LogOptions } from './write-log.js';
-import { createGroup } from './group.js';
+import { WriteLog, type ProducerOptions as LogOptions } from './write-log.js';
+import { toLoggedCommand, parseMethod, definedScript, takeCallback, SCRIPT_REFUSED, type Callback } from './calls.js';
+import { createMulti } from './multi.js';
+import { createPipeline } from './pipeline.js';
 import { refuseLater } from './refusals.js';
 import { WriteBatcher } from './batcher.js';
 import { WriteGuard } from './write-guard.js';
@@ -83,14 +85,15 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       return settle(refuseLater(client, err), takeCallback(args));
     };
 
-  const group = (atomic: boolean) => (...args: unknown[]) => {
+  const groupContext = { log, guard, client, db: () => db };
+  const group = (create: typeof createMulti) => (...args: unknown[]) => {
     batcher.flush();
-    return createGroup(log, guard, () => db, client, atomic, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
+    return create(groupContext, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
   };
 
   const overrides: Record<string, (...args: unknown[]) => unknown> = {
-    multi: group(true),
-    pipeline: group(false),
+    multi: group(createMulti),
+    pipeline: group(createPipeline),
     call: (name: unknown, ...args: unknown[]) => route(String(name), false)(...args),
     callBuffer: (name: unknown, ...args: unknown[]) => route(String(name), true)(...args),
     // A Command sent by hand is a write like any other.

@@ -14,7 +14,7 @@ import { commandSpec, keyIndexes } from '../shared/commands.js';
 import { ConfigError, ReservedKeyError } from '../shared/errors.js';
 import { ownKeyPrefixes, type QueueKeys } from '../shared/keys.js';
 import { canEvict, evictionPolicy } from '../shared/probe.js';
-import type { LoggedCommand } from './write-log.js';
+import type { LoggedCommand } from './calls.js';
 import { rejectLater } from './refusals.js';
 
 /** A master found unfit is asked again at a write after this long, so that fixing it needs no restart. */
