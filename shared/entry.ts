@@ -133,7 +133,9 @@ export function decodeEntry(raw: Buffer): Entry {
   });
   if (rawViews === undefined) return { seq, ts, db, commands, prevTs };
   if (!Array.isArray(rawViews) || rawViews.length !== commands.length) throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
-  const views = rawViews.map((view, i) => {
+  const views = rawViews.map((raw, i) => {
+    // 0 stands for the most common view, the first key overwritten (shared/lua/includes/view.lua).
+    const view = raw === 0 ? [2, VIEW_ANY] : raw;
     if (!Array.isArray(view) || view.length % 2 !== 0 || !view.every(isNumber)) throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
     for (let j = 0; j < view.length; j += 2) {
       if ((view[j] as number) < 2 || (view[j] as number) > commands[i].length) throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);

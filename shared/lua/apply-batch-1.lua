@@ -240,7 +240,9 @@ end
 
 -- Before command cmd of entry seq (db edb) runs: whether it runs, after its
 -- keys were brought to the master's view of them. Leaves edb selected.
+local FIRST_KEY_ANY_VIEW = { 2, ANY }
 local function prepare(cmd, view, seq, edb)
+  if view == FIRST_KEY_ANY then view = FIRST_KEY_ANY_VIEW end
   local n = #view
   if held_any then
     local pending, ahead = false, 0

@@ -1,7 +1,7 @@
 -- Whether a decoded value is a log entry (see includes/entry.lua): the
 -- fields have their types, every command is a table led by its name, and
 -- the views, when there are (entries from older producers have none), are
--- one table per command.
+-- one per command (a table, or 0: see includes/view.lua).
 -- (Locals: a script's globals are a table lookup each time.)
 local type = type
 local function is_entry(e)
@@ -14,7 +14,7 @@ local function is_entry(e)
   for i = 1, #cmds do
     local cmd = cmds[i]
     if type(cmd) ~= 'table' or type(cmd[1]) ~= 'string' then return false end
-    if views and type(views[i]) ~= 'table' then return false end
+    if views and type(views[i]) ~= 'table' and views[i] ~= 0 then return false end
   end
   return true
 end
