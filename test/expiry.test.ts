@@ -82,11 +82,23 @@ async function until(at: number): Promise<void> {
   if (wait > 0) await sleep(wait);
 }
 
-test('keys renewed while the consumer is away longer than their TTL end alive on the replica, with the master\'s expiry', async (t) => {
+test("keys renewed while the consumer is away longer than their TTL end alive on the replica, with the master's expiry", async (t) => {
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   const c = consumer(t, pair);
-  const kinds = ['expire', 'pexpire', 'expireat', 'pexpireat', 'getex-ex', 'getex-px', 'getex-exat', 'getex-pxat', 'getex-persist', 'persist', 'keepttl'];
+  const kinds = [
+    'expire',
+    'pexpire',
+    'expireat',
+    'pexpireat',
+    'getex-ex',
+    'getex-px',
+    'getex-exat',
+    'getex-pxat',
+    'getex-persist',
+    'persist',
+    'keepttl',
+  ];
   const start = Date.now();
   for (const k of kinds) await p.set(`r:${k}`, 'v', 'PX', 2000);
   await p.set('r:counter', '10', 'PX', 2000);
@@ -132,19 +144,67 @@ test('keys renewed while the consumer is away longer than their TTL end alive on
 
 /** Writes made while a key was alive on the master, each set up first with a TTL of 600 ms. */
 const WHILE_ALIVE: Record<string, (p: Producer) => Promise<unknown>> = {
-  incr: async (p) => { await p.set('a:incr', '10', 'PX', 600); await p.incr('a:incr'); },
-  append: async (p) => { await p.set('a:append', 'ab', 'PX', 600); await p.append('a:append', 'cd'); },
-  setrange: async (p) => { await p.set('a:setrange', 'hello', 'PX', 600); await p.setrange('a:setrange', 1, 'EE'); },
-  incrbyfloat: async (p) => { await p.set('a:float', '1.5', 'PX', 600); await p.incrbyfloat('a:float', '1'); },
-  hset: async (p) => { await p.hset('a:hset', 'f', '1'); await p.pexpire('a:hset', 600); await p.hset('a:hset', 'g', '2'); },
-  hsetnx: async (p) => { await p.hset('a:hsetnx', 'f', '1'); await p.pexpire('a:hsetnx', 600); await p.hsetnx('a:hsetnx', 'g', '2'); },
-  hincrbyfloat: async (p) => { await p.hset('a:hif', 'f', '1'); await p.pexpire('a:hif', 600); await p.hincrbyfloat('a:hif', 'f', '1.5'); },
-  sadd: async (p) => { await p.sadd('a:sadd', 'x'); await p.pexpire('a:sadd', 600); await p.sadd('a:sadd', 'y'); },
-  lpush: async (p) => { await p.rpush('a:lpush', 'x'); await p.pexpire('a:lpush', 600); await p.lpush('a:lpush', 'y'); },
-  'zadd incr': async (p) => { await p.zadd('a:zadd', 1, 'x'); await p.pexpire('a:zadd', 600); await p.zadd('a:zadd', 'INCR', 2, 'x'); },
-  pfadd: async (p) => { await p.pfadd('a:pf', 'x'); await p.pexpire('a:pf', 600); await p.pfadd('a:pf', 'y'); },
-  lmove: async (p) => { await p.rpush('a:lsrc', 'x', 'y'); await p.pexpire('a:lsrc', 600); await p.lmove('a:lsrc', 'a:ldst', 'LEFT', 'LEFT'); },
-  smove: async (p) => { await p.sadd('a:ssrc', 'x', 'y'); await p.pexpire('a:ssrc', 600); await p.smove('a:ssrc', 'a:sdst', 'x'); },
+  incr: async (p) => {
+    await p.set('a:incr', '10', 'PX', 600);
+    await p.incr('a:incr');
+  },
+  append: async (p) => {
+    await p.set('a:append', 'ab', 'PX', 600);
+    await p.append('a:append', 'cd');
+  },
+  setrange: async (p) => {
+    await p.set('a:setrange', 'hello', 'PX', 600);
+    await p.setrange('a:setrange', 1, 'EE');
+  },
+  incrbyfloat: async (p) => {
+    await p.set('a:float', '1.5', 'PX', 600);
+    await p.incrbyfloat('a:float', '1');
+  },
+  hset: async (p) => {
+    await p.hset('a:hset', 'f', '1');
+    await p.pexpire('a:hset', 600);
+    await p.hset('a:hset', 'g', '2');
+  },
+  hsetnx: async (p) => {
+    await p.hset('a:hsetnx', 'f', '1');
+    await p.pexpire('a:hsetnx', 600);
+    await p.hsetnx('a:hsetnx', 'g', '2');
+  },
+  hincrbyfloat: async (p) => {
+    await p.hset('a:hif', 'f', '1');
+    await p.pexpire('a:hif', 600);
+    await p.hincrbyfloat('a:hif', 'f', '1.5');
+  },
+  sadd: async (p) => {
+    await p.sadd('a:sadd', 'x');
+    await p.pexpire('a:sadd', 600);
+    await p.sadd('a:sadd', 'y');
+  },
+  lpush: async (p) => {
+    await p.rpush('a:lpush', 'x');
+    await p.pexpire('a:lpush', 600);
+    await p.lpush('a:lpush', 'y');
+  },
+  'zadd incr': async (p) => {
+    await p.zadd('a:zadd', 1, 'x');
+    await p.pexpire('a:zadd', 600);
+    await p.zadd('a:zadd', 'INCR', 2, 'x');
+  },
+  pfadd: async (p) => {
+    await p.pfadd('a:pf', 'x');
+    await p.pexpire('a:pf', 600);
+    await p.pfadd('a:pf', 'y');
+  },
+  lmove: async (p) => {
+    await p.rpush('a:lsrc', 'x', 'y');
+    await p.pexpire('a:lsrc', 600);
+    await p.lmove('a:lsrc', 'a:ldst', 'LEFT', 'LEFT');
+  },
+  smove: async (p) => {
+    await p.sadd('a:ssrc', 'x', 'y');
+    await p.pexpire('a:ssrc', 600);
+    await p.smove('a:ssrc', 'a:sdst', 'x');
+  },
   'sinterstore, sunionstore, sdiffstore': async (p) => {
     await p.sadd('a:in1', 'x', 'y');
     await p.pexpire('a:in1', 600);
@@ -153,9 +213,22 @@ const WHILE_ALIVE: Record<string, (p: Producer) => Promise<unknown>> = {
     await p.sunionstore('a:union', 'a:in1', 'a:in2');
     await p.sdiffstore('a:diff', 'a:in1', 'a:in2');
   },
-  'copy replace': async (p) => { await p.set('a:csrc', 'new', 'PX', 600); await p.set('a:cdst', 'old'); await p.copy('a:csrc', 'a:cdst', 'REPLACE'); },
-  rename: async (p) => { await p.set('a:rsrc', 'v', 'PX', 600); await p.rename('a:rsrc', 'a:rdst'); await p.persist('a:rdst'); },
-  lset: async (p) => { await p.rpush('a:lset', 'x'); await p.pexpire('a:lset', 600); await p.lset('a:lset', 0, 'y'); await p.persist('a:lset'); },
+  'copy replace': async (p) => {
+    await p.set('a:csrc', 'new', 'PX', 600);
+    await p.set('a:cdst', 'old');
+    await p.copy('a:csrc', 'a:cdst', 'REPLACE');
+  },
+  rename: async (p) => {
+    await p.set('a:rsrc', 'v', 'PX', 600);
+    await p.rename('a:rsrc', 'a:rdst');
+    await p.persist('a:rdst');
+  },
+  lset: async (p) => {
+    await p.rpush('a:lset', 'x');
+    await p.pexpire('a:lset', 600);
+    await p.lset('a:lset', 0, 'y');
+    await p.persist('a:lset');
+  },
 };
 
 test('writes applied after their keys expired on the replica (lag longer than the TTL) have the effect they had on the master', async (t) => {
@@ -392,11 +465,16 @@ test('verify reports a difference on a key about to expire instead of waiting un
   await m.set('soon:missing', 'v', 'PXAT', at);
   // A key on one side only, expiring within the tolerance: the other side may have expired it already.
   await m.set('soon:expiring', 'v', 'PXAT', Date.now() + 100);
-  const result = await verify({ master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, drainTimeoutMs: 1000, ttlToleranceMs: 200 });
+  const result = await verify({
+    master: { host: pair.master.host, port: pair.master.port },
+    replica: { host: pair.replica.host, port: pair.replica.port },
+    drainTimeoutMs: 1000,
+    ttlToleranceMs: 200,
+  });
   t.deepEqual(result.examples.map((d) => `${String(d.key)} ${d.kind}`).sort(), ['soon:missing missing-on-replica', 'soon:value value']);
 });
 
-test('a repair replays the log with the master\'s view too: keys that expired on the replica during the lag are copied again', async (t) => {
+test("a repair replays the log with the master's view too: keys that expired on the replica during the lag are copied again", async (t) => {
   const pair = await pairFor(t);
   const [m, keys] = [pair.master.client(), new QueueKeys('qsync', 'default')];
   const p = createProducer(pair.master.client());
@@ -418,13 +496,17 @@ test('a repair replays the log with the master\'s view too: keys that expired on
   await setLimits(m, keys, { maxEntries: 1_000_000 });
   await sleep(800);
 
-  const result = await runRepair({ master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, leaseMs: 2000 });
+  const result = await runRepair({
+    master: { host: pair.master.host, port: pair.master.port },
+    replica: { host: pair.replica.host, port: pair.replica.port },
+    leaseMs: 2000,
+  });
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   t.deepEqual(await pair.replica.client().hgetall('lag:hash'), { f: '1', g: '2' });
   t.true(result.recopies > 0, 'keys lost on the replica were copied again');
 });
 
-test('entries already in a key\'s copy from the master are skipped, and the held fields go once the watermark passes the copy', async (t) => {
+test("entries already in a key's copy from the master are skipped, and the held fields go once the watermark passes the copy", async (t) => {
   const pair = await pairFor(t);
   const [m, r] = [pair.master.client(), pair.replica.client()];
   defineScripts(r);
@@ -454,5 +536,8 @@ test('entries already in a key\'s copy from the master are skipped, and the held
   await p.incr('k');
   t.deepEqual(await apply((await m.lrangeBuffer(keys.log, 0, -1)).slice(4)), [0, 5, 1]);
   t.is(await r.get('k'), '13');
-  t.deepEqual((await r.hkeys(keys.applied)).filter((f) => f.startsWith('held')), []);
+  t.deepEqual(
+    (await r.hkeys(keys.applied)).filter((f) => f.startsWith('held')),
+    [],
+  );
 });

@@ -43,7 +43,10 @@ export class HeldKeys {
     const out = new Map<number, Buffer[]>();
     let cursor = '0';
     do {
-      const [next, flat] = (await onSide('replica', this.replica.hscanBuffer(this.keys.applied, cursor, 'MATCH', 'held:*', 'COUNT', 1000))) as [Buffer, Buffer[]];
+      const [next, flat] = (await onSide('replica', this.replica.hscanBuffer(this.keys.applied, cursor, 'MATCH', 'held:*', 'COUNT', 1000))) as [
+        Buffer,
+        Buffer[],
+      ];
       cursor = next.toString();
       for (let i = 0; i < flat.length; i += 2) {
         if (flat[i + 1][0] !== 0x70 /* 'p' */) continue;
@@ -83,7 +86,9 @@ export class HeldKeys {
   }
 
   private async copyChunk(epoch: string, db: number, keys: Buffer[]): Promise<[number, number]> {
-    const reply = (await onSide('master', this.master.qsyncResyncCopyBuffer(this.keys.meta, this.queueDb, db, WHOLE, WHOLE, '', ...keys))) as Array<Buffer | number>;
+    const reply = (await onSide('master', this.master.qsyncResyncCopyBuffer(this.keys.meta, this.queueDb, db, WHOLE, WHOLE, '', ...keys))) as Array<
+      Buffer | number
+    >;
     const [seq, masterEpoch] = [String(reply[0]), String(reply[1])];
     // A master whose history changed is caught by the drain loop itself.
     if (masterEpoch !== epoch) return [0, keys.length];
@@ -92,7 +97,10 @@ export class HeldKeys {
       const type = String(reply[i + 1]);
       triples.push(reply[i] as Buffer, String(reply[i + 3]), type === 'none' ? '' : (reply[i + 2] as Buffer));
     }
-    const [code, restored, stale] = await onSide('replica', this.replica.qsyncRestoreHeld(this.keys.applied, epoch, this.queueDb, db, seq, ...triples));
+    const [code, restored, stale] = await onSide(
+      'replica',
+      this.replica.qsyncRestoreHeld(this.keys.applied, epoch, this.queueDb, db, seq, ...triples),
+    );
     if (code === ReplyCode.resyncing) throw new HeldCopyRefused('a resync or repair of the replica is under way or did not finish');
     if (code === ReplyCode.otherLog) throw new HeldCopyRefused(`the replica follows another log (epoch ${restored})`);
     return [Number(restored), Number(stale)];
