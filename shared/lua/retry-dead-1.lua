@@ -18,19 +18,21 @@
     ARGV[4] the raw entry
 
   Output:
-     {0, applied now}                 every command is applied
-    {-2, replica epoch}               the replica follows another log
-    {-3}                              not a qsync entry
-    {-4, index, error, done}          the replica refused command index (0: the entry's db);
+    {OK, applied now}                 every command is applied
+    {OTHER_LOG, replica epoch}        the replica follows another log
+    {NOT_AN_ENTRY}                    not a qsync entry
+    {REFUSED, index, error, done}     the replica refused command index (0: the entry's db);
                                       done: commands applied so far
+    (codes: shared/reply-codes.ts)
 ]]
 local rcall = redis.call
+--- @include "reply-codes"
 --- @include "includes/decode"
 
 local e = decode_entry(ARGV[4])
-if not e then return { -3 } end
+if not e then return { NOT_AN_ENTRY } end
 local cur = rcall('HMGET', KEYS[1], 'epoch')[1]
-if cur ~= ARGV[2] then return { -2, cur or '' } end
+if cur ~= ARGV[2] then return { OTHER_LOG, cur or '' } end
 local field = 'retry:' .. ARGV[2] .. ':' .. string.format('%.0f', e[2])
 local done = tonumber(rcall('HMGET', KEYS[1], field)[1] or ARGV[3])
 
@@ -40,14 +42,14 @@ local function save(n)
 end
 
 local r = redis.pcall('SELECT', e[4])
-if type(r) == 'table' and r.err then return { -4, 0, r.err, done } end
+if type(r) == 'table' and r.err then return { REFUSED, 0, r.err, done } end
 local cmds = e[5]
 for j = done + 1, #cmds do
   r = redis.pcall(unpack(cmds[j]))
   if type(r) == 'table' and r.err then
     save(j - 1)
-    return { -4, j, r.err, j - 1 }
+    return { REFUSED, j, r.err, j - 1 }
   end
 end
 save(#cmds)
-return { 0, #cmds - done }
+return { OK, #cmds - done }
