@@ -57,7 +57,7 @@ function refusedCommand(entry: Entry | undefined, index: number): string | undef
 
 /** The detail of the halted state: the refused entry and command, or where the garbage is in the log. */
 export function haltDetail(reply: ApplyReply, entries: Buffer[], logKey: string): Record<string, unknown> {
-  if (reply[0] === -3) {
+  if (reply[0] === ReplyCode.notAnEntry) {
     // Batches are confirmed in order, so the refused one starts at the head of the log.
     return { reason: 'an entry in the log is not a qsync entry', log: logKey, index: Number(reply[1]) - 1 };
   }

@@ -22,6 +22,7 @@ import { markKind } from './mark.js';
 import { HeldKeys, HeldCopyRefused } from './held-keys.js';
 import { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
 import { frameBatch } from '../../shared/entry.js';
+import { ReplyCode } from '../../shared/reply-codes.js';
 
 export { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
 
@@ -364,7 +365,7 @@ export class SyncWorker extends EventEmitter {
         const outcome = await inflight.shift()!;
         if ('error' in outcome) throw outcome.error;
         const [code] = outcome.reply;
-        if (code === 0) {
+        if (code === ReplyCode.ok) {
           await this.confirm(outcome.batch, outcome.reply, outcome.seconds);
           // Before any further batch is read: the copies then reflect every
           // entry sent to the replica so far (shared/lua/restore-held-1.lua).
@@ -377,18 +378,18 @@ export class SyncWorker extends EventEmitter {
         // Anything but success: let the window drain, then start over from the head.
         await Promise.all(inflight.splice(0));
         offset = 0;
-        if (code === -1) {
+        if (code === ReplyCode.gap) {
           const [, wm, next] = outcome.reply.map(Number);
           if (gapSeenAt === wm) {
             throw new ResyncNeeded(`entries ${wm + 1} to ${next - 1} are gone from the master's log; rebuild the replica from a copy of the master`);
           }
           gapSeenAt = wm;
           this.watermark = wm;
-        } else if (code === -6) {
+        } else if (code === ReplyCode.resyncing) {
           throw new ResyncNeeded('a resync or repair of the replica is under way or did not finish; run it again if none is running');
-        } else if (code === -5) {
+        } else if (code === ReplyCode.brokenChain) {
           throw new ResyncNeeded(`entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`);
-        } else if (code === -2) {
+        } else if (code === ReplyCode.otherLog) {
           throw new ResyncNeeded(`the replica follows another log (epoch ${outcome.reply[1]}); the master's sequence started over`);
         } else {
           this.setState('halted', haltDetail(outcome.reply, outcome.batch.entries, this.keys.log));

@@ -62,7 +62,7 @@
             applying an entry goes into making an argument a Lua string)
 
   Output:
-     {0, watermark, applied count[, dead, pending, aligned, held back]}
+    {OK, watermark, applied count[, dead, pending, aligned, held back]}
                                        the last four when any is not empty or 0:
                                        dead: {position, seq, index, done, time, error} for each
                                        entry of the batch to file as a dead letter, in log order
@@ -70,17 +70,19 @@
                                        from the master (all of them, not only this batch's);
                                        aligned: keys deleted or given the master's expiry;
                                        held back: commands not run (a pending or copied key)
-    {-1, watermark, seq}               gap: seq follows watermark, entries between are gone
+    {GAP, watermark, seq}              gap: seq follows watermark, entries between are gone
                                        (watermark: after the entries of the batch before it)
-    {-2, replica epoch}                the replica follows another log (the master's sequence started over)
-    {-6}                               a resync of the replica is under way or was interrupted
-    {-5, watermark, seq}               entry seq does not follow the entry the replica applied last: the
+    {OTHER_LOG, replica epoch}         the replica follows another log (the master's sequence started over)
+    {RESYNCING}                        a resync of the replica is under way or was interrupted
+    {BROKEN_CHAIN, watermark, seq}     entry seq does not follow the entry the replica applied last: the
                                        master lost its last writes and reused their sequence numbers
-    {-3, position}                     'halt': the entry at that position (1-based) is not a qsync entry
-    {-4, watermark, seq, index, error} the replica refused command index of entry seq
+    {NOT_AN_ENTRY, position}           'halt': the entry at that position (1-based) is not a qsync entry
+    {REFUSED, watermark, seq, index, error} the replica refused command index of entry seq
                                        (index 0: the entry's db could not be selected)
+    (codes: shared/reply-codes.ts)
 ]]
 local rcall = redis.call
+--- @include "reply-codes"
 --- @include "includes/decode"
 --- @include "includes/now"
 --- @include "includes/view"
@@ -95,9 +97,9 @@ if not park and ARGV[3] ~= 'halt' then return redis.error_reply("ERR apply-batch
 local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing', 'held', 'heldPending')
 -- A resync owns the replica until it finishes: a stale worker's batch must
 -- not land on a replica being rebuilt.
-if cur[5] then return { -6 } end
+if cur[5] then return { RESYNCING } end
 local watermark = tonumber(cur[1]) or 0
-if cur[2] and cur[2] ~= epoch then return { -2, cur[2] } end
+if cur[2] and cur[2] ~= epoch then return { OTHER_LOG, cur[2] } end
 
 local part_seq, part_done = 0, 0
 if cur[3] then
@@ -339,7 +341,7 @@ local applied = 0
 local function not_an_entry(pos)
   if not park then
     save()
-    return { -3, pos }
+    return { NOT_AN_ENTRY, pos }
   end
   dead[#dead + 1] = { pos, 0, 0, 0, now_ms(), 'not a qsync entry' }
 end
@@ -370,11 +372,11 @@ local function apply_from(first, offset)
     elseif e[2] > last then
       if e[2] ~= last + 1 then
         save()
-        return { -1, last, e[2] }
+        return { GAP, last, e[2] }
       end
       if prev_ts and e[6] ~= prev_ts then
         save()
-        return { -5, last, e[2] }
+        return { BROKEN_CHAIN, last, e[2] }
       end
       local index, err = run(e)
       if index then
@@ -383,7 +385,7 @@ local function apply_from(first, offset)
         if not park or about_the_replica(err) then
           save()
           rcall('HSET', KEYS[1], 'part', e[2] .. ':' .. done)
-          return { -4, last, e[2], index, err }
+          return { REFUSED, last, e[2], index, err }
         end
         local at = now_ms()
         fields[#fields + 1] = 'parked:' .. string.format('%.0f', e[2])
@@ -439,5 +441,5 @@ while true do
 end
 
 save()
-if #dead == 0 and held_pending == 0 and aligned == 0 and held_back == 0 then return { 0, last, applied } end
-return { 0, last, applied, dead, held_pending, aligned, held_back }
+if #dead == 0 and held_pending == 0 and aligned == 0 and held_back == 0 then return { OK, last, applied } end
+return { OK, last, applied, dead, held_pending, aligned, held_back }
