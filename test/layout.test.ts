@@ -122,3 +122,12 @@ test('consumer/ keeps at most a handful of files at its top level', (t) => {
   const top = readdirSync(path.join(root, 'consumer')).filter((name) => statSync(path.join(root, 'consumer', name)).isFile());
   t.true(top.length <= 5, top.join(', '));
 });
+
+test('script reply codes are named: no Lua script returns a bare negative code, no TypeScript compares with one', (t) => {
+  const lua = readdirSync(path.join(root, 'shared/lua')).filter((f) => f.endsWith('.lua'));
+  t.true(lua.length > 5, 'the scripts are found');
+  const bare = lua.filter((f) => /return\s*\{?\s*-\d/.test(readFileSync(path.join(root, 'shared/lua', f), 'utf8')));
+  t.deepEqual(bare, []);
+  const compared = [...graph.keys()].filter((f) => /(===|!==)\s*-\d|\bcase\s+-\d/.test(readFileSync(path.join(root, f), 'utf8')));
+  t.deepEqual(compared, []);
+});
