@@ -186,8 +186,10 @@ export const slowReplica: Scenario = {
     const p50 = Object.fromEntries(LINK_STATES.map((s) => [s, median(samples[s])])) as Record<(typeof LINK_STATES)[number], number>;
     Object.assign(rig.notes, { p50NormalMs: p50.normal.toFixed(3), p50SlowMs: p50.slow.toFixed(3), p50CutMs: p50.cut.toFixed(3), depthGrowth: growth });
     rig.expect(growth > 0, `the queue absorbed the writes the slow link could not carry (grew by ${growth})`);
+    // A write that waited on the replica would take the link's delay (a cut link: forever); a busy
+    // machine moves sub-millisecond medians by a millisecond or two, hence the slack.
     for (const state of ['slow', 'cut'] as const) {
-      rig.expect(p50[state] < 2 * p50.normal, `writes do not wait on a ${state} replica link (p50 ${p50[state].toFixed(3)} ms, ${p50.normal.toFixed(3)} ms on a normal link)`);
+      rig.expect(p50[state] < Math.max(2 * p50.normal, p50.normal + 5), `writes do not wait on a ${state} replica link (p50 ${p50[state].toFixed(3)} ms, ${p50.normal.toFixed(3)} ms on a normal link)`);
     }
     rig.expect(rig.workload.ledger.failed === 0, `no write failed (${rig.workload.ledger.failed})`);
   },
