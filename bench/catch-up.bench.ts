@@ -245,11 +245,19 @@ export const scenario: Scenario = {
       const headline = `catch-up ÷ ${zeroFaster ? zeroLabel : defaultLabel}`;
       const rows: Row[] = [
         measured(`catch-up: heal to zero lag, ${WRITES / 1000}k writes behind`, 's', seconds),
-        measured('catch-up: heal to first batch applied', 's', catchUps.map((c) => c.firstSeconds)),
+        measured(
+          'catch-up: heal to first batch applied',
+          's',
+          catchUps.map((c) => c.firstSeconds),
+        ),
         measured(`${defaultLabel}: ${KEYS / 1e6}M keys`, 's', byDefault),
         measured(`${zeroLabel}: ${KEYS / 1e6}M keys`, 's', byZero),
         ratio(headline, seconds, faster, { op: '<=', value: 0.1 }),
-        measured('producer writes per second during the outage', 'writes/s', catchUps.map((c) => c.writesPerSecond)),
+        measured(
+          'producer writes per second during the outage',
+          'writes/s',
+          catchUps.map((c) => c.writesPerSecond),
+        ),
       ];
       return {
         rows,

@@ -64,7 +64,7 @@ export const scenario: Scenario = {
   title: 'Drain over a slow link',
   method:
     `The drain of the loopback scenario (${ENTRIES / 1000}k SETs restored onto an idle worker with default settings), with the ` +
-    'worker\'s replica connection going through the fault proxy of test/support (in a child process), which delays each ' +
+    "worker's replica connection going through the fault proxy of test/support (in a child process), which delays each " +
     'direction by half the added round trip. The master link stays direct. Every setting is measured back to back with a ' +
     'direct drain (the baseline), alternating which goes first; other windows at the target round trip show what the ' +
     `window buys. The round trip actually seen is the median of ${PINGS} PINGs through the proxy (its timers have 1 ms ` +
@@ -83,7 +83,11 @@ export const scenario: Scenario = {
         for (const [i, setting] of SETTINGS.entries()) {
           await proxy.setRoundTrip(setting.rtt);
           rtt[i].push(await roundTrip(viaProxy));
-          const [d, s] = await backToBack((r + i) % 2 === 0, () => rig.drain({}), () => rig.drain(setting.worker, proxy.port));
+          const [d, s] = await backToBack(
+            (r + i) % 2 === 0,
+            () => rig.drain({}),
+            () => rig.drain(setting.worker, proxy.port),
+          );
           direct[i].push(d.perSecond);
           slow[i].push(s.perSecond);
         }

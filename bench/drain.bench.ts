@@ -52,7 +52,11 @@ export const scenario: Scenario = {
         ceiling.push(await pipelinedSetCeiling(pair.replica.port));
         for (let s = 0; s < CONFIGS.length; s++) {
           const i = (s + r) % CONFIGS.length;
-          const [b, c] = await backToBack((r + s) % 2 === 0, () => rig.pipelined(PIPELINE), () => rig.drain(CONFIGS[i]));
+          const [b, c] = await backToBack(
+            (r + s) % 2 === 0,
+            () => rig.pipelined(PIPELINE),
+            () => rig.drain(CONFIGS[i]),
+          );
           base[i].push(b);
           runs[i].push(c);
         }

@@ -75,9 +75,9 @@ export const scenario: Scenario = {
   title: 'End-to-end lag at a steady write rate',
   method:
     `A worker with default settings runs while one Node process writes ${RATE} SETs/s through the producer for ${SECONDS} s ` +
-    '(a burst on every 1 ms timer tick) and polls the replica\'s watermark (the applied hash\'s seq) every millisecond. ' +
+    "(a burst on every 1 ms timer tick) and polls the replica's watermark (the applied hash's seq) every millisecond. " +
     'Lag is from sending a write to the first poll whose answer covers its seq, so it includes up to a poll interval. ' +
-    'The producer\'s own round trip (send to acknowledgement) is the baseline. Worker, writer and poller share one process.',
+    "The producer's own round trip (send to acknowledgement) is the baseline. Worker, writer and poller share one process.",
   rounds: 5,
   async run(rounds) {
     const pair = await startPair();
@@ -105,12 +105,37 @@ export const scenario: Scenario = {
       const calmLag = calm.map((r) => percentile(r.lag, 99).toFixed(1)).join(', ');
       return {
         rows: [
-          measured('writes sent', 'writes/s', of((r) => r.writesPerSecond)),
-          measured('producer round trip p50 (baseline)', 'ms', of((r) => percentile(r.ack, 50))),
-          measured('producer round trip p99 (baseline)', 'ms', of((r) => percentile(r.ack, 99))),
-          measured('lag p50', 'ms', of((r) => percentile(r.lag, 50))),
-          measured('lag p99', 'ms', of((r) => percentile(r.lag, 99)), { op: '<=', value: TARGET_P99_MS }),
-          measured('lag max', 'ms', of((r) => r.lag[r.lag.length - 1])),
+          measured(
+            'writes sent',
+            'writes/s',
+            of((r) => r.writesPerSecond),
+          ),
+          measured(
+            'producer round trip p50 (baseline)',
+            'ms',
+            of((r) => percentile(r.ack, 50)),
+          ),
+          measured(
+            'producer round trip p99 (baseline)',
+            'ms',
+            of((r) => percentile(r.ack, 99)),
+          ),
+          measured(
+            'lag p50',
+            'ms',
+            of((r) => percentile(r.lag, 50)),
+          ),
+          measured(
+            'lag p99',
+            'ms',
+            of((r) => percentile(r.lag, 99)),
+            { op: '<=', value: TARGET_P99_MS },
+          ),
+          measured(
+            'lag max',
+            'ms',
+            of((r) => r.lag[r.lag.length - 1]),
+          ),
         ],
         notes: [
           `Rounds in which the producer's own p99 round trip stayed within ${TARGET_P99_MS} ms (no stall of the shared host): ` +

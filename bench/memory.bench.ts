@@ -67,11 +67,23 @@ export const scenario: Scenario = {
         const queue = samples.map((s) => s.queue);
         rows.push(
           measured(`${size} B values: master memory per queued entry`, 'bytes', queue),
-          measured(`${size} B values: packed entry`, 'bytes', samples.map((s) => s.entry)),
+          measured(
+            `${size} B values: packed entry`,
+            'bytes',
+            samples.map((s) => s.entry),
+          ),
           measured(`${size} B values: SET command on the wire`, 'bytes', resp),
-          measured(`${size} B values: master memory per key (the data itself)`, 'bytes', samples.map((s) => s.data)),
+          measured(
+            `${size} B values: master memory per key (the data itself)`,
+            'bytes',
+            samples.map((s) => s.data),
+          ),
           ratio(`${size} B values: queued entry ÷ command on the wire`, queue, resp),
-          ratio(`${size} B values: queued entry ÷ key`, queue, samples.map((s) => s.data)),
+          ratio(
+            `${size} B values: queued entry ÷ key`,
+            queue,
+            samples.map((s) => s.data),
+          ),
         );
       }
       return { rows, headline: `${VALUE_SIZES[0]} B values: queued entry ÷ command on the wire`, details: { entries: ENTRIES } };

@@ -25,9 +25,7 @@ const target = (row: Row) => (row.target ? `${row.target.op} ${withUnit(row.targ
 
 /** The row the scenario names, else the first with a target, else its first ratio. */
 function headline(r: ScenarioResult): Row {
-  return (
-    r.rows.find((row) => row.label === r.headline) ?? r.rows.find((row) => row.target) ?? r.rows.find((row) => row.unit === 'x') ?? r.rows[0]
-  );
+  return r.rows.find((row) => row.label === r.headline) ?? r.rows.find((row) => row.target) ?? r.rows.find((row) => row.unit === 'x') ?? r.rows[0];
 }
 
 /** Every sample, or their count and range when there are too many to read. */
@@ -40,14 +38,11 @@ function table(r: ScenarioResult): string[] {
   return [
     '| Figure | Median | Samples | Target | Verdict |',
     '|---|---:|---|---|---|',
-    ...r.rows.map((row) =>
-      `| ${row.label} | ${withUnit(row.median, row.unit)} | ${samples(row)} | ${target(row)} | ${verdict(row)} |`,
-    ),
+    ...r.rows.map((row) => `| ${row.label} | ${withUnit(row.median, row.unit)} | ${samples(row)} | ${target(row)} | ${verdict(row)} |`),
   ];
 }
 
-const machineOf = (r: ScenarioResult) =>
-  `${r.machine.cpus} × ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB, ${r.machine.os}`;
+const machineOf = (r: ScenarioResult) => `${r.machine.cpus} × ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB, ${r.machine.os}`;
 const versionsOf = (r: ScenarioResult) => `Node ${r.versions.node}, redis-server ${r.versions.redis}, ioredis ${r.versions.ioredis}`;
 const productOf = (r: ScenarioResult) => `qsync ${r.versions.qsync}`;
 
@@ -117,7 +112,10 @@ export function renderReport(results: ScenarioResult[]): string {
     '|---|---|---:|---|---|',
     ...results.map((r) => {
       const row = headline(r);
-      return `| [${r.title}](#${r.title.toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-')}) | ${row.label} | ${withUnit(row.median, row.unit)} | ${target(row)} | ${verdict(row) || 'informational'} |`;
+      return `| [${r.title}](#${r.title
+        .toLowerCase()
+        .replace(/[^a-z0-9 -]/g, '')
+        .replace(/ /g, '-')}) | ${row.label} | ${withUnit(row.median, row.unit)} | ${target(row)} | ${verdict(row) || 'informational'} |`;
     }),
     '',
     '## Machine and versions',
@@ -131,7 +129,7 @@ export function renderReport(results: ScenarioResult[]): string {
     '```sh',
     'npm run bench                         # every scenario, then this page',
     'npm run bench -- drain drain-latency  # only these (the others keep their last results)',
-    'npm run bench -- lag --rounds 5       # more rounds than the scenario\'s default',
+    "npm run bench -- lag --rounds 5       # more rounds than the scenario's default",
     '```',
     '',
     'Each scenario starts its own redis-server processes on free ports; results go to `bench/results/<scenario>.json` ' +

@@ -39,7 +39,12 @@ async function dropQueueState(m: Redis): Promise<void> {
 }
 
 function options(master: RedisServer, replica: RedisServer): CopyRunOptions {
-  return { master: { host: master.host, port: master.port }, replica: { host: replica.host, port: replica.port }, scanCount: SCAN_COUNT, logger: createLogger('silent') };
+  return {
+    master: { host: master.host, port: master.port },
+    replica: { host: replica.host, port: replica.port },
+    scanCount: SCAN_COUNT,
+    logger: createLogger('silent'),
+  };
 }
 
 /** Seconds qsync takes to copy the master to an empty replica (no writes meanwhile). */
@@ -119,7 +124,11 @@ export const scenario: Scenario = {
         await dropQueueState(m);
       }
       const rows: Row[] = [
-        measured('qsync resync: keys per second', 'keys/s', resyncs.map((s) => KEYS / s)),
+        measured(
+          'qsync resync: keys per second',
+          'keys/s',
+          resyncs.map((s) => KEYS / s),
+        ),
         measured(`qsync resync: ${KEYS / 1e6}M keys`, 's', resyncs),
         measured(`native full sync (REPLICAOF): ${KEYS / 1e6}M keys`, 's', fulls),
         ratio('qsync resync ÷ native full sync (time)', resyncs, fulls),

@@ -99,7 +99,7 @@ async function run(pair: Pair, proxy: FaultProxy, worker: SyncWorker): Promise<v
   say(`  replica  ${pair.replica.url}   data centre B: only qsync writes here`);
   say(`  link     ${proxy.url} -> replica: a proxy standing in for the WAN, so the demo can cut it`);
   say('  A qsync worker runs in this process. It reads batches of entries from the queue on the');
-  say('  master, applies each batch on the replica together with the replica\'s position in the');
+  say("  master, applies each batch on the replica together with the replica's position in the");
   say('  queue (its watermark), and only then trims the batch from the master.');
 
   step(2, 'The shop opens and the replica follows');
@@ -162,7 +162,9 @@ async function run(pair: Pair, proxy: FaultProxy, worker: SyncWorker): Promise<v
     const shown = diffs.slice(0, 10).map((d) => `    ${d}`);
     const more = diffs.length > 10 ? [`    ... and ${num(diffs.length - 10)} more`] : [];
     throw new DemoFailure(
-      [`the datasets differ: ${num(diffs.length)} differences (master ${num(keysNow)} keys, replica ${num(onReplica)})`, ...shown, ...more].join('\n'),
+      [`the datasets differ: ${num(diffs.length)} differences (master ${num(keysNow)} keys, replica ${num(onReplica)})`, ...shown, ...more].join(
+        '\n',
+      ),
       ExitCode.different,
     );
   }
@@ -205,7 +207,10 @@ async function main(): Promise<number> {
 
 // The harness behind startPair kills its redis-server processes and removes
 // their dirs on these signals (it registered first); this only says so and exits.
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+] as const) {
   process.once(signal, () => {
     process.stderr.write(`\ndemo interrupted (${signal}): its Redis servers are stopped and their temp dirs removed\n`);
     process.exit(code);

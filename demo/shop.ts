@@ -59,7 +59,8 @@ export class Shop {
     for (let id = 1; id <= this.users; id++) {
       const token = `token-${id}-${Math.floor(this.random() * 1e9)}`;
       writes.push(
-        (p) => p.hset(`user:${id}`, { name: `Customer ${id}`, email: `customer${id}@example.com`, country: COUNTRIES[id % COUNTRIES.length], orders: 0 }),
+        (p) =>
+          p.hset(`user:${id}`, { name: `Customer ${id}`, email: `customer${id}@example.com`, country: COUNTRIES[id % COUNTRIES.length], orders: 0 }),
         (p) => p.set(`session:${id}`, token, 'EX', SESSION_TTL),
       );
       if (id % 3 === 0) writes.push((p) => p.sadd('raffle:entrants', `user:${id}`));

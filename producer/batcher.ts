@@ -57,13 +57,19 @@ export class WriteBatcher {
     this.waiting = [];
     if (batch.length === 1) {
       const [w] = batch;
-      (this.log.send(this.client, { db: this.waitingDb, commands: [w.cmd], as: 'one', buffer: w.buffer }) as Promise<unknown>).then(w.resolve, w.reject);
+      (this.log.send(this.client, { db: this.waitingDb, commands: [w.cmd], as: 'one', buffer: w.buffer }) as Promise<unknown>).then(
+        w.resolve,
+        w.reject,
+      );
       return;
     }
     const cmds = batch.map((w) => ({ ...w.cmd, replyEncoding: w.buffer ? null : ('utf8' as const) }));
     (this.log.send(this.client, { db: this.waitingDb, commands: cmds, as: 'batch', buffer: true }) as Promise<unknown[]>).then(
       (replies) => {
-        replies.forEach((r, i) => (r instanceof Error ? batch[i].reject(this.log.refusal(r)) : batch[i].resolve(shapeReply(cmds[i], r))));
+        replies.forEach((r, i) => {
+          if (r instanceof Error) batch[i].reject(this.log.refusal(r));
+          else batch[i].resolve(shapeReply(cmds[i], r));
+        });
       },
       (err: Error) => {
         for (const w of batch) w.reject(err);

@@ -36,8 +36,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
  */
 export function flattenArgs(name: string, args: unknown[]): (string | Buffer)[] {
   let list = args.flat() as unknown[];
-  const pairsOf = (v: unknown): unknown[] | undefined =>
-    v instanceof Map ? [...v].flat() : isPlainObject(v) ? Object.entries(v).flat() : undefined;
+  const pairsOf = (v: unknown): unknown[] | undefined => (v instanceof Map ? [...v].flat() : isPlainObject(v) ? Object.entries(v).flat() : undefined);
   if ((name === 'hset' || name === 'hmset') && list.length === 2) {
     const pairs = pairsOf(list[1]);
     if (pairs) list = [list[0], ...pairs];
@@ -69,7 +68,7 @@ export function parseMethod(prop: string): { name: string; buffer: boolean } {
 export function definedScript(client: Redis, prop: string): { name: string; readOnly: boolean } | undefined {
   const name = prop.endsWith('Buffer') ? prop.slice(0, -6) : prop;
   const set = client.scriptsSet as Record<string, { readOnly?: boolean }>;
-  if (!Object.prototype.hasOwnProperty.call(set, name) || scripts().some((s) => s.command === name)) return undefined;
+  if (!Object.hasOwn(set, name) || scripts().some((s) => s.command === name)) return undefined;
   return { name, readOnly: set[name].readOnly === true };
 }
 
@@ -109,4 +108,3 @@ export function toLoggedCommand(name: string, args: unknown[], replyEncoding: Bu
   if (wrongArity) throw wrongArity;
   return { name: lower, args: flat, write: spec !== undefined, replyEncoding };
 }
-

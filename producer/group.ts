@@ -52,7 +52,11 @@ export function chain(client: Redis, target: object, onCommand: OnCommand, exec:
 /** exec()'s promise, and its callback when one was given. */
 export function finish(promise: Promise<Results | null>, args: unknown[]): Promise<Results | null> {
   const cb = typeof args[0] === 'function' ? (args[0] as Callback) : undefined;
-  if (cb) promise.then((r) => cb(null, r), (e: Error) => cb(e));
+  if (cb)
+    promise.then(
+      (r) => cb(null, r),
+      (e: Error) => cb(e),
+    );
   return promise;
 }
 
@@ -88,7 +92,7 @@ export class GroupCheck {
       }
       const { name, buffer } = parseMethod(prop);
       if (name === 'multi') {
-        throw new UnsupportedCommandError(name, 'inside multi() or pipeline() cannot be logged; use the producer\'s multi()');
+        throw new UnsupportedCommandError(name, "inside multi() or pipeline() cannot be logged; use the producer's multi()");
       }
       if (atomic && name === 'select') {
         throw new UnsupportedCommandError(name, 'inside multi() cannot be logged (an entry has one db); call select() before multi()');

@@ -29,7 +29,9 @@ export function createMulti(ctx: GroupContext, upFront: unknown[][] = []): Chain
   const run = async (): Promise<Results> => {
     if (check.refused) return refuseLater(client, check.refused);
     if (queueErrors.length > 0) {
-      return rejectLater(Object.assign(new ReplyError('EXECABORT Transaction discarded because of previous errors.') as Error, { previousErrors: queueErrors }));
+      return rejectLater(
+        Object.assign(new ReplyError('EXECABORT Transaction discarded because of previous errors.') as Error, { previousErrors: queueErrors }),
+      );
     }
     if (commands.length === 0) return [];
     const sent = log.send(client, { db: db(), commands, as: 'group', buffer: true }) as Promise<unknown[]>;

@@ -51,8 +51,15 @@ export function createPipeline(ctx: GroupContext, upFront: unknown[][] = []): Ch
   // A result is kept as ioredis shapes it; only a full queue's refusal becomes a QueueFullError,
   // and a counter's digits past 2^53 the client's integer reply (producer/exact-integers.ts).
   const asRefusal = (res: Results[number], i: number): Results[number] =>
-    res[0] ? ([reportRefusal(client, log.refusal(res[0])), ...res.slice(1)] as Results[number]) : [null, exactReply(logged.get(i), res[1], client.options)];
+    res[0]
+      ? ([reportRefusal(client, log.refusal(res[0])), ...res.slice(1)] as Results[number])
+      : [null, exactReply(logged.get(i), res[1], client.options)];
   const exec = (args: unknown[]) =>
-    finish(check.refused ? refuseLater(client, check.refused) : guard.run(true, () => pipe.exec().then((results) => results && results.map(asRefusal))), args);
+    finish(
+      check.refused
+        ? refuseLater(client, check.refused)
+        : guard.run(true, () => pipe.exec().then((results) => (results ? results.map(asRefusal) : null))),
+      args,
+    );
   return queueUpFront(chain(client, pipe, onCommand, exec), upFront);
 }

@@ -35,7 +35,11 @@ export interface ProducerOptions extends LogOptions {
 type AnyFn = (...args: unknown[]) => unknown;
 
 function settle(promise: Promise<unknown>, cb: Callback | undefined): Promise<unknown> {
-  if (cb) promise.then((r) => cb(null, r), (e: Error) => cb(e));
+  if (cb)
+    promise.then(
+      (r) => cb(null, r),
+      (e: Error) => cb(e),
+    );
   return promise;
 }
 
@@ -65,8 +69,9 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
   const methods = new Map<string | symbol, unknown>();
   const batcher = new WriteBatcher(log, client);
 
-  const write = (name: string, buffer: boolean) =>
-    function (...args: unknown[]): Promise<unknown> {
+  const write =
+    (name: string, buffer: boolean) =>
+    (...args: unknown[]): Promise<unknown> => {
       const cb = takeCallback(args);
       let promise: Promise<unknown>;
       try {
@@ -80,16 +85,18 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       return settle(promise, cb);
     };
 
-  const refuse = (err: UnsupportedCommandError) =>
-    function (...args: unknown[]): Promise<unknown> {
-      return settle(refuseLater(client, err), takeCallback(args));
-    };
+  const refuse =
+    (err: UnsupportedCommandError) =>
+    (...args: unknown[]): Promise<unknown> =>
+      settle(refuseLater(client, err), takeCallback(args));
 
   const groupContext = { log, guard, client, db: () => db };
-  const group = (create: typeof createMulti) => (...args: unknown[]) => {
-    batcher.flush();
-    return create(groupContext, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
-  };
+  const group =
+    (create: typeof createMulti) =>
+    (...args: unknown[]) => {
+      batcher.flush();
+      return create(groupContext, Array.isArray(args[0]) ? (args[0] as unknown[][]) : []);
+    };
 
   const overrides: Record<string, (...args: unknown[]) => unknown> = {
     multi: group(createMulti),
@@ -118,7 +125,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
   }
 
   function method(prop: string): unknown {
-    if (Object.prototype.hasOwnProperty.call(overrides, prop)) return overrides[prop];
+    if (Object.hasOwn(overrides, prop)) return overrides[prop];
     const script = definedScript(client, prop);
     if (script && !script.readOnly) return refuse(new UnsupportedCommandError(script.name, SCRIPT_REFUSED));
     const { name, buffer } = parseMethod(prop);

@@ -82,7 +82,9 @@ export class WriteLog {
    * error as it is.
    */
   refusal(err: Error): Error {
-    return err instanceof ReplyError && err.message.startsWith(QUEUE_FULL) ? new QueueFullError(this.keys.queue, err.message.slice(QUEUE_FULL.length)) : err;
+    return err instanceof ReplyError && err.message.startsWith(QUEUE_FULL)
+      ? new QueueFullError(this.keys.queue, err.message.slice(QUEUE_FULL.length))
+      : err;
   }
 
   /**
@@ -102,7 +104,12 @@ export class WriteLog {
       argv.push(String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', spec ? viewSpec(spec) : '', c.name, ...c.args);
     }
     const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;
-    const tail = cb ? [(err: Error | null, result?: unknown) => cb(err && this.refusal(err), err ? result : exactReplies(commands, as, result, this.client.options))] : [];
+    const tail = cb
+      ? [
+          (err: Error | null, result?: unknown) =>
+            cb(err && this.refusal(err), err ? result : exactReplies(commands, as, result, this.client.options)),
+        ]
+      : [];
     const sent = script.call(via, keys.length, ...keys, ...argv, ...tail);
     if (!(sent instanceof Promise)) return sent;
     // A full queue refuses every write of the call: each is told to the client's listeners.

@@ -13,13 +13,25 @@ const SCRIPTS = ['+evalsha', '+eval'];
 
 const CONSUMER_MASTER = [
   // lease-2, release-1: take, renew and give up the lease
-  '+get', '+set', '+del', '+pttl', '+time',
+  '+get',
+  '+set',
+  '+del',
+  '+pttl',
+  '+time',
   // read-batch-2, trim-4, status
-  '+hmget', '+hset', '+llen', '+lrange', '+lindex', '+ltrim',
+  '+hmget',
+  '+hset',
+  '+llen',
+  '+lrange',
+  '+lindex',
+  '+ltrim',
   // waiting for entries
   '+blmove',
   // park-5 files dead letters; qsync dlq lists, retries and drops them
-  '+rpush', '+lrem', '+lpos', '+lset',
+  '+rpush',
+  '+lrem',
+  '+lpos',
+  '+lset',
 ];
 
 /** What resync-copy-1 runs on the keys it copies: read-only, application keys included. */
@@ -34,20 +46,61 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // what BullMQ's own scripts need, on those keys only.
       // A second selector lets resync-copy-1 read, and only read, a key the
       // replica lost before the master did (it expired there first), to copy it.
-      return ['resetkeys', own, 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER, `(~${prefix}-jobs:* +@all -@dangerous)`, HELD_COPY];
+      return [
+        'resetkeys',
+        own,
+        'resetchannels',
+        '-@all',
+        ...CONNECT,
+        ...SCRIPTS,
+        ...CONSUMER_MASTER,
+        `(~${prefix}-jobs:* +@all -@dangerous)`,
+        HELD_COPY,
+      ];
     case 'consumer-replica':
       // The replica applies every supported write, on any key, plus the
       // watermark; it brings keys to the master's view of their expiry first
       // (PEXPIRETIME, TIME), keeps the keys it holds back in the watermark's
       // hash (HGET, HKEYS, HSCAN) and restores their copies (RESTORE).
-      return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, '+hmget', '+hset', '+hdel', '+hget', '+hkeys', '+hscan', '+pexpiretime', '+time', '+restore', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+      return [
+        'resetkeys',
+        '~*',
+        'resetchannels',
+        '-@all',
+        ...CONNECT,
+        ...SCRIPTS,
+        '+hmget',
+        '+hset',
+        '+hdel',
+        '+hget',
+        '+hkeys',
+        '+hscan',
+        '+pexpiretime',
+        '+time',
+        '+restore',
+        ...Object.keys(COMMANDS).map((c) => `+${c}`),
+      ];
     case 'operator-master':
       // qsync resync, repair and verify: read every key; resync snapshots big
       // keys under the prefix (COPY) and reads the log; repair turns the dirty
       // set into its repair set (RENAME, SUNIONSTORE) and clears the queue's
       // state; control jobs use BullMQ's keys under '<prefix>-jobs:', all
       // covered by ~*.
-      return ['resetkeys', '~*', 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS, ...CONSUMER_MASTER, '+@read', '+copy', '+memory|usage', '+rename', '+sunionstore', '+hdel'];
+      return [
+        'resetkeys',
+        '~*',
+        'resetchannels',
+        '-@all',
+        ...CONNECT,
+        ...SCRIPTS,
+        ...CONSUMER_MASTER,
+        '+@read',
+        '+copy',
+        '+memory|usage',
+        '+rename',
+        '+sunionstore',
+        '+hdel',
+      ];
     case 'operator-replica':
       // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every replicated write.
       return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec'];
@@ -55,6 +108,24 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // Added to the application's own rules: the log-write script and what it
       // runs; INFO for the check of the master's maxmemory-policy at a
       // connection's first write.
-      return [own, ...SCRIPTS, '+info', '+hincrby', '+hset', '+hmget', '+llen', '+scard', '+smismember', '+sadd', '+rpush', '+time', '+exists', '+pexpiretime', '+getrange', '+select', ...Object.keys(COMMANDS).map((c) => `+${c}`)];
+      return [
+        own,
+        ...SCRIPTS,
+        '+info',
+        '+hincrby',
+        '+hset',
+        '+hmget',
+        '+llen',
+        '+scard',
+        '+smismember',
+        '+sadd',
+        '+rpush',
+        '+time',
+        '+exists',
+        '+pexpiretime',
+        '+getrange',
+        '+select',
+        ...Object.keys(COMMANDS).map((c) => `+${c}`),
+      ];
   }
 }

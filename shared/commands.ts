@@ -164,7 +164,7 @@ const ALSO_REFUSED = new Set(['eval', 'evalsha', 'fcall', 'xgroup', 'watch', 'un
 
 /** The spec of a supported write, or undefined for anything else. */
 export function commandSpec(name: string): CommandSpec | undefined {
-  return Object.prototype.hasOwnProperty.call(COMMANDS, name) ? COMMANDS[name] : undefined;
+  return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
 }
 
 /**

@@ -56,7 +56,9 @@ export function redisOptionsFromUrl(url: string, what: string, tls: TlsFiles = {
   try {
     u = new URL(url);
   } catch {
-    throw new ConfigError(`qsync: ${what} '${redactUrl(url) === '(unparsable URL)' ? url.replace(/:[^:@/]*@/, ':***@') : url}' is not a URL (expected redis://host:port or rediss://host:port)`);
+    throw new ConfigError(
+      `qsync: ${what} '${redactUrl(url) === '(unparsable URL)' ? url.replace(/:[^:@/]*@/, ':***@') : url}' is not a URL (expected redis://host:port or rediss://host:port)`,
+    );
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
     throw new ConfigError(`qsync: ${what} '${redactUrl(url)}' must start with redis:// or rediss://`);
@@ -117,7 +119,9 @@ const NAME = /^[\w.-]{1,100}$/;
  */
 export function checkName(value: unknown, name: string): string {
   if (typeof value !== 'string' || !NAME.test(value)) {
-    throw new ConfigError(`qsync: ${name} must be 1 to 100 letters, digits, '.', '_' or '-', got ${typeof value === 'string' ? `'${value}'` : String(value)}`);
+    throw new ConfigError(
+      `qsync: ${name} must be 1 to 100 letters, digits, '.', '_' or '-', got ${typeof value === 'string' ? `'${value}'` : String(value)}`,
+    );
   }
   return value;
 }

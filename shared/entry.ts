@@ -87,24 +87,49 @@ class Reader {
     if (t >= 0xa0 && t <= 0xbf) return this.bytes(t & 0x1f);
     if (t >= 0x90 && t <= 0x9f) return this.array(t & 0x0f, depth + 1);
     switch (t) {
-      case 0xc0: return null;
-      case 0xc2: return false;
-      case 0xc3: return true;
-      case 0xc4: case 0xd9: return this.bytes(this.uint(1));
-      case 0xc5: case 0xda: return this.bytes(this.uint(2));
-      case 0xc6: case 0xdb: return this.bytes(this.uint(4));
-      case 0xca: this.need(4); this.pos += 4; return this.buf.readFloatBE(this.pos - 4);
-      case 0xcb: this.need(8); this.pos += 8; return this.buf.readDoubleBE(this.pos - 8);
-      case 0xcc: return this.uint(1);
-      case 0xcd: return this.uint(2);
-      case 0xce: return this.uint(4);
-      case 0xcf: return this.uint(8);
-      case 0xd0: return this.int(1);
-      case 0xd1: return this.int(2);
-      case 0xd2: return this.int(4);
-      case 0xd3: return this.int(8);
-      case 0xdc: return this.array(this.uint(2), depth + 1);
-      case 0xdd: return this.array(this.uint(4), depth + 1);
+      case 0xc0:
+        return null;
+      case 0xc2:
+        return false;
+      case 0xc3:
+        return true;
+      case 0xc4:
+      case 0xd9:
+        return this.bytes(this.uint(1));
+      case 0xc5:
+      case 0xda:
+        return this.bytes(this.uint(2));
+      case 0xc6:
+      case 0xdb:
+        return this.bytes(this.uint(4));
+      case 0xca:
+        this.need(4);
+        this.pos += 4;
+        return this.buf.readFloatBE(this.pos - 4);
+      case 0xcb:
+        this.need(8);
+        this.pos += 8;
+        return this.buf.readDoubleBE(this.pos - 8);
+      case 0xcc:
+        return this.uint(1);
+      case 0xcd:
+        return this.uint(2);
+      case 0xce:
+        return this.uint(4);
+      case 0xcf:
+        return this.uint(8);
+      case 0xd0:
+        return this.int(1);
+      case 0xd1:
+        return this.int(2);
+      case 0xd2:
+        return this.int(4);
+      case 0xd3:
+        return this.int(8);
+      case 0xdc:
+        return this.array(this.uint(2), depth + 1);
+      case 0xdd:
+        return this.array(this.uint(4), depth + 1);
       default:
         throw new EntryFormatError(`not a qsync entry: unexpected msgpack type 0x${t.toString(16)}`);
     }
@@ -136,9 +161,11 @@ export function decodeEntry(raw: Buffer): Entry {
   const views = rawViews.map((raw, i) => {
     // 0 stands for the most common view, the first key overwritten (shared/lua/includes/view.lua).
     const view = raw === 0 ? [2, VIEW_ANY] : raw;
-    if (!Array.isArray(view) || view.length % 2 !== 0 || !view.every(isNumber)) throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
+    if (!Array.isArray(view) || view.length % 2 !== 0 || !view.every(isNumber))
+      throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
     for (let j = 0; j < view.length; j += 2) {
-      if ((view[j] as number) < 2 || (view[j] as number) > commands[i].length) throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
+      if ((view[j] as number) < 2 || (view[j] as number) > commands[i].length)
+        throw new EntryFormatError(`not a qsync entry: bad views in entry ${seq}`);
     }
     return view as number[];
   });

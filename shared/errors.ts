@@ -44,7 +44,10 @@ export class ConfigError extends QsyncError {
 
 /** A write command the producer cannot replicate. Nothing was written. */
 export class UnsupportedCommandError extends QsyncError {
-  constructor(readonly command: string, reason?: string) {
+  constructor(
+    readonly command: string,
+    reason?: string,
+  ) {
     super(
       reason
         ? `qsync: ${command.toUpperCase()} ${reason}; nothing was written`
@@ -66,13 +69,19 @@ export class ReservedKeyError extends UnsupportedCommandError {
     namespace: string,
     db: number,
   ) {
-    super(command, `on key '${key}' is refused: keys under '${namespace}' in db ${db} are qsync's own; use another key name (or another queueDb for qsync)`);
+    super(
+      command,
+      `on key '${key}' is refused: keys under '${namespace}' in db ${db} are qsync's own; use another key name (or another queueDb for qsync)`,
+    );
   }
 }
 
 /** The queue reached its cap under the `reject` policy. Nothing was written. */
 export class QueueFullError extends QsyncError {
-  constructor(readonly queue: string, readonly limit: string) {
+  constructor(
+    readonly queue: string,
+    readonly limit: string,
+  ) {
     super(`qsync: queue '${queue}' is full (${limit}); the write was refused and nothing was written`);
   }
 }

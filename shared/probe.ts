@@ -62,7 +62,12 @@ export async function probe(options: RedisOptions, what: string, where: string, 
 /** The fields of one INFO section. */
 async function info(client: Redis, section: string): Promise<Map<string, string>> {
   const text = await client.info(section);
-  return new Map(text.split('\r\n').filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]));
+  return new Map(
+    text
+      .split('\r\n')
+      .filter((l) => l.includes(':'))
+      .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]),
+  );
 }
 
 /** The server's identity: its run_id, the same through any address it is reached by. */
@@ -77,7 +82,9 @@ export async function runId(client: Redis): Promise<string> {
 export async function assertDistinct(master: Redis, replica: Redis, masterWhere: string, replicaWhere: string): Promise<void> {
   const [m, r] = await Promise.all([runId(master), runId(replica)]);
   if (m !== '' && m === r) {
-    throw new ConfigError(`qsync: --master ${masterWhere} and --replica ${replicaWhere} are the same Redis server (run_id ${m.slice(0, 12)}); the replica must be another server`);
+    throw new ConfigError(
+      `qsync: --master ${masterWhere} and --replica ${replicaWhere} are the same Redis server (run_id ${m.slice(0, 12)}); the replica must be another server`,
+    );
   }
 }
 

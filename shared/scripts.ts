@@ -32,7 +32,7 @@ function expand(source: string, seen: Set<string>): string {
 
 function commandName(file: string): string {
   const base = file.replace(/(-\d+)?\.lua$/, '');
-  return 'qsync' + base.replace(/(^|-)(\w)/g, (_m, _dash, c: string) => c.toUpperCase());
+  return `qsync${base.replace(/(^|-)(\w)/g, (_m, _dash, c: string) => c.toUpperCase())}`;
 }
 
 let cache: Script[] | undefined;

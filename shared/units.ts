@@ -15,12 +15,19 @@ interface Range {
   max?: number;
 }
 
-function parse(value: string | number, flag: string, units: Record<string, number>, what: string, { min = 0, max = Number.MAX_SAFE_INTEGER }: Range): number {
+function parse(
+  value: string | number,
+  flag: string,
+  units: Record<string, number>,
+  what: string,
+  { min = 0, max = Number.MAX_SAFE_INTEGER }: Range,
+): number {
   const m = /^(\d+)\s*([a-z]*)$/i.exec(String(value).trim());
   const unit = m ? units[m[2].toLowerCase()] : undefined;
   const n = m && unit ? Number(m[1]) * unit : NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) {
-    const range = max !== Number.MAX_SAFE_INTEGER ? `, from ${format(min, units)} to ${format(max, units)}` : min > 0 ? `, at least ${format(min, units)}` : '';
+    const range =
+      max !== Number.MAX_SAFE_INTEGER ? `, from ${format(min, units)} to ${format(max, units)}` : min > 0 ? `, at least ${format(min, units)}` : '';
     throw new ConfigError(`qsync: ${flag} must be ${what}${range}, got '${value}'`);
   }
   return n;

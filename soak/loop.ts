@@ -56,7 +56,10 @@ export function tables(outcomes: Outcome[]): string {
   const total = (col: number) => rows.reduce((s, r) => s + Number(r[col]), 0);
   rows.push(['**total**', ...[1, 2, 3, 4, 5, 6, 7].map(total)]);
   return [
-    markdown(['fault injected', 'times'], [...faults].sort((a, b) => b[1] - a[1])),
+    markdown(
+      ['fault injected', 'times'],
+      [...faults].sort((a, b) => b[1] - a[1]),
+    ),
     '',
     markdown(['scenario', 'runs', 'entries written', 'applied', 'lost', 'applied twice', 'keys differing', 'failed checks'], rows),
   ].join('\n');

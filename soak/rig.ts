@@ -53,7 +53,10 @@ export type TrackedWorker = SyncWorker & { history: { state: WorkerState; at: nu
 export const keys = new QueueKeys('qsync', 'default');
 
 /** Matches a CLI log record of a change to one of these states. */
-export const stateIs = (...states: string[]) => (l: Record<string, unknown>) => typeof l.state === 'string' && states.includes(l.state) && l.from !== undefined;
+export const stateIs =
+  (...states: string[]) =>
+  (l: Record<string, unknown>) =>
+    typeof l.state === 'string' && states.includes(l.state) && l.from !== undefined;
 
 export class Rig {
   readonly random: () => number;
@@ -116,7 +119,18 @@ export class Rig {
 
   /** `qsync consume` draining to the replica through the proxy. */
   consumer(...extra: string[]): CliProcess {
-    const cli = spawnCli(['consume', '--master', this.pair.master.url, '--replica', this.proxy.url, '--lease-ms', '500', '--timeout-ms', '2000', ...extra]);
+    const cli = spawnCli([
+      'consume',
+      '--master',
+      this.pair.master.url,
+      '--replica',
+      this.proxy.url,
+      '--lease-ms',
+      '500',
+      '--timeout-ms',
+      '2000',
+      ...extra,
+    ]);
     this.clis.push(cli);
     return cli;
   }
@@ -190,7 +204,18 @@ export class Rig {
       counts.lost += Math.max(0, seq - (await this.watermark().catch(() => 0)));
     }
     const applied = await this.watermark().catch(() => 0);
-    return { scenario, seed: this.seed, faults: this.faults, written, applied, ...counts, differing, checked: this.checked, violations: this.violations, notes: this.notes };
+    return {
+      scenario,
+      seed: this.seed,
+      faults: this.faults,
+      written,
+      applied,
+      ...counts,
+      differing,
+      checked: this.checked,
+      violations: this.violations,
+      notes: this.notes,
+    };
   }
 
   async destroy(): Promise<void> {

@@ -83,10 +83,14 @@ export const linkCut: Scenario = {
     rig.fault('replica link cut');
     await rig.reached(worker, ['backing-off'], cut);
     const master = rig.pair.master.client();
-    const status = await eventually(async () => {
-      const s = await readStatus(master, keys.prefix, keys.queue);
-      return s.state === 'backing-off' ? s : undefined;
-    }, 10_000, 'status backing-off');
+    const status = await eventually(
+      async () => {
+        const s = await readStatus(master, keys.prefix, keys.queue);
+        return s.state === 'backing-off' ? s : undefined;
+      },
+      10_000,
+      'status backing-off',
+    );
     rig.expect(status.detail.side === 'replica', `the status names the replica as the broken side (${JSON.stringify(status.detail)})`);
     await sleep(Math.max(0, faultMs - (performance.now() - cut)));
 
@@ -95,7 +99,10 @@ export const linkCut: Scenario = {
     const appliedBefore = worker.applied;
     rig.expect(atHeal.depth > atCut.depth, `the queue grew while the link was cut (${atCut.depth} → ${atHeal.depth})`);
     const untrimmed = await expectLogCovers(rig, 'at the heal');
-    rig.expect(untrimmed <= WORKER_DEFAULTS.window * WORKER_DEFAULTS.batchSize, `only batches in flight at the cut are applied but still in the log (${untrimmed})`);
+    rig.expect(
+      untrimmed <= WORKER_DEFAULTS.window * WORKER_DEFAULTS.batchSize,
+      `only batches in flight at the cut are applied but still in the log (${untrimmed})`,
+    );
     const healed = performance.now();
     rig.proxy.heal();
     await rig.reached(worker, ['streaming'], healed);
@@ -103,8 +110,14 @@ export const linkCut: Scenario = {
 
     const lacked = (await rig.drain()) - watermark;
     // The worker counts a batch once it confirmed it, just after the log shrank.
-    const exact = await eventually(() => worker.applied - appliedBefore === lacked, 5000).then(() => true, () => false);
-    rig.expect(exact, `after the heal the worker applied just the entries the replica lacked (applied ${worker.applied - appliedBefore}, lacked ${lacked})`);
+    const exact = await eventually(() => worker.applied - appliedBefore === lacked, 5000).then(
+      () => true,
+      () => false,
+    );
+    rig.expect(
+      exact,
+      `after the heal the worker applied just the entries the replica lacked (applied ${worker.applied - appliedBefore}, lacked ${lacked})`,
+    );
   },
 };
 
@@ -151,7 +164,10 @@ export const masterRestart: Scenario = {
       await expectLogCovers(rig, `after restart ${i + 1}`);
       await rig.reached(worker, ['streaming'], killed);
     }
-    rig.expect(!worker.history.some((h) => h.state === 'resync-needed' || h.state === 'halted'), `the worker never stopped (${worker.history.map((h) => h.state).join(' → ')})`);
+    rig.expect(
+      !worker.history.some((h) => h.state === 'resync-needed' || h.state === 'halted'),
+      `the worker never stopped (${worker.history.map((h) => h.state).join(' → ')})`,
+    );
   },
 };
 
@@ -184,12 +200,20 @@ export const slowReplica: Scenario = {
     }
     rig.proxy.heal();
     const p50 = Object.fromEntries(LINK_STATES.map((s) => [s, median(samples[s])])) as Record<(typeof LINK_STATES)[number], number>;
-    Object.assign(rig.notes, { p50NormalMs: p50.normal.toFixed(3), p50SlowMs: p50.slow.toFixed(3), p50CutMs: p50.cut.toFixed(3), depthGrowth: growth });
+    Object.assign(rig.notes, {
+      p50NormalMs: p50.normal.toFixed(3),
+      p50SlowMs: p50.slow.toFixed(3),
+      p50CutMs: p50.cut.toFixed(3),
+      depthGrowth: growth,
+    });
     rig.expect(growth > 0, `the queue absorbed the writes the slow link could not carry (grew by ${growth})`);
     // A write that waited on the replica would take the link's delay (a cut link: forever); a busy
     // machine moves sub-millisecond medians by a millisecond or two, hence the slack.
     for (const state of ['slow', 'cut'] as const) {
-      rig.expect(p50[state] < Math.max(2 * p50.normal, p50.normal + 5), `writes do not wait on a ${state} replica link (p50 ${p50[state].toFixed(3)} ms, ${p50.normal.toFixed(3)} ms on a normal link)`);
+      rig.expect(
+        p50[state] < Math.max(2 * p50.normal, p50.normal + 5),
+        `writes do not wait on a ${state} replica link (p50 ${p50[state].toFixed(3)} ms, ${p50.normal.toFixed(3)} ms on a normal link)`,
+      );
     }
     rig.expect(rig.workload.ledger.failed === 0, `no write failed (${rig.workload.ledger.failed})`);
   },
@@ -208,10 +232,14 @@ export const twoConsumers: Scenario = {
     let clis = [rig.consumer(), rig.consumer()];
     for (let i = 0; i < repeats; i++) {
       const ids = await Promise.all(clis.map(idOf));
-      const holder = await eventually(async () => {
-        const lease = await master.get(keys.lease);
-        return lease !== null && ids.includes(lease) ? lease : undefined;
-      }, 20_000, 'a lease holder');
+      const holder = await eventually(
+        async () => {
+          const lease = await master.get(keys.lease);
+          return lease !== null && ids.includes(lease) ? lease : undefined;
+        },
+        20_000,
+        'a lease holder',
+      );
       const a = ids.indexOf(holder);
       const [active, standby] = [clis[a], clis[1 - a]];
       await active.waitForLog(stateIs('streaming'), 20_000, 'active streaming');

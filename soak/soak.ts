@@ -32,13 +32,19 @@ const outcomes = await soak({
   seconds: minutes * 60,
   seed,
   onOutcome: (o) => {
-    const faults = Object.entries(o.faults).map(([k, n]) => `${n}× ${k}`).join(', ');
+    const faults = Object.entries(o.faults)
+      .map(([k, n]) => `${n}× ${k}`)
+      .join(', ');
     const at = ((Date.now() - started) / 1000).toFixed(0);
-    console.error(`[${at} s] ${o.scenario} (seed ${o.seed}): ${faults}; ${o.written} written, ${o.applied} applied, ${o.lost} lost, ${o.doubled} doubled, ${o.differing.length} differing`);
+    console.error(
+      `[${at} s] ${o.scenario} (seed ${o.seed}): ${faults}; ${o.written} written, ${o.applied} applied, ${o.lost} lost, ${o.doubled} doubled, ${o.differing.length} differing`,
+    );
     for (const v of o.violations) console.error(`  FAILED: ${v}`);
   },
 });
 console.log(tables(outcomes));
 const bad = failed(outcomes);
-console.log(`\n${outcomes.length} runs in ${((Date.now() - started) / 60_000).toFixed(1)} min, seed ${seed}: ${bad ? 'FAILED' : 'nothing lost, nothing applied twice, replicas equal'}`);
+console.log(
+  `\n${outcomes.length} runs in ${((Date.now() - started) / 60_000).toFixed(1)} min, seed ${seed}: ${bad ? 'FAILED' : 'nothing lost, nothing applied twice, replicas equal'}`,
+);
 process.exit(bad ? 1 : 0);

@@ -16,12 +16,22 @@ test('writes issued in one tick share a script call but each gets its own entry,
   const before = await master.info('commandstats');
   const calls = (info: string) => Number(/cmdstat_evalsha:calls=(\d+)/.exec(info)?.[1] ?? 0);
   const replies = await Promise.allSettled([db.incr('n'), db.lpush('s', 'x'), db.incr('n'), db.setnx('n', 'x'), db.hset('h', 'f', 'v')]);
-  t.deepEqual(replies.map((r) => (r.status === 'fulfilled' ? r.value : 'error')), [1, 'error', 2, 0, 1]);
+  t.deepEqual(
+    replies.map((r) => (r.status === 'fulfilled' ? r.value : 'error')),
+    [1, 'error', 2, 0, 1],
+  );
   t.regex(String((replies[1] as PromiseRejectedResult).reason), /WRONGTYPE/);
   t.is(calls(await master.info('commandstats')) - calls(before), 1, 'one script call for the tick');
   const entries = (await master.lrangeBuffer(LOG, 0, -1)).map(decodeEntry);
-  t.deepEqual(entries.map((e) => e.seq), [2, 3, 4], 'the refused LPUSH and the SETNX that changed nothing log nothing');
-  t.deepEqual(entries.map((e) => e.commands[0][0].toString()), ['incr', 'incr', 'hset']);
+  t.deepEqual(
+    entries.map((e) => e.seq),
+    [2, 3, 4],
+    'the refused LPUSH and the SETNX that changed nothing log nothing',
+  );
+  t.deepEqual(
+    entries.map((e) => e.commands[0][0].toString()),
+    ['incr', 'incr', 'hset'],
+  );
   t.is(entries[1].prevTs, entries[0].ts, 'entries link to each other');
 });
 

@@ -42,7 +42,9 @@ test('bad flags, URLs and values each give one line naming the value and exit co
     [['status', '--master', `redis://:p%zz@127.0.0.1:${port}`], /--master 'redis:\/\/:\*\*\*@127\.0\.0\.1:\d+' has a bad %-escape/],
   ];
   const [noCommand, ...runs] = await Promise.all([runCli([]), ...cases.map(([args]) => runCli(args))]);
-  runs.forEach((run, i) => assertOneLine(t, run, ExitCode.usage, cases[i][1]));
+  runs.forEach((run, i) => {
+    assertOneLine(t, run, ExitCode.usage, cases[i][1]);
+  });
   t.is(noCommand.code, ExitCode.usage, 'no command is a usage error, not a success');
 });
 
@@ -115,6 +117,10 @@ test('consume with passwords in both URLs and debug logs never prints a password
   const output = [...cli.stdout, ...cli.stderr, ...wrong.stdout, ...wrong.stderr];
   t.true(cli.stdout.length > 5, 'the consumer logged');
   for (const secret of [mPass, rPass]) {
-    t.deepEqual(output.filter((line) => line.includes(secret)), [], `no line contains ${secret}`);
+    t.deepEqual(
+      output.filter((line) => line.includes(secret)),
+      [],
+      `no line contains ${secret}`,
+    );
   }
 });

@@ -293,8 +293,16 @@ async function replays(t: ExecutionContext, writes: (producer: Redis) => Promise
 }
 
 test('every command in the command table has a scenario, and every scenario a command', (t) => {
-  t.deepEqual(Object.keys(COMMANDS).filter((name) => !(name in SCENARIOS)), [], 'commands without a scenario');
-  t.deepEqual(Object.keys(SCENARIOS).filter((name) => !(name in COMMANDS)), [], 'scenarios without a command');
+  t.deepEqual(
+    Object.keys(COMMANDS).filter((name) => !(name in SCENARIOS)),
+    [],
+    'commands without a scenario',
+  );
+  t.deepEqual(
+    Object.keys(SCENARIOS).filter((name) => !(name in COMMANDS)),
+    [],
+    'scenarios without a command',
+  );
 });
 
 for (const name of Object.keys(COMMANDS)) {

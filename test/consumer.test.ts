@@ -39,13 +39,27 @@ function workerFor(t: ExecutionContext, pair: Pair, options: Partial<WorkerOptio
 
 /** `qsync consume` between the pair as a child process, killed after the test. */
 function consumeCli(t: ExecutionContext, pair: Pair, ...extra: string[]): CliProcess {
-  const cli = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--lease-ms', '1000', '--timeout-ms', '3000', ...extra]);
+  const cli = spawnCli([
+    'consume',
+    '--master',
+    pair.master.url,
+    '--replica',
+    pair.replica.url,
+    '--lease-ms',
+    '1000',
+    '--timeout-ms',
+    '3000',
+    ...extra,
+  ]);
   t.teardown(() => cli.kill('SIGKILL'));
   return cli;
 }
 
 /** Matches a log record of a change to one of these states. */
-const stateIs = (...states: string[]) => (l: Record<string, unknown>) => typeof l.state === 'string' && states.includes(l.state) && l.from !== undefined;
+const stateIs =
+  (...states: string[]) =>
+  (l: Record<string, unknown>) =>
+    typeof l.state === 'string' && states.includes(l.state) && l.from !== undefined;
 
 /** Writes INCR and LPUSH through the producer until stop() is called; returns how many calls it made. */
 function writeLoad(db: Redis): { stop(): Promise<number> } {
@@ -83,15 +97,20 @@ async function applyDirectly(pair: Pair, entries: Buffer[]): Promise<(number | s
 }
 
 /** The states a worker logged changing to, in order. */
-const stateChanges = (lines: Record<string, unknown>[]) => lines.filter((l) => l.state !== undefined && l.from !== undefined).map((l) => String(l.state));
+const stateChanges = (lines: Record<string, unknown>[]) =>
+  lines.filter((l) => l.state !== undefined && l.from !== undefined).map((l) => String(l.state));
 
 /** The queue's status once it shows the state: a worker writes it just after it changes state. */
 function statusIn(pair: Pair, state: RegExp): Promise<QueueStatus> {
   const master = pair.master.client();
-  return eventually(async () => {
-    const status = await readStatus(master, 'qsync', 'default');
-    return state.test(status.state) ? status : undefined;
-  }, 10_000, `status ${state}`);
+  return eventually(
+    async () => {
+      const status = await readStatus(master, 'qsync', 'default');
+      return state.test(status.state) ? status : undefined;
+    },
+    10_000,
+    `status ${state}`,
+  );
 }
 
 /** Runs `qsync status --json` and returns the default queue's row. */
@@ -194,7 +213,7 @@ test.serial('an idle worker blocks instead of polling, and a new write reaches t
   const before = await processed();
   const started = Date.now();
   await sleep(3000);
-  const perSecond = (await processed() - before) / ((Date.now() - started) / 1000);
+  const perSecond = ((await processed()) - before) / ((Date.now() - started) / 1000);
   t.log(`idle master: ${perSecond.toFixed(1)} commands/s`);
   t.true(perSecond < 15, `${perSecond} commands/s while idle`);
 
@@ -486,11 +505,17 @@ test('reconnects are quick for the first seconds of an outage, then back off exp
   const delays = (attempt: number) => Array.from({ length: 200 }, () => backoffDelay(attempt, options));
   for (const attempt of [1, 25, 50]) {
     const d = delays(attempt);
-    t.true(d.every((ms) => ms >= 50 && ms <= 150), `attempt ${attempt}: ${Math.min(...d)}..${Math.max(...d)}`);
+    t.true(
+      d.every((ms) => ms >= 50 && ms <= 150),
+      `attempt ${attempt}: ${Math.min(...d)}..${Math.max(...d)}`,
+    );
   }
   const late = delays(60);
   t.true(late.every((ms) => ms >= 100 && ms <= 30_000));
   t.true(Math.max(...late) > 5000, 'the delays grow once the outage lasts');
   t.true(new Set(late).size > 100, 'jittered');
-  t.true(delays(1000).every((ms) => ms <= 30_000), 'capped');
+  t.true(
+    delays(1000).every((ms) => ms <= 30_000),
+    'capped',
+  );
 });

@@ -214,7 +214,10 @@ test('in one batch, each kind of bytes that is not an entry is parked at its own
   const epoch = (await master.hget(keys.meta, 'epoch'))!;
   const reply = (await replica.qsyncApplyBatch(keys.applied, epoch, '0', 'park', ...frameBatch(batch))) as [number, number, number, unknown[][]];
   t.deepEqual(reply.slice(0, 3), [0, 5, 5], 'every entry applied, the watermark at the last');
-  t.deepEqual(reply[3].map((d) => [d[0], d[1], d[5]]), [2, 4, 6, 8].map((pos) => [pos, 0, 'not a qsync entry']));
+  t.deepEqual(
+    reply[3].map((d) => [d[0], d[1], d[5]]),
+    [2, 4, 6, 8].map((pos) => [pos, 0, 'not a qsync entry']),
+  );
   t.is(await replica.get('n'), '5');
 });
 
@@ -228,7 +231,10 @@ test('dlq drop removes the one letter asked for; an unknown seq or no selection 
   await db.incr('n');
   await db.lpush('k', 'b');
   await drained(pair);
-  t.deepEqual((await listed(t, pair)).map((l) => l.seq), [1, 3]);
+  t.deepEqual(
+    (await listed(t, pair)).map((l) => l.seq),
+    [1, 3],
+  );
 
   const missing = await dlq(pair, 'drop', '--seq', '2');
   t.is(missing.code, ExitCode.notFound);
@@ -243,7 +249,10 @@ test('dlq drop removes the one letter asked for; an unknown seq or no selection 
 
   const dropped = await dlq(pair, 'drop', '--seq', '3');
   t.deepEqual([dropped.code, dropped.stdout], [0, ['dropped 1 dead letters from qsync:default:dlq']]);
-  t.deepEqual((await listed(t, pair)).map((l) => l.seq), [1]);
+  t.deepEqual(
+    (await listed(t, pair)).map((l) => l.seq),
+    [1],
+  );
   t.is((await dlq(pair, 'drop', '--all')).code, 0);
   t.deepEqual(await listed(t, pair), []);
 });
@@ -321,7 +330,10 @@ test('consumers SIGKILLed at random moments while parking leave each entry appli
   t.log(`${groups} refused groups, ${await master.hget(keys.meta, 'seq')} entries`);
   t.is(letters.length, groups, 'one dead letter per refused group');
   t.is(new Set(letters.map((l) => l.seq)).size, groups, 'no entry parked twice');
-  t.deepEqual(letters.map((l) => l.entry!.commands[1][2].toString()).sort((a, b) => Number(a) - Number(b)), Array.from({ length: groups }, (_, i) => String(i)));
+  t.deepEqual(
+    letters.map((l) => l.entry!.commands[1][2].toString()).sort((a, b) => Number(a) - Number(b)),
+    Array.from({ length: groups }, (_, i) => String(i)),
+  );
   t.true(letters.every((l) => l.done === 1 && l.index === 2));
   t.is(await replica.get('counter'), await master.get('counter'), 'every INCR applied once, those before a refusal included');
   t.is(await replica.get('after'), null);

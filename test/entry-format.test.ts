@@ -25,8 +25,7 @@ const key = fc.constantFrom('k1', 'k2', 'k3', 'k4');
 const field = fc.constantFrom('f1', 'f2', 'f3');
 const member = fc.oneof(fc.constantFrom('m1', 'm2', 'm3', 'm4'), fc.uint8Array({ minLength: 1, maxLength: 8 }).map(Buffer.from));
 /** 256 KiB of one byte, shown short in counterexamples. */
-const large = (byte: number) =>
-  Object.assign(Buffer.alloc(256 * 1024, byte), { [fc.toStringMethod]: () => `Buffer.alloc(${256 * 1024}, ${byte})` });
+const large = (byte: number) => Object.assign(Buffer.alloc(256 * 1024, byte), { [fc.toStringMethod]: () => `Buffer.alloc(${256 * 1024}, ${byte})` });
 const int = (min: number, max: number) => fc.integer({ min, max }).map(String);
 const float = fc.oneof(int(-100, 100), fc.double({ min: -1e6, max: 1e6, noNaN: true }).map(String));
 const value = fc.oneof(
@@ -36,8 +35,14 @@ const value = fc.oneof(
 );
 // Expiries are long or already past: never so close that a key expires while datasets are compared.
 const seconds = fc.oneof(int(-5, 0), int(100, 100_000));
-const atSeconds = fc.oneof(fc.constant('1'), int(100, 100_000).map((s) => String(Math.floor(now / 1000) + Number(s))));
-const atMs = fc.oneof(fc.constant('1'), int(100_000, 100_000_000).map((ms) => String(now + Number(ms))));
+const atSeconds = fc.oneof(
+  fc.constant('1'),
+  int(100, 100_000).map((s) => String(Math.floor(now / 1000) + Number(s))),
+);
+const atMs = fc.oneof(
+  fc.constant('1'),
+  int(100_000, 100_000_000).map((ms) => String(now + Number(ms))),
+);
 
 const opt = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
 const args = (...parts: fc.Arbitrary<unknown>[]) =>
@@ -46,8 +51,13 @@ const some = <T>(arb: fc.Arbitrary<T>, max = 4) => fc.array(arb, { minLength: 1,
 const one = (...words: string[]) => fc.constantFrom(...words);
 const flag = opt(one('NX', 'XX', 'GT', 'LT'));
 const ttlOption = fc.oneof(
-  fc.tuple(fc.constant('EX'), seconds), fc.tuple(fc.constant('PX'), seconds.map((s) => String(Number(s) * 1000))),
-  fc.tuple(fc.constant('EXAT'), atSeconds), fc.tuple(fc.constant('PXAT'), atMs),
+  fc.tuple(fc.constant('EX'), seconds),
+  fc.tuple(
+    fc.constant('PX'),
+    seconds.map((s) => String(Number(s) * 1000)),
+  ),
+  fc.tuple(fc.constant('EXAT'), atSeconds),
+  fc.tuple(fc.constant('PXAT'), atMs),
 );
 
 /** Random arguments for every command of the table. */
@@ -55,7 +65,11 @@ const ARGS: Record<string, fc.Arbitrary<Arg[]>> = {
   set: args(key, value, opt(fc.oneof(ttlOption, fc.constant(['KEEPTTL']))), opt(one('NX', 'XX')), opt(fc.constant('GET'))),
   setnx: args(key, value),
   setex: args(key, seconds, value),
-  psetex: args(key, seconds.map((s) => String(Number(s) * 1000)), value),
+  psetex: args(
+    key,
+    seconds.map((s) => String(Number(s) * 1000)),
+    value,
+  ),
   mset: args(some(fc.tuple(key, value))),
   msetnx: args(some(fc.tuple(key, value))),
   append: args(key, value),
@@ -72,7 +86,11 @@ const ARGS: Record<string, fc.Arbitrary<Arg[]>> = {
   del: args(some(key)),
   unlink: args(some(key)),
   expire: args(key, seconds, flag),
-  pexpire: args(key, seconds.map((s) => String(Number(s) * 1000)), flag),
+  pexpire: args(
+    key,
+    seconds.map((s) => String(Number(s) * 1000)),
+    flag,
+  ),
   expireat: args(key, atSeconds, flag),
   pexpireat: args(key, atMs, flag),
   persist: args(key),
@@ -121,10 +139,22 @@ const ARGS: Record<string, fc.Arbitrary<Arg[]>> = {
 
 /** Writes the producer must refuse: not replicable, or too many arguments. */
 const refusedWrite = fc.oneof(
-  args(fc.constant('flushall')), args(fc.constant('xadd'), key, fc.constant(['*', 'f']), value),
-  args(fc.constant('eval'), fc.constant(["redis.call('SET', 'k1', 'x')", '0'])), args(fc.constant('move'), key, one('1')),
-  args(fc.constant('sort'), key, fc.constant('STORE'), key), args(fc.constant('blpop'), key, fc.constant('1')),
-  args(fc.constant('sadd'), key, fc.constant(Object.assign(Array.from({ length: MAX_ARGS }, (_, i) => String(i)), { [fc.toStringMethod]: () => `${MAX_ARGS} members` }))),
+  args(fc.constant('flushall')),
+  args(fc.constant('xadd'), key, fc.constant(['*', 'f']), value),
+  args(fc.constant('eval'), fc.constant(["redis.call('SET', 'k1', 'x')", '0'])),
+  args(fc.constant('move'), key, one('1')),
+  args(fc.constant('sort'), key, fc.constant('STORE'), key),
+  args(fc.constant('blpop'), key, fc.constant('1')),
+  args(
+    fc.constant('sadd'),
+    key,
+    fc.constant(
+      Object.assign(
+        Array.from({ length: MAX_ARGS }, (_, i) => String(i)),
+        { [fc.toStringMethod]: () => `${MAX_ARGS} members` },
+      ),
+    ),
+  ),
 );
 const write = fc.oneof(
   { weight: 20, arbitrary: fc.constantFrom(...Object.keys(COMMANDS)).chain((name) => ARGS[name].map((a) => [name, ...a])) },
@@ -153,21 +183,42 @@ function expected(rule: LogRule, cmd: Arg[], reply: Reply, { existed, staleCount
   const expiryState = () => (at > 0 ? [['pexpireat', k, String(at)]] : at === -1 ? [['persist', k]] : [['del', k]]);
   const options = cmd.slice(3).map((a) => a.toString().toUpperCase());
   switch (rule) {
-    case 'always': return [cmd];
-    case 'changed': return changed(reply) ? [cmd] : [];
-    case 'set': return (options.includes('NX') ? !existed : options.includes('XX') ? existed : true) ? stringState(cmd[2]) : [];
-    case 'setex': return stringState(cmd[3]);
-    case 'setnx': return reply === 1 ? [['set', k, cmd[2]]] : [];
-    case 'getset': return stringState(cmd[2]);
-    case 'getdel': return reply !== null ? [['del', k]] : [];
-    case 'getex': return reply !== null && cmd.length > 2 ? expiryState() : [];
-    case 'expire': return reply === 1 ? expiryState() : [];
-    case 'incrbyfloat': return stringState(reply as Buffer);
-    case 'hincrbyfloat': return [['hset', k, cmd[2], reply as Buffer]];
-    case 'spop': return Buffer.isBuffer(reply) ? [['srem', k, reply]] : chunk((reply as Reply[] | null) ?? []).map((m) => ['srem', k, ...m]);
-    case 'zpop': return chunk((reply as Buffer[]).filter((_, i) => i % 2 === 0)).map((m) => ['zrem', k, ...m]);
-    case 'pfcount': return cmd.length === 2 && staleCount ? [cmd] : [];
-    case 'pop': return reply === null ? [] : cmd.length === 2 ? [[name, k]] : (reply as Reply[]).length > 0 ? [[name, k, String((reply as Reply[]).length)]] : [];
+    case 'always':
+      return [cmd];
+    case 'changed':
+      return changed(reply) ? [cmd] : [];
+    case 'set':
+      return (options.includes('NX') ? !existed : options.includes('XX') ? existed : true) ? stringState(cmd[2]) : [];
+    case 'setex':
+      return stringState(cmd[3]);
+    case 'setnx':
+      return reply === 1 ? [['set', k, cmd[2]]] : [];
+    case 'getset':
+      return stringState(cmd[2]);
+    case 'getdel':
+      return reply !== null ? [['del', k]] : [];
+    case 'getex':
+      return reply !== null && cmd.length > 2 ? expiryState() : [];
+    case 'expire':
+      return reply === 1 ? expiryState() : [];
+    case 'incrbyfloat':
+      return stringState(reply as Buffer);
+    case 'hincrbyfloat':
+      return [['hset', k, cmd[2], reply as Buffer]];
+    case 'spop':
+      return Buffer.isBuffer(reply) ? [['srem', k, reply]] : chunk((reply as Reply[] | null) ?? []).map((m) => ['srem', k, ...m]);
+    case 'zpop':
+      return chunk((reply as Buffer[]).filter((_, i) => i % 2 === 0)).map((m) => ['zrem', k, ...m]);
+    case 'pfcount':
+      return cmd.length === 2 && staleCount ? [cmd] : [];
+    case 'pop':
+      return reply === null
+        ? []
+        : cmd.length === 2
+          ? [[name, k]]
+          : (reply as Reply[]).length > 0
+            ? [[name, k, String((reply as Reply[]).length)]]
+            : [];
   }
 }
 
@@ -179,7 +230,8 @@ function expected(rule: LogRule, cmd: Arg[], reply: Reply, { existed, staleCount
  */
 function expectedViews(spec: CommandSpec, argCount: number, logged: number, expiries: number[]): number[][] {
   const indexes = keyIndexes(spec.keys, argCount);
-  const overwritten = (n: number) => spec.overwrites === 'all' || (spec.overwrites === 'first' && n === 0) || (spec.overwrites === 'last' && n === indexes.length - 1);
+  const overwritten = (n: number) =>
+    spec.overwrites === 'all' || (spec.overwrites === 'first' && n === 0) || (spec.overwrites === 'last' && n === indexes.length - 1);
   const first = indexes.flatMap((i, n) => [i + 2, overwritten(n) ? VIEW_ANY : expiries[n]]);
   return Array.from({ length: logged }, (_, j) => (j === 0 ? first : [2, VIEW_ANY]));
 }
@@ -202,7 +254,10 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
     const keys = new Set(spec ? keyIndexes(spec.keys, rest.length) : []);
     const sent = rest.map((a, i) => (keys.has(i) ? Buffer.concat([Buffer.from(`r${run}:`), buf(a)]) : a));
     const before: Before = spec
-      ? { existed: (await master.exists(sent[0])) === 1, staleCount: ((await master.getrangeBuffer(sent[0], 15, 15).catch(() => null))?.[0] ?? 0) >= 0x80 }
+      ? {
+          existed: (await master.exists(sent[0])) === 1,
+          staleCount: ((await master.getrangeBuffer(sent[0], 15, 15).catch(() => null))?.[0] ?? 0) >= 0x80,
+        }
       : { existed: false, staleCount: false };
     // Each key's expiry before the write, in its db (COPY ... DB n writes its destination in db n).
     const copyDb = name === 'copy' ? sent.findIndex((a, i) => i >= 2 && a.toString().toUpperCase() === 'DB') : -1;
@@ -224,7 +279,11 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
     assert.ok(spec, `${name} is not in the command table and was not refused`);
     const want = expected(spec.log, [name, ...sent], reply, before, await master.pexpiretime(sent[0])).map((c) => c.map(buf));
     const entries = (await master.lrangeBuffer(LOG, length, -1)).map(decodeEntry);
-    assert.deepStrictEqual(entries.map((e) => e.commands), want.length ? [want] : [], `${name} ${sent.join(' ').slice(0, 200)}`);
+    assert.deepStrictEqual(
+      entries.map((e) => e.commands),
+      want.length ? [want] : [],
+      `${name} ${sent.join(' ').slice(0, 200)}`,
+    );
     if (want.length) assert.deepStrictEqual(entries[0].views, expectedViews(spec, sent.length, want.length, expiries), `views of ${name}`);
   };
 
@@ -250,7 +309,10 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
 });
 
 test('every command in the table has an argument generator', (t) => {
-  t.deepEqual(Object.keys(COMMANDS).filter((name) => !(name in ARGS)), []);
+  t.deepEqual(
+    Object.keys(COMMANDS).filter((name) => !(name in ARGS)),
+    [],
+  );
 });
 
 test('decodeEntry turns garbage into an EntryFormatError and never throws anything else', (t) => {

@@ -13,7 +13,18 @@ import { createWorkload } from './support/workload.js';
 import { startRedis } from './support/redis-server.js';
 import { eventually } from './support/wait.js';
 import { keys } from '../soak/rig.js';
-import { runScenario, consumerKills, linkCut, linkBlackhole, masterRestart, slowReplica, twoConsumers, windowCrash, type Scenario, type Size } from '../soak/scenarios.js';
+import {
+  runScenario,
+  consumerKills,
+  linkCut,
+  linkBlackhole,
+  masterRestart,
+  slowReplica,
+  twoConsumers,
+  windowCrash,
+  type Scenario,
+  type Size,
+} from '../soak/scenarios.js';
 import { soak, tables } from '../soak/loop.js';
 
 const FAULT_MS = 1000 * Number(process.env.QSYNC_FAULT_SECONDS ?? 3);
@@ -57,25 +68,32 @@ test.serial('the ledger finds a write lost and a write applied twice', async (t)
 });
 
 test.serial('a consumer SIGKILLed at 20 random moments under load loses nothing and applies nothing twice', (t) =>
-  intact(t, consumerKills, { faultMs: 0, repeats: 20 }));
+  intact(t, consumerKills, { faultMs: 0, repeats: 20 }),
+);
 
 test.serial('a cut replica link queues the writes; after the heal the worker recovers by itself and applies only what the replica lacks', (t) =>
-  intact(t, linkCut, { faultMs: FAULT_MS, repeats: 1 }));
+  intact(t, linkCut, { faultMs: FAULT_MS, repeats: 1 }),
+);
 
 test.serial('a blackholed replica link is noticed within the link timeout, and the worker recovers after the heal', (t) =>
-  intact(t, linkBlackhole, { faultMs: FAULT_MS, repeats: 1 }));
+  intact(t, linkBlackhole, { faultMs: FAULT_MS, repeats: 1 }),
+);
 
 test.serial('a master SIGKILLed and restarted from its AOF keeps its queue, and streaming resumes', (t) =>
-  intact(t, masterRestart, { faultMs: 1000, repeats: 1 }));
+  intact(t, masterRestart, { faultMs: 1000, repeats: 1 }),
+);
 
 test.serial("a slow or cut replica link does not slow the producer's writes; the queue absorbs the backlog and drains after the heal", (t) =>
-  intact(t, slowReplica, { faultMs: 1000, repeats: 2 }));
+  intact(t, slowReplica, { faultMs: 1000, repeats: 2 }),
+);
 
 test.serial('of two consumers started at once one applies, and the standby takes over when the active one is SIGKILLed', (t) =>
-  intact(t, twoConsumers, { faultMs: 1000, repeats: 1 }));
+  intact(t, twoConsumers, { faultMs: 1000, repeats: 1 }),
+);
 
 test.serial('a crash, a cut link, or both, with a full window of batches in flight lose nothing and apply nothing twice', (t) =>
-  intact(t, windowCrash, { faultMs: 500, repeats: 3 }));
+  intact(t, windowCrash, { faultMs: 500, repeats: 3 }),
+);
 
 test.serial('a short soak of random faults at random moments loses nothing, applies nothing twice and leaves the replica equal', async (t) => {
   t.log(`seed ${SEED}`);

@@ -87,7 +87,9 @@ test('shared/ imports neither the producer nor the consumer, and the producer do
 });
 
 test('consumer/drain/ imports only itself and shared/: the drain loop knows no feature', (t) => {
-  const wrong = edges.filter((e) => area(e.from) === 'consumer/drain' && !['consumer/drain', 'shared'].includes(area(e.to))).map((e) => `${e.from} -> ${e.to}`);
+  const wrong = edges
+    .filter((e) => area(e.from) === 'consumer/drain' && !['consumer/drain', 'shared'].includes(area(e.to)))
+    .map((e) => `${e.from} -> ${e.to}`);
   t.deepEqual(wrong, []);
 });
 
@@ -115,7 +117,10 @@ test('the library entry qsync/consumer does not load the CLI', (t) => {
   };
   walk('consumer/index.ts');
   t.true(seen.size > 5, 'the walk follows the imports');
-  t.deepEqual([...seen].filter((f) => area(f) === 'consumer/cli'), []);
+  t.deepEqual(
+    [...seen].filter((f) => area(f) === 'consumer/cli'),
+    [],
+  );
 });
 
 test('consumer/ keeps at most a handful of files at its top level', (t) => {

@@ -39,7 +39,13 @@ function limit(master: RedisServer, ...args: string[]): ReturnType<typeof runCli
 
 /** Everything a refused write could have changed on the master, read in one step. */
 async function snapshot(client: Redis, ...dataKeys: string[]): Promise<unknown> {
-  return client.multi().lrange(keys.log, 0, -1).hgetall(keys.meta).exists(keys.dirty).mget(...dataKeys).exec();
+  return client
+    .multi()
+    .lrange(keys.log, 0, -1)
+    .hgetall(keys.meta)
+    .exists(keys.dirty)
+    .mget(...dataKeys)
+    .exec();
 }
 
 /** Waits until the replica applied every entry and the consumer trimmed them all. */
@@ -65,7 +71,13 @@ test('reject: a full queue refuses single writes, multi() and pipeline() with Qu
   t.deepEqual(piped?.[0], [null, 'v'], 'a read in the pipeline still runs');
   t.true(piped?.[1][0] instanceof QueueFullError);
   t.true(piped?.[2][0] instanceof QueueFullError);
-  const heard = await new Promise<unknown>((resolve) => void db.pipeline().incr('fresh', (err) => resolve(err)).exec());
+  const heard = await new Promise<unknown>(
+    (resolve) =>
+      void db
+        .pipeline()
+        .incr('fresh', (err) => resolve(err))
+        .exec(),
+  );
   t.true(heard instanceof QueueFullError, "a pipelined write's callback gets it too");
 
   // Nothing written but the count of refused writes, for the metrics.
@@ -183,7 +195,11 @@ test('mark-dirty: more keys than --max-dirty stop the recording and the queue ne
   t.is(await master.llen(keys.log), 1);
   const status = await runCli(['status', '--master', s.url, '--json']);
   t.is(status.code, ExitCode.resyncNeeded);
-  t.like(JSON.parse(status.stdout.join('\n'))[0], { queueState: 'resync-needed', dirtyKeys: 5, limits: { maxEntries: 1, maxBytes: null, policy: 'mark-dirty', maxDirty: 5 } });
+  t.like(JSON.parse(status.stdout.join('\n'))[0], {
+    queueState: 'resync-needed',
+    dirtyKeys: 5,
+    limits: { maxEntries: 1, maxBytes: null, policy: 'mark-dirty', maxDirty: 5 },
+  });
 });
 
 test('qsync limit sets, shows and clears the cap, and every producer obeys at once; bad flags exit 2 with one line', async (t) => {
@@ -223,7 +239,13 @@ test('qsync limit sets, shows and clears the cap, and every producer obeys at on
     t.is(run.stderr.length, 1, run.stderr.join('\n'));
     t.regex(run.stderr[0] ?? '', bad[i][1]);
   });
-  t.deepEqual(await s.client().hgetall(keys.meta).then((m) => [m.maxEntries, m.maxBytes, m.policy]), [undefined, undefined, undefined]);
+  t.deepEqual(
+    await s
+      .client()
+      .hgetall(keys.meta)
+      .then((m) => [m.maxEntries, m.maxBytes, m.policy]),
+    [undefined, undefined, undefined],
+  );
 });
 
 test('trim and park take the bytes of what they remove off the count: it matches the log throughout and is 0 after a full drain, dead letters included', async (t) => {
@@ -241,8 +263,14 @@ test('trim and park take the bytes of what they remove off the count: it matches
   t.teardown(() => worker.close());
   let samples = 0;
   for (let left = Infinity; left > 0; samples++) {
-    const [[, entries], [, counted]] = (await master.multi().lrangeBuffer(keys.log, 0, -1).hget(keys.meta, 'bytes').exec()) as [[null, Buffer[]], [null, string]];
-    t.is(Number(counted), entries.reduce((n, e) => n + e.length, 0));
+    const [[, entries], [, counted]] = (await master.multi().lrangeBuffer(keys.log, 0, -1).hget(keys.meta, 'bytes').exec()) as [
+      [null, Buffer[]],
+      [null, string],
+    ];
+    t.is(
+      Number(counted),
+      entries.reduce((n, e) => n + e.length, 0),
+    );
     left = entries.length;
   }
   await drained(p);

@@ -16,7 +16,17 @@ async function consumerWithMetrics(t: ExecutionContext): Promise<{ pair: Pair; p
   const pair = await startPair();
   t.teardown(() => pair.destroy());
   const port = await freePort();
-  const worker = spawnCli(['consume', '--master', pair.master.url, '--replica', pair.replica.url, '--metrics-port', String(port), '--lease-ms', '1000']);
+  const worker = spawnCli([
+    'consume',
+    '--master',
+    pair.master.url,
+    '--replica',
+    pair.replica.url,
+    '--metrics-port',
+    String(port),
+    '--lease-ms',
+    '1000',
+  ]);
   t.teardown(() => worker.kill('SIGKILL'));
   return { pair, port, worker };
 }
@@ -27,10 +37,14 @@ test('consume --metrics-port serves depth, sequence, watermark, applied entries,
   for (let i = 0; i < 20; i++) await db.incr('n');
   await waitForDrain(pair.master.client(), pair.replica.client());
 
-  const body = await eventually(async () => {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    return metric(text, 'qsync_entries_applied_total{queue="default"}') === 20 ? text : undefined;
-  }, 10_000, 'metrics after the drain');
+  const body = await eventually(
+    async () => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      return metric(text, 'qsync_entries_applied_total{queue="default"}') === 20 ? text : undefined;
+    },
+    10_000,
+    'metrics after the drain',
+  );
   t.is(metric(body, 'qsync_queue_depth{queue="default"}'), 0);
   t.is(metric(body, 'qsync_master_sequence{queue="default"}'), 20);
   t.is(metric(body, 'qsync_replica_watermark{queue="default"}'), 20);
@@ -51,10 +65,14 @@ test('the metrics show the progress of the control job the consumer runs, and th
 
   const run = await runCli(['verify', '--job', '--master', pair.master.url], {}, 60_000);
   t.is(run.code, ExitCode.ok, run.stderr.join('\n'));
-  const body = await eventually(async () => {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    return metric(text, 'qsync_job_running{queue="default",job="verify"}') === 0 ? text : undefined;
-  }, 10_000, 'the job in the metrics');
+  const body = await eventually(
+    async () => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      return metric(text, 'qsync_job_running{queue="default",job="verify"}') === 0 ? text : undefined;
+    },
+    10_000,
+    'the job in the metrics',
+  );
   const total = metric(body, 'qsync_job_progress_total{queue="default",job="verify"}');
   t.true((total ?? 0) >= 30, String(total));
   t.is(metric(body, 'qsync_job_progress_done{queue="default",job="verify"}'), total);

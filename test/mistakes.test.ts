@@ -153,27 +153,30 @@ test.serial('queue and prefix names the CLI refuses are refused by createProduce
   t.is(await s.client().hget('app-sync:orders-2.eu_west:meta', 'seq'), '1');
 });
 
-test.serial('a queue db the server does not have: the CLI exits 2 with one line, the producer refuses its first write with a ConfigError', async (t) => {
-  const pair = await pairFor(t, { args: ['--databases', '4'] }, { args: ['--databases', '4'] });
-  const beyond = ['--master', pair.master.url, '--replica', pair.replica.url, '--queue-db', '7'];
-  const [consume, status, verify] = [
-    await runCli(['consume', ...beyond]),
-    await runCli(['status', ...beyond.slice(0, 2), '--queue-db', '7']),
-    await runCli(['verify', ...beyond]),
-  ];
-  const names = new RegExp(`master redis://127\\.0\\.0\\.1:${pair.master.port} has no db 7 .*--queue-db`);
-  assertOneLine(t, consume, ExitCode.usage, names, 'consume');
-  assertOneLine(t, status, ExitCode.usage, names, 'status');
-  assertOneLine(t, verify, ExitCode.usage, names, 'verify');
+test.serial(
+  'a queue db the server does not have: the CLI exits 2 with one line, the producer refuses its first write with a ConfigError',
+  async (t) => {
+    const pair = await pairFor(t, { args: ['--databases', '4'] }, { args: ['--databases', '4'] });
+    const beyond = ['--master', pair.master.url, '--replica', pair.replica.url, '--queue-db', '7'];
+    const [consume, status, verify] = [
+      await runCli(['consume', ...beyond]),
+      await runCli(['status', ...beyond.slice(0, 2), '--queue-db', '7']),
+      await runCli(['verify', ...beyond]),
+    ];
+    const names = new RegExp(`master redis://127\\.0\\.0\\.1:${pair.master.port} has no db 7 .*--queue-db`);
+    assertOneLine(t, consume, ExitCode.usage, names, 'consume');
+    assertOneLine(t, status, ExitCode.usage, names, 'status');
+    assertOneLine(t, verify, ExitCode.usage, names, 'verify');
 
-  const db = createProducer(pair.master.client(), { queueDb: 7 });
-  await t.throwsAsync(db.set('k', 'v'), {
-    instanceOf: ConfigError,
-    message: "qsync: queueDb 7 does not exist on the master (its 'databases' setting is lower); nothing was written",
-  });
-  await t.throwsAsync(db.multi().incr('n').exec(), { instanceOf: ConfigError });
-  t.is(await pair.master.client().exists('k', 'n'), 0, 'nothing was written');
-});
+    const db = createProducer(pair.master.client(), { queueDb: 7 });
+    await t.throwsAsync(db.set('k', 'v'), {
+      instanceOf: ConfigError,
+      message: "qsync: queueDb 7 does not exist on the master (its 'databases' setting is lower); nothing was written",
+    });
+    await t.throwsAsync(db.multi().incr('n').exec(), { instanceOf: ConfigError });
+    t.is(await pair.master.client().exists('k', 'n'), 0, 'nothing was written');
+  },
+);
 
 test("writes to keys in qsync's own namespace are refused before anything is sent, whole groups with them", async (t) => {
   const s = await server(t);

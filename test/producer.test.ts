@@ -55,15 +55,38 @@ const outcome = (p: Promise<unknown>) => p.catch((e: Error) => ({ error: e.const
 test('a producer answers every call exactly like a plain ioredis client', async (t) => {
   const [{ producer }, plain] = await Promise.all([setup(t), plainClient(t)]);
   const script = async (c: Redis) => [
-    await c.set('s', 'v'), await c.get('s'), await c.set('s', 'w', 'EX', 100, 'GET'), await c.ttl('s'),
-    await c.mset({ a: '1', b: 2 }), await c.mget('a', 'b', 'missing'), await c.msetnx('b', '3', 'c', '4'),
-    await c.hset('h', { f: '1', g: '2' }), await c.hgetall('h'), await c.hincrbyfloat('h', 'f', '1.5'),
-    await c.incr('n'), await c.incrby('n', 10), await c.incrbyfloat('fl', '2.5'), await c.getdel('a'),
-    await c.rpush('l', 'a', 'b', 'c'), await c.lpop('l', 2), await c.lrange('l', 0, -1), await c.lpop('empty'),
-    await c.zadd('z', 1, 'a', 2, 'b'), await c.zrange('z', 0, -1, 'WITHSCORES'), await c.zpopmin('z'),
-    await c.sadd('ints', 1, 2, 3), await c.smembers('ints'), await c.spop('ints', 3), await c.spop('ints'),
-    await c.setnx('s', 'x'), await c.del('b', 'missing'), await c.call('set', 'c', '9'), await c.call('get', 'c'),
-    await outcome(c.lpush('s', 'x')), await outcome(c.incr('h')), await outcome(c.call('set', 'onlykey')),
+    await c.set('s', 'v'),
+    await c.get('s'),
+    await c.set('s', 'w', 'EX', 100, 'GET'),
+    await c.ttl('s'),
+    await c.mset({ a: '1', b: 2 }),
+    await c.mget('a', 'b', 'missing'),
+    await c.msetnx('b', '3', 'c', '4'),
+    await c.hset('h', { f: '1', g: '2' }),
+    await c.hgetall('h'),
+    await c.hincrbyfloat('h', 'f', '1.5'),
+    await c.incr('n'),
+    await c.incrby('n', 10),
+    await c.incrbyfloat('fl', '2.5'),
+    await c.getdel('a'),
+    await c.rpush('l', 'a', 'b', 'c'),
+    await c.lpop('l', 2),
+    await c.lrange('l', 0, -1),
+    await c.lpop('empty'),
+    await c.zadd('z', 1, 'a', 2, 'b'),
+    await c.zrange('z', 0, -1, 'WITHSCORES'),
+    await c.zpopmin('z'),
+    await c.sadd('ints', 1, 2, 3),
+    await c.smembers('ints'),
+    await c.spop('ints', 3),
+    await c.spop('ints'),
+    await c.setnx('s', 'x'),
+    await c.del('b', 'missing'),
+    await c.call('set', 'c', '9'),
+    await c.call('get', 'c'),
+    await outcome(c.lpush('s', 'x')),
+    await outcome(c.incr('h')),
+    await outcome(c.call('set', 'onlykey')),
   ];
   t.deepEqual(await script(producer), await script(plain));
 });
@@ -75,8 +98,14 @@ test('Buffer variants return Buffers, as ioredis does', async (t) => {
     await c.rpush('l', 'x', 'y');
     await c.set('k', 'v0');
     return [
-      await c.setBuffer('k', 'v', 'GET'), await c.setBuffer('k', 'v2', 'GET'), await c.getBuffer('k'), await c.spopBuffer('s'), await c.lpopBuffer('l'),
-      await c.rpopBuffer('l', 1), await c.callBuffer('incrbyfloat', 'f', '1'), await c.callBuffer('getset', 'k', 'w'),
+      await c.setBuffer('k', 'v', 'GET'),
+      await c.setBuffer('k', 'v2', 'GET'),
+      await c.getBuffer('k'),
+      await c.spopBuffer('s'),
+      await c.lpopBuffer('l'),
+      await c.rpopBuffer('l', 1),
+      await c.callBuffer('incrbyfloat', 'f', '1'),
+      await c.callBuffer('getset', 'k', 'w'),
     ];
   };
   const results = await script(producer);
@@ -103,7 +132,10 @@ test('call() writes are logged; reads, by method or call(), are not', async (t) 
   await producer.call('set', 'k', 'v');
   await producer.call('HSET', 'h', 'f', 'v');
   await producer.pipeline().call('set', 'p', 'v').callBuffer('get', 'p').exec();
-  t.deepEqual(await producer.multi().call('incr', 'n').call('get', 'n').exec(), [[null, 1], [null, '1']]);
+  t.deepEqual(await producer.multi().call('incr', 'n').call('get', 'n').exec(), [
+    [null, 1],
+    [null, '1'],
+  ]);
   t.is(await logged(), 4);
   await producer.get('k');
   await producer.hgetall('h');
@@ -119,8 +151,12 @@ test('a failed write changes nothing, logs nothing and fails with the error iore
     await c.set('str', 'text');
     await c.sadd('set', 'm');
     return [
-      await outcome(c.lpush('str', 'x')), await outcome(c.incr('str')), await outcome(c.hincrbyfloat('set', 'f', '1')),
-      await outcome(c.set('str', 'v', 'EX', 0)), await outcome(c.call('expire', 'str', 10, 'NX', 'XX')), await outcome(c.rename('missing', 'x')),
+      await outcome(c.lpush('str', 'x')),
+      await outcome(c.incr('str')),
+      await outcome(c.hincrbyfloat('set', 'f', '1')),
+      await outcome(c.set('str', 'v', 'EX', 0)),
+      await outcome(c.call('expire', 'str', 10, 'NX', 'XX')),
+      await outcome(c.rename('missing', 'x')),
     ];
   };
   const before = await logged();
@@ -205,17 +241,26 @@ test('an unsupported write inside multi() or pipeline() fails exec() before anyt
 test('multi() is atomic on the master, logged as one entry, and replays to an equal dataset', async (t) => {
   const { producer, master, logged, replicate } = await setup(t);
   const results = await producer.multi().set('a', '1').incr('n').hset('h', { f: 'v' }).lpush('l', 'x').get('a').incr('a').exec();
-  t.deepEqual(results?.map(([err, r]) => (err ? err.message : r)), ['OK', 1, 1, 1, '1', 2]);
+  t.deepEqual(
+    results?.map(([err, r]) => (err ? err.message : r)),
+    ['OK', 1, 1, 1, '1', 2],
+  );
   const [raw] = await master.lrangeBuffer(LOG, 0, -1);
   t.is(await logged(), 1);
-  t.deepEqual(decodeEntry(raw).commands.map(([name]) => name.toString()), ['set', 'incr', 'hset', 'lpush', 'incr']);
+  t.deepEqual(
+    decodeEntry(raw).commands.map(([name]) => name.toString()),
+    ['set', 'incr', 'hset', 'lpush', 'incr'],
+  );
 
   // A reader never sees one half of a group without the other.
   const groups = Array.from({ length: 100 }, () => producer.multi().incr('x').incr('y').exec());
   const reads: string[][] = [];
   while (reads.length < 100) reads.push((await master.mget('x', 'y')) as string[]);
   await Promise.all(groups);
-  t.true(reads.every(([x, y]) => x === y), 'x and y always move together');
+  t.true(
+    reads.every(([x, y]) => x === y),
+    'x and y always move together',
+  );
   await replicate();
 });
 
@@ -224,7 +269,10 @@ test('a command that fails inside multi() leaves the others applied and logged, 
   const group = (c: Redis) => c.multi().set('s', 'text').incr('s').rpush('l', 'a').exec();
   const shape = (r: [Error | null, unknown][] | null) => r?.map(([err, v]) => (err ? err.message : v));
   t.deepEqual(shape(await group(producer)), shape(await group(plain)));
-  t.deepEqual(decodeEntry((await master.lrangeBuffer(LOG, 0, 0))[0]).commands.map(([n]) => n.toString()), ['set', 'rpush']);
+  t.deepEqual(
+    decodeEntry((await master.lrangeBuffer(LOG, 0, 0))[0]).commands.map(([n]) => n.toString()),
+    ['set', 'rpush'],
+  );
   await replicate();
 });
 
@@ -253,14 +301,41 @@ test('pipeline() logs each write as an entry of its own and answers like ioredis
   t.deepEqual(await pipe(producer), await pipe(plain));
   t.is(await logged(), 3);
   const entries = (await master.lrangeBuffer(LOG, 0, -1)).map(decodeEntry);
-  t.deepEqual(entries.map((e) => e.commands.length), [1, 1, 1]);
+  t.deepEqual(
+    entries.map((e) => e.commands.length),
+    [1, 1, 1],
+  );
   await replicate();
 });
 
 test('multi([...]) and pipeline([...]) run the commands given up front', async (t) => {
   const { producer, master, logged, replicate } = await setup(t);
-  t.deepEqual(await producer.multi([['set', 'a', '1'], ['incr', 'a'], ['get', 'a']]).exec(), [[null, 'OK'], [null, 2], [null, '2']]);
-  t.deepEqual(await producer.pipeline([['set', 'b', '1'], ['get', 'b']]).exec(), [[null, 'OK'], [null, '1']]);
+  t.deepEqual(
+    await producer
+      .multi([
+        ['set', 'a', '1'],
+        ['incr', 'a'],
+        ['get', 'a'],
+      ])
+      .exec(),
+    [
+      [null, 'OK'],
+      [null, 2],
+      [null, '2'],
+    ],
+  );
+  t.deepEqual(
+    await producer
+      .pipeline([
+        ['set', 'b', '1'],
+        ['get', 'b'],
+      ])
+      .exec(),
+    [
+      [null, 'OK'],
+      [null, '1'],
+    ],
+  );
   t.is(await master.get('a'), '2');
   t.is(await logged(), 2);
   await replicate();
@@ -320,7 +395,14 @@ test('a command over MAX_ARGS arguments is refused with a clear error and writes
   const members = (n: number) => Array.from({ length: n }, (_, i) => `m${i}`);
   const err = await t.throwsAsync(producer.sadd('s', ...members(MAX_ARGS)), { instanceOf: UnsupportedCommandError });
   t.regex(err?.message ?? '', new RegExp(`SADD with ${MAX_ARGS + 1} arguments is over qsync's limit of ${MAX_ARGS - 1}; split it`));
-  await t.throwsAsync(producer.multi().set('a', '1').mset(...members(MAX_ARGS)).exec(), { instanceOf: UnsupportedCommandError });
+  await t.throwsAsync(
+    producer
+      .multi()
+      .set('a', '1')
+      .mset(...members(MAX_ARGS))
+      .exec(),
+    { instanceOf: UnsupportedCommandError },
+  );
   t.is(await master.dbsize(), 0);
   t.is(await logged(), 0);
   t.is(await producer.sadd('s', ...members(MAX_ARGS - 2)), MAX_ARGS - 2, 'the largest command allowed goes through');

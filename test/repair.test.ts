@@ -25,7 +25,13 @@ async function pairFor(t: ExecutionContext): Promise<Pair> {
 }
 
 function repairOptions(pair: Pair, extra: Partial<RepairOptions> = {}): RepairOptions {
-  return { master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, leaseMs: 2000, scanCount: 10, ...extra };
+  return {
+    master: { host: pair.master.host, port: pair.master.port },
+    replica: { host: pair.replica.host, port: pair.replica.port },
+    leaseMs: 2000,
+    scanCount: 10,
+    ...extra,
+  };
 }
 
 /** Keys written through the queue and applied, which the workload never touches afterwards. */
@@ -111,7 +117,9 @@ test('a repair stays exact while multi-key writes move members and values betwee
   t.true((await movers.stop()) > 0);
   await waitForDrain(master, pair.replica.client());
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
-  t.log(`${result.dirtyKeys} dirty keys, ${result.copied} copies, ${result.recopies} copied again for a multi-key command, ${result.replayed} entries replayed`);
+  t.log(
+    `${result.dirtyKeys} dirty keys, ${result.copied} copies, ${result.recopies} copied again for a multi-key command, ${result.replayed} entries replayed`,
+  );
 });
 
 test('a repair that stops half way leaves the replica marked, and running it again finishes the job', async (t) => {
@@ -122,7 +130,10 @@ test('a repair that stops half way leaves the replica marked, and running it aga
   await setLimits(pair.master.client(), keys, { maxEntries: 1_000_000 });
 
   const stop = new AbortController();
-  const err = await t.throwsAsync(runRepair(repairOptions(pair, { scanCount: 5, signal: stop.signal, onProgress: (p) => p.copied > 0 && stop.abort() })), { instanceOf: RepairError });
+  const err = await t.throwsAsync(
+    runRepair(repairOptions(pair, { scanCount: 5, signal: stop.signal, onProgress: (p) => p.copied > 0 && stop.abort() })),
+    { instanceOf: RepairError },
+  );
   t.is(err?.exitCode, ExitCode.repairNeeded);
   t.regex(err!.message, /^qsync: repair: interrupted; the replica stays marked, run the repair again$/);
   t.is(await pair.master.client().exists(keys.repairing), 1, 'the keys to repair are kept');
@@ -223,5 +234,8 @@ test('qsync repair says when there is nothing to repair, when the log is still f
   for (const k of ['e', 'f', 'g']) await producer.set(k, '1');
   const tooMany = await repair();
   t.is(tooMany.code, ExitCode.resyncNeeded);
-  t.regex(tooMany.stderr.join('\n'), /^qsync: repair: more keys went unqueued than the queue records \(--max-dirty\); rebuild the replica with qsync resync$/);
+  t.regex(
+    tooMany.stderr.join('\n'),
+    /^qsync: repair: more keys went unqueued than the queue records \(--max-dirty\); rebuild the replica with qsync resync$/,
+  );
 });

@@ -5,7 +5,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { createProducer } from '../producer/index.js';
-import { runResync, ResyncError, type ResyncOptions } from '../consumer/copy/resync.js';
+import { runResync, type ResyncError, type ResyncOptions } from '../consumer/copy/resync.js';
 import type { SyncWorker, WorkerState } from '../consumer/drain/worker.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
@@ -31,7 +31,12 @@ function workerFor(t: ExecutionContext, pair: Pair): SyncWorker & { states: Work
 }
 
 function resyncOptions(pair: Pair, extra: Partial<ResyncOptions> = {}): ResyncOptions {
-  return { master: { host: pair.master.host, port: pair.master.port }, replica: { host: pair.replica.host, port: pair.replica.port }, leaseMs: 2000, ...extra };
+  return {
+    master: { host: pair.master.host, port: pair.master.port },
+    replica: { host: pair.replica.host, port: pair.replica.port },
+    leaseMs: 2000,
+    ...extra,
+  };
 }
 
 /** Keys that exist before the log does (written around the producer), so that the copy takes many batches. */
@@ -206,5 +211,8 @@ test('next to a running consumer, qsync resync runs inside it as a control job; 
   await workload.stop();
   await waitForDrain(pair.master.client(), pair.replica.client());
   // The control jobs' own keys stay on the master.
-  t.deepEqual((await datasetDiff(pair.master, pair.replica)).filter((d) => !d.startsWith('db0 qsync-jobs:')), []);
+  t.deepEqual(
+    (await datasetDiff(pair.master, pair.replica)).filter((d) => !d.startsWith('db0 qsync-jobs:')),
+    [],
+  );
 });

@@ -118,7 +118,10 @@ test('latency(50) adds about 100 ms to a round trip', async (t) => {
 
   // Pipelined replies must come back in order through the delay queue.
   const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => client.echo(String(i))));
-  t.deepEqual(replies, Array.from({ length: 200 }, (_, i) => String(i)));
+  t.deepEqual(
+    replies,
+    Array.from({ length: 200 }, (_, i) => String(i)),
+  );
 });
 
 test('blackhole swallows a PING on an open socket; heal restores', async (t) => {

@@ -114,8 +114,12 @@ test('changes made on the replica by hand are found, each with its kind; exit 1 
     '0 big': 'value',
     '3 db3-set': 'value',
   });
-  t.like(report.summary, { differences: 8, inFlight: 0, keysChecked: 54, byKind: { value: 3, 'missing-on-replica': 1, 'missing-on-master': 1, ttl: 2, type: 1 } });
-
+  t.like(report.summary, {
+    differences: 8,
+    inFlight: 0,
+    keysChecked: 54,
+    byKind: { value: 3, 'missing-on-replica': 1, 'missing-on-master': 1, ttl: 2, type: 1 },
+  });
 });
 
 test('equal datasets verify equal, hash-table sets and hashes of 500+ members built in different orders included; exit 0', async (t) => {
@@ -221,7 +225,10 @@ test('sample mode checks about the fraction asked for; recent mode checks only t
   t.is((await recent.exited).code, ExitCode.different, recent.stderr.join('\n'));
   const result = JSON.parse(recent.stdout.join('\n')) as Result;
   t.like(result, { keysChecked: 10, differences: 1, inFlight: 0 });
-  t.deepEqual(result.examples.map((d) => [d.key, d.kind]), [['r15', 'value']]);
+  t.deepEqual(
+    result.examples.map((d) => [d.key, d.kind]),
+    [['r15', 'value']],
+  );
 });
 
 test('--job runs in a qsync consume, detaches on Ctrl-C, and its result shows in status and metrics', async (t) => {
@@ -317,7 +324,13 @@ test('a job type that needs the lease is handed on by a standby, without using a
   // Only the worker's state matters here: standby, until it takes the lease.
   const consumer = { state: 'standby' } as { state: string };
   const place = { master: { host: server.host, port: server.port }, queueDb: 0, prefix: 'qsync', queue: 'default' };
-  const runner = startJobWorker({ ...place, replica: place.master, timeoutMs: 2000, log: createLogger('silent'), worker: consumer as unknown as SyncWorker });
+  const runner = startJobWorker({
+    ...place,
+    replica: place.master,
+    timeoutMs: 2000,
+    log: createLogger('silent'),
+    worker: consumer as unknown as SyncWorker,
+  });
   t.teardown(() => runner.close());
   const queue = controlQueue(place);
   t.teardown(() => queue.close());

@@ -105,6 +105,6 @@ export function verdictOf(outcome: Outcome): ScenarioResult['verdict'] {
 export function writeResult(result: ScenarioResult): string {
   mkdirSync(RESULTS_DIR, { recursive: true });
   const file = path.join(RESULTS_DIR, `${result.scenario}.json`);
-  writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
   return path.relative(process.cwd(), file);
 }

@@ -50,8 +50,14 @@ export function measured(label: string, unit: string, samples: number[], target?
  * the median of those per-round ratios.
  */
 export function ratio(label: string, candidate: number[], baseline: number[], target?: Target): Row {
-  if (candidate.length !== baseline.length) throw new RangeError(`${label}: ${candidate.length} candidate samples for ${baseline.length} baseline samples`);
-  return measured(label, 'x', candidate.map((c, i) => c / baseline[i]), target);
+  if (candidate.length !== baseline.length)
+    throw new RangeError(`${label}: ${candidate.length} candidate samples for ${baseline.length} baseline samples`);
+  return measured(
+    label,
+    'x',
+    candidate.map((c, i) => c / baseline[i]),
+    target,
+  );
 }
 
 /**

@@ -36,7 +36,7 @@ function step(max: number, count = 6): number {
   return [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw)!;
 }
 
-const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const fixed = (n: number) => Number(n.toFixed(1));
 
 /** The chart as an SVG document. */
@@ -52,7 +52,7 @@ export function renderChart(chart: Chart): string {
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escape(chart.title)}</text>`,
+    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(chart.title)}</text>`,
   ];
   for (let y = 0; y <= yMax; y += yStep) {
     out.push(`<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${py(y)}" y2="${py(y)}" stroke="#ddd"/>`);
@@ -64,13 +64,13 @@ export function renderChart(chart: Chart): string {
   out.push(
     `<line x1="${PAD.left}" x2="${PAD.left}" y1="${PAD.top}" y2="${H - PAD.bottom}" stroke="black"/>`,
     `<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${H - PAD.bottom}" y2="${H - PAD.bottom}" stroke="black"/>`,
-    `<text x="${(PAD.left + W - PAD.right) / 2}" y="${H - 12}" text-anchor="middle">${escape(chart.xLabel)}</text>`,
-    `<text transform="translate(18 ${(PAD.top + H - PAD.bottom) / 2}) rotate(-90)" text-anchor="middle">${escape(chart.yLabel)}</text>`,
+    `<text x="${(PAD.left + W - PAD.right) / 2}" y="${H - 12}" text-anchor="middle">${escapeXml(chart.xLabel)}</text>`,
+    `<text transform="translate(18 ${(PAD.top + H - PAD.bottom) / 2}) rotate(-90)" text-anchor="middle">${escapeXml(chart.yLabel)}</text>`,
   );
   // Labels one below the other, so that close marks stay readable.
   chart.marks.forEach((m, i) => {
     out.push(`<line x1="${px(m.x)}" x2="${px(m.x)}" y1="${PAD.top}" y2="${H - PAD.bottom}" stroke="#888" stroke-dasharray="4 3"/>`);
-    out.push(`<text x="${px(m.x) + 3}" y="${PAD.top + 12 + i * 14}" fill="#555">${escape(m.label)}</text>`);
+    out.push(`<text x="${px(m.x) + 3}" y="${PAD.top + 12 + i * 14}" fill="#555">${escapeXml(m.label)}</text>`);
   });
   chart.series.forEach((s, i) => {
     const path = s.points.map(([x, y]) => `${px(x)},${py(y)}`).join(' ');
@@ -79,7 +79,7 @@ export function renderChart(chart: Chart): string {
     // The legend sits in a row between the title and the plot.
     const lx = PAD.left + i * 260;
     out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${PAD.top - 18}" y2="${PAD.top - 18}" stroke="${s.color}" stroke-width="2"${dash}/>`);
-    out.push(`<text x="${lx + 26}" y="${PAD.top - 14}">${escape(s.name)}</text>`);
+    out.push(`<text x="${lx + 26}" y="${PAD.top - 14}">${escapeXml(s.name)}</text>`);
   });
   out.push('</svg>', '');
   return out.join('\n');

@@ -13,8 +13,10 @@ export function aclCommand(program: Command): void {
     .option('--user <name>', 'user name for the printed ACL SETUSER line', 'qsync')
     .action((role: string, o: { prefix: string; user: string }) => {
       const r = choiceOption(role, 'role', ACL_ROLES, 'consumer-master');
-      process.stdout.write(`ACL SETUSER ${o.user} on >PASSWORD ${aclRules(r, nameOption(o.prefix, '--prefix', DEFAULT_PREFIX))
-        .map((rule) => (rule.includes(' ') ? `"${rule}"` : rule))
-        .join(' ')}\n`);
+      process.stdout.write(
+        `ACL SETUSER ${o.user} on >PASSWORD ${aclRules(r, nameOption(o.prefix, '--prefix', DEFAULT_PREFIX))
+          .map((rule) => (rule.includes(' ') ? `"${rule}"` : rule))
+          .join(' ')}\n`,
+      );
     });
 }

@@ -84,7 +84,15 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   log.info({ applied: worker.applied }, 'stopped');
 }
 
-async function startMetrics(worker: SyncWorker, jobProgress: EventEmitter, master: RedisOptions, o: { prefix: string; queue: string; queueDb: number; timeoutMs: number }, port: number, log: Logger, servers: ServerMonitor): Promise<{ close(): Promise<void> }> {
+async function startMetrics(
+  worker: SyncWorker,
+  jobProgress: EventEmitter,
+  master: RedisOptions,
+  o: { prefix: string; queue: string; queueDb: number; timeoutMs: number },
+  port: number,
+  log: Logger,
+  servers: ServerMonitor,
+): Promise<{ close(): Promise<void> }> {
   const client = connect({ ...master, db: o.queueDb }, { commandTimeoutMs: o.timeoutMs }, `qsync:${o.queue}:metrics`);
   const health = workerHealth(worker);
   let server: MetricsServer;
@@ -111,13 +119,36 @@ export function consumeCommand(program: Command): void {
     .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue to drain').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
     .addOption(new Option('--batch-size <n>', 'most entries per batch').env('QSYNC_BATCH_SIZE').default(String(WORKER_DEFAULTS.batchSize)))
-    .addOption(new Option('--batch-bytes <size>', 'most bytes per batch (1048576, 1mb)').env('QSYNC_BATCH_BYTES').default(String(WORKER_DEFAULTS.batchBytes)))
+    .addOption(
+      new Option('--batch-bytes <size>', 'most bytes per batch (1048576, 1mb)').env('QSYNC_BATCH_BYTES').default(String(WORKER_DEFAULTS.batchBytes)),
+    )
     .addOption(new Option('--window <n>', 'batches in flight to the replica').env('QSYNC_WINDOW').default(String(WORKER_DEFAULTS.window)))
-    .addOption(new Option('--lease-ms <duration>', 'consumer lease; a standby takes over this long after a crash (5000, 5s)').env('QSYNC_LEASE_MS').default(String(WORKER_DEFAULTS.leaseMs)))
-    .addOption(new Option('--timeout-ms <duration>', 'a link silent this long is reset (5000, 5s)').env('QSYNC_TIMEOUT_MS').default(String(WORKER_DEFAULTS.timeoutMs)))
-    .addOption(new Option('--metrics-port <port>', 'serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) on this port; 0 picks a free one').env('QSYNC_METRICS_PORT'))
-    .addOption(new Option('--on-error <mode>', 'an entry the replica refuses: halt, or park it as a dead letter and go on').env('QSYNC_ON_ERROR').default(WORKER_DEFAULTS.onError))
-    .addOption(new Option('--max-clock-offset-ms <duration>', "warn when the replica's clock is further than this from the master's").env('QSYNC_MAX_CLOCK_OFFSET_MS').default(String(MAX_CLOCK_OFFSET_MS)))
+    .addOption(
+      new Option('--lease-ms <duration>', 'consumer lease; a standby takes over this long after a crash (5000, 5s)')
+        .env('QSYNC_LEASE_MS')
+        .default(String(WORKER_DEFAULTS.leaseMs)),
+    )
+    .addOption(
+      new Option('--timeout-ms <duration>', 'a link silent this long is reset (5000, 5s)')
+        .env('QSYNC_TIMEOUT_MS')
+        .default(String(WORKER_DEFAULTS.timeoutMs)),
+    )
+    .addOption(
+      new Option(
+        '--metrics-port <port>',
+        'serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) on this port; 0 picks a free one',
+      ).env('QSYNC_METRICS_PORT'),
+    )
+    .addOption(
+      new Option('--on-error <mode>', 'an entry the replica refuses: halt, or park it as a dead letter and go on')
+        .env('QSYNC_ON_ERROR')
+        .default(WORKER_DEFAULTS.onError),
+    )
+    .addOption(
+      new Option('--max-clock-offset-ms <duration>', "warn when the replica's clock is further than this from the master's")
+        .env('QSYNC_MAX_CLOCK_OFFSET_MS')
+        .default(String(MAX_CLOCK_OFFSET_MS)),
+    )
     .option('--no-jobs', 'do not run control jobs (qsync verify --job, --every)')
     .action((o) => consume(o));
 }

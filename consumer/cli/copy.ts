@@ -48,7 +48,11 @@ function reporter(what: What, log: Logger): { update(p: CopyProgress): void; sto
   const eta = (p: CopyProgress) => (rate(p) > 0 ? Math.max(0, Math.round((p.total - p.copied) / rate(p))) : null);
   if (process.stderr.isTTY) {
     const bar = new cliProgress.SingleBar(
-      { format: `${what} |{bar}| {value}/{total} keys, {rate} keys/s, ETA {eta_formatted}, {phase}, {replayed} entries replayed`, stream: process.stderr, hideCursor: true },
+      {
+        format: `${what} |{bar}| {value}/{total} keys, {rate} keys/s, ETA {eta_formatted}, {phase}, {replayed} entries replayed`,
+        stream: process.stderr,
+        hideCursor: true,
+      },
       cliProgress.Presets.shades_classic,
     );
     let started = false;
@@ -68,13 +72,25 @@ function reporter(what: What, log: Logger): { update(p: CopyProgress): void; sto
     update(p) {
       if (Date.now() - last < LOG_EVERY_MS && p.phase !== 'done') return;
       last = Date.now();
-      log.info({ phase: p.phase, copied: p.copied, total: p.total, keysPerSecond: rate(p), etaSeconds: eta(p), replayed: p.replayed }, `${what} progress`);
+      log.info(
+        { phase: p.phase, copied: p.copied, total: p.total, keysPerSecond: rate(p), etaSeconds: eta(p), replayed: p.replayed },
+        `${what} progress`,
+      );
     },
     stop: () => {},
   };
 }
 
-type Settings = { queue: string; prefix: string; queueDb: number; scanCount: number; bigMembers: number; bigBytes: number; chunk: number; leaseMs: number };
+type Settings = {
+  queue: string;
+  prefix: string;
+  queueDb: number;
+  scanCount: number;
+  bigMembers: number;
+  bigBytes: number;
+  chunk: number;
+  leaseMs: number;
+};
 
 /**
  * Reaches the master (one line and its exit code when it cannot) and says
@@ -106,11 +122,25 @@ async function viaJob(what: What, master: RedisOptions, s: Settings, log: Logger
   try {
     const { scanCount, bigMembers, bigBytes, chunk } = s;
     const job = await queue.add(what, { scanCount, bigMembers, bigBytes, chunk });
-    process.stderr.write(`qsync: ${what} job ${job.id} queued in ${jobsPrefix(s.prefix)}:${s.queue}; the consumer holding the lease of queue '${s.queue}' runs it (Ctrl-C detaches, the job goes on)\n`);
-    const followed = await followJob(queue, job.id!, (p) => {
-      const { done, total, phase, replayed, seconds } = (p ?? {}) as Partial<JobProgress>;
-      if (typeof done === 'number' && typeof total === 'number' && phase !== 'waiting') progress.update({ copied: done, total, phase: phase as CopyProgress['phase'], replayed: Number(replayed ?? 0), seconds: Number(seconds ?? 0) });
-    }, detach.signal);
+    process.stderr.write(
+      `qsync: ${what} job ${job.id} queued in ${jobsPrefix(s.prefix)}:${s.queue}; the consumer holding the lease of queue '${s.queue}' runs it (Ctrl-C detaches, the job goes on)\n`,
+    );
+    const followed = await followJob(
+      queue,
+      job.id!,
+      (p) => {
+        const { done, total, phase, replayed, seconds } = (p ?? {}) as Partial<JobProgress>;
+        if (typeof done === 'number' && typeof total === 'number' && phase !== 'waiting')
+          progress.update({
+            copied: done,
+            total,
+            phase: phase as CopyProgress['phase'],
+            replayed: Number(replayed ?? 0),
+            seconds: Number(seconds ?? 0),
+          });
+      },
+      detach.signal,
+    );
     progress.stop();
     if (followed.outcome === 'detached') {
       process.stderr.write(`qsync: detached; ${what} job ${job.id} goes on (qsync jobs lists it)\n`);
@@ -133,11 +163,13 @@ async function viaJob(what: What, master: RedisOptions, s: Settings, log: Logger
 /** What differs between the two commands. */
 const COMMANDS: Record<What, { description: string; run: (o: CopyRunOptions) => Promise<CopyRunResult> }> = {
   resync: {
-    description: 'rebuild the replica from a copy of the master while writers go on; the replica must be dedicated (it is FLUSHALLed); next to a running consumer it runs inside it as a control job',
+    description:
+      'rebuild the replica from a copy of the master while writers go on; the replica must be dedicated (it is FLUSHALLed); next to a running consumer it runs inside it as a control job',
     run: runResync,
   },
   repair: {
-    description: 'after writes went unqueued (policy mark-dirty): copy only the keys recorded dirty to the replica while writers go on, then stream again; next to a running consumer it runs inside it as a control job',
+    description:
+      'after writes went unqueued (policy mark-dirty): copy only the keys recorded dirty to the replica while writers go on, then stream again; next to a running consumer it runs inside it as a control job',
     run: runRepair,
   },
 };
@@ -150,11 +182,22 @@ export function copyCommand(program: Command, what: What): void {
     .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue whose log is replayed after the copy').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
     .addOption(new Option('--scan-count <n>', 'keys per batch, each read in one atomic step').default(String(COPY_DEFAULTS.scanCount)))
-    .addOption(new Option('--big-members <n>', 'a key with more members is copied in chunks from a snapshot').default(String(COPY_DEFAULTS.bigMembers)))
-    .addOption(new Option('--big-bytes <size>', 'a key bigger than this is copied in chunks from a snapshot (8mb)').default(String(COPY_DEFAULTS.bigBytes)))
+    .addOption(
+      new Option('--big-members <n>', 'a key with more members is copied in chunks from a snapshot').default(String(COPY_DEFAULTS.bigMembers)),
+    )
+    .addOption(
+      new Option('--big-bytes <size>', 'a key bigger than this is copied in chunks from a snapshot (8mb)').default(String(COPY_DEFAULTS.bigBytes)),
+    )
     .addOption(new Option('--chunk <n>', 'members per chunk of a big key').default(String(COPY_DEFAULTS.chunk)))
-    .addOption(new Option('--lease-ms <duration>', `consumer lease the ${what} holds (10000, 10s)`).env('QSYNC_LEASE_MS').default(String(COPY_DEFAULTS.leaseMs)))
-    .option('--job', "run it as a control job inside the consumer, which pauses while it runs (the default when one holds the lease; with none running, the job waits for one)")
+    .addOption(
+      new Option('--lease-ms <duration>', `consumer lease the ${what} holds (10000, 10s)`)
+        .env('QSYNC_LEASE_MS')
+        .default(String(COPY_DEFAULTS.leaseMs)),
+    )
+    .option(
+      '--job',
+      'run it as a control job inside the consumer, which pauses while it runs (the default when one holds the lease; with none running, the job waits for one)',
+    )
     .action(async (o: CopyFlags) => {
       const master = sideOptions(o, 'master');
       const log = createLogger(choiceOption(o.logLevel, '--log-level', LOG_LEVELS, 'info') as LevelWithSilent);
@@ -171,7 +214,8 @@ export function copyCommand(program: Command, what: What): void {
       // Next to a running consumer, only the consumer can pause its drain for the run.
       const running = await consumerRunning(master, options);
       if (o.job || running) {
-        if (!o.job && running) process.stderr.write(`qsync: a consumer holds the lease of queue '${options.queue}': the ${what} runs inside it, as a control job\n`);
+        if (!o.job && running)
+          process.stderr.write(`qsync: a consumer holds the lease of queue '${options.queue}': the ${what} runs inside it, as a control job\n`);
         setExitCode(await viaJob(what, master, options, log));
         return;
       }

@@ -40,11 +40,13 @@ export function dlqCommands(program: Command): void {
     .addOption(queueOption())
     .option('--json', 'print JSON')
     .action(async (o: DlqOpts) => {
-      setExitCode(await dlq(o, async (keys, master) => {
-        const views = await listDeadLetters(master, keys);
-        process.stdout.write((o.json ? JSON.stringify(views, null, 2) : formatDeadLetters(views, keys.dlq)) + '\n');
-        return ExitCode.ok;
-      }));
+      setExitCode(
+        await dlq(o, async (keys, master) => {
+          const views = await listDeadLetters(master, keys);
+          process.stdout.write(`${o.json ? JSON.stringify(views, null, 2) : formatDeadLetters(views, keys.dlq)}\n`);
+          return ExitCode.ok;
+        }),
+      );
     });
 
   pick(common(group.command('retry')))
@@ -53,12 +55,18 @@ export function dlqCommands(program: Command): void {
     .addOption(queueOption())
     .action(async (o: DlqOpts) => {
       const which = selection(o, 'retry', false);
-      setExitCode(await dlq(o, async (keys, master, replica) => {
-        const results = await retryDeadLetters(master, replica!, keys, queueDbOption(o.queueDb, '--queue-db'), which);
-        for (const r of results) (r.applied ? process.stdout : process.stderr).write(`${r.applied ? '' : 'qsync: '}${r.message}\n`);
-        if (results.length === 0) process.stdout.write(`no dead letters in ${keys.dlq}\n`);
-        return results.every((r) => r.applied) ? ExitCode.ok : ExitCode.refused;
-      }, true));
+      setExitCode(
+        await dlq(
+          o,
+          async (keys, master, replica) => {
+            const results = await retryDeadLetters(master, replica!, keys, queueDbOption(o.queueDb, '--queue-db'), which);
+            for (const r of results) (r.applied ? process.stdout : process.stderr).write(`${r.applied ? '' : 'qsync: '}${r.message}\n`);
+            if (results.length === 0) process.stdout.write(`no dead letters in ${keys.dlq}\n`);
+            return results.every((r) => r.applied) ? ExitCode.ok : ExitCode.refused;
+          },
+          true,
+        ),
+      );
     });
 
   pick(common(group.command('drop')))
@@ -67,9 +75,11 @@ export function dlqCommands(program: Command): void {
     .option('--garbage', 'every dead letter that is not a qsync entry')
     .action(async (o: DlqOpts) => {
       const which = selection(o, 'drop', true);
-      setExitCode(await dlq(o, async (keys, master) => {
-        process.stdout.write(`dropped ${await dropDeadLetters(master, keys, which)} dead letters from ${keys.dlq}\n`);
-        return ExitCode.ok;
-      }));
+      setExitCode(
+        await dlq(o, async (keys, master) => {
+          process.stdout.write(`dropped ${await dropDeadLetters(master, keys, which)} dead letters from ${keys.dlq}\n`);
+          return ExitCode.ok;
+        }),
+      );
     });
 }

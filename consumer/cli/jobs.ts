@@ -18,7 +18,7 @@ async function jobs(o: CommonOpts & { json?: boolean }): Promise<number> {
   const queue = await openQueue(o, where);
   try {
     const list = await listJobs(queue);
-    process.stdout.write((o.json ? JSON.stringify(list, null, 2) : formatJobs(`${jobsPrefix(where.prefix)}:${where.queue}`, list)) + '\n');
+    process.stdout.write(`${o.json ? JSON.stringify(list, null, 2) : formatJobs(`${jobsPrefix(where.prefix)}:${where.queue}`, list)}\n`);
     return ExitCode.ok;
   } finally {
     await queue.close();

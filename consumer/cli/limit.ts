@@ -13,7 +13,7 @@ async function limit(o: CommonOpts & LimitFlags): Promise<number> {
   const master = await open(o, 'master');
   try {
     const changes = Object.values(change).some((v) => v !== undefined && v !== false);
-    process.stdout.write(formatLimits(keys, changes ? await setLimits(master, keys, change) : await readUsage(master, keys)) + '\n');
+    process.stdout.write(`${formatLimits(keys, changes ? await setLimits(master, keys, change) : await readUsage(master, keys))}\n`);
     return ExitCode.ok;
   } finally {
     master.disconnect();

@@ -32,7 +32,10 @@ export function required(value: string | undefined, flag: string, env: string): 
 
 /** Entries carry their own db, and --queue-db places qsync's keys: a db in a URL would be ignored, so it is refused. */
 export function withoutDb(options: RedisOptions, flag: string, url: string): RedisOptions {
-  if (options.db) throw new ConfigError(`qsync: ${flag} '${redactUrl(url)}' names db ${options.db}; writes replay into the db they were made in, and --queue-db sets where qsync keeps its keys`);
+  if (options.db)
+    throw new ConfigError(
+      `qsync: ${flag} '${redactUrl(url)}' names db ${options.db}; writes replay into the db they were made in, and --queue-db sets where qsync keeps its keys`,
+    );
   return options;
 }
 

@@ -20,7 +20,10 @@ export function progressBar(enabled: boolean, label: string, delayMs = 1000): Ba
     update(done, total, differences) {
       if (!bar && Date.now() - started < delayMs) return;
       if (!bar) {
-        bar = new cliProgress.SingleBar({ format: `${label} |{bar}| {percentage}% {value}/{total} keys, {differences} differences`, stream: process.stdout, hideCursor: true }, cliProgress.Presets.shades_classic);
+        bar = new cliProgress.SingleBar(
+          { format: `${label} |{bar}| {percentage}% {value}/{total} keys, {differences} differences`, stream: process.stdout, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
         bar.start(Math.max(total, done), done, { differences });
       }
       bar.setTotal(Math.max(total, done));

@@ -21,7 +21,7 @@ async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
   try {
     const queues = only !== undefined ? [only] : await findQueues(master, prefix);
     const rows = await Promise.all(queues.map((q) => readStatus(master, prefix, q)));
-    process.stdout.write((o.json ? JSON.stringify(rows, null, 2) : formatStatus(rows)) + '\n');
+    process.stdout.write(`${o.json ? JSON.stringify(rows, null, 2) : formatStatus(rows)}\n`);
     return statusExitCode(rows.flatMap((r) => [r.state, r.queueState]));
   } finally {
     master.disconnect();

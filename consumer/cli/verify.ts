@@ -50,7 +50,7 @@ function settings(o: VerifyFlags): VerifySettings {
 }
 
 function print(result: VerifyResult, json?: boolean, extra: Record<string, unknown> = {}): number {
-  process.stdout.write((json ? JSON.stringify({ ...extra, ...result }, null, 2) : formatResult(result)) + '\n');
+  process.stdout.write(`${json ? JSON.stringify({ ...extra, ...result }, null, 2) : formatResult(result)}\n`);
   return result.differences + result.inFlight > 0 ? ExitCode.different : ExitCode.ok;
 }
 
@@ -97,11 +97,18 @@ async function viaJob(o: VerifyFlags, s: VerifySettings, report?: ReportFile): P
   const bar = progressBar(!o.json && process.stdout.isTTY === true, 'verify (job)', 0);
   try {
     const job = await queue.add(VERIFY_JOB, s);
-    process.stderr.write(`qsync: verify job ${job.id} queued in ${jobsPrefix(where.prefix)}:${where.queue}; a consumer of queue '${where.queue}' runs it (Ctrl-C detaches, the job goes on)\n`);
-    const followed = await followJob(queue, job.id!, (p) => {
-      const { done, total, differences } = (p ?? {}) as Partial<JobProgress>;
-      if (typeof done === 'number' && typeof total === 'number') bar.update(done, total, Number(differences ?? 0));
-    }, detach.signal);
+    process.stderr.write(
+      `qsync: verify job ${job.id} queued in ${jobsPrefix(where.prefix)}:${where.queue}; a consumer of queue '${where.queue}' runs it (Ctrl-C detaches, the job goes on)\n`,
+    );
+    const followed = await followJob(
+      queue,
+      job.id!,
+      (p) => {
+        const { done, total, differences } = (p ?? {}) as Partial<JobProgress>;
+        if (typeof done === 'number' && typeof total === 'number') bar.update(done, total, Number(differences ?? 0));
+      },
+      detach.signal,
+    );
     bar.stop();
     if (followed.outcome === 'detached') {
       process.stderr.write(`qsync: detached; verify job ${job.id} goes on (qsync jobs lists it, qsync status shows its result)\n`);
@@ -133,14 +140,14 @@ async function schedule(o: VerifyFlags, s: VerifySettings, every: string): Promi
       const removed = await queue.removeJobScheduler(VERIFY_JOB);
       process.stdout.write(
         o.json
-          ? JSON.stringify({ schedule: VERIFY_JOB, queue: where.queue, removed }, null, 2) + '\n'
+          ? `${JSON.stringify({ schedule: VERIFY_JOB, queue: where.queue, removed }, null, 2)}\n`
           : `${removed ? 'removed the periodic verification' : 'no periodic verification'} of queue '${where.queue}'\n`,
       );
     } else {
       await queue.upsertJobScheduler(VERIFY_JOB, { every: everyMs }, { name: VERIFY_JOB, data: s, opts: JOB_OPTIONS });
       process.stdout.write(
         o.json
-          ? JSON.stringify({ schedule: VERIFY_JOB, queue: where.queue, everyMs, settings: s }, null, 2) + '\n'
+          ? `${JSON.stringify({ schedule: VERIFY_JOB, queue: where.queue, everyMs, settings: s }, null, 2)}\n`
           : `verify (${s.mode}) of queue '${where.queue}' every ${every}, the first run now; qsync jobs lists the runs\n`,
       );
     }
@@ -153,13 +160,21 @@ async function schedule(o: VerifyFlags, s: VerifySettings, every: string): Promi
 export function verifyCommand(program: Command): void {
   common(program.command('verify'))
     .description('compare the master and the replica key by key, both ways; exit 1 when they differ')
-    .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss:// (with --job, the consumer\'s replica is used)').env('QSYNC_REPLICA'))
+    .addOption(new Option('--replica <url>', "replica URL, redis:// or rediss:// (with --job, the consumer's replica is used)").env('QSYNC_REPLICA'))
     .addOption(queueOption())
-    .addOption(new Option('--mode <mode>', 'full: every key; sample: a random fraction; recent: the keys of the newest entries in the log').default(VERIFY_DEFAULTS.mode))
+    .addOption(
+      new Option('--mode <mode>', 'full: every key; sample: a random fraction; recent: the keys of the newest entries in the log').default(
+        VERIFY_DEFAULTS.mode,
+      ),
+    )
     .option('--sample <fraction>', `fraction of keys checked in sample mode (default ${VERIFY_DEFAULTS.sample})`)
     .option('--recent <n>', `entries whose keys recent mode checks (default ${VERIFY_DEFAULTS.recent})`)
     .option('--ttl-tolerance-ms <duration>', 'expiries this close count as equal (ms, or with a unit: 1s)', String(VERIFY_DEFAULTS.ttlToleranceMs))
-    .option('--drain-timeout-ms <duration>', 'how long to wait for the consumer to apply queued entries that explain a difference', String(VERIFY_DEFAULTS.drainTimeoutMs))
+    .option(
+      '--drain-timeout-ms <duration>',
+      'how long to wait for the consumer to apply queued entries that explain a difference',
+      String(VERIFY_DEFAULTS.drainTimeoutMs),
+    )
     .option('--report <file>', 'write every difference to this file as JSON')
     .option('--json', 'print the result as JSON')
     .option('--job', 'run as a control job in a qsync consume of the queue and follow it')

@@ -84,7 +84,9 @@ export class Copier {
   /** One atomic read on the master: the keys (or a snapshot of one) and the seq they reflect. */
   private async read(db: number, snapshot: string, keys: Buffer[]): Promise<Array<Buffer | number>> {
     const { bigMembers, bigBytes } = this.limits;
-    return (await this.master.qsyncResyncCopyBuffer(this.keys.meta, this.queueDb, db, bigMembers, bigBytes, snapshot, ...keys)) as Array<Buffer | number>;
+    return (await this.master.qsyncResyncCopyBuffer(this.keys.meta, this.queueDb, db, bigMembers, bigBytes, snapshot, ...keys)) as Array<
+      Buffer | number
+    >;
   }
 
   /** The seq of a read, checked against the master's history so far. */

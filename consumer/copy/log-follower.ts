@@ -41,7 +41,8 @@ export class LogFollower {
   async readTo(upTo: number, fn: (e: Entry) => void | Promise<void>): Promise<void> {
     while (this.last < upTo) {
       const raws = await this.master.lrangeBuffer(this.keys.log, this.index, this.index + CHUNK - 1);
-      if (raws.length === 0) throw this.fail(`the master's log ends at entry ${this.last} but its sequence is at ${upTo}; was the log trimmed or dropped?`);
+      if (raws.length === 0)
+        throw this.fail(`the master's log ends at entry ${this.last} but its sequence is at ${upTo}; was the log trimmed or dropped?`);
       for (const raw of raws) {
         this.index++;
         let e: Entry;

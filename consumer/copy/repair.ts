@@ -59,12 +59,19 @@ class Repair extends CopyRun {
     const [seq, epoch, ts, part, mark] = await replica.hmget(keys.applied, 'seq', 'epoch', 'ts', 'part', 'resyncing');
     if (mark && markKind(mark) !== 'repair') throw needsResync(`a resync of the replica did not finish (${mark})`);
     if (seq === null) throw needsResync('the replica has never been synchronised');
-    if (epoch && masterEpoch && epoch !== masterEpoch) throw needsResync(`the replica follows another log (epoch ${epoch}, the master's is ${masterEpoch})`);
+    if (epoch && masterEpoch && epoch !== masterEpoch)
+      throw needsResync(`the replica follows another log (epoch ${epoch}, the master's is ${masterEpoch})`);
     const w = Number(seq);
 
     // The mark first: a replica whose dirty keys are stale is never left unmarked.
     if (!mark) await replica.hset(keys.applied, 'resyncing', JSON.stringify({ kind: 'repair', from: w, startedAt: Date.now() }));
-    const [code, s0, , startEpoch, total] = (await master.qsyncRepairStart(keys.meta, keys.dirty, keys.repairing, keys.log)) as [number, string, string, string, number];
+    const [code, s0, , startEpoch, total] = (await master.qsyncRepairStart(keys.meta, keys.dirty, keys.repairing, keys.log)) as [
+      number,
+      string,
+      string,
+      string,
+      number,
+    ];
     if (code !== ReplyCode.ok) {
       if (code === ReplyCode.tooManyDirty) throw needsResync('more keys went unqueued than the queue records (--max-dirty)');
       if (!mark) await replica.hdel(keys.applied, 'resyncing');
@@ -102,6 +109,16 @@ class Repair extends CopyRun {
 
   private nothing(): RepairResult {
     this.log.info('repair: no dirty keys; nothing to do');
-    return { seq: 0, copied: 0, replayed: 0, skipped: 0, recopies: 0, seconds: (Date.now() - this.started) / 1000, repaired: false, dirtyKeys: 0, dirtyAgain: false };
+    return {
+      seq: 0,
+      copied: 0,
+      replayed: 0,
+      skipped: 0,
+      recopies: 0,
+      seconds: (Date.now() - this.started) / 1000,
+      repaired: false,
+      dirtyKeys: 0,
+      dirtyAgain: false,
+    };
   }
 }

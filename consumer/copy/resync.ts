@@ -45,7 +45,12 @@ class Resync extends CopyRun {
     this.copier.start(s0, epoch ?? '');
     await this.master.hset(this.keys.status, 'state', 'resyncing', 'stateSince', Date.now(), 'detail', JSON.stringify({ from: s0 }));
     // One step: a replica is never empty without the mark.
-    await execAll(this.replica.multi().flushall().hset(this.keys.applied, 'resyncing', JSON.stringify({ kind: 'resync', from: s0, startedAt: Date.now() })));
+    await execAll(
+      this.replica
+        .multi()
+        .flushall()
+        .hset(this.keys.applied, 'resyncing', JSON.stringify({ kind: 'resync', from: s0, startedAt: Date.now() })),
+    );
     this.log.info({ from: s0 }, 'resync: replica flushed; copying');
     const dbs = await this.keyspace();
     const follower = new LogFollower(this.master, this.keys, s0);

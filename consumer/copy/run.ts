@@ -132,11 +132,19 @@ export async function withRunContext<T>(options: CopyRunOptions, what: string, f
   let renew: NodeJS.Timeout | undefined;
   let own: Lease | undefined;
   try {
-    const [master, scanner, replica] = [await open(options.master, 'master'), await open(options.master, 'master'), await open(options.replica, 'replica')];
+    const [master, scanner, replica] = [
+      await open(options.master, 'master'),
+      await open(options.master, 'master'),
+      await open(options.replica, 'replica'),
+    ];
     if (!options.heldLease) {
-      const lease = (own = new Lease(master, keys, `${what}-${randomUUID()}`, leaseMs));
+      const lease = new Lease(master, keys, `${what}-${randomUUID()}`, leaseMs);
+      own = lease;
       const wait = await lease.acquire();
-      if (wait > 0) throw fail(`a consumer holds the lease of queue '${keys.queue}' (for ${wait} more ms); stop it first, or run the ${what} inside it as a job (--job)`);
+      if (wait > 0)
+        throw fail(
+          `a consumer holds the lease of queue '${keys.queue}' (for ${wait} more ms); stop it first, or run the ${what} inside it as a job (--job)`,
+        );
       renew = setInterval(() => void lease.acquire().catch(() => {}), Math.max(100, Math.floor(leaseMs / 3)));
     }
     return await body({ master, scanner, replica, keys, queueDb, lease: options.heldLease ?? own! });
@@ -215,9 +223,21 @@ export abstract class CopyRun {
     this.copier.check(Number(seqNow ?? 0), epochNow ?? '');
     this.checkLease();
     const watermark = ['seq', String(last.seq), ...(epochNow ? ['epoch', epochNow] : []), ...(last.ts ? ['ts', String(last.ts)] : [])];
-    await execAll(this.replica.multi().hset(this.keys.applied, ...watermark).hdel(this.keys.applied, 'resyncing', 'part'));
+    await execAll(
+      this.replica
+        .multi()
+        .hset(this.keys.applied, ...watermark)
+        .hdel(this.keys.applied, 'resyncing', 'part'),
+    );
     this.report('done');
-    const result = { seq: last.seq, copied: this.progress.copied, replayed: this.progress.replayed, skipped: this.skipped, recopies: this.recopies, seconds: (Date.now() - this.started) / 1000 };
+    const result = {
+      seq: last.seq,
+      copied: this.progress.copied,
+      replayed: this.progress.replayed,
+      skipped: this.skipped,
+      recopies: this.recopies,
+      seconds: (Date.now() - this.started) / 1000,
+    };
     this.log.info(result, `${this.what}: done; the consumer goes on from here`);
     return result;
   }
@@ -236,7 +256,8 @@ export abstract class CopyRun {
         const args = batch.flatMap((r) => [String(r.db), String(r.view.length), ...r.view.map(String), String(r.cmd.length), ...r.cmd]);
         const [code, at, err] = await this.replica.qsyncResyncReplay(this.keys.applied, this.ctx.queueDb, done.seq, done.ts, ...args);
         if (code === ReplyCode.ok) continue;
-        if (code !== ReplyCode.keyLost) throw this.fail(`the replica refused a replayed command (${at} of the batch ending after entry ${done.seq}): ${err}`);
+        if (code !== ReplyCode.keyLost)
+          throw this.fail(`the replica refused a replayed command (${at} of the batch ending after entry ${done.seq}): ${err}`);
         // The commands before it ran. A key its command needs expired on the
         // replica first: copying its keys again puts the command in the copies.
         await this.copyAgain(batch[at - 1].ids);
@@ -284,7 +305,10 @@ export abstract class CopyRun {
 
   /** Copies keys again, past the command being replayed, which is then in their copies. */
   private async copyAgain(ids: string[]): Promise<void> {
-    if (++this.recopies > (this.options.maxRecopies ?? COPY_DEFAULTS.maxRecopies)) throw this.fail(`keys kept changing under multi-key commands or expiring on the replica (${this.recopies - 1} copies again); run it again when writes are calmer`);
+    if (++this.recopies > (this.options.maxRecopies ?? COPY_DEFAULTS.maxRecopies))
+      throw this.fail(
+        `keys kept changing under multi-key commands or expiring on the replica (${this.recopies - 1} copies again); run it again when writes are calmer`,
+      );
     await this.copyIds(ids);
     this.skipped++;
   }

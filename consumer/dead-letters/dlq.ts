@@ -97,18 +97,30 @@ export interface RetryResult {
 async function retryOne(master: Redis, replica: Redis, keys: QueueKeys, queueDb: number, letter: DeadLetter): Promise<RetryResult> {
   const { seq } = letter;
   if (seq === null || !letter.entry) {
-    return { seq, applied: false, message: `kept a dead letter that is not a qsync entry (${letter.raw.length} bytes): nothing to apply; qsync dlq drop --garbage removes it` };
+    return {
+      seq,
+      applied: false,
+      message: `kept a dead letter that is not a qsync entry (${letter.raw.length} bytes): nothing to apply; qsync dlq drop --garbage removes it`,
+    };
   }
   const reply = await replica.qsyncRetryDead(keys.applied, queueDb, letter.epoch, letter.done, letter.raw);
   if (reply[0] === ReplyCode.otherLog) {
-    return { seq, applied: false, message: `kept seq ${seq}: the replica follows another log (epoch ${reply[1] || 'none'}), the entry belongs to epoch ${letter.epoch}` };
+    return {
+      seq,
+      applied: false,
+      message: `kept seq ${seq}: the replica follows another log (epoch ${reply[1] || 'none'}), the entry belongs to epoch ${letter.epoch}`,
+    };
   }
   if (reply[0] === ReplyCode.refused) {
     const [index, error, done] = [Number(reply[1]), String(reply[2]), Number(reply[3])];
     const updated = encodeDeadLetter({ ...letter, index, done, error }, letter.raw);
     await master.qsyncReplaceDead(keys.dlq, letter.stored, updated);
     const command = index === 0 ? `SELECT ${letter.entry.db}` : describeCommand(letter.entry.commands[index - 1]);
-    return { seq, applied: false, message: `kept seq ${seq}: the replica refused command ${index} (${command}): ${error}; ${done} of ${letter.entry.commands.length} commands are applied` };
+    return {
+      seq,
+      applied: false,
+      message: `kept seq ${seq}: the replica refused command ${index} (${command}): ${error}; ${done} of ${letter.entry.commands.length} commands are applied`,
+    };
   }
   // Applied: only now may the letter go, then the replica's record of the retry.
   await master.lrem(keys.dlq, 1, letter.stored);

@@ -8,8 +8,26 @@ import { defineScripts } from '../../shared/scripts.js';
 
 export type Side = 'master' | 'replica';
 
-const LINK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED']);
-const LINK_MESSAGES = [/Connection is closed/i, /Stream isn't writeable/i, /Command timed out/i, /Reached the max retries/i, /LOADING/, /connect ETIMEDOUT/i, /socket hang up/i];
+const LINK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ECONNABORTED',
+]);
+const LINK_MESSAGES = [
+  /Connection is closed/i,
+  /Stream isn't writeable/i,
+  /Command timed out/i,
+  /Reached the max retries/i,
+  /LOADING/,
+  /connect ETIMEDOUT/i,
+  /socket hang up/i,
+];
 
 /** An error that came from a side, so logs and status can say which link broke. */
 export class SideError extends Error {

@@ -165,8 +165,14 @@ export class SyncWorker extends EventEmitter {
     let start!: () => void;
     let fail!: (err: Error) => void;
     let finish!: () => void;
-    const started = new Promise<void>((resolve, reject) => ((start = resolve), (fail = reject)));
-    this.exclusive = { start, fail, done: new Promise<void>((resolve) => (finish = resolve)) };
+    const started = new Promise<void>((resolve, reject) => {
+      start = resolve;
+      fail = reject;
+    });
+    const done = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    this.exclusive = { start, fail, done };
     try {
       await started;
       return await fn({ valid: () => this.lease.valid() });
@@ -332,8 +338,14 @@ export class SyncWorker extends EventEmitter {
 
   /** Drains while this worker holds the lease. */
   private async lead(): Promise<void> {
-    const [seq, epoch, resyncing, heldPending] = await onSide('replica', this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing', 'heldPending'));
-    if (resyncing) throw new ResyncNeeded(`a ${markKind(resyncing)} of the replica started (${resyncing}) and did not finish; run qsync ${markKind(resyncing)} again`);
+    const [seq, epoch, resyncing, heldPending] = await onSide(
+      'replica',
+      this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing', 'heldPending'),
+    );
+    if (resyncing)
+      throw new ResyncNeeded(
+        `a ${markKind(resyncing)} of the replica started (${resyncing}) and did not finish; run qsync ${markKind(resyncing)} again`,
+      );
     this.watermark = Number(seq ?? 0);
     // Keys left pending by a worker that stopped before it copied them.
     if (epoch && Number(heldPending ?? 0) > 0) await this.copyHeld(epoch);
@@ -388,7 +400,9 @@ export class SyncWorker extends EventEmitter {
         } else if (code === ReplyCode.resyncing) {
           throw new ResyncNeeded('a resync or repair of the replica is under way or did not finish; run it again if none is running');
         } else if (code === ReplyCode.brokenChain) {
-          throw new ResyncNeeded(`entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`);
+          throw new ResyncNeeded(
+            `entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`,
+          );
         } else if (code === ReplyCode.otherLog) {
           throw new ResyncNeeded(`the replica follows another log (epoch ${outcome.reply[1]}); the master's sequence started over`);
         } else {
@@ -404,7 +418,14 @@ export class SyncWorker extends EventEmitter {
   private async read(offset: number): Promise<Batch> {
     const reply = await onSide(
       'master',
-      this.master.qsyncReadBatchBuffer(this.keys.log, this.keys.meta, offset, this.opts.batchSize, this.opts.batchBytes, Math.min(this.opts.window, SPREAD)),
+      this.master.qsyncReadBatchBuffer(
+        this.keys.log,
+        this.keys.meta,
+        offset,
+        this.opts.batchSize,
+        this.opts.batchBytes,
+        Math.min(this.opts.window, SPREAD),
+      ),
     );
     const [epoch, seq, remaining, ...entries] = reply;
     return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, remaining: Number(remaining), entries };
@@ -414,15 +435,21 @@ export class SyncWorker extends EventEmitter {
   private checkMaster(batch: Batch, replicaEpoch: string | null): void {
     if (this.watermark === 0) {
       if (batch.entries.length === 0 && batch.masterSeq !== null && batch.masterSeq > 0) {
-        throw new ResyncNeeded(`the replica has never been synchronised and the master's log is already at ${batch.masterSeq}; rebuild the replica from a copy of the master`);
+        throw new ResyncNeeded(
+          `the replica has never been synchronised and the master's log is already at ${batch.masterSeq}; rebuild the replica from a copy of the master`,
+        );
       }
       return;
     }
     if (batch.masterSeq === null) {
-      throw new ResyncNeeded(`the master has no log sequence but the replica applied up to ${this.watermark}: the master lost its data (restarted without persistence?)`);
+      throw new ResyncNeeded(
+        `the master has no log sequence but the replica applied up to ${this.watermark}: the master lost its data (restarted without persistence?)`,
+      );
     }
     if (batch.masterSeq < this.watermark || (replicaEpoch && batch.epoch && batch.epoch !== replicaEpoch)) {
-      throw new ResyncNeeded(`the master's sequence started over (master at ${batch.masterSeq}, replica at ${this.watermark}): the master lost its data`);
+      throw new ResyncNeeded(
+        `the master's sequence started over (master at ${batch.masterSeq}, replica at ${this.watermark}): the master lost its data`,
+      );
     }
   }
 
@@ -448,7 +475,7 @@ export class SyncWorker extends EventEmitter {
       this.expiry.aligned += aligned;
       this.expiry.heldBack += heldBack;
       this.emit('expiry', { aligned, heldBack, copied: 0 });
-      this.log.info({ aligned, heldBack, pending: Number(reply[4] ?? 0), watermark }, 'brought keys to the master\'s view of their expiry');
+      this.log.info({ aligned, heldBack, pending: Number(reply[4] ?? 0), watermark }, "brought keys to the master's view of their expiry");
     }
     this.setState('streaming');
   }

@@ -10,7 +10,16 @@
  * that stops puts its running job back in the queue for another one, without
  * counting an attempt.
  */
-import { DelayedError, Queue, UnrecoverableError, WaitingError, Worker, type Job, type JobsOptions, type RedisOptions as BullRedisOptions } from 'bullmq';
+import {
+  DelayedError,
+  Queue,
+  UnrecoverableError,
+  WaitingError,
+  Worker,
+  type Job,
+  type JobsOptions,
+  type RedisOptions as BullRedisOptions,
+} from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
 import { jobsPrefix } from '../../shared/keys.js';

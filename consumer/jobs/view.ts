@@ -42,7 +42,12 @@ export function showProgress(p: unknown): string {
   return '-';
 }
 
-const UNITS: [string, number][] = [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]];
+const UNITS: [string, number][] = [
+  ['d', 86_400_000],
+  ['h', 3_600_000],
+  ['m', 60_000],
+  ['s', 1000],
+];
 
 /** An interval as `--every` takes it. */
 function interval(ms: number): string {
@@ -55,7 +60,7 @@ export function describeOutcome(j: Pick<JobView, 'type' | 'state' | 'result' | '
   if (j.state === 'failed') return `failed: ${j.failedReason ?? 'unknown error'}`;
   if (j.state !== 'completed') return j.failedReason ? `last attempt failed: ${j.failedReason}` : '';
   const describe = jobType(j.type)?.describe;
-  return describe ? describe(j.result) : JSON.stringify(j.result)?.slice(0, 80) ?? '';
+  return describe ? describe(j.result) : (JSON.stringify(j.result)?.slice(0, 80) ?? '');
 }
 
 /** The text `qsync jobs` prints. */
@@ -70,7 +75,9 @@ export function formatJobs(where: string, { jobs, schedules }: { jobs: JobView[]
   lines.push('schedules');
   if (schedules.length === 0) lines.push('  none');
   for (const s of schedules) {
-    lines.push(`  ${s.id.padEnd(12)} ${s.type.padEnd(8)} every ${s.everyMs === null ? '?' : interval(s.everyMs)}, next ${s.nextAt ? new Date(s.nextAt).toISOString() : '-'}, ${s.runs} runs`);
+    lines.push(
+      `  ${s.id.padEnd(12)} ${s.type.padEnd(8)} every ${s.everyMs === null ? '?' : interval(s.everyMs)}, next ${s.nextAt ? new Date(s.nextAt).toISOString() : '-'}, ${s.runs} runs`,
+    );
   }
   return lines.join('\n');
 }

@@ -66,7 +66,11 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   fromStatus('qsync_master_sequence', 'last sequence number assigned on the master', (s) => s.masterSeq);
   fromStatus('qsync_dead_letters', 'entries parked in the dead-letter list', (s) => s.deadLetters);
   fromStatus('qsync_lag_entries', 'master sequence minus replica watermark', (s) => s.lagEntries);
-  fromStatus('qsync_verify_differences', 'keys that differed at the last qsync verify (in flight not counted)', (s) => s.lastVerify?.differences ?? null);
+  fromStatus(
+    'qsync_verify_differences',
+    'keys that differed at the last qsync verify (in flight not counted)',
+    (s) => s.lastVerify?.differences ?? null,
+  );
   fromStatus('qsync_verify_last_run_timestamp_seconds', 'when the last qsync verify finished', (s) => (s.lastVerify ? s.lastVerify.at / 1000 : null));
   // Counted by the producers' log-write script in the queue's meta hash: a counter that only the master sees grow.
   const refused: Counter<'queue'> = new Counter({
@@ -93,7 +97,12 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
     },
   });
   const watermark = fromStatus('qsync_replica_watermark', 'last sequence number applied on the replica', (s) => s.replicaWatermark);
-  const applied = new Counter({ name: 'qsync_entries_applied_total', help: 'entries applied to the replica by this worker', labelNames, registers: [registry] });
+  const applied = new Counter({
+    name: 'qsync_entries_applied_total',
+    help: 'entries applied to the replica by this worker',
+    labelNames,
+    registers: [registry],
+  });
   const expiry = new Counter({
     name: 'qsync_expiry_fixes_total',
     help: "what giving the replica the master's view of expiry took, by kind: keys aligned (deleted, or given the master's expiry), commands held back, keys copied from the master",
@@ -119,9 +128,24 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
     if (s === 'halted' || s === 'resync-needed') errors.inc({ queue, kind: s });
   });
   const jobLabels = ['queue', 'job'] as const;
-  const jobRunning = new Gauge({ name: 'qsync_job_running', help: '1 while this consumer runs a control job of that kind', labelNames: jobLabels, registers: [registry] });
-  const jobDone = new Gauge({ name: 'qsync_job_progress_done', help: 'keys copied (resync, repair) or checked (verify) so far by the running or last control job', labelNames: jobLabels, registers: [registry] });
-  const jobTotal = new Gauge({ name: 'qsync_job_progress_total', help: 'keys the running or last control job expects to copy or check', labelNames: jobLabels, registers: [registry] });
+  const jobRunning = new Gauge({
+    name: 'qsync_job_running',
+    help: '1 while this consumer runs a control job of that kind',
+    labelNames: jobLabels,
+    registers: [registry],
+  });
+  const jobDone = new Gauge({
+    name: 'qsync_job_progress_done',
+    help: 'keys copied (resync, repair) or checked (verify) so far by the running or last control job',
+    labelNames: jobLabels,
+    registers: [registry],
+  });
+  const jobTotal = new Gauge({
+    name: 'qsync_job_progress_total',
+    help: 'keys the running or last control job expects to copy or check',
+    labelNames: jobLabels,
+    registers: [registry],
+  });
   jobs?.on('progress', (job: string, p: JobProgress | null) => {
     const l = { queue, job };
     jobRunning.set(l, p ? 1 : 0);
@@ -147,7 +171,11 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
  * Serves a registry on http://host:port/metrics and, given a worker's
  * health, /healthz (live) and /readyz (ready) as JSON, 200 or 503.
  */
-export function serveMetrics(registry: Registry, port: number, { host = '0.0.0.0', health }: { host?: string; health?: WorkerHealth } = {}): Promise<MetricsServer> {
+export function serveMetrics(
+  registry: Registry,
+  port: number,
+  { host = '0.0.0.0', health }: { host?: string; health?: WorkerHealth } = {},
+): Promise<MetricsServer> {
   const checks: Record<string, (() => HealthReport) | undefined> = { '/healthz': health?.live, '/readyz': health?.ready };
   const server: Server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;

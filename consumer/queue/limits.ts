@@ -113,11 +113,12 @@ export function limitChange(f: LimitFlags): LimitChange {
 
 /** A queue's usage and depth, read in one step. */
 export async function readUsage(master: Redis, keys: QueueKeys): Promise<QueueUsage & { depth: number }> {
-  const [[, depth], [, fields], [, dirty]] = (await master.multi().llen(keys.log).hmget(keys.meta, ...USAGE_FIELDS).scard(keys.dirty).exec()) as [
-    [null, number],
-    [null, (string | null)[]],
-    [null, number],
-  ];
+  const [[, depth], [, fields], [, dirty]] = (await master
+    .multi()
+    .llen(keys.log)
+    .hmget(keys.meta, ...USAGE_FIELDS)
+    .scard(keys.dirty)
+    .exec()) as [[null, number], [null, (string | null)[]], [null, number]];
   return { ...usageFrom(depth, fields, dirty), depth };
 }
 
@@ -162,7 +163,10 @@ export function capText(l: Limits): string {
 export function stateText(u: QueueUsage, dirtyKey: string): string {
   if (u.queueState === 'ok') return 'ok';
   const since = u.queueStateSinceMs ? ` since ${new Date(u.queueStateSinceMs).toISOString()}` : '';
-  const then = u.queueState === 'repair-needed' ? 'qsync repair copies them to the replica' : 'too many to repair: qsync limit --clear-repair, then qsync resync';
+  const then =
+    u.queueState === 'repair-needed'
+      ? 'qsync repair copies them to the replica'
+      : 'too many to repair: qsync limit --clear-repair, then qsync resync';
   return `${u.queueState}${since}, ${u.dirtyKeys} dirty keys in ${dirtyKey} (${then})`;
 }
 

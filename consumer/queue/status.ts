@@ -63,7 +63,18 @@ export async function findQueues(master: Redis, prefix: string): Promise<string[
 
 export async function readStatus(master: Redis, prefix: string, queue: string): Promise<QueueStatus> {
   const keys = new QueueKeys(prefix, queue);
-  const [[, depth], [, head], [, [seq, refused, ...usage]], [, status], [, leaseTtl], [, lease], [, time], [, deadLetters], [, dirtyKeys], [, memory]] = (await master
+  const [
+    [, depth],
+    [, head],
+    [, [seq, refused, ...usage]],
+    [, status],
+    [, leaseTtl],
+    [, lease],
+    [, time],
+    [, deadLetters],
+    [, dirtyKeys],
+    [, memory],
+  ] = (await master
     .multi()
     .llen(keys.log)
     .lindexBuffer(keys.log, 0)
@@ -113,7 +124,12 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
   const maxmemoryPolicy = { master: /maxmemory_policy:(\S+)/.exec(memory ?? '')?.[1] ?? null, replica: report?.maxmemoryPolicy.replica ?? null };
   const clock =
     report && report.clockOffsetMs !== null
-      ? { offsetMs: report.clockOffsetMs, uncertaintyMs: report.clockUncertaintyMs ?? 0, maxOffsetMs: report.maxClockOffsetMs, ageMs: Math.max(0, now - report.at) }
+      ? {
+          offsetMs: report.clockOffsetMs,
+          uncertaintyMs: report.clockUncertaintyMs ?? 0,
+          maxOffsetMs: report.maxClockOffsetMs,
+          ageMs: Math.max(0, now - report.at),
+        }
       : null;
   return {
     queue,

@@ -78,12 +78,18 @@ function sameUnordered(a: Buffer[], b: Buffer[], stride: 1 | 2): boolean {
 /** The whole value of a small key, to compare with `sameSmall`. */
 function readWhole(type: string, key: Buffer): Cmd {
   switch (type) {
-    case 'string': return ['GET', key];
-    case 'hash': return ['HGETALL', key];
-    case 'set': return ['SMEMBERS', key];
-    case 'zset': return ['ZRANGE', key, 0, -1, 'WITHSCORES'];
-    case 'list': return ['LRANGE', key, 0, -1];
-    default: return ['DUMP', key];
+    case 'string':
+      return ['GET', key];
+    case 'hash':
+      return ['HGETALL', key];
+    case 'set':
+      return ['SMEMBERS', key];
+    case 'zset':
+      return ['ZRANGE', key, 0, -1, 'WITHSCORES'];
+    case 'list':
+      return ['LRANGE', key, 0, -1];
+    default:
+      return ['DUMP', key];
   }
 }
 
@@ -101,7 +107,11 @@ async function sameBig(master: Redis, replica: Redis, key: Buffer, type: string,
     const step = type === 'string' ? STRING_CHUNK : CHUNK;
     for (let i = 0; i < size; i += step) {
       const cmd: Cmd =
-        type === 'string' ? ['GETRANGE', key, i, i + step - 1] : type === 'list' ? ['LRANGE', key, i, i + step - 1] : ['ZRANGE', key, i, i + step - 1, 'WITHSCORES'];
+        type === 'string'
+          ? ['GETRANGE', key, i, i + step - 1]
+          : type === 'list'
+            ? ['LRANGE', key, i, i + step - 1]
+            : ['ZRANGE', key, i, i + step - 1, 'WITHSCORES'];
       const [[a], [b]] = await both(master, replica, [cmd]);
       if (!sameSmall(type, a, b)) return false;
     }
@@ -117,7 +127,7 @@ async function sameBig(master: Redis, replica: Redis, key: Buffer, type: string,
     if (type === 'hash') {
       const fields = members.filter((_m, i) => i % 2 === 0);
       const values = (await replica.callBuffer('HMGET', key, ...fields)) as (Buffer | null)[];
-      if (!values.every((v, i) => v !== null && v.equals(members[2 * i + 1]))) return false;
+      if (!values.every((v, i) => v?.equals(members[2 * i + 1]))) return false;
     } else {
       const found = (await replica.callBuffer('SMISMEMBER', key, ...members)) as number[];
       if (!found.every((f) => f === 1)) return false;
@@ -143,7 +153,14 @@ function ttlDiffers(m: KeySide, r: KeySide, toleranceMs: number): boolean {
  * different; the caller checks such keys again.
  */
 export async function compareKeys(master: Redis, replica: Redis, keys: Buffer[], ttlToleranceMs: number): Promise<KeyDiff[]> {
-  const [m1, r1] = await both(master, replica, keys.flatMap((k): Cmd[] => [['TYPE', k], ['PEXPIRETIME', k]]));
+  const [m1, r1] = await both(
+    master,
+    replica,
+    keys.flatMap((k): Cmd[] => [
+      ['TYPE', k],
+      ['PEXPIRETIME', k],
+    ]),
+  );
   const diffs: KeyDiff[] = [];
   const candidates: { key: Buffer; type: string; m: KeySide; r: KeySide }[] = [];
   keys.forEach((key, i) => {
@@ -158,13 +175,23 @@ export async function compareKeys(master: Redis, replica: Redis, keys: Buffer[],
 
   // Sizes first: a size that differs settles it, and says whether the value is small.
   const sized = candidates.filter((c) => SIZE_COMMAND[c.type]);
-  const [m2, r2] = await both(master, replica, sized.map((c): Cmd => [SIZE_COMMAND[c.type], c.key]));
+  const [m2, r2] = await both(
+    master,
+    replica,
+    sized.map((c): Cmd => [SIZE_COMMAND[c.type], c.key]),
+  );
   sized.forEach((c, i) => {
     c.m.size = num(m2[i]);
     c.r.size = num(r2[i]);
   });
-  const small = candidates.filter((c) => c.m.size === undefined || (c.m.size === c.r.size && c.m.size <= (c.type === 'string' ? STRING_CHUNK : SMALL_MEMBERS)));
-  const [m3, r3] = await both(master, replica, small.map((c) => readWhole(c.type, c.key)));
+  const small = candidates.filter(
+    (c) => c.m.size === undefined || (c.m.size === c.r.size && c.m.size <= (c.type === 'string' ? STRING_CHUNK : SMALL_MEMBERS)),
+  );
+  const [m3, r3] = await both(
+    master,
+    replica,
+    small.map((c) => readWhole(c.type, c.key)),
+  );
   const sameValue = new Map(small.map((c, i) => [c, sameSmall(c.type, m3[i], r3[i])]));
   for (const c of candidates) {
     let same = sameValue.get(c);

@@ -70,8 +70,16 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): CliP
   live.add(child);
   const stdout: string[] = [];
   const stderr: string[] = [];
-  const outDone = new Promise<void>((resolve) => createInterface({ input: child.stdout! }).on('line', (l) => stdout.push(l)).on('close', resolve));
-  const errDone = new Promise<void>((resolve) => createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l)).on('close', resolve));
+  const outDone = new Promise<void>((resolve) =>
+    createInterface({ input: child.stdout! })
+      .on('line', (l) => stdout.push(l))
+      .on('close', resolve),
+  );
+  const errDone = new Promise<void>((resolve) =>
+    createInterface({ input: child.stderr! })
+      .on('line', (l) => stderr.push(l))
+      .on('close', resolve),
+  );
   const exited = new Promise<Exit>((resolve) => {
     child.once('exit', (code, signal) => {
       live.delete(child);
@@ -94,7 +102,11 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): CliP
 }
 
 /** Runs `qsync <args>` to the end (killed after timeoutMs) and returns its exit and output. */
-export async function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<Exit & { stdout: string[]; stderr: string[] }> {
+export async function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 30_000,
+): Promise<Exit & { stdout: string[]; stderr: string[] }> {
   const cli = spawnCli(args, env);
   const timer = setTimeout(() => cli.kill('SIGKILL'), timeoutMs);
   try {

@@ -338,10 +338,13 @@ class Direction {
 
   #schedule(ms: number): void {
     // Timers have 1 ms resolution; rounding up avoids waking just before the due time.
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      this.pump();
-    }, Math.max(1, Math.ceil(ms)));
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = null;
+        this.pump();
+      },
+      Math.max(1, Math.ceil(ms)),
+    );
   }
 
   #clearTimer(): void {

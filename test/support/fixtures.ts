@@ -104,12 +104,18 @@ export async function datasetDiff(master: RedisServer, replica: RedisServer, { d
     for (const hex of new Set([...mk, ...rk])) {
       const key = Buffer.from(hex, 'hex');
       const name = `db${db} ${/^[\x20-\x7e]*$/.test(key.toString('latin1')) ? key.toString('latin1') : `0x${hex}`}`;
-      if (!mk.has(hex)) { diffs.push(`${name}: only on the replica`); continue; }
-      if (!rk.has(hex)) { diffs.push(`${name}: only on the master`); continue; }
+      if (!mk.has(hex)) {
+        diffs.push(`${name}: only on the replica`);
+        continue;
+      }
+      if (!rk.has(hex)) {
+        diffs.push(`${name}: only on the master`);
+        continue;
+      }
       const [md, rd, mt, rt] = await Promise.all([m.dumpBuffer(key), r.dumpBuffer(key), m.pexpiretime(key), r.pexpiretime(key)]);
       const same = md && rd && (md.equals(rd) || (await canonicalValue(m, key)) === (await canonicalValue(r, key)));
       if (!same) diffs.push(`${name}: value differs`);
-      if (Math.abs(mt - rt) > ttlToleranceMs || (mt < 0) !== (rt < 0)) diffs.push(`${name}: expiry differs (master ${mt}, replica ${rt})`);
+      if (Math.abs(mt - rt) > ttlToleranceMs || mt < 0 !== rt < 0) diffs.push(`${name}: expiry differs (master ${mt}, replica ${rt})`);
     }
     m.disconnect();
     r.disconnect();

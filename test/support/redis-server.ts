@@ -195,8 +195,7 @@ class LocalRedisServer implements RedisServer {
       const portRace = /Address already in use/i.test(log);
       if (portRace && fixedPort === undefined && attempt < PORT_ATTEMPTS) continue;
       throw new Error(
-        `redis-server did not become ready on ${HOST}:${port} (${outcome.reason}; dir ${this.dir}).` +
-          (log.trim() ? `\nLog tail:\n${log}` : ''),
+        `redis-server did not become ready on ${HOST}:${port} (${outcome.reason}; dir ${this.dir}).${log.trim() ? `\nLog tail:\n${log}` : ''}`,
       );
     }
   }
@@ -231,7 +230,7 @@ class LocalRedisServer implements RedisServer {
     await this.#closeClients();
     const proc = this.#proc;
     this.#proc = null;
-    if (!proc || !proc.isRunning()) return;
+    if (!proc?.isRunning()) return;
     // The child is unref'd so a forgotten server cannot keep the test process
     // alive; while we wait for it to exit it must hold the event loop open.
     proc.child.ref();
@@ -250,7 +249,10 @@ class LocalRedisServer implements RedisServer {
         // Teardown may race with resets (e.g. a fault proxy closing); those errors are noise now.
         client.on('error', () => undefined);
         if (client.status === 'ready') {
-          await settlesWithin(client.quit().catch(() => undefined), 500);
+          await settlesWithin(
+            client.quit().catch(() => undefined),
+            500,
+          );
         }
         // Also stops any reconnect loop, which would otherwise spin against a dead port.
         client.disconnect();
@@ -261,11 +263,16 @@ class LocalRedisServer implements RedisServer {
   #args(port: number, persistence: Persistence): string[] {
     const portArgs = this.opts.tls
       ? [
-          '--port', '0',
-          '--tls-port', String(port),
-          '--tls-cert-file', this.opts.tls.certFile,
-          '--tls-key-file', this.opts.tls.keyFile,
-          '--tls-ca-cert-file', this.opts.tls.caFile,
+          '--port',
+          '0',
+          '--tls-port',
+          String(port),
+          '--tls-cert-file',
+          this.opts.tls.certFile,
+          '--tls-key-file',
+          this.opts.tls.keyFile,
+          '--tls-ca-cert-file',
+          this.opts.tls.caFile,
         ]
       : ['--port', String(port)];
     const persistenceArgs: Record<Persistence, string[]> = {
@@ -278,14 +285,21 @@ class LocalRedisServer implements RedisServer {
     };
     return [
       ...portArgs,
-      '--bind', HOST,
-      '--dir', this.dir,
+      '--bind',
+      HOST,
+      '--dir',
+      this.dir,
       ...persistenceArgs[persistence],
-      '--daemonize', 'no',
-      '--protected-mode', 'no',
-      '--enable-debug-command', 'yes',
-      '--loglevel', 'warning',
-      '--logfile', this.#logFile,
+      '--daemonize',
+      'no',
+      '--protected-mode',
+      'no',
+      '--enable-debug-command',
+      'yes',
+      '--loglevel',
+      'warning',
+      '--logfile',
+      this.#logFile,
       ...(this.opts.password === undefined ? [] : ['--requirepass', this.opts.password]),
       ...(this.opts.args ?? []),
     ];
@@ -302,9 +316,7 @@ class LocalRedisServer implements RedisServer {
 
   /** Log lines written since the given offsets, so old failures don't mislead retries. */
   #logSince([logOffset, stdoutOffset]: readonly [number, number]): string {
-    return [readTail(this.#stdoutFile, stdoutOffset), readTail(this.#logFile, logOffset)]
-      .filter((part) => part.trim())
-      .join('\n');
+    return [readTail(this.#stdoutFile, stdoutOffset), readTail(this.#logFile, logOffset)].filter((part) => part.trim()).join('\n');
   }
 }
 
@@ -366,9 +378,7 @@ async function waitReady(proc: Launched, target: ProbeTarget): Promise<{ ready: 
  */
 function probe(target: ProbeTarget): Promise<{ ok: boolean; reason?: string }> {
   return new Promise((resolve) => {
-    const socket = target.tls
-      ? tls.connect({ host: HOST, port: target.port, ...target.tls })
-      : net.connect({ host: HOST, port: target.port });
+    const socket = target.tls ? tls.connect({ host: HOST, port: target.port, ...target.tls }) : net.connect({ host: HOST, port: target.port });
     let received = '';
     const finish = (result: { ok: boolean; reason?: string }) => {
       clearTimeout(timer);
@@ -395,7 +405,7 @@ function probe(target: ProbeTarget): Promise<{ ok: boolean; reason?: string }> {
 }
 
 function encodeCommand(args: string[]): string {
-  return `*${args.length}\r\n` + args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('');
+  return `*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`;
 }
 
 /** Env QSYNC_REDIS_SERVER wins; otherwise the first `redis-server` on PATH. */
@@ -410,9 +420,7 @@ function findRedisBinary(): string {
     const candidate = path.join(dir, 'redis-server');
     if (isExecutableFile(candidate)) return candidate;
   }
-  throw new Error(
-    'redis-server not found on PATH; run `node scripts/setup.mjs`, install Redis >= 7.0, or set QSYNC_REDIS_SERVER',
-  );
+  throw new Error('redis-server not found on PATH; run `node scripts/setup.mjs`, install Redis >= 7.0, or set QSYNC_REDIS_SERVER');
 }
 
 function isExecutableFile(file: string): boolean {

@@ -32,17 +32,29 @@ export function prng(seed: number): () => number {
  * a list pop applied twice, which looks the same); `doubled`, effects present
  * more often than written; `problems`, a line per key that does not match.
  */
-export interface LedgerReport { lost: number; doubled: number; problems: string[] }
+export interface LedgerReport {
+  lost: number;
+  doubled: number;
+  problems: string[];
+}
 
 /** What a number can be: `min` counts the writes surely done, `max` adds those of unknown fate. */
-interface Bound { min: number; max: number }
+interface Bound {
+  min: number;
+  max: number;
+}
 
 /**
  * A list or set: values surely added, values that may have been, values
  * popped, and pops of unknown fate (which may have taken any value). Pops are
  * kept apart because a pop's reply can be booked before the push's.
  */
-interface Bag { sure: Set<string>; maybe: Set<string>; popped: Set<string>; unknownPops: number }
+interface Bag {
+  sure: Set<string>;
+  maybe: Set<string>;
+  popped: Set<string>;
+  unknownPops: number;
+}
 
 export class Ledger {
   /** `db key` → counter (GET), `db key\tfield` → hash field (HGET), for integers and floats alike */
@@ -79,7 +91,10 @@ export class Ledger {
   private bag(kind: 'lists' | 'sets', db: number, key: string): Bag {
     const id = `${db} ${key}`;
     let bag = this[kind].get(id);
-    if (!bag) this[kind].set(id, (bag = { sure: new Set(), maybe: new Set(), popped: new Set(), unknownPops: 0 }));
+    if (!bag) {
+      bag = { sure: new Set(), maybe: new Set(), popped: new Set(), unknownPops: 0 };
+      this[kind].set(id, bag);
+    }
     return bag;
   }
 
@@ -123,7 +138,9 @@ export class Ledger {
           report.doubled += extra.length;
           report.lost += lost;
           if (extra.length || lost) {
-            report.problems.push(`${name}: ${missing} of ${expected.length} missing, ${unpopped} popped but present, ${extra.length} extra (${extra.slice(0, 3).join(', ')})`);
+            report.problems.push(
+              `${name}: ${missing} of ${expected.length} missing, ${unpopped} popped but present, ${extra.length} extra (${extra.slice(0, 3).join(', ')})`,
+            );
           }
         }
       }
@@ -180,7 +197,17 @@ export function createWorkload(options: WorkloadOptions): Workload {
   const { host = '127.0.0.1', port, writers = 4, dbs = [0, 3, 7], opsPerSecond = 1000, payloadBytes = 16, seed = 1 } = options;
   const ledger = new Ledger();
   const clients = dbs.map(
-    (db) => new Redis({ host, port, db, lazyConnect: true, enableOfflineQueue: false, autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 }),
+    (db) =>
+      new Redis({
+        host,
+        port,
+        db,
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        autoResendUnfulfilledCommands: false,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => 50,
+      }),
   );
   for (const c of clients) c.on('error', () => {});
   const producers = clients.map((c) => createProducer(c));
@@ -198,33 +225,105 @@ export function createWorkload(options: WorkloadOptions): Workload {
     const popped = (v: unknown, sure: boolean) => (sure ? (v as string | null) : undefined);
     const op = (send: () => Promise<unknown>, book: Write['book']): Write => ({ send, book });
     return [
-      [18, (p, db, r) => { const k = pick(r, 'counter'); return op(() => p.incr(k), (_, sure) => ledger.add(db, k, 1, sure)); }],
-      [14, (p, db, r) => {
-        const [k, f, by] = [pick(r, 'hash'), `f${Math.floor(r() * 3)}`, 1 + Math.floor(r() * 5)];
-        return op(() => p.hincrby(k, f, by), (_, sure) => ledger.add(db, k, by, sure, f));
-      }],
+      [
+        18,
+        (p, db, r) => {
+          const k = pick(r, 'counter');
+          return op(
+            () => p.incr(k),
+            (_, sure) => ledger.add(db, k, 1, sure),
+          );
+        },
+      ],
+      [
+        14,
+        (p, db, r) => {
+          const [k, f, by] = [pick(r, 'hash'), `f${Math.floor(r() * 3)}`, 1 + Math.floor(r() * 5)];
+          return op(
+            () => p.hincrby(k, f, by),
+            (_, sure) => ledger.add(db, k, by, sure, f),
+          );
+        },
+      ],
       // Multiples of 1/4 add up exactly in binary floating point.
-      [8, (p, db, r) => { const [k, by] = [pick(r, 'float'), (1 + Math.floor(r() * 6)) / 4]; return op(() => p.incrbyfloat(k, by), (_, sure) => ledger.add(db, k, by, sure)); }],
-      [16, (p, db, r) => { const [k, v] = [pick(r, 'list'), value()]; return op(() => p.lpush(k, v), (_, sure) => ledger.put('lists', db, k, [v], sure)); }],
-      [6, (p, db, r) => { const k = pick(r, 'list'); return op(() => p.rpop(k), (v, sure) => ledger.pop('lists', db, k, popped(v, sure))); }],
-      [8, (p, db, r) => { const [k, m] = [pick(r, 'set'), [member(), member(), member()]]; return op(() => p.sadd(k, ...m), (_, sure) => ledger.put('sets', db, k, m, sure)); }],
-      [8, (p, db, r) => { const k = pick(r, 'set'); return op(() => p.spop(k), (v, sure) => ledger.pop('sets', db, k, popped(v, sure))); }],
-      [6, (p, db, r) => {
-        const k = pick(r, 'counter');
-        return op(() => p.expire(k, EXPIRY_S), (done, sure) => {
-          if (sure && done === 1) ledger.expiring.add(`${db} ${k}`);
-        });
-      }],
-      [18, (p, db, r) => {
-        const [e, l, h, s, v] = [pick(r, 'expiring'), pick(r, 'list'), pick(r, 'hash'), pick(r, 'set'), value()];
-        return op(() => p.multi().incr(e).expire(e, EXPIRY_S).lpush(l, v).hincrby(h, 'group', 1).spop(s).exec(), (reply, sure) => {
-          ledger.add(db, e, 1, sure);
-          if (sure) ledger.expiring.add(`${db} ${e}`);
-          ledger.put('lists', db, l, [v], sure);
-          ledger.add(db, h, 1, sure, 'group');
-          ledger.pop('sets', db, s, popped(sure && (reply as [Error | null, unknown][])[4][1], sure));
-        });
-      }],
+      [
+        8,
+        (p, db, r) => {
+          const [k, by] = [pick(r, 'float'), (1 + Math.floor(r() * 6)) / 4];
+          return op(
+            () => p.incrbyfloat(k, by),
+            (_, sure) => ledger.add(db, k, by, sure),
+          );
+        },
+      ],
+      [
+        16,
+        (p, db, r) => {
+          const [k, v] = [pick(r, 'list'), value()];
+          return op(
+            () => p.lpush(k, v),
+            (_, sure) => ledger.put('lists', db, k, [v], sure),
+          );
+        },
+      ],
+      [
+        6,
+        (p, db, r) => {
+          const k = pick(r, 'list');
+          return op(
+            () => p.rpop(k),
+            (v, sure) => ledger.pop('lists', db, k, popped(v, sure)),
+          );
+        },
+      ],
+      [
+        8,
+        (p, db, r) => {
+          const [k, m] = [pick(r, 'set'), [member(), member(), member()]];
+          return op(
+            () => p.sadd(k, ...m),
+            (_, sure) => ledger.put('sets', db, k, m, sure),
+          );
+        },
+      ],
+      [
+        8,
+        (p, db, r) => {
+          const k = pick(r, 'set');
+          return op(
+            () => p.spop(k),
+            (v, sure) => ledger.pop('sets', db, k, popped(v, sure)),
+          );
+        },
+      ],
+      [
+        6,
+        (p, db, r) => {
+          const k = pick(r, 'counter');
+          return op(
+            () => p.expire(k, EXPIRY_S),
+            (done, sure) => {
+              if (sure && done === 1) ledger.expiring.add(`${db} ${k}`);
+            },
+          );
+        },
+      ],
+      [
+        18,
+        (p, db, r) => {
+          const [e, l, h, s, v] = [pick(r, 'expiring'), pick(r, 'list'), pick(r, 'hash'), pick(r, 'set'), value()];
+          return op(
+            () => p.multi().incr(e).expire(e, EXPIRY_S).lpush(l, v).hincrby(h, 'group', 1).spop(s).exec(),
+            (reply, sure) => {
+              ledger.add(db, e, 1, sure);
+              if (sure) ledger.expiring.add(`${db} ${e}`);
+              ledger.put('lists', db, l, [v], sure);
+              ledger.add(db, h, 1, sure, 'group');
+              ledger.pop('sets', db, s, popped(sure && (reply as [Error | null, unknown][])[4][1], sure));
+            },
+          );
+        },
+      ],
     ];
   }
 
@@ -256,7 +355,10 @@ export function createWorkload(options: WorkloadOptions): Workload {
     let due = performance.now();
     while (running) {
       let roll = r() * total;
-      const make = table.find(([weight]) => (roll -= weight) < 0)![1];
+      const make = table.find(([weight]) => {
+        roll -= weight;
+        return roll < 0;
+      })![1];
       const d = Math.floor(r() * dbs.length);
       await attempt(make(producers[d], dbs[d], r));
       due += interval;
