@@ -138,3 +138,12 @@ export const MAX_QUEUE_DB = 10_000;
 export function queueDbOption(value: string | number | undefined, name: string): number {
   return intOption(value, name, 0, 0, MAX_QUEUE_DB);
 }
+
+/**
+ * Options every connection qsync opens for itself takes: RESP2. ioredis 6
+ * speaks RESP3 by default and flattens pair replies (ZRANGE ... WITHSCORES)
+ * back to the RESP2 shape only for the command names it knows; qsync reads
+ * replies in the RESP2 shape throughout. ioredis 5 speaks RESP2 and ignores
+ * the option. Connections an application hands to the producer are its own.
+ */
+export const OWN_CONNECTION = { protocol: 2 } as const;

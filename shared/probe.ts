@@ -7,6 +7,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { AuthError, ConfigError, TlsError, UnreachableError, type QsyncError } from './errors.js';
+import { OWN_CONNECTION } from './config.js';
 
 const TLS_HINTS = /(ssl|tls|certificate|cert_|self.signed|wrong version number|EPROTO)/i;
 const AUTH_HINTS = /(WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username)/i;
@@ -23,6 +24,7 @@ export function classifyConnectError(err: Error & { code?: string }, what: strin
 export async function probe(options: RedisOptions, what: string, where: string, timeoutMs = 5000): Promise<Redis> {
   const client = new Redis({
     ...options,
+    ...OWN_CONNECTION,
     lazyConnect: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,

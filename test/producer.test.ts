@@ -4,7 +4,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { Command, type ChainableCommander, type Redis } from 'ioredis';
+import { Command, ReplyError, type ChainableCommander, type Redis } from 'ioredis';
 import { createProducer, UnsupportedCommandError, ConfigError } from '../producer/index.js';
 import { MAX_ARGS } from '../shared/commands.js';
 import { decodeEntry } from '../shared/entry.js';
@@ -49,8 +49,11 @@ async function plainClient(t: ExecutionContext): Promise<Redis> {
   return server.client();
 }
 
-/** What a call settled to, errors included, so that two clients can be compared. */
-const outcome = (p: Promise<unknown>) => p.catch((e: Error) => ({ error: e.constructor.name, message: e.message }));
+/**
+ * What a call settled to, errors included, so that two clients can be compared: an error by its name and message
+ * (ioredis 6 gives plain commands' errors a ReplyError subclass of its own, whose name is still ReplyError).
+ */
+const outcome = (p: Promise<unknown>) => p.catch((e: Error) => ({ error: e.name, message: e.message, reply: e instanceof ReplyError }));
 
 test('a producer answers every call exactly like a plain ioredis client', async (t) => {
   const [{ producer }, plain] = await Promise.all([setup(t), plainClient(t)]);

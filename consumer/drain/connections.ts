@@ -3,6 +3,7 @@
  * a link problem (retry forever) from anything else (report).
  */
 import { Redis, type RedisOptions } from 'ioredis';
+import { OWN_CONNECTION } from '../../shared/config.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import { defineScripts } from '../../shared/scripts.js';
 
@@ -76,6 +77,7 @@ export interface ConnectionOptions {
 export function connect(options: RedisOptions, { backoff, commandTimeoutMs }: ConnectionOptions, name: string, blockMs = 0): Redis {
   const client = new Redis({
     ...options,
+    ...OWN_CONNECTION,
     connectionName: name,
     lazyConnect: false,
     enableOfflineQueue: false,

@@ -10,6 +10,7 @@
  * are ruled out as its cause (settle.ts).
  */
 import { Redis, type RedisOptions } from 'ioredis';
+import { OWN_CONNECTION } from '../../shared/config.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB, QueueKeys, ownKeyPrefixes } from '../../shared/keys.js';
 import { compareKeys } from './compare.js';
 import { readLogView, recentKeys } from './log-view.js';
@@ -140,6 +141,7 @@ class Verification {
       const timeout = this.o.timeoutMs ?? 15_000;
       client = new Redis({
         ...this.o[side],
+        ...OWN_CONNECTION,
         db,
         connectionName: 'qsync:verify',
         connectTimeout: timeout,
