@@ -19,16 +19,17 @@ import { Settler, type Pending } from './settle.js';
 import { resyncNeeded } from './stuck.js';
 import { emptyCounts, EXAMPLES, storeLastVerify, type Difference, type VerifyMode, type VerifyResult } from './result.js';
 
-/** What a verification does; a control job carries these. */
+/** What a verification does; a control job carries these. Defaults: VERIFY_DEFAULTS, right below. */
 export interface VerifySettings {
+  /** full: every key; sample: a random fraction; recent: the keys of the newest entries. @default 'full' */
   mode: VerifyMode;
-  /** fraction of keys checked in 'sample' mode */
+  /** fraction of keys checked in 'sample' mode. @default 0.01 */
   sample: number;
-  /** entries whose keys 'recent' mode checks: the newest in the log */
+  /** entries whose keys 'recent' mode checks: the newest in the log. @default 1000 */
   recent: number;
-  /** expiries this close count as equal */
+  /** expiries this close count as equal. @default 1000 */
   ttlToleranceMs: number;
-  /** how long to wait for the consumer to apply the entries that explain a difference */
+  /** how long to wait for the consumer to apply the entries that explain a difference. @default 30000 */
   drainTimeoutMs: number;
 }
 
