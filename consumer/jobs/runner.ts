@@ -236,9 +236,12 @@ export type Followed = { outcome: 'completed' | 'failed'; job: JobView } | { out
 export async function followJob(queue: Queue, id: string, onProgress: (p: unknown) => void, signal: AbortSignal): Promise<Followed> {
   let view: JobView | null = null;
   while (!signal.aborted) {
+    // The state first, then the job: a job read before it finished but found
+    // finished by a later state read would lack its result.
+    const state = await queue.getJobState(id);
     const job = await queue.getJob(id);
-    if (!job) throw new Error(`control job ${id} is gone (removed by hand?)`);
-    view = jobView(job, await job.getState());
+    if (!job || state === 'unknown') throw new Error(`control job ${id} is gone (removed by hand?)`);
+    view = jobView(job, state);
     if (view.state === 'completed' || view.state === 'failed') return { outcome: view.state, job: view };
     onProgress(view.progress);
     await sleep(250, signal);

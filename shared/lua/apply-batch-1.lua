@@ -86,6 +86,7 @@ local rcall = redis.call
 --- @include "includes/decode"
 --- @include "includes/now"
 --- @include "includes/view"
+--- @include "includes/align"
 --- @include "includes/held"
 
 local lengths = cmsgpack.unpack(ARGV[4])
@@ -231,6 +232,10 @@ local function hold_all(cmd, view, seq, edb)
 end
 
 local replica_now = nil
+local function replica_clock()
+  replica_now = replica_now or now_ms()
+  return replica_now
+end
 
 -- A call that may be refused (no permission, out of memory...): its reply,
 -- or raises the error for prepare's caller to report as the command's.
@@ -273,27 +278,11 @@ local function prepare(cmd, view, seq, edb)
     local want = view[v + 1]
     local pos = view[v]
     if want ~= ANY and use_db(tonumber(key_db(cmd, pos, edb))) then
-      local key = cmd[pos]
-      local at = call_or_refuse('PEXPIRETIME', key)
-      if want == -2 then
-        if at ~= -2 then
-          call_or_refuse('DEL', key)
-          aligned = aligned + 1
-        end
-      elseif at == -2 then
+      local outcome = align_key(call_or_refuse, cmd[pos], want, replica_clock)
+      if outcome == 'aligned' then
+        aligned = aligned + 1
+      elseif outcome == 'lost' then
         lost = true
-      elseif at ~= want then
-        replica_now = replica_now or now_ms()
-        if want == -1 then
-          call_or_refuse('PERSIST', key)
-          aligned = aligned + 1
-        elseif want > replica_now then
-          call_or_refuse('PEXPIREAT', key, string.format('%.0f', want))
-          aligned = aligned + 1
-        else
-          -- Alive on the master, past its time by this clock: it cannot be held here.
-          lost = true
-        end
       end
     end
   end

@@ -28,8 +28,13 @@ local rcall = redis.call
 --- @include "reply-codes"
 --- @include "includes/now"
 --- @include "includes/view"
+--- @include "includes/align"
 
 local now = nil
+local function clock()
+  now = now or now_ms()
+  return now
+end
 -- Brings the keys of cmd (run in db) to the master's view of them; false
 -- when one the master had is gone here. Leaves db selected.
 local function align(cmd, view, db)
@@ -37,23 +42,9 @@ local function align(cmd, view, db)
   for v = 1, #view, 2 do
     local pos, want = tonumber(view[v]), tonumber(view[v + 1])
     if want ~= ANY then
-      local key, in_db = cmd[pos], key_db(cmd, pos, db)
+      local in_db = key_db(cmd, pos, db)
       if in_db ~= db then rcall('SELECT', in_db) end
-      local at = rcall('PEXPIRETIME', key)
-      if want == -2 then
-        if at ~= -2 then rcall('DEL', key) end
-      elseif at == -2 then
-        lost = true
-      elseif at ~= want then
-        now = now or now_ms()
-        if want == -1 then
-          rcall('PERSIST', key)
-        elseif want > now then
-          rcall('PEXPIREAT', key, view[v + 1])
-        else
-          lost = true
-        end
-      end
+      if align_key(rcall, cmd[pos], want, clock) == 'lost' then lost = true end
       if in_db ~= db then rcall('SELECT', db) end
     end
   end
