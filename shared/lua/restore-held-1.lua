@@ -30,6 +30,7 @@
 local rcall = redis.call
 --- @include "reply-codes"
 --- @include "includes/held"
+--- @include "includes/restore"
 
 local cur = rcall('HMGET', KEYS[1], 'epoch', 'resyncing', 'seq', 'held', 'heldPending')
 if cur[2] then return { RESYNCING } end
@@ -83,13 +84,7 @@ end
 
 rcall('SELECT', db)
 for _, i in ipairs(restore) do
-  local key, at, dump = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  if dump == '' then
-    rcall('DEL', key)
-  else
-    -- An expiry already past by this clock leaves no key (RESTORE ... ABSTTL).
-    rcall('RESTORE', key, at > 0 and ARGV[i + 1] or 0, dump, 'REPLACE', 'ABSTTL')
-  end
+  restore_copy(ARGV[i], ARGV[i + 1], ARGV[i + 2])
 end
 rcall('SELECT', queue_db)
 return { OK, restored, stale }

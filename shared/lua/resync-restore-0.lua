@@ -16,16 +16,12 @@
   Output: the number of keys or members written
 ]]
 local rcall = redis.call
+--- @include "includes/restore"
 rcall('SELECT', ARGV[1])
 local op = ARGV[2]
 if op == 'restore' then
   for i = 3, #ARGV, 3 do
-    local key, at, dump = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-    if dump == '' then
-      rcall('DEL', key)
-    else
-      rcall('RESTORE', key, at > 0 and ARGV[i + 1] or 0, dump, 'REPLACE', 'ABSTTL')
-    end
+    restore_copy(ARGV[i], ARGV[i + 1], ARGV[i + 2])
   end
   return (#ARGV - 2) / 3
 end
