@@ -278,7 +278,11 @@ export class SyncWorker extends EventEmitter {
     // or the master was slow to answer) is taken again when it is free, and
     // a consumer that drains stops claiming to once another holds it.
     const draining = this.current === 'streaming' || this.current === 'idle';
-    if (!this.lease.valid() && !draining) return;
+    // Every state but these is this worker leading the queue (halted,
+    // resync-needed and backing-off included): its lease must outlive a late
+    // renewal, or its state would vanish from the status while it still holds.
+    const leading = this.current !== 'standby' && this.current !== 'starting' && this.current !== 'stopped';
+    if (!this.lease.valid() && !leading) return;
     try {
       const wait = await this.lease.acquire();
       if (wait > 0) {

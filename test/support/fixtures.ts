@@ -48,8 +48,10 @@ export async function waitForDrain(master: Redis, replica: Redis, { queue = 'def
   const keys = new QueueKeys(prefix, queue);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const [seq, applied] = await Promise.all([master.hget(keys.meta, 'seq'), replica.hget(keys.applied, 'seq')]);
-    if (seq === applied) return Number(seq ?? 0);
+    // Drained: the watermark is at the master's last entry and no key waits for its copy from the master
+    // (a key the replica lost first is held back, and copied after the batch that held it).
+    const [seq, [applied, heldPending]] = await Promise.all([master.hget(keys.meta, 'seq'), replica.hmget(keys.applied, 'seq', 'heldPending')]);
+    if (seq === applied && Number(heldPending ?? 0) === 0) return Number(seq ?? 0);
     if (Date.now() > deadline) throw new Error(`queue not drained after ${timeoutMs} ms: master seq ${seq}, replica at ${applied}`);
     await new Promise((r) => setTimeout(r, 20));
   }
