@@ -106,7 +106,9 @@ function statusIn(pair: Pair, state: RegExp): Promise<QueueStatus> {
   return eventually(
     async () => {
       const status = await readStatus(master, 'qsync', 'default');
-      return state.test(status.state) ? status : undefined;
+      // Not yet: the state seen goes into the message of a timeout.
+      if (!state.test(status.state)) throw new Error(`status ${status.state} (consumer ${JSON.stringify(status.consumer)})`);
+      return status;
     },
     10_000,
     `status ${state}`,

@@ -64,6 +64,9 @@ export class SyncWorker extends EventEmitter {
   private readonly stop = new AbortController();
   private current: WorkerState = 'starting';
   private detail: Record<string, unknown> = {};
+  private stateSince = Date.now();
+  /** the current state was reached while the lease was not surely held, and is not in the status yet */
+  private unpublished = false;
   private running?: Promise<void>;
   private closing?: Promise<void>;
   private failures = 0;
@@ -217,12 +220,22 @@ export class SyncWorker extends EventEmitter {
     this.current = state;
     this.detail = detail;
     this.emit('state', state, detail);
-    // Only the lease holder speaks for the queue: a standby's state would hide
-    // the active worker's. Best effort: status readers see it when the master
-    // is reachable.
-    if (!this.lease.valid()) return;
+    this.stateSince = Date.now();
+    this.publish();
+  }
+
+  /**
+   * Writes the current state to the queue's status. Only the lease holder
+   * speaks for the queue: a standby's state would hide the active worker's.
+   * A state reached while the lease was not surely held (a slow first batch,
+   * a late renewal) is written by the next renewal that holds it. Best
+   * effort: status readers see it when the master is reachable.
+   */
+  private publish(): void {
+    this.unpublished = !this.lease.valid();
+    if (this.unpublished) return;
     this.master
-      .hset(this.keys.status, 'state', state, 'stateSince', Date.now(), 'detail', JSON.stringify(detail), 'consumer', this.id)
+      .hset(this.keys.status, 'state', this.current, 'stateSince', this.stateSince, 'detail', JSON.stringify(this.detail), 'consumer', this.id)
       .catch(() => {});
   }
 
@@ -285,6 +298,7 @@ export class SyncWorker extends EventEmitter {
     if (!this.lease.valid() && !leading) return;
     try {
       const wait = await this.lease.acquire();
+      if (wait === 0 && this.unpublished) this.publish();
       if (wait > 0) {
         this.log.warn({ heldForMs: wait }, 'lease lost to another worker');
         if (draining) this.setState('standby', { reason: 'another consumer holds the lease' });
