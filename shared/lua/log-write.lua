@@ -50,6 +50,8 @@ local rcall = redis.call
 --- @include "includes/now"
 --- @include "includes/entry"
 --- @include "includes/view"
+--- @include "includes/log-open"
+--- @include "includes/log-command"
 
 -- A Lua number holds integers exactly up to 2^53. An integer reply past it
 -- is the new value of a counter (INCR, INCRBY, DECR, DECRBY, HINCRBY): the
@@ -64,55 +66,34 @@ local function exact_integer(cmd, reply)
 end
 
 local db, queue_db = ARGV[1], ARGV[2]
--- The queue's state first, before anything is written: one HMGET, whatever
--- db the connection is in.
-local selected = redis.pcall('SELECT', queue_db)
-if type(selected) == 'table' and selected.err then return selected end
-local meta = rcall('HMGET', KEYS[1], 'seq', 'ts', 'bytes', 'state', 'maxEntries', 'maxBytes')
--- A call that holds writes (their keys follow the first three) may meet the
--- cap. The policy is read only once the log is full: most writes never need it.
-local dirty = meta[4] ~= false
-if not dirty and #KEYS > 3 and (meta[5] or meta[6]) then
-  local max_entries, max_bytes, cap = tonumber(meta[5]), tonumber(meta[6]), nil
-  if max_entries and rcall('LLEN', KEYS[2]) >= max_entries then
-    cap = 'max entries ' .. meta[5]
-  elseif max_bytes and (tonumber(meta[3]) or 0) >= max_bytes then
-    cap = 'max bytes ' .. meta[6]
+local batch = ARGV[3] == 'b'
+-- The queue's state first, before anything is written. A call that holds
+-- writes (their keys follow the first three) may meet the cap: one refusal
+-- for a group, one a write for a batch.
+local meta, dirty = open_log(KEYS[1], KEYS[2], queue_db, #KEYS > 3 and function()
+  if not batch then return 1 end
+  local refused, at = 0, 4
+  while at <= #ARGV do
+    refused = refused + 1
+    at = at + tonumber(ARGV[at]) + 3
   end
-  if cap then
-    if rcall('HMGET', KEYS[1], 'policy')[1] ~= 'mark-dirty' then
-      -- Counted for the metrics: one refusal for a group, one a write for a batch.
-      local refused = 1
-      if ARGV[3] == 'b' then
-        refused = 0
-        local at = 4
-        while at <= #ARGV do
-          refused = refused + 1
-          at = at + tonumber(ARGV[at]) + 3
-        end
-      end
-      rcall('HINCRBY', KEYS[1], 'refused', refused)
-      return redis.error_reply('QSYNCFULL ' .. cap)
-    end
-    dirty = true
-  end
-end
+  return refused
+end or nil)
+if not meta then return dirty end
 
 -- Run the writes in the db the entry names, and refuse before writing
 -- anything when that db does not exist.
 if db ~= queue_db then
-  selected = redis.pcall('SELECT', db)
+  local selected = redis.pcall('SELECT', db)
   if type(selected) == 'table' and selected.err then return selected end
 end
 
 -- Each command runs as soon as it is read (no table of them to build).
 -- A batch closes an entry after each command; a group makes one entry.
 -- views[i] is the view of out[i] (includes/view.lua).
-local batch = ARGV[3] == 'b'
 local replies = {}
 local groups, group_views = {}, {}
 local out, views = {}, {}
-local PRE, RULES
 local i, k, last = 4, 0, #ARGV
 while i <= last do
   local n, rule, spec = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
@@ -120,29 +101,10 @@ while i <= last do
   for j = 1, n do cmd[j] = ARGV[i + 2 + j] end
   i = i + n + 3
   k = k + 1
-  local logged = #out
-  local view = rule ~= '' and take_view(cmd, spec, db) or nil
-  if rule == 'always' or rule == 'changed' or rule == '' then
-    local reply = redis.pcall(unpack(cmd))
-    if rule ~= '' and not (type(reply) == 'table' and reply.err) and (rule == 'always' or changed(reply)) then
-      push(out, cmd)
-    end
-    replies[k] = exact_integer(cmd, reply)
+  if rule == '' then
+    replies[k] = redis.pcall(unpack(cmd))
   else
-    if not RULES then PRE, RULES = load_rules() end
-    if not RULES[rule] then
-      replies[k] = { err = 'ERR qsync: unknown log rule ' .. rule .. '; nothing was written' }
-    else
-      local pre = PRE[rule] and PRE[rule](cmd)
-      local reply = redis.pcall(unpack(cmd))
-      if not (type(reply) == 'table' and reply.err) then RULES[rule](cmd, reply, out, pre) end
-      replies[k] = reply
-    end
-  end
-  -- A rule may log one write as several commands on its key (members popped
-  -- in chunks): the first carries the view, the others follow from it.
-  for j = logged + 1, #out do
-    views[j] = j == logged + 1 and view or same_key_view()
+    replies[k] = exact_integer(cmd, log_command(cmd, rule, spec, db, out, views))
   end
   if batch and #out > 0 then
     groups[#groups + 1] = out

@@ -1,0 +1,34 @@
+--[[
+  Runs one write and collects its logged form: the commands its rule logs
+  (includes/log-rules.lua) go to out, each with its view (includes/view.lua)
+  in views. Shared by log-write.lua (writes sent by the producer) and the
+  wrapper of users' scripts (lua/wrap/script-effects.lua), so that a write
+  made inside a script is logged exactly as the same write sent alone.
+
+  shape, when given, turns the reply into the form the rules read (a script
+  may have switched its replies to RESP3 with redis.setresp). Returns the
+  write's reply as Redis gave it: an error reply is a table with err, and
+  logs nothing.
+]]
+local PRE, RULES
+local function log_command(cmd, rule, spec, db, out, views, shape)
+  local logged = #out
+  local view = take_view(cmd, spec, db)
+  local reply
+  if rule == 'always' or rule == 'changed' then
+    reply = redis.pcall(unpack(cmd))
+    if not (type(reply) == 'table' and reply.err) and (rule == 'always' or changed(shape and shape(reply) or reply)) then push(out, cmd) end
+  else
+    if not RULES then PRE, RULES = load_rules() end
+    if not RULES[rule] then return { err = 'ERR qsync: unknown log rule ' .. rule .. '; nothing was written' } end
+    local pre = PRE[rule] and PRE[rule](cmd)
+    reply = redis.pcall(unpack(cmd))
+    if not (type(reply) == 'table' and reply.err) then RULES[rule](cmd, shape and shape(reply) or reply, out, pre) end
+  end
+  -- A rule may log one write as several commands on its key (members popped
+  -- in chunks): the first carries the view, the others follow from it.
+  for j = logged + 1, #out do
+    views[j] = j == logged + 1 and view or same_key_view()
+  end
+  return reply
+end

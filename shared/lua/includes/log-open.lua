@@ -1,0 +1,33 @@
+--[[
+  The queue's state, read in queue_db before anything is written: one HMGET
+  of the meta hash, whatever db the connection is in. Returns the meta
+  fields (seq, ts, bytes, state, maxEntries, maxBytes) and whether the
+  writes go to the dirty set instead of the log; or nil and the error reply
+  to return when the queue is full under the policy 'reject' (nothing may
+  run then). refused() says how many writes that refusal counts, for the
+  metrics; it is called only then. A call that holds no writes passes no
+  refused(): the cap does not stop it. Leaves the script in queue_db.
+]]
+local function open_log(meta_key, log_key, queue_db, refused)
+  local selected = redis.pcall('SELECT', queue_db)
+  if type(selected) == 'table' and selected.err then return nil, selected end
+  local meta = rcall('HMGET', meta_key, 'seq', 'ts', 'bytes', 'state', 'maxEntries', 'maxBytes')
+  local dirty = meta[4] ~= false
+  -- The policy is read only once the log is full: most writes never need it.
+  if not dirty and refused and (meta[5] or meta[6]) then
+    local max_entries, max_bytes, cap = tonumber(meta[5]), tonumber(meta[6]), nil
+    if max_entries and rcall('LLEN', log_key) >= max_entries then
+      cap = 'max entries ' .. meta[5]
+    elseif max_bytes and (tonumber(meta[3]) or 0) >= max_bytes then
+      cap = 'max bytes ' .. meta[6]
+    end
+    if cap then
+      if rcall('HMGET', meta_key, 'policy')[1] ~= 'mark-dirty' then
+        rcall('HINCRBY', meta_key, 'refused', refused())
+        return nil, redis.error_reply('QSYNCFULL ' .. cap)
+      end
+      dirty = true
+    end
+  end
+  return meta, dirty
+end
