@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command, ReplyError, type Redis } from 'ioredis';
-import { commandSpec, isUnsupportedWrite, MAX_ARGS } from '../shared/commands.js';
+import { commandSpec, isUnsupportedWrite, MAX_ARGS, REFUSED } from '../shared/commands.js';
 import { UnsupportedCommandError } from '../shared/errors.js';
 import { scripts } from '../shared/scripts.js';
 
@@ -62,18 +62,23 @@ export function parseMethod(prop: string): { name: string; buffer: boolean } {
 
 /**
  * A Lua script the application defined on the client with `defineCommand`
- * (not one of qsync's own), for a method name; else undefined. Calling one is
- * an EVALSHA, whose writes cannot be logged.
+ * (not one of qsync's own), for a method name; else undefined.
  */
-export function definedScript(client: Redis, prop: string): { name: string; readOnly: boolean } | undefined {
+export function definedScript(
+  client: Redis,
+  prop: string,
+): { name: string; lua: string; numberOfKeys: number | null; readOnly: boolean } | undefined {
   const name = prop.endsWith('Buffer') ? prop.slice(0, -6) : prop;
-  const set = client.scriptsSet as Record<string, { readOnly?: boolean }>;
+  const set = client.scriptsSet as Record<string, { lua: string; numberOfKeys?: number | null; readOnly?: boolean }>;
   if (!Object.hasOwn(set, name) || scripts().some((s) => s.command === name)) return undefined;
-  return { name, readOnly: set[name].readOnly === true };
+  const s = set[name];
+  return { name, lua: s.lua, numberOfKeys: typeof s.numberOfKeys === 'number' ? s.numberOfKeys : null, readOnly: s.readOnly === true };
 }
 
-/** Why a script that may write is refused. */
-export const SCRIPT_REFUSED = 'is a Lua script whose writes qsync cannot log (define it with readOnly: true if it only reads)';
+/** The error for a write the producer refuses, with its reason. */
+export function refusal(name: string): UnsupportedCommandError {
+  return new UnsupportedCommandError(name, Object.hasOwn(REFUSED, name) ? REFUSED[name] : undefined);
+}
 
 const METADATA = createRequire(import.meta.url)('@ioredis/commands/built/commands.json') as Record<string, { arity: number }>;
 
@@ -99,7 +104,7 @@ export function arityError(name: string, argCount: number): Error | undefined {
 export function toLoggedCommand(name: string, args: unknown[], replyEncoding: BufferEncoding | null): LoggedCommand {
   const lower = name.toLowerCase();
   const spec = commandSpec(lower);
-  if (!spec && isUnsupportedWrite(lower)) throw new UnsupportedCommandError(lower);
+  if (!spec && isUnsupportedWrite(lower)) throw refusal(lower);
   const flat = flattenArgs(lower, args);
   if (flat.length + 1 > MAX_ARGS) {
     throw new UnsupportedCommandError(lower, `with ${flat.length} arguments is over qsync's limit of ${MAX_ARGS - 1}; split it into smaller calls`);

@@ -10,7 +10,8 @@ import { exists } from '@ioredis/commands';
 import { UnsupportedCommandError } from '../shared/errors.js';
 import type { WriteGuard } from './write-guard.js';
 import type { WriteLog } from './write-log.js';
-import { definedScript, parseMethod, takeCallback, toLoggedCommand, SCRIPT_REFUSED, type Callback, type LoggedCommand } from './calls.js';
+import { definedScript, parseMethod, takeCallback, toLoggedCommand, type Callback, type LoggedCommand } from './calls.js';
+import type { ScriptSender } from './user-scripts.js';
 
 export type Results = [Error | null, unknown][];
 export type AnyFn = (...args: unknown[]) => unknown;
@@ -67,6 +68,7 @@ export interface GroupContext {
   client: Redis;
   /** the db the connection is in now */
   db: () => number;
+  scripts: ScriptSender;
 }
 
 /**
@@ -86,11 +88,11 @@ export class GroupCheck {
     const { client, guard } = this.ctx;
     const atomic = this.atomic;
     try {
-      const script = definedScript(client, prop);
-      if (script && (atomic || !script.readOnly)) {
-        throw new UnsupportedCommandError(script.name, atomic ? 'is a Lua script and cannot run inside multi()' : SCRIPT_REFUSED);
-      }
       const { name, buffer } = parseMethod(prop);
+      if (atomic && (definedScript(client, prop) || name === 'eval' || name === 'evalsha')) {
+        const script = definedScript(client, prop)?.name ?? name;
+        throw new UnsupportedCommandError(script, 'is a Lua script and cannot run inside multi(); call it on its own: a script is atomic by itself');
+      }
       if (name === 'multi') {
         throw new UnsupportedCommandError(name, "inside multi() or pipeline() cannot be logged; use the producer's multi()");
       }

@@ -10,10 +10,11 @@ import { UnsupportedCommandError } from '../shared/errors.js';
 import { refuseLater, reportRefusal } from './refusals.js';
 import { definedScript, parseMethod, type Callback, type LoggedCommand } from './calls.js';
 import { exactReply } from './exact-integers.js';
+import { isScriptMethod, readOnlyScript, scriptCall, splitScriptArgs, wrapScript, type WrappedScript } from './user-scripts.js';
 import { chain, finish, GroupCheck, queueUpFront, type AnyFn, type GroupContext, type Results } from './group.js';
 
 export function createPipeline(ctx: GroupContext, upFront: unknown[][] = []): ChainableCommander {
-  const { log, guard, client, db } = ctx;
+  const { log, guard, client, db, scripts } = ctx;
   const check = new GroupCheck(ctx, false);
   const pipe = client.pipeline();
   const methods = pipe as unknown as Record<string, AnyFn>;
@@ -21,6 +22,8 @@ export function createPipeline(ctx: GroupContext, upFront: unknown[][] = []): Ch
   let selected: number | undefined;
   // The logged writes by their place in the pipeline, for their replies.
   const logged = new Map<number, LoggedCommand>();
+  // The wrapped scripts queued, loaded on the server before the pipeline is sent.
+  const wrappers = new Set<WrappedScript>();
 
   /** Queues a command on the pipeline as it is. */
   const raw = (prop: string, args: unknown[], cb: Callback | undefined) => {
@@ -31,10 +34,33 @@ export function createPipeline(ctx: GroupContext, upFront: unknown[][] = []): Ch
     return methods[buffer ? 'callBuffer' : 'call'](name, ...args, ...tail);
   };
 
+  /** A script that may write goes wrapped, its writes logged as one entry (producer/user-scripts.ts). */
+  const onScript = (prop: string, args: unknown[], cb: Callback | undefined) => {
+    try {
+      const { source, flat, buffer } = scriptCall(client, prop, args);
+      if (readOnlyScript(source)) {
+        raw(prop, args, cb);
+        return;
+      }
+      const [numKeys, ...rest] = flat;
+      const { keys, argv } = splitScriptArgs(numKeys, rest);
+      const wrapped = wrapScript(source);
+      wrappers.add(wrapped);
+      scripts.queue(pipe, wrapped, scripts.args(selected ?? db(), keys, argv), buffer, cb);
+    } catch (err) {
+      if (err instanceof UnsupportedCommandError) check.refused ??= err;
+      // Redis answers a bad key count with its own error, running nothing.
+      else raw(prop, args, cb);
+    }
+  };
+
   const onCommand = (prop: string, args: unknown[], cb: Callback | undefined) => {
+    if (isScriptMethod(client, prop)) {
+      onScript(prop, args, cb);
+      return;
+    }
     const { name, buffer } = parseMethod(prop);
-    const script = definedScript(client, prop);
-    if (script ? script.readOnly : !log.isLogged(name) && name !== 'multi') {
+    if (definedScript(client, prop) || (!log.isLogged(name) && name !== 'multi')) {
       if (name === 'select') selected = Number(args[0]);
       raw(prop, args, cb);
       return;
@@ -58,7 +84,12 @@ export function createPipeline(ctx: GroupContext, upFront: unknown[][] = []): Ch
     finish(
       check.refused
         ? refuseLater(client, check.refused)
-        : guard.run(true, () => pipe.exec().then((results) => (results ? results.map(asRefusal) : null))),
+        : guard.run(true, () =>
+            scripts
+              .load(client, [...wrappers])
+              .then(() => pipe.exec())
+              .then((results) => (results ? results.map(asRefusal) : null)),
+          ),
       args,
     );
   return queueUpFront(chain(client, pipe, onCommand, exec), upFront);

@@ -9,11 +9,12 @@
 import type { Redis, ChainableCommander, Command } from 'ioredis';
 import { exists } from '@ioredis/commands';
 import { commandSpec, isUnsupportedWrite } from '../shared/commands.js';
-import { UnsupportedCommandError } from '../shared/errors.js';
+import type { UnsupportedCommandError } from '../shared/errors.js';
 import { checkName, queueDbOption } from '../shared/config.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
 import { WriteLog, type ProducerOptions as LogOptions } from './write-log.js';
-import { toLoggedCommand, parseMethod, definedScript, takeCallback, SCRIPT_REFUSED, type Callback } from './calls.js';
+import { toLoggedCommand, parseMethod, takeCallback, flattenArgs, refusal, type Callback } from './calls.js';
+import { ScriptSender, rememberScript, readOnlyScript, splitScriptArgs, wrapScript, scriptCall, isScriptMethod } from './user-scripts.js';
 import { createMulti } from './multi.js';
 import { createPipeline } from './pipeline.js';
 import { refuseLater } from './refusals.js';
@@ -68,6 +69,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
   });
   const methods = new Map<string | symbol, unknown>();
   const batcher = new WriteBatcher(log, client);
+  const scripts = new ScriptSender(log.keys, log.queueDb);
 
   const write =
     (name: string, buffer: boolean) =>
@@ -85,12 +87,54 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       return settle(promise, cb);
     };
 
+  /**
+   * A script call (EVAL, EVALSHA, a defined command). A script that cannot
+   * write runs as it is; any other runs wrapped, its writes logged as one
+   * entry (producer/user-scripts.ts).
+   */
+  const script =
+    (prop: string) =>
+    (...args: unknown[]): Promise<unknown> => {
+      const cb = takeCallback(args);
+      let promise: Promise<unknown>;
+      try {
+        const { source, flat, buffer } = scriptCall(client, prop, args);
+        if (readOnlyScript(source)) {
+          promise = inOrder(() => (client as unknown as Record<string, AnyFn>)[prop].apply(client, args)) as Promise<unknown>;
+        } else {
+          const [numKeys, ...rest] = flat;
+          const { keys, argv } = splitScriptArgs(numKeys, rest);
+          const wrapped = wrapScript(source);
+          const sent = scripts.args(db, keys, argv);
+          promise = guard.run(true, () => {
+            batcher.flush();
+            return scripts.run(client, wrapped, sent, buffer).catch((err: Error) => Promise.reject(log.refusal(err)));
+          });
+        }
+      } catch (err) {
+        promise = refuseLater(client, err as Error);
+      }
+      return settle(promise, cb);
+    };
+
+  /** SCRIPT LOAD teaches the producer the source, so that EVALSHA of it can be logged. */
+  const scriptCommand =
+    (buffer: boolean) =>
+    (...args: unknown[]): unknown => {
+      const flat = flattenArgs(
+        'script',
+        args.filter((a) => typeof a !== 'function'),
+      );
+      if (String(flat[0] ?? '').toLowerCase() === 'load' && flat.length === 2) rememberScript(flat[1]);
+      return inOrder(() => (client as unknown as Record<string, AnyFn>)[buffer ? 'scriptBuffer' : 'script'].apply(client, args));
+    };
+
   const refuse =
     (err: UnsupportedCommandError) =>
     (...args: unknown[]): Promise<unknown> =>
       settle(refuseLater(client, err), takeCallback(args));
 
-  const groupContext = { log, guard, client, db: () => db };
+  const groupContext = { log, guard, client, db: () => db, scripts };
   const group =
     (create: typeof createMulti) =>
     (...args: unknown[]) => {
@@ -119,18 +163,20 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
   function route(name: string, buffer: boolean): (...args: unknown[]) => unknown {
     const lower = name.toLowerCase();
     if (commandSpec(lower)) return write(lower, buffer);
-    if (isUnsupportedWrite(lower)) return refuse(new UnsupportedCommandError(lower));
+    if (lower === 'eval' || lower === 'evalsha') return script(buffer ? `${lower}Buffer` : lower);
+    if (lower === 'script') return (...args: unknown[]) => scriptCommand(buffer)(...args);
+    if (isUnsupportedWrite(lower)) return refuse(refusal(lower));
     const call = buffer ? client.callBuffer : client.call;
     return (...args: unknown[]) => inOrder(() => (call as AnyFn).call(client, name, ...args));
   }
 
   function method(prop: string): unknown {
     if (Object.hasOwn(overrides, prop)) return overrides[prop];
-    const script = definedScript(client, prop);
-    if (script && !script.readOnly) return refuse(new UnsupportedCommandError(script.name, SCRIPT_REFUSED));
+    if (isScriptMethod(client, prop)) return script(prop);
     const { name, buffer } = parseMethod(prop);
     if (commandSpec(name)) return write(name, buffer);
-    if (isUnsupportedWrite(name)) return refuse(new UnsupportedCommandError(name));
+    if (name === 'script') return scriptCommand(buffer);
+    if (isUnsupportedWrite(name)) return refuse(refusal(name));
     const value = Reflect.get(client, prop, client);
     if (typeof value !== 'function') return value;
     if (!exists(name)) {

@@ -73,7 +73,7 @@ export class WriteLog {
 
   /** True for a command that must go through the log: a supported or a refused write. */
   isLogged(name: string): boolean {
-    return commandSpec(name) !== undefined || isUnsupportedWrite(name);
+    return commandSpec(name) !== undefined || name === 'eval' || name === 'evalsha' || isUnsupportedWrite(name);
   }
 
   /**
@@ -82,8 +82,9 @@ export class WriteLog {
    * error as it is.
    */
   refusal(err: Error): Error {
+    // Raised inside a script, the refusal ends with the script's name and line.
     return err instanceof ReplyError && err.message.startsWith(QUEUE_FULL)
-      ? new QueueFullError(this.keys.queue, err.message.slice(QUEUE_FULL.length))
+      ? new QueueFullError(this.keys.queue, err.message.slice(QUEUE_FULL.length).replace(/ script: .*$/s, ''))
       : err;
   }
 

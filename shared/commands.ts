@@ -155,12 +155,24 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
   pfcount: { keys: all, log: 'pfcount' },
 });
 
+/** Why a write is refused when it has no reason of its own in REFUSED. */
+export const DEFAULT_REFUSAL = 'is a write qsync cannot replicate';
+
 /**
- * Commands that are not flagged as writes by Redis but change data anyway
- * (scripts and functions; XGROUP, a container command without flags whose
- * CREATE ... MKSTREAM makes a key), or whose semantics a logged write cannot keep.
+ * Writes the producer refuses, with the reason users are told (the README's
+ * table lists them). Besides the commands Redis flags as writes, some change
+ * data without the flag (functions; XGROUP, a container command whose
+ * CREATE ... MKSTREAM makes a key), or have semantics a logged write cannot keep.
  */
-const ALSO_REFUSED = new Set(['eval', 'evalsha', 'fcall', 'xgroup', 'watch', 'unwatch', 'discard', 'exec']);
+export const REFUSED: Readonly<Record<string, string>> = Object.freeze({
+  fcall: 'runs a function library stored on the server, whose code the producer cannot wrap; use EVAL, EVALSHA or defineCommand',
+  function: 'loads or changes function libraries stored on the server, whose code the producer cannot wrap; use EVAL, EVALSHA or defineCommand',
+  xgroup: DEFAULT_REFUSAL,
+  watch: 'cannot be kept: a write logged through qsync is not a plain command the server can watch; use multi() alone',
+  unwatch: 'cannot be kept: a write logged through qsync is not a plain command the server can watch; use multi() alone',
+  discard: "is not a command of its own on a producer: a producer's multi() is sent whole by exec(), or dropped",
+  exec: "is not a command of its own on a producer: call exec() on the producer's multi()",
+});
 
 /** The spec of a supported write, or undefined for anything else. */
 export function commandSpec(name: string): CommandSpec | undefined {
@@ -179,8 +191,13 @@ export function logRule(name: string, spec: CommandSpec, argCount: number): LogR
 /** True for a Redis command that writes data but is not in the table. */
 export function isUnsupportedWrite(name: string): boolean {
   if (commandSpec(name)) return false;
-  if (ALSO_REFUSED.has(name)) return true;
+  if (Object.hasOwn(REFUSED, name)) return true;
   return exists(name) && hasFlag(name, 'write');
+}
+
+/** Why a write is refused, as the UnsupportedCommandError says it after the command's name. */
+export function refusalReason(name: string): string {
+  return Object.hasOwn(REFUSED, name) ? REFUSED[name] : DEFAULT_REFUSAL;
 }
 
 /**

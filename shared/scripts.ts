@@ -30,6 +30,15 @@ function expand(source: string, seen: Set<string>): string {
   });
 }
 
+/**
+ * A Lua file under `lua/` (its name without `.lua`) with its includes
+ * expanded: for scripts built at run time, such as the wrapper of users'
+ * scripts (lua/wrap/).
+ */
+export function expandLua(name: string): string {
+  return expand(readFileSync(`${LUA_DIR}${name}.lua`, 'utf8'), new Set());
+}
+
 function commandName(file: string): string {
   const base = file.replace(/(-\d+)?\.lua$/, '');
   return `qsync${base.replace(/(^|-)(\w)/g, (_m, _dash, c: string) => c.toUpperCase())}`;

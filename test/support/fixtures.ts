@@ -2,7 +2,9 @@
  * Fixtures most tests share: a master and a replica, an in-process worker,
  * waiting for the queue to drain, and a key-by-key comparison of datasets.
  */
+import type { ExecutionContext } from 'ava';
 import type { Redis } from 'ioredis';
+import { createProducer } from '../../producer/index.js';
 import { startRedis, type RedisServer, type RedisServerOptions } from './redis-server.js';
 import { SyncWorker, type WorkerOptions } from '../../consumer/drain/worker.js';
 import { createLogger } from '../../shared/logger.js';
@@ -41,6 +43,35 @@ export function startWorker(pair: Pair, options: Partial<WorkerOptions> = {}): S
     backoff: { minMs: 20, maxMs: 200 },
     ...options,
   }).start();
+}
+
+/** A pair with a producer on its master, for tests of what the producer logs. */
+export interface ProducerPair {
+  pair: Pair;
+  /** the producer, on a connection of its own */
+  producer: Redis;
+  /** a plain client on the master */
+  master: Redis;
+  /** starts a worker, waits until the replica caught up and asserts both datasets are equal */
+  replicate(): Promise<void>;
+}
+
+/** Starts a pair and a producer on its master, all stopped when the test ends. */
+export async function producerPair(t: ExecutionContext): Promise<ProducerPair> {
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const master = pair.master.client();
+  return {
+    pair,
+    master,
+    producer: createProducer(pair.master.client()),
+    async replicate() {
+      const worker = startWorker(pair);
+      t.teardown(() => worker.close());
+      await waitForDrain(master, pair.replica.client());
+      t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+    },
+  };
 }
 
 /** Waits until the replica's watermark reaches the master's sequence. */

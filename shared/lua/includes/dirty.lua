@@ -6,12 +6,13 @@
   Only `qsync limit --clear-repair` removes the state.
 
   Records the keys of a write that was not queued: '<db>:<key>' for each of
-  KEYS[4...] (the keys the writes touch), and for the destination of a
+  touched (the keys the writes touch; KEYS[4...] when not given, as the
+  log-write script passes them), and for the destination of a
   COPY ... DB n, '<n>:<key>' too (the key is in another db). groups are the
   commands as they would have been logged; state is the meta hash's state
   as read. Leaves the script in the queue db.
 ]]
-local function record_dirty(meta_key, dirty_key, state, db, queue_db, groups)
+local function record_dirty(meta_key, dirty_key, state, db, queue_db, groups, touched)
   if db ~= queue_db then rcall('SELECT', queue_db) end
   if state == 'resync-needed' then return end
   local members, seen = {}, {}
@@ -21,7 +22,11 @@ local function record_dirty(meta_key, dirty_key, state, db, queue_db, groups)
       members[#members + 1] = m
     end
   end
-  for i = 4, #KEYS do add(db .. ':' .. KEYS[i]) end
+  if touched then
+    for _, key in ipairs(touched) do add(db .. ':' .. key) end
+  else
+    for i = 4, #KEYS do add(db .. ':' .. KEYS[i]) end
+  end
   for _, group in ipairs(groups) do
     for _, cmd in ipairs(group) do
       if string.lower(cmd[1]) == 'copy' then

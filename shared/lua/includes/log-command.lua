@@ -5,8 +5,9 @@
   wrapper of users' scripts (lua/wrap/script-effects.lua), so that a write
   made inside a script is logged exactly as the same write sent alone.
 
-  shape, when given, turns the reply into the form the rules read (a script
-  may have switched its replies to RESP3 with redis.setresp). Returns the
+  shape, when given, turns a RESP3 reply into the RESP2 form the rules read
+  (a script may have switched its replies with redis.setresp(3)); the rules'
+  own calls then run under RESP2 too. Returns the
   write's reply as Redis gave it: an error reply is a table with err, and
   logs nothing.
 ]]
@@ -21,9 +22,15 @@ local function log_command(cmd, rule, spec, db, out, views, shape)
   else
     if not RULES then PRE, RULES = load_rules() end
     if not RULES[rule] then return { err = 'ERR qsync: unknown log rule ' .. rule .. '; nothing was written' } end
+    if shape then redis.setresp(2) end
     local pre = PRE[rule] and PRE[rule](cmd)
+    if shape then redis.setresp(3) end
     reply = redis.pcall(unpack(cmd))
-    if not (type(reply) == 'table' and reply.err) then RULES[rule](cmd, shape and shape(reply) or reply, out, pre) end
+    if not (type(reply) == 'table' and reply.err) then
+      if shape then redis.setresp(2) end
+      RULES[rule](cmd, shape and shape(reply) or reply, out, pre)
+      if shape then redis.setresp(3) end
+    end
   end
   -- A rule may log one write as several commands on its key (members popped
   -- in chunks): the first carries the view, the others follow from it.

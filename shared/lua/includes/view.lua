@@ -23,6 +23,21 @@ local function key_db(cmd, pos, db)
   return db
 end
 
+-- The arguments a key spec names in a command of n arguments (the compact
+-- form of viewSpec in shared/commands.ts): first, last, step, and the flag
+-- that says which keys the logged form overwrites.
+local function spec_range(spec, n)
+  local first, last, step, flag = string.match(spec, '^(%d+):(%-?%d+):(%d+)(%a?)$')
+  if not first then
+    first, flag = string.match(spec, '^(%d+)(%a?)$')
+    last, step = first, 1
+  end
+  first, last, step = tonumber(first), tonumber(last), tonumber(step)
+  if last < 0 then last = n + last + 1 end
+  if last > n then last = n end
+  return first, last, step, flag
+end
+
 -- The view of cmd before it runs in db, for its key spec (the compact form
 -- of viewSpec in shared/commands.ts). One PEXPIRETIME per key not
 -- overwritten, nothing else.
@@ -30,15 +45,7 @@ local function take_view(cmd, spec, db)
   -- The common cases first: one key, overwritten (SET k v) or not.
   if spec == '1w' then return FIRST_KEY_ANY end
   if spec == '1' then return { 2, rcall('PEXPIRETIME', cmd[2]) } end
-  local first, last, step, flag = string.match(spec, '^(%d+):(%-?%d+):(%d+)(%a?)$')
-  if not first then
-    first, flag = string.match(spec, '^(%d+)(%a?)$')
-    last, step = first, 1
-  end
-  first, last, step = tonumber(first), tonumber(last), tonumber(step)
-  local n = #cmd - 1
-  if last < 0 then last = n + last + 1 end
-  if last > n then last = n end
+  local first, last, step, flag = spec_range(spec, #cmd - 1)
   local view = {}
   for a = first, last, step do
     local pos, at = a + 1, ANY

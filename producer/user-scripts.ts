@@ -1,0 +1,186 @@
+/**
+ * The application's Lua scripts, replicated by their effects as Redis 7
+ * replicates them: `eval`, `evalsha` of a script the producer has seen, and
+ * scripts defined with ioredis `defineCommand` run inside a wrapper
+ * (shared/lua/wrap/script-effects.lua) that logs every write they make, as
+ * one entry, in the same atomic step. Scripts that declare `no-writes`, and
+ * EVAL_RO / EVALSHA_RO, run as they are.
+ */
+import { createHash } from 'node:crypto';
+import { list } from '@ioredis/commands';
+import { ReplyError, type ChainableCommander, type Redis } from 'ioredis';
+import { definedScript, flattenArgs, parseMethod } from './calls.js';
+import { COMMANDS, isUnsupportedWrite, refusalReason, viewSpec } from '../shared/commands.js';
+import { UnsupportedCommandError } from '../shared/errors.js';
+import { ownKeyPrefixes, type QueueKeys } from '../shared/keys.js';
+import { expandLua } from '../shared/scripts.js';
+
+const sha1 = (text: string): string => createHash('sha1').update(text).digest('hex');
+
+/** Sources of the scripts producers have seen, by SHA1, for EVALSHA: shared by every producer of the process. */
+const SOURCES = new Map<string, string>();
+
+/** Remembers a script's source (SCRIPT LOAD, EVAL, defineCommand) and returns its SHA1. */
+export function rememberScript(source: string | Buffer): string {
+  const text = String(source);
+  const sha = sha1(text);
+  SOURCES.set(sha, text);
+  return sha;
+}
+
+/** The source of a script the producers have seen, or undefined. */
+export function scriptSource(sha: string | Buffer): string | undefined {
+  return SOURCES.get(String(sha).toLowerCase());
+}
+
+/** Why a bare EVALSHA is refused. */
+export const UNKNOWN_SCRIPT =
+  "runs a script this producer has not seen, so its writes cannot be logged; load it through the producer (script('LOAD', source)), call eval(source, ...) or define it with defineCommand";
+
+/**
+ * True for a script that declares it never writes (`#!lua flags=no-writes`):
+ * Redis refuses any write it tries, so it runs as it is.
+ */
+export function readOnlyScript(source: string): boolean {
+  const shebang = /^#!\S*(.*)/.exec(source);
+  const flags = shebang && /\bflags=(\S*)/.exec(shebang[1]);
+  return flags ? flags[1].split(',').includes('no-writes') : false;
+}
+
+/** A Lua string literal for a command name. */
+const luaString = (s: string): string => `'${s.replace(/[\\']/g, '\\$&')}'`;
+
+/** The command table as the wrapper reads it: `WRITES[name] = 'rule viewspec'`, `REFUSED[name] = reason`. */
+function commandTables(): string {
+  const writes = Object.entries(COMMANDS).map(([name, spec]) => `[${luaString(name)}] = '${spec.log} ${viewSpec(spec)}'`);
+  const refused = list.filter(isUnsupportedWrite).map((name) => `[${luaString(name)}] = ${luaString(refusalReason(name))}`);
+  return `local WRITES = { ${writes.join(', ')} }\nlocal REFUSED = { ${refused.join(', ')} }`;
+}
+
+/**
+ * Declared on the same line as the user's first line of code, so that its
+ * line numbers (in Redis's error messages) stay those of the source: the
+ * locals shadow KEYS, ARGV and redis for every reference in the user's code.
+ */
+const PROLOGUE =
+  'local qsync_keys, qsync_argv, qsync_redis = KEYS, ARGV, redis local KEYS, ARGV, redis = {}, {}, {} local qsync_shadow = redis local function qsync_user() ';
+
+let machinery: string | undefined;
+
+/** A script wrapped to log its effects, with the SHA1 Redis knows it by. */
+export interface WrappedScript {
+  lua: string;
+  sha: string;
+}
+
+/** Wrapped scripts by source; an app that builds scripts on the fly must not grow it without end. */
+const WRAPPED = new Map<string, WrappedScript>();
+const MAX_WRAPPED = 1000;
+
+/** The wrapper of a script's source (a shebang line stays first, with its flags). */
+export function wrapScript(source: string): WrappedScript {
+  let wrapped = WRAPPED.get(source);
+  if (wrapped) return wrapped;
+  machinery ??= expandLua('wrap/script-effects').replace('--- @commands', commandTables());
+  const shebang = source.startsWith('#!') ? source.slice(0, source.indexOf('\n') + 1 || source.length) : '';
+  const lua = `${shebang}${shebang && !shebang.endsWith('\n') ? '\n' : ''}${PROLOGUE}${source.slice(shebang.length)}\nend\n${machinery}`;
+  wrapped = { lua, sha: sha1(lua) };
+  if (WRAPPED.size >= MAX_WRAPPED) WRAPPED.delete(WRAPPED.keys().next().value as string);
+  WRAPPED.set(source, wrapped);
+  return wrapped;
+}
+
+/** A script call: its source, and its key count, keys and arguments flattened. */
+export interface ScriptCall {
+  source: string;
+  flat: (string | Buffer)[];
+  buffer: boolean;
+}
+
+/** True for a method that runs a script that may write: eval, evalsha, a script defined without readOnly. */
+export function isScriptMethod(client: Redis, prop: string): boolean {
+  const defined = definedScript(client, prop);
+  if (defined) return !defined.readOnly;
+  const { name } = parseMethod(prop);
+  return name === 'eval' || name === 'evalsha';
+}
+
+/**
+ * The script a call of a script method runs (see isScriptMethod). Throws an
+ * UnsupportedCommandError for EVALSHA of a script the producer has not seen.
+ */
+export function scriptCall(client: Redis, prop: string, args: unknown[]): ScriptCall {
+  const { name, buffer } = parseMethod(prop);
+  const defined = definedScript(client, prop);
+  if (defined) {
+    rememberScript(defined.lua);
+    return { source: defined.lua, flat: flattenArgs('evalsha', defined.numberOfKeys === null ? args : [defined.numberOfKeys, ...args]), buffer };
+  }
+  const [first, ...flat] = flattenArgs(name, args);
+  const source = name === 'eval' ? String(first ?? '') : scriptSource(first ?? '');
+  if (source === undefined) throw new UnsupportedCommandError('evalsha', UNKNOWN_SCRIPT);
+  if (name === 'eval') rememberScript(source);
+  return { source, flat, buffer };
+}
+
+/** A script call's keys and arguments, split at its key count as Redis checks it. */
+export function splitScriptArgs(numKeys: unknown, rest: (string | Buffer)[]): { keys: (string | Buffer)[]; argv: (string | Buffer)[] } {
+  const text = String(numKeys);
+  if (!/^-?\d+$/.test(text)) throw new ReplyError('ERR value is not an integer or out of range') as Error;
+  const n = Number(text);
+  if (n < 0) throw new ReplyError("ERR Number of keys can't be negative") as Error;
+  if (n > rest.length) throw new ReplyError("ERR Number of keys can't be greater than number of args") as Error;
+  return { keys: rest.slice(0, n), argv: rest.slice(n) };
+}
+
+/** Where a wrapped script runs: the client, or a pipeline or transaction of it. */
+type Sender = Redis | ChainableCommander;
+type AnyFn = (...args: unknown[]) => unknown;
+
+/**
+ * Sends scripts wrapped: the queue's keys and the script's own, in the
+ * wrapper's layout (see its header).
+ */
+export class ScriptSender {
+  private readonly own: string[];
+
+  constructor(
+    private readonly keys: QueueKeys,
+    private readonly queueDb: string,
+  ) {
+    this.own = ownKeyPrefixes(keys.prefix);
+  }
+
+  /** EVALSHA's arguments for the wrapper of a call. */
+  args(db: number, keys: (string | Buffer)[], argv: (string | Buffer)[]): (string | Buffer)[] {
+    const k = this.keys;
+    return [String(keys.length + 3), k.meta, k.log, k.dirty, ...keys, String(db), this.queueDb, String(this.own.length), ...this.own, ...argv];
+  }
+
+  /**
+   * Runs a wrapped script on the client: EVALSHA, and EVAL once when the
+   * server does not have it (a restart or SCRIPT FLUSH empties its cache).
+   */
+  async run(client: Redis, wrapped: WrappedScript, args: (string | Buffer)[], buffer: boolean): Promise<unknown> {
+    const c = client as unknown as Record<string, AnyFn>;
+    try {
+      return await (c[buffer ? 'evalshaBuffer' : 'evalsha'].call(client, wrapped.sha, ...args) as Promise<unknown>);
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return c[buffer ? 'evalBuffer' : 'eval'].call(client, wrapped.lua, ...args) as Promise<unknown>;
+    }
+  }
+
+  /** Queues a wrapped script on a pipeline; the script must be loaded on the server first (see `load`). */
+  queue(via: Sender, wrapped: WrappedScript, args: (string | Buffer)[], buffer: boolean, cb?: (err: Error | null, result?: unknown) => void): void {
+    const v = via as unknown as Record<string, AnyFn>;
+    v[buffer ? 'evalshaBuffer' : 'evalsha'].call(via, wrapped.sha, ...args, ...(cb ? [cb] : []));
+  }
+
+  /** Loads the wrappers the server does not have yet, before a pipeline that calls them by SHA1. */
+  async load(client: Redis, wrapped: WrappedScript[]): Promise<void> {
+    if (wrapped.length === 0) return;
+    const have = (await client.script('EXISTS', ...wrapped.map((w) => w.sha))) as number[];
+    await Promise.all(wrapped.filter((_, i) => have[i] !== 1).map((w) => client.script('LOAD', w.lua)));
+  }
+}
