@@ -9,37 +9,18 @@ import { createProducer, UnsupportedCommandError, ConfigError } from '../produce
 import { MAX_ARGS } from '../shared/commands.js';
 import { decodeEntry } from '../shared/entry.js';
 import { startRedis } from './support/redis-server.js';
-import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
+import { producerPair, type ProducerPair } from './support/fixtures.js';
 
 const LOG = 'qsync:default:log';
 
-interface Setup {
-  pair: Pair;
-  producer: Redis;
-  /** a plain client on the master */
-  master: Redis;
+interface Setup extends ProducerPair {
   /** entries in the log */
   logged(): Promise<number>;
-  /** starts a worker, waits until the replica caught up and asserts both datasets are equal */
-  replicate(): Promise<void>;
 }
 
 async function setup(t: ExecutionContext): Promise<Setup> {
-  const pair = await startPair();
-  t.teardown(() => pair.destroy());
-  const master = pair.master.client();
-  return {
-    pair,
-    master,
-    producer: createProducer(pair.master.client()),
-    logged: () => master.llen(LOG),
-    async replicate() {
-      const worker = startWorker(pair);
-      t.teardown(() => worker.close());
-      await waitForDrain(master, pair.replica.client());
-      t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
-    },
-  };
+  const s = await producerPair(t);
+  return { ...s, logged: () => s.master.llen(LOG) };
 }
 
 /** A plain ioredis client on a server of its own, to compare answers with. */

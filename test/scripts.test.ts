@@ -4,41 +4,26 @@
  * the same write sent alone is logged, all of one call's writes as one entry.
  */
 import test, { type ExecutionContext } from 'ava';
-import type { Redis } from 'ioredis';
-import { createProducer, QueueFullError, UnsupportedCommandError } from '../producer/index.js';
+import { QueueFullError, UnsupportedCommandError } from '../producer/index.js';
 import { decodeEntry } from '../shared/entry.js';
 import { QueueKeys } from '../shared/keys.js';
 import { setLimits } from '../consumer/queue/limits.js';
-import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
+import { producerPair, type ProducerPair } from './support/fixtures.js';
 
 const keys = new QueueKeys('qsync', 'default');
 
-interface Setup {
-  pair: Pair;
-  producer: Redis;
-  master: Redis;
+interface Setup extends ProducerPair {
   /** the logged commands of every entry in the log, as strings */
   entries(): Promise<string[][][]>;
-  replicate(): Promise<void>;
 }
 
 async function setup(t: ExecutionContext): Promise<Setup> {
-  const pair = await startPair();
-  t.teardown(() => pair.destroy());
-  const master = pair.master.client();
+  const s = await producerPair(t);
   return {
-    pair,
-    master,
-    producer: createProducer(pair.master.client()),
+    ...s,
     async entries() {
-      const raw = await master.lrangeBuffer(keys.log, 0, -1);
+      const raw = await s.master.lrangeBuffer(keys.log, 0, -1);
       return raw.map((e) => decodeEntry(e).commands.map((c) => c.map(String)));
-    },
-    async replicate() {
-      const worker = startWorker(pair);
-      t.teardown(() => worker.close());
-      await waitForDrain(master, pair.replica.client());
-      t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
     },
   };
 }
