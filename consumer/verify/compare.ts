@@ -8,9 +8,11 @@
  * stays bounded: small values are read whole in one pipeline per chunk of
  * keys; a big collection is walked in chunks (LRANGE and ZRANGE ranges; HSCAN
  * or SSCAN on the master checked member by member on the replica, which with
- * equal sizes proves equality).
+ * equal sizes proves equality). A stream compares as its entries and its
+ * consumer groups (./streams.ts), all but the consumers' seen time.
  */
 import type { Redis } from 'ioredis';
+import { streamDifference } from './streams.js';
 
 export type DiffKind = 'missing-on-replica' | 'missing-on-master' | 'type' | 'value' | 'ttl';
 export const DIFF_KINDS: readonly DiffKind[] = ['missing-on-replica', 'missing-on-master', 'type', 'value', 'ttl'];
@@ -33,7 +35,7 @@ export interface KeyDiff {
   replica: KeySide;
 }
 
-const SIZE_COMMAND: Record<string, string> = { string: 'STRLEN', hash: 'HLEN', set: 'SCARD', zset: 'ZCARD', list: 'LLEN' };
+const SIZE_COMMAND: Record<string, string> = { string: 'STRLEN', hash: 'HLEN', set: 'SCARD', zset: 'ZCARD', list: 'LLEN', stream: 'XLEN' };
 /** Collections up to this many members are read whole; bigger ones in chunks of CHUNK. */
 const SMALL_MEMBERS = 512;
 const CHUNK = 1000;
@@ -185,7 +187,8 @@ export async function compareKeys(master: Redis, replica: Redis, keys: Buffer[],
     c.r.size = num(r2[i]);
   });
   const small = candidates.filter(
-    (c) => c.m.size === undefined || (c.m.size === c.r.size && c.m.size <= (c.type === 'string' ? STRING_CHUNK : SMALL_MEMBERS)),
+    (c) =>
+      c.type !== 'stream' && (c.m.size === undefined || (c.m.size === c.r.size && c.m.size <= (c.type === 'string' ? STRING_CHUNK : SMALL_MEMBERS))),
   );
   const [m3, r3] = await both(
     master,
@@ -195,6 +198,7 @@ export async function compareKeys(master: Redis, replica: Redis, keys: Buffer[],
   const sameValue = new Map(small.map((c, i) => [c, sameSmall(c.type, m3[i], r3[i])]));
   for (const c of candidates) {
     let same = sameValue.get(c);
+    if (c.type === 'stream') same = (await streamDifference(master, replica, c.key)) === undefined;
     if (same === undefined) same = c.m.size === c.r.size && Number.isFinite(c.m.size) && (await sameBig(master, replica, c.key, c.type, c.m.size!));
     if (!same) diffs.push({ key: c.key, kind: 'value', master: c.m, replica: c.r });
     else if (ttlDiffers(c.m, c.r, ttlToleranceMs)) diffs.push({ key: c.key, kind: 'ttl', master: c.m, replica: c.r });

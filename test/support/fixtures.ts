@@ -9,6 +9,7 @@ import { startRedis, type RedisServer, type RedisServerOptions } from './redis-s
 import { SyncWorker, type WorkerOptions } from '../../consumer/drain/worker.js';
 import { createLogger } from '../../shared/logger.js';
 import { QueueKeys } from '../../shared/keys.js';
+import { streamImage } from '../../consumer/verify/streams.js';
 
 export interface Pair {
   master: RedisServer;
@@ -91,7 +92,9 @@ export async function waitForDrain(master: Redis, replica: Redis, { queue = 'def
 /**
  * A value in a form that does not depend on the server: DUMP of a set or hash
  * in hash-table encoding lists members in an order that depends on the
- * server's random hash seed, so those compare sorted.
+ * server's random hash seed, so those compare sorted. A stream compares as
+ * verify compares it (consumer/verify/streams.ts): DUMP holds its layout and
+ * its consumers' seen times, which differ by nature.
  */
 async function canonicalValue(client: Redis, key: Buffer): Promise<string> {
   const type = await client.type(key);
@@ -105,6 +108,7 @@ async function canonicalValue(client: Redis, key: Buffer): Promise<string> {
   }
   if (type === 'zset') return `zset ${((await client.callBuffer('ZRANGE', key, 0, -1, 'WITHSCORES')) as Buffer[]).map(hex).join(',')}`;
   if (type === 'list') return `list ${((await client.lrangeBuffer(key, 0, -1)) as Buffer[]).map(hex).join(',')}`;
+  if (type === 'stream') return `stream ${await streamImage(client, key)}`;
   return `${type} ${hex((await client.dumpBuffer(key)) ?? Buffer.alloc(0))}`;
 }
 
