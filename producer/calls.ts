@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command, ReplyError, type Redis } from 'ioredis';
-import { commandSpec, isUnsupportedWrite, MAX_ARGS, REFUSED } from '../shared/commands.js';
+import { commandSpec, isUnsupportedWrite, logRule, MAX_ARGS, REFUSED, viewSpec } from '../shared/commands.js';
 import { UnsupportedCommandError } from '../shared/errors.js';
 import { scripts } from '../shared/scripts.js';
 
@@ -18,6 +18,17 @@ export interface LoggedCommand {
   write: boolean;
   /** how ioredis would decode the reply: null keeps Buffers */
   replyEncoding: BufferEncoding | null;
+}
+
+/**
+ * A command as the log-write script takes it (shared/lua/log-write.lua):
+ * argument count, log rule and key spec (both empty for a read), name,
+ * arguments. The rule and where the keys are travel with the command: the
+ * script then needs no table of its own, which it would rebuild on every call.
+ */
+export function logArgs(c: LoggedCommand): (string | Buffer)[] {
+  const spec = commandSpec(c.name);
+  return [String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', spec ? viewSpec(spec) : '', c.name, ...c.args];
 }
 
 /** A reply inside a group, shaped as ioredis shapes it (string decoding, HGETALL to an object). */

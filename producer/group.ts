@@ -85,14 +85,10 @@ export class GroupCheck {
   ) {}
 
   command(prop: string, args: unknown[], at: number): LoggedCommand | Error {
-    const { client, guard } = this.ctx;
+    const { guard } = this.ctx;
     const atomic = this.atomic;
     try {
       const { name, buffer } = parseMethod(prop);
-      if (atomic && (definedScript(client, prop) || name === 'eval' || name === 'evalsha')) {
-        const script = definedScript(client, prop)?.name ?? name;
-        throw new UnsupportedCommandError(script, 'is a Lua script and cannot run inside multi(); call it on its own: a script is atomic by itself');
-      }
       if (name === 'multi') {
         throw new UnsupportedCommandError(name, "inside multi() or pipeline() cannot be logged; use the producer's multi()");
       }

@@ -10,7 +10,7 @@ import { UnsupportedCommandError } from '../shared/errors.js';
 import { refuseLater, reportRefusal } from './refusals.js';
 import { definedScript, parseMethod, type Callback, type LoggedCommand } from './calls.js';
 import { exactReply } from './exact-integers.js';
-import { isScriptMethod, readOnlyScript, scriptCall, splitScriptArgs, wrapScript, type WrappedScript } from './user-scripts.js';
+import { isScriptMethod, readOnlyScript, scriptCall, scriptItem, wrapScripts, type WrappedScript } from './user-scripts.js';
 import { chain, finish, GroupCheck, queueUpFront, type AnyFn, type GroupContext, type Results } from './group.js';
 
 export function createPipeline(ctx: GroupContext, upFront: unknown[][] = []): ChainableCommander {
@@ -42,11 +42,10 @@ export function createPipeline(ctx: GroupContext, upFront: unknown[][] = []): Ch
         raw(prop, args, cb);
         return;
       }
-      const [numKeys, ...rest] = flat;
-      const { keys, argv } = splitScriptArgs(numKeys, rest);
-      const wrapped = wrapScript(source);
+      const wrapped = wrapScripts([source], true);
+      const sent = scripts.args(selected ?? db(), true, scriptItem(1, flat));
       wrappers.add(wrapped);
-      scripts.queue(pipe, wrapped, scripts.args(selected ?? db(), keys, argv), buffer, cb);
+      scripts.queue(pipe, wrapped, sent, buffer, cb);
     } catch (err) {
       if (err instanceof UnsupportedCommandError) check.refused ??= err;
       // Redis answers a bad key count with its own error, running nothing.

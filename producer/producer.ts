@@ -14,7 +14,7 @@ import { checkName, queueDbOption } from '../shared/config.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
 import { WriteLog, type ProducerOptions as LogOptions } from './write-log.js';
 import { toLoggedCommand, parseMethod, takeCallback, flattenArgs, refusal, type Callback } from './calls.js';
-import { ScriptSender, rememberScript, readOnlyScript, splitScriptArgs, wrapScript, scriptCall, isScriptMethod } from './user-scripts.js';
+import { ScriptSender, rememberScript, readOnlyScript, scriptItem, wrapScripts, scriptCall, isScriptMethod } from './user-scripts.js';
 import { createMulti } from './multi.js';
 import { createPipeline } from './pipeline.js';
 import { refuseLater } from './refusals.js';
@@ -102,10 +102,8 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
         if (readOnlyScript(source)) {
           promise = inOrder(() => (client as unknown as Record<string, AnyFn>)[prop].apply(client, args)) as Promise<unknown>;
         } else {
-          const [numKeys, ...rest] = flat;
-          const { keys, argv } = splitScriptArgs(numKeys, rest);
-          const wrapped = wrapScript(source);
-          const sent = scripts.args(db, keys, argv);
+          const wrapped = wrapScripts([source], true);
+          const sent = scripts.args(db, true, scriptItem(1, flat));
           promise = guard.run(true, () => {
             batcher.flush();
             return scripts.run(client, wrapped, sent, buffer).catch((err: Error) => Promise.reject(log.refusal(err)));

@@ -58,35 +58,51 @@ function commandTables(): string {
 }
 
 /**
- * Declared on the same line as the user's first line of code, so that its
- * line numbers (in Redis's error messages) stay those of the source: the
- * locals shadow KEYS, ARGV and redis for every reference in the user's code.
+ * Declared on the same line as the first script's first line of code, so
+ * that its line numbers (in Redis's error messages) stay those of its
+ * source; the locals shadow KEYS, ARGV and redis for every reference in the
+ * script's code. Each further script of a group gets locals of its own.
  */
 const PROLOGUE =
-  'local qsync_keys, qsync_argv, qsync_redis = KEYS, ARGV, redis local KEYS, ARGV, redis = {}, {}, {} local qsync_shadow = redis local function qsync_user() ';
+  'local qsync_keys, qsync_argv, qsync_redis = KEYS, ARGV, redis local qsync_shadow, qsync_fns = {}, {} local KEYS, ARGV, redis = {}, {}, qsync_shadow local function qsync_user() ';
+const NEXT_PROLOGUE = 'local KEYS, ARGV, redis = {}, {}, qsync_shadow local function qsync_user() ';
+const epilogue = (index: number): string => `\nend qsync_fns[${index}] = { qsync_user, KEYS, ARGV }\n`;
 
 let machinery: string | undefined;
 
-/** A script wrapped to log its effects, with the SHA1 Redis knows it by. */
+/** Scripts wrapped to log their effects, with the SHA1 Redis knows the wrapper by. */
 export interface WrappedScript {
   lua: string;
   sha: string;
 }
 
-/** Wrapped scripts by source; an app that builds scripts on the fly must not grow it without end. */
+/** Wrappers by their scripts; an app that builds scripts on the fly must not grow it without end. */
 const WRAPPED = new Map<string, WrappedScript>();
 const MAX_WRAPPED = 1000;
+/** Most distinct scripts in one multi(): each takes Lua locals, of which a chunk has 200. */
+export const MAX_GROUP_SCRIPTS = 40;
 
-/** The wrapper of a script's source (a shebang line stays first, with its flags). */
-export function wrapScript(source: string): WrappedScript {
-  let wrapped = WRAPPED.get(source);
+/**
+ * The wrapper of scripts' sources, each run by its place in `sources` (1 for
+ * the first). A single script keeps its shebang line first, with its flags;
+ * in a group, where one set of flags cannot speak for all, shebangs are left
+ * out (their lines stay, empty).
+ */
+export function wrapScripts(sources: string[], single: boolean): WrappedScript {
+  const id = `${single ? 1 : 0}\0${sources.join('\0')}`;
+  let wrapped = WRAPPED.get(id);
   if (wrapped) return wrapped;
   machinery ??= expandLua('wrap/script-effects').replace('--- @commands', commandTables());
-  const shebang = source.startsWith('#!') ? source.slice(0, source.indexOf('\n') + 1 || source.length) : '';
-  const lua = `${shebang}${shebang && !shebang.endsWith('\n') ? '\n' : ''}${PROLOGUE}${source.slice(shebang.length)}\nend\n${machinery}`;
+  let lua = '';
+  sources.forEach((source, i) => {
+    const shebang = source.startsWith('#!') ? source.slice(0, source.indexOf('\n') + 1 || source.length) : '';
+    const head = single ? shebang + (shebang && !shebang.endsWith('\n') ? '\n' : '') : shebang ? '\n' : '';
+    lua += head + (i === 0 ? PROLOGUE : NEXT_PROLOGUE) + source.slice(shebang.length) + epilogue(i + 1);
+  });
+  lua += machinery;
   wrapped = { lua, sha: sha1(lua) };
   if (WRAPPED.size >= MAX_WRAPPED) WRAPPED.delete(WRAPPED.keys().next().value as string);
-  WRAPPED.set(source, wrapped);
+  WRAPPED.set(id, wrapped);
   return wrapped;
 }
 
@@ -123,14 +139,18 @@ export function scriptCall(client: Redis, prop: string, args: unknown[]): Script
   return { source, flat, buffer };
 }
 
-/** A script call's keys and arguments, split at its key count as Redis checks it. */
-export function splitScriptArgs(numKeys: unknown, rest: (string | Buffer)[]): { keys: (string | Buffer)[]; argv: (string | Buffer)[] } {
+/**
+ * A script call as a wrapper's item: its place among the wrapper's scripts,
+ * then its keys and arguments, split at its key count as Redis checks it.
+ */
+export function scriptItem(index: number, flat: (string | Buffer)[]): (string | Buffer)[] {
+  const [numKeys, ...rest] = flat;
   const text = String(numKeys);
   if (!/^-?\d+$/.test(text)) throw new ReplyError('ERR value is not an integer or out of range') as Error;
   const n = Number(text);
   if (n < 0) throw new ReplyError("ERR Number of keys can't be negative") as Error;
   if (n > rest.length) throw new ReplyError("ERR Number of keys can't be greater than number of args") as Error;
-  return { keys: rest.slice(0, n), argv: rest.slice(n) };
+  return ['s', String(index), String(n), String(rest.length - n), ...rest];
 }
 
 /** Where a wrapped script runs: the client, or a pipeline or transaction of it. */
@@ -151,10 +171,13 @@ export class ScriptSender {
     this.own = ownKeyPrefixes(keys.prefix);
   }
 
-  /** EVALSHA's arguments for the wrapper of a call. */
-  args(db: number, keys: (string | Buffer)[], argv: (string | Buffer)[]): (string | Buffer)[] {
+  /**
+   * EVALSHA's arguments for a wrapper (see its header): `single` for one
+   * script, whose reply and error are the call's; else a group's replies.
+   */
+  args(db: number, single: boolean, items: (string | Buffer)[]): (string | Buffer)[] {
     const k = this.keys;
-    return [String(keys.length + 3), k.meta, k.log, k.dirty, ...keys, String(db), this.queueDb, String(this.own.length), ...this.own, ...argv];
+    return ['3', k.meta, k.log, k.dirty, String(db), this.queueDb, single ? '1' : '0', String(this.own.length), ...this.own, ...items];
   }
 
   /**

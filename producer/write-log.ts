@@ -3,13 +3,13 @@
  * master and appends their logged form to the queue in one atomic step.
  */
 import { ReplyError, type Redis, type ChainableCommander } from 'ioredis';
-import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, viewSpec } from '../shared/commands.js';
+import { commandSpec, isUnsupportedWrite, keyIndexes } from '../shared/commands.js';
 import { ConfigError, QueueFullError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { defineScripts } from '../shared/scripts.js';
 import { exactReplies, mayCarryDigits } from './exact-integers.js';
 import { reportRefusal } from './refusals.js';
-import type { Callback, LoggedCommand } from './calls.js';
+import { logArgs, type Callback, type LoggedCommand } from './calls.js';
 // Kept in write-log.d.ts too: it brings the types of the script commands (an ioredis augmentation).
 import '../shared/scripts.js';
 
@@ -100,9 +100,7 @@ export class WriteLog {
     for (const c of commands) {
       const spec = commandSpec(c.name);
       if (spec) for (const i of keyIndexes(spec.keys, c.args.length)) keys.push(c.args[i]);
-      // The rule and where the keys are travel with the command: the script
-      // then needs no table of its own, which it would rebuild on every call.
-      argv.push(String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', spec ? viewSpec(spec) : '', c.name, ...c.args);
+      argv.push(...logArgs(c));
     }
     const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;
     const tail = cb

@@ -184,7 +184,7 @@ test('inside a script, writes to qsync keys, writes qsync cannot replicate and S
   await s.replicate();
 });
 
-test('scripts in a pipeline are logged one entry each, even when the server lost its script cache; in multi() they are refused', async (t) => {
+test('scripts in a pipeline are logged one entry each, even when the server lost its script cache', async (t) => {
   const s = await setup(t);
   const p = s.producer;
   await s.pair.master.client().script('FLUSH');
@@ -208,11 +208,6 @@ test('scripts in a pipeline are logged one entry each, even when the server lost
     [null, 2],
     [null, '2'],
   ]);
-  const multi = await t.throwsAsync(p.multi().set('p:b', 1).eval("return redis.call('INCR', KEYS[1])", 1, 'p:b').exec(), {
-    instanceOf: UnsupportedCommandError,
-  });
-  t.regex(multi?.message ?? '', /cannot run inside multi\(\)/);
-  t.is(await s.master.exists('p:b'), 0);
   t.is((await s.entries()).length, 2);
   await s.replicate();
 });
@@ -230,4 +225,48 @@ test('a full queue refuses a script at its first write, and under mark-dirty rec
   t.is(await p.eval("redis.call('SET', 'q:c', 1) redis.call('HSET', KEYS[1], 'f', 1) return 1", 1, 'q:h'), 1);
   t.deepEqual((await s.master.smembers(keys.dirty)).sort(), ['0:q:c', '0:q:h']);
   t.is(await s.master.hget(keys.meta, 'state'), 'repair-needed');
+});
+
+test("scripts inside multi() run with the group's commands as one atomic call, logged as one entry", async (t) => {
+  const s = await setup(t);
+  const p = s.producer;
+  p.defineCommand('push2', { numberOfKeys: 1, lua: "return redis.call('RPUSH', KEYS[1], ARGV[1], ARGV[2])" });
+  p.defineCommand('peek', { numberOfKeys: 1, readOnly: true, lua: "return redis.call('LRANGE', KEYS[1], 0, -1)" });
+  const m = p.multi().set('m:a', 'x') as unknown as {
+    eval(...a: unknown[]): typeof m;
+    push2(k: string, a: string, b: string): typeof m;
+    peekBuffer(k: string): typeof m;
+    get(k: string): typeof m;
+    exec(): Promise<[Error | null, unknown][] | null>;
+  };
+  const results = await m
+    .eval("redis.setresp(3) return redis.call('INCR', KEYS[1])", 1, 'm:n')
+    .push2('m:l', 'a', 'b')
+    .eval("redis.call('SET', KEYS[1], 'partial') return redis.call('INCR', KEYS[2])", 2, 'm:b', 'm:a')
+    .push2('m:l', 'c', 'd')
+    .peekBuffer('m:l')
+    .get('m:b')
+    .exec();
+  t.deepEqual(results?.slice(0, 3), [
+    [null, 'OK'],
+    [null, 1],
+    [null, 2],
+  ]);
+  t.regex(String(results?.[3][0]?.message), /^ERR value is not an integer or out of range/, 'a failing script fails its own place, as in MULTI');
+  t.deepEqual(results?.slice(4), [
+    [null, 4],
+    [null, ['a', 'b', 'c', 'd'].map((x) => Buffer.from(x))],
+    [null, 'partial'],
+  ]);
+  const entries = await s.entries();
+  t.is(entries.length, 1);
+  t.deepEqual(
+    entries[0].map((c) => c.slice(0, 2).join(' ')),
+    ['set m:a', 'incr m:n', 'rpush m:l', 'set m:b', 'rpush m:l'],
+  );
+  await setLimits(s.master, keys, { maxEntries: 1 });
+  await t.throwsAsync(p.multi().get('m:a').eval("return redis.call('INCR', KEYS[1])", 1, 'm:n').exec(), { instanceOf: QueueFullError });
+  t.is(await s.master.get('m:n'), '1');
+  await setLimits(s.master, keys, { clear: true });
+  await s.replicate();
 });

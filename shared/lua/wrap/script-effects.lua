@@ -1,32 +1,40 @@
 --[[
-  Runs an application's Lua script on the master and logs its effects: every
-  write the script makes, in the form the same write sent alone is logged
-  (includes/log-rules.lua), all of them as one entry, appended in the same
-  atomic step. This is how Redis 7 itself replicates scripts.
+  Runs an application's Lua scripts on the master and logs their effects:
+  every write a script makes, in the form the same write sent alone is
+  logged (includes/log-rules.lua), appended in the same atomic step. This is
+  how Redis 7 itself replicates scripts. One call runs one script, or a
+  multi() group of scripts and commands: all the writes of the call make one
+  entry, which the replica applies atomically.
 
-  The producer (producer/user-scripts.ts) puts the user's code, unchanged,
-  inside a function declared before this part, on the same lines as in the
-  original (a shebang line stays first); the locals KEYS, ARGV and redis it
-  declares first shadow the globals for every reference in that code, so
-  that redis.call and redis.pcall come here. Reads run as they are; a write
-  is checked (qsync's own keys and writes qsync cannot replicate are
-  refused, as the producer refuses them), then run and logged; SELECT is
-  refused: one entry runs in one db.
+  The producer (producer/user-scripts.ts) puts each script's code, unchanged,
+  inside a function declared before this part (the first script on the same
+  lines as in its source); the locals KEYS, ARGV and redis declared before
+  each one shadow the globals for every reference in that code, so that
+  redis.call and redis.pcall come here, and qsync_fns lists them. Reads run
+  as they are; a write is checked (qsync's own keys and writes qsync cannot
+  replicate are refused, as the producer refuses them), then run and logged;
+  SELECT is refused: one entry runs in one db.
 
   Input:
     KEYS[1] meta hash, KEYS[2] log list, KEYS[3] dirty set (in the queue db)
-    KEYS[4...] the script's own KEYS
-    ARGV[1] db the script runs in, ARGV[2] queue db
-    ARGV[3] n, the count of qsync's own key prefixes; ARGV[4 .. 3 + n] them
-    ARGV[4 + n ...] the script's own ARGV
+    ARGV[1] db the scripts run in, ARGV[2] queue db
+    ARGV[3] '1' for one script (its reply and its error are the call's);
+            '0' for a group (an array of replies, errors in place)
+    ARGV[4] n, the count of qsync's own key prefixes; ARGV[5 .. 4 + n] them
+    ARGV[5 + n ...] the items, in order, each as:
+      's', the script's index in qsync_fns, key count k, argument count a,
+           k keys, a arguments
+      'c', argument count n, log rule, key spec, name, n - 1 arguments: a
+           command of the group, as log-write.lua takes it (an empty rule
+           for a read)
 
-  Output: the script's own reply. An error the script raised is raised
-  again once its writes before the error are logged (Redis keeps those
-  writes: a script has no rollback). When the queue is full under the policy
-  'reject', the script's first write fails with 'QSYNCFULL <cap>' before it
-  runs, as redis.call fails.
+  Output: for one script, its own reply; an error it raised is raised again
+  once its writes before the error are logged (Redis keeps those writes: a
+  script has no rollback). When the queue is full under the policy
+  'reject', the first write fails with 'QSYNCFULL <cap>' before it runs, as
+  redis.call fails.
 ]]
-local redis = qsync_redis
+local redis, KEYS, ARGV = qsync_redis, nil, nil
 local rcall = redis.call
 --- @include "includes/log-rules"
 --- @include "includes/now"
@@ -40,12 +48,10 @@ local rcall = redis.call
 --- @commands
 
 local meta_key, log_key, dirty_key = qsync_keys[1], qsync_keys[2], qsync_keys[3]
-local db, queue_db = qsync_argv[1], qsync_argv[2]
-local own_count = tonumber(qsync_argv[3])
+local db, queue_db, single = qsync_argv[1], qsync_argv[2], qsync_argv[3] == '1'
+local own_count = tonumber(qsync_argv[4])
 local own = {}
-for i = 1, own_count do own[i] = qsync_argv[3 + i] end
-for i = 4, #qsync_keys do KEYS[i - 3] = qsync_keys[i] end
-for i = 4 + own_count, #qsync_argv do ARGV[i - 3 - own_count] = qsync_argv[i] end
+for i = 1, own_count do own[i] = qsync_argv[4 + i] end
 
 local resp = 2
 local meta, to_dirty, refusal
@@ -178,9 +184,70 @@ local function touched_keys()
   return keys
 end
 
-local ok, result = pcall(qsync_user)
+-- A script's error as Redis would reply it: a Lua error carries its place
+-- in the script ('ERR ' first), an error reply does not.
+local function error_of(result)
+  if type(result) == 'string' and string.match(result, '^user_script:%d+: ') then result = 'ERR ' .. result end
+  if type(result) == 'string' then result = { err = result } end
+  return result
+end
+
+-- Runs one script of the call with its keys and arguments, under RESP2 as
+-- every script starts.
+local function run_script(fn, keys, args)
+  local f = qsync_fns[fn]
+  local k, a = f[2], f[3]
+  for i = #k, 1, -1 do k[i] = nil end
+  for i = #a, 1, -1 do a[i] = nil end
+  for i, v in ipairs(keys) do k[i] = v end
+  for i, v in ipairs(args) do a[i] = v end
+  if resp == 3 then
+    redis.setresp(2)
+    resp = 2
+  end
+  local ok, result = pcall(f[1])
+  if resp == 3 then
+    redis.setresp(2)
+    resp = 2
+  end
+  return ok, result
+end
+
+local replies, failed = {}, nil
+local i, last = 5 + own_count, #qsync_argv
+while i <= last do
+  local reply
+  if qsync_argv[i] == 's' then
+    local fn, nk, na = tonumber(qsync_argv[i + 1]), tonumber(qsync_argv[i + 2]), tonumber(qsync_argv[i + 3])
+    local keys, args = {}, {}
+    for j = 1, nk do keys[j] = qsync_argv[i + 3 + j] end
+    for j = 1, na do args[j] = qsync_argv[i + 3 + nk + j] end
+    i = i + 4 + nk + na
+    local ok, result = run_script(fn, keys, args)
+    if ok then
+      reply = result
+    else
+      reply = error_of(result)
+      failed = reply
+    end
+  else
+    local n, rule, spec = tonumber(qsync_argv[i + 1]), qsync_argv[i + 2], qsync_argv[i + 3]
+    local cmd = {}
+    for j = 1, n do cmd[j] = qsync_argv[i + 3 + j] end
+    i = i + n + 4
+    if rule == '' then
+      reply = redis.pcall(unpack(cmd))
+    else
+      if not meta and not refusal then open_queue() end
+      reply = refusal or log_command(cmd, rule, spec, db, out, views)
+    end
+  end
+  -- nil would end the array of replies: false is Redis's nil too.
+  if reply == nil then reply = false end
+  replies[#replies + 1] = reply
+end
+
 if #out > 0 then
-  if resp == 3 then redis.setresp(2) end
   if to_dirty then
 --- @include "includes/dirty"
     record_dirty(meta_key, dirty_key, meta[4], db, queue_db, { out }, touched_keys())
@@ -188,10 +255,8 @@ if #out > 0 then
     append_entries(meta_key, log_key, db, queue_db, { out }, { views }, meta[1], meta[2], meta[3])
   end
 end
-if not ok then
-  -- A Lua error carries its place in the script; an error reply does not.
-  if type(result) == 'string' and string.match(result, '^user_script:%d+: ') then result = 'ERR ' .. result end
-  if type(result) == 'string' then result = { err = result } end
-  error(result)
+if single then
+  if failed then error(failed) end
+  return replies[1]
 end
-return result
+return replies
