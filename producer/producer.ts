@@ -20,6 +20,7 @@ import { createPipeline } from './pipeline.js';
 import { refuseLater } from './refusals.js';
 import { WriteBatcher } from './batcher.js';
 import { WriteGuard } from './write-guard.js';
+import { BlockingPops } from './blocking.js';
 
 export interface ProducerOptions extends LogOptions {
   /**
@@ -60,6 +61,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
   const queueDb = queueDbOption(options.queueDb, 'the queueDb option');
   const log = new WriteLog(client, { prefix, queue, queueDb });
   const guard = new WriteGuard(client, log.keys, queueDb, options.allowEviction === true);
+  const blocking = new BlockingPops(client);
   // The db the connection is in, as ioredis itself tracks it: it emits 'select'
   // for every SELECT sent (by select(), call(), a pipeline, a reconnect), so the
   // log names the db the write really ran in.
@@ -80,7 +82,8 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
         const cmd = toLoggedCommand(name, args, null);
         const at = db;
         guard.refuseOwnKeys(cmd, at);
-        promise = guard.run(true, () => batcher.add(cmd, at, buffer));
+        // A blocking pop that found nothing tries again until its timeout (producer/blocking.ts).
+        promise = blocking.run(cmd, () => guard.run(true, () => batcher.add(cmd, at, buffer)));
       } catch (err) {
         promise = refuseLater(client, err as Error);
       }

@@ -50,7 +50,7 @@ export class WriteGuard {
     if (db !== this.queueDb || !cmd.write) return;
     const spec = commandSpec(cmd.name);
     if (!spec) return;
-    for (const i of keyIndexes(spec.keys, cmd.args.length)) {
+    for (const i of keyIndexes(spec.keys, cmd.args)) {
       const key = cmd.args[i];
       for (const p of this.prefixes) {
         const inside =

@@ -99,7 +99,7 @@ export class WriteLog {
     const argv: (string | Buffer)[] = [String(db), this.queueDb, as === 'batch' ? 'b' : as === 'one' ? '1' : '0'];
     for (const c of commands) {
       const spec = commandSpec(c.name);
-      if (spec) for (const i of keyIndexes(spec.keys, c.args.length)) keys.push(c.args[i]);
+      if (spec) for (const i of keyIndexes(spec.keys, c.args)) keys.push(c.args[i]);
       argv.push(...logArgs(c));
     }
     const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;

@@ -107,11 +107,16 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
     case 'producer':
       // Added to the application's own rules: the log-write script and what it
       // runs; INFO for the check of the master's maxmemory-policy at a
-      // connection's first write.
+      // connection's first write; the wake-ups of blocking pops (CLIENT
+      // TRACKING redirected to a subscriber, producer/wake-ups.ts).
       return [
         own,
         ...SCRIPTS,
         '+info',
+        '+client|id',
+        '+client|tracking',
+        '+subscribe',
+        '&__redis__:invalidate',
         '+hincrby',
         '+hset',
         '+hmget',

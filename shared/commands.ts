@@ -32,6 +32,11 @@ import { hasFlag, exists } from '@ioredis/commands';
  * - `pop`: LPOP / RPOP, logged with the count actually popped.
  * - `pfcount`: PFCOUNT of one key, logged as sent when it rewrote the
  *   HyperLogLog's cached count (stale after PFADD); Redis propagates it then too.
+ * - `bpop`: BLPOP / BRPOP, logged as `LPOP k 1` / `RPOP k 1` of the key popped from.
+ * - `bzpop`: BZPOPMIN / BZPOPMAX, logged as `ZREM k <member popped>`.
+ * - `bmove`: BLMOVE / BRPOPLPUSH, logged as LMOVE / RPOPLPUSH, when it moved.
+ * - `lmpop`: LMPOP / BLMPOP, logged as `LPOP k <count popped>` (or RPOP) of the key popped from.
+ * - `zmpop`: ZMPOP / BZMPOP, logged as `ZREM k <members popped>` of the key popped from.
  */
 export type LogRule =
   | 'always'
@@ -48,18 +53,21 @@ export type LogRule =
   | 'spop'
   | 'zpop'
   | 'pop'
-  | 'pfcount';
+  | 'pfcount'
+  | 'bpop'
+  | 'bzpop'
+  | 'bmove'
+  | 'lmpop'
+  | 'zmpop';
 
 /**
  * Where the keys are among a command's arguments (1-based, the command name
  * not counted), as in Redis's legacy key specs: `first`, `last` (negative
- * counts from the end), `step`.
+ * counts from the end), `step`; or, for a command that says how many keys it
+ * has (LMPOP 2 k1 k2 LEFT), `numkeys`: the position of that count, the keys
+ * following it.
  */
-export interface KeySpec {
-  first: number;
-  last: number;
-  step: number;
-}
+export type KeySpec = { first: number; last: number; step: number } | { numkeys: number };
 
 /**
  * Which keys the logged form overwrites whatever they held (their state before
@@ -74,12 +82,25 @@ export interface CommandSpec {
   keys: KeySpec;
   log: LogRule;
   overwrites?: Overwrites;
+  /**
+   * The logged form names only the key popped from, which Redis picks as it
+   * runs: the first of the keys that exists (BLPOP k1 k2 0, logged as
+   * `LPOP k2 1`). The view is of that key, as the logged form's first argument.
+   */
+  popped?: true;
+  /**
+   * A blocking command, and where its timeout is (`first` or `last`
+   * argument): the producer waits until it pops or the timeout passes
+   * (producer/blocking.ts).
+   */
+  timeout?: 'first' | 'last';
 }
 
 const one: KeySpec = { first: 1, last: 1, step: 1 };
 const two: KeySpec = { first: 1, last: 2, step: 1 };
 const all: KeySpec = { first: 1, last: -1, step: 1 };
 const pairs: KeySpec = { first: 1, last: -1, step: 2 };
+const allButLast: KeySpec = { first: 1, last: -2, step: 1 };
 
 /** The supported writes, by lower-case command name. */
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
@@ -153,6 +174,17 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
   pfadd: { keys: one, log: 'changed' },
   // a read that writes: it caches the count inside the value
   pfcount: { keys: all, log: 'pfcount' },
+  // pops from the first of several keys that has something, blocking or not
+  blpop: { keys: allButLast, log: 'bpop', popped: true, timeout: 'last' },
+  brpop: { keys: allButLast, log: 'bpop', popped: true, timeout: 'last' },
+  bzpopmin: { keys: allButLast, log: 'bzpop', popped: true, timeout: 'last' },
+  bzpopmax: { keys: allButLast, log: 'bzpop', popped: true, timeout: 'last' },
+  blmove: { keys: two, log: 'bmove', timeout: 'last' },
+  brpoplpush: { keys: two, log: 'bmove', timeout: 'last' },
+  lmpop: { keys: { numkeys: 1 }, log: 'lmpop', popped: true },
+  blmpop: { keys: { numkeys: 2 }, log: 'lmpop', popped: true, timeout: 'first' },
+  zmpop: { keys: { numkeys: 1 }, log: 'zmpop', popped: true },
+  bzmpop: { keys: { numkeys: 2 }, log: 'zmpop', popped: true, timeout: 'first' },
 });
 
 /** Why a write is refused when it has no reason of its own in REFUSED. */
@@ -201,13 +233,26 @@ export function refusalReason(name: string): string {
 }
 
 /**
- * The argument indexes (0-based, into `args` without the command name) that
- * hold keys.
+ * The argument indexes (0-based, into `args`, the arguments without the
+ * command name) that hold keys. A key count that is not a positive integer
+ * (which Redis refuses) gives no keys.
  */
-export function keyIndexes(spec: KeySpec, argCount: number): number[] {
-  const last = spec.last < 0 ? argCount + spec.last : spec.last - 1;
+export function keyIndexes(spec: KeySpec, args: ArrayLike<unknown>): number[] {
+  const argCount = args.length;
+  let first: number;
+  let last: number;
+  let step = 1;
+  if ('numkeys' in spec) {
+    const count = Number(String(args[spec.numkeys - 1]));
+    first = spec.numkeys;
+    last = Number.isSafeInteger(count) && count > 0 ? spec.numkeys - 1 + count : -1;
+  } else {
+    first = spec.first - 1;
+    last = spec.last < 0 ? argCount + spec.last : spec.last - 1;
+    step = spec.step;
+  }
   const out: number[] = [];
-  for (let i = spec.first - 1; i <= last && i < argCount; i += spec.step) out.push(i);
+  for (let i = first; i <= last && i < argCount; i += step) out.push(i);
   return out;
 }
 
@@ -215,7 +260,11 @@ export function keyIndexes(spec: KeySpec, argCount: number): number[] {
  * Where a command's keys are, in the compact form the log-write script takes
  * with each command (shared/lua/log-write.lua): `<first>:<last>:<step>`, or
  * `<first>` for one key, then `w` when the logged form overwrites every key,
- * `f` its first, `l` its last (see `Overwrites`). Positions count the
+ * `f` its first, `l` its last (see `Overwrites`), `p` when it names only the
+ * key popped from (see `CommandSpec.popped`: the view is of the first of
+ * the keys that exists; keys counted by an argument, as LMPOP's, are sent
+ * as the range from the first to the last argument, whose first existing
+ * key is a real one whenever there is one). Positions count the
  * arguments from 1, the command name not counted; a negative last counts
  * from the end. The script records, with the logged command, the master's
  * expiry of each key just before the write (PEXPIRETIME), or 'any' for a key
@@ -224,8 +273,9 @@ export function keyIndexes(spec: KeySpec, argCount: number): number[] {
 export function viewSpec(spec: CommandSpec): string {
   let view = VIEW_SPECS.get(spec);
   if (view === undefined) {
-    const { first, last, step } = spec.keys;
-    const flag = spec.overwrites === 'all' ? 'w' : spec.overwrites === 'first' ? 'f' : spec.overwrites === 'last' ? 'l' : '';
+    const keys = spec.keys;
+    const flag = spec.popped ? 'p' : spec.overwrites === 'all' ? 'w' : spec.overwrites === 'first' ? 'f' : spec.overwrites === 'last' ? 'l' : '';
+    const { first, last, step } = 'numkeys' in keys ? { first: keys.numkeys + 1, last: -1, step: 1 } : keys;
     view = (first === last ? String(first) : `${first}:${last}:${step}`) + flag;
     VIEW_SPECS.set(spec, view);
   }

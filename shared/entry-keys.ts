@@ -31,7 +31,7 @@ export function commandKeys(db: number, cmd: Buffer[]): DbKey[] | undefined {
   const spec = commandSpec(name);
   if (!spec) return undefined;
   const args = cmd.slice(1);
-  const keys = keyIndexes(spec.keys, args.length).map((i) => ({ db, key: args[i] }));
+  const keys = keyIndexes(spec.keys, args).map((i) => ({ db, key: args[i] }));
   if (name === 'copy') {
     const at = args.findIndex((a, i) => i >= 2 && a.toString('latin1').toLowerCase() === 'db');
     if (at >= 0 && args[at + 1] && keys[1]) keys[1] = { db: Number(args[at + 1].toString()), key: args[1] };

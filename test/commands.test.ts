@@ -273,6 +273,66 @@ const SCENARIOS: Record<string, Scenario> = {
     t.is(await p.pfcount('pfcount:a'), 2);
     t.is(await p.pfcount('pfcount:a', 'pfcount:b'), 3);
   },
+  // pops from the first of several keys, blocking or not (waits: test/blocking.test.ts)
+  blpop: async (p, t) => {
+    await p.rpush('blpop:b', 'x', 'y');
+    t.deepEqual(await p.blpop('blpop:a', 'blpop:b', 0), ['blpop:b', 'x']);
+    t.is(await p.blpop('blpop:a', 0.05), null);
+  },
+  brpop: async (p, t) => {
+    await p.rpush('brpop:b', 'x', 'y');
+    t.deepEqual(await p.brpop('brpop:a', 'brpop:b', 1), ['brpop:b', 'y']);
+  },
+  bzpopmin: async (p, t) => {
+    await p.zadd('bzpopmin:z', 1, 'a', 2, 'b');
+    t.deepEqual(await p.bzpopmin('bzpopmin:missing', 'bzpopmin:z', 0), ['bzpopmin:z', 'a', '1']);
+  },
+  bzpopmax: async (p, t) => {
+    await p.zadd('bzpopmax:z', 1, 'a', 2, 'b');
+    t.deepEqual(await p.bzpopmax('bzpopmax:z', 0.5), ['bzpopmax:z', 'b', '2']);
+    t.deepEqual(await p.bzpopmax('bzpopmax:z', 0.5), ['bzpopmax:z', 'a', '1']);
+  },
+  blmove: async (p, t) => {
+    await p.rpush('blmove:a', '1', '2');
+    t.is(await p.blmove('blmove:a', 'blmove:b', 'RIGHT', 'LEFT', 0), '2');
+    t.is(await p.blmove('blmove:a', 'blmove:a', 'LEFT', 'LEFT', 1), '1');
+  },
+  brpoplpush: async (p, t) => {
+    await p.rpush('brpoplpush:a', '1', '2');
+    t.is(await p.brpoplpush('brpoplpush:a', 'brpoplpush:b', 0), '2');
+  },
+  lmpop: async (p, t) => {
+    await p.rpush('lmpop:b', '1', '2', '3');
+    t.deepEqual(await p.lmpop(2, 'lmpop:a', 'lmpop:b', 'LEFT', 'COUNT', 2), ['lmpop:b', ['1', '2']]);
+    t.deepEqual(await p.lmpop(1, 'lmpop:b', 'RIGHT', 'COUNT', 5), ['lmpop:b', ['3']]);
+    t.is(await p.lmpop(1, 'lmpop:b', 'RIGHT'), null);
+  },
+  blmpop: async (p, t) => {
+    await p.rpush('blmpop:a', '1', '2', '3');
+    t.deepEqual(await p.blmpop(0, 2, 'blmpop:a', 'blmpop:b', 'RIGHT'), ['blmpop:a', ['3']]);
+    t.deepEqual(await p.blmpop(0.5, 1, 'blmpop:a', 'LEFT', 'COUNT', 10), ['blmpop:a', ['1', '2']]);
+  },
+  zmpop: async (p, t) => {
+    await p.zadd('zmpop:z', 1, 'a', 2, 'b', 3, 'c');
+    t.deepEqual(await p.zmpop(1, 'zmpop:z', 'MIN'), ['zmpop:z', [['a', '1']]]);
+    t.deepEqual(await p.zmpop(2, 'zmpop:y', 'zmpop:z', 'MAX', 'COUNT', 5), [
+      'zmpop:z',
+      [
+        ['c', '3'],
+        ['b', '2'],
+      ],
+    ]);
+  },
+  bzmpop: async (p, t) => {
+    await p.zadd('bzmpop:z', 1, 'a', 2, 'b', 3, 'c');
+    t.deepEqual(await p.bzmpop(0, 1, 'bzmpop:z', 'MAX', 'COUNT', 2), [
+      'bzmpop:z',
+      [
+        ['c', '3'],
+        ['b', '2'],
+      ],
+    ]);
+  },
 };
 
 /**

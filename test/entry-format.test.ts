@@ -50,6 +50,9 @@ const args = (...parts: fc.Arbitrary<unknown>[]) =>
 const some = <T>(arb: fc.Arbitrary<T>, max = 4) => fc.array(arb, { minLength: 1, maxLength: max });
 const one = (...words: string[]) => fc.constantFrom(...words);
 const flag = opt(one('NX', 'XX', 'GT', 'LT'));
+const timeout = one('0.01', '0.02');
+/** Keys after their count, as LMPOP takes them. */
+const counted = (arb: fc.Arbitrary<Arg>) => some(arb, 3).map((ks) => [String(ks.length), ...ks]);
 const ttlOption = fc.oneof(
   fc.tuple(fc.constant('EX'), seconds),
   fc.tuple(
@@ -135,6 +138,17 @@ const ARGS: Record<string, fc.Arbitrary<Arg[]>> = {
   zpopmax: args(key, opt(int(1, 5))),
   pfadd: args(key, fc.array(member, { maxLength: 4 })),
   pfcount: args(some(key, 2)),
+  // Short timeouts: a blocking pop with nothing to pop waits them out.
+  blpop: args(some(key, 3), timeout),
+  brpop: args(some(key, 3), timeout),
+  bzpopmin: args(some(key, 3), timeout),
+  bzpopmax: args(some(key, 3), timeout),
+  blmove: args(key, key, one('LEFT', 'RIGHT'), one('LEFT', 'RIGHT'), timeout),
+  brpoplpush: args(key, key, timeout),
+  lmpop: args(counted(key), one('LEFT', 'RIGHT'), opt(fc.tuple(fc.constant('COUNT'), int(1, 5)))),
+  blmpop: args(timeout, counted(key), one('LEFT', 'RIGHT'), opt(fc.tuple(fc.constant('COUNT'), int(1, 5)))),
+  zmpop: args(counted(key), one('MIN', 'MAX'), opt(fc.tuple(fc.constant('COUNT'), int(1, 5)))),
+  bzmpop: args(timeout, counted(key), one('MIN', 'MAX'), opt(fc.tuple(fc.constant('COUNT'), int(1, 5)))),
 };
 
 /** Writes the producer must refuse: not replicable, or too many arguments. */
@@ -144,7 +158,6 @@ const refusedWrite = fc.oneof(
   args(fc.constant('eval'), fc.constant(["redis.call('SET', 'k1', 'x')", '0'])),
   args(fc.constant('move'), key, one('1')),
   args(fc.constant('sort'), key, fc.constant('STORE'), key),
-  args(fc.constant('blpop'), key, fc.constant('1')),
   args(
     fc.constant('sadd'),
     key,
@@ -220,6 +233,24 @@ function expected(rule: LogRule, cmd: Arg[], reply: Reply, { existed, staleCount
             ? [[name, k, String((reply as Reply[]).length)]]
             : [];
   }
+  // The pops from the first of several keys: logged on the key the reply names.
+  if (reply === null) return [];
+  const [popped, ...rest] = reply as Buffer[];
+  switch (rule) {
+    case 'bpop':
+      return [[name.toString() === 'blpop' ? 'lpop' : 'rpop', popped, '1']];
+    case 'bzpop':
+      return [['zrem', popped, rest[0]]];
+    case 'bmove':
+      return [[name.toString().slice(1), ...cmd.slice(1, -1)]];
+    case 'lmpop': {
+      const count = name.toString() === 'blmpop' ? 2 : 1;
+      const left = cmd[count + Number(cmd[count]) + 1].toString().toUpperCase() === 'LEFT';
+      return [[left ? 'lpop' : 'rpop', popped, String((rest[0] as unknown as Reply[]).length)]];
+    }
+    case 'zmpop':
+      return chunk((rest[0] as unknown as Buffer[][]).map(([m]) => m)).map((m) => ['zrem', popped, ...m]);
+  }
 }
 
 /**
@@ -228,8 +259,13 @@ function expected(rule: LogRule, cmd: Arg[], reply: Reply, { existed, staleCount
  * or VIEW_ANY for a key the logged form overwrites; a further command a rule
  * logged on the same key (members popped in chunks) only names it.
  */
-function expectedViews(spec: CommandSpec, argCount: number, logged: number, expiries: number[]): number[][] {
-  const indexes = keyIndexes(spec.keys, argCount);
+function expectedViews(spec: CommandSpec, sent: Arg[], logged: number, expiries: number[], reply: Reply): number[][] {
+  const indexes = keyIndexes(spec.keys, sent);
+  if (spec.popped) {
+    // The logged pop names the key popped from, as its first argument.
+    const n = indexes.findIndex((i) => buf(sent[i]).equals((reply as Buffer[])[0]));
+    return Array.from({ length: logged }, (_, j) => (j === 0 ? [2, expiries[n]] : [2, VIEW_ANY]));
+  }
   const overwritten = (n: number) =>
     spec.overwrites === 'all' || (spec.overwrites === 'first' && n === 0) || (spec.overwrites === 'last' && n === indexes.length - 1);
   const first = indexes.flatMap((i, n) => [i + 2, overwritten(n) ? VIEW_ANY : expiries[n]]);
@@ -251,7 +287,7 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
     const name = nameArg.toString();
     const spec = COMMANDS[name];
     // Each run writes its own keys, so that a failing run shrinks on a clean slate.
-    const keys = new Set(spec ? keyIndexes(spec.keys, rest.length) : []);
+    const keys = new Set(spec ? keyIndexes(spec.keys, rest) : []);
     const sent = rest.map((a, i) => (keys.has(i) ? Buffer.concat([Buffer.from(`r${run}:`), buf(a)]) : a));
     const before: Before = spec
       ? {
@@ -262,7 +298,7 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
     // Each key's expiry before the write, in its db (COPY ... DB n writes its destination in db n).
     const copyDb = name === 'copy' ? sent.findIndex((a, i) => i >= 2 && a.toString().toUpperCase() === 'DB') : -1;
     const expiries: number[] = [];
-    for (const [n, i] of (spec ? keyIndexes(spec.keys, sent.length) : []).entries()) {
+    for (const [n, i] of (spec ? keyIndexes(spec.keys, sent) : []).entries()) {
       const db = copyDb >= 0 && n === 1 ? Number(sent[copyDb + 1]) : 0;
       expiries.push(await (db === 0 ? master : dbClient(db)).pexpiretime(sent[i]));
     }
@@ -284,7 +320,7 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
       want.length ? [want] : [],
       `${name} ${sent.join(' ').slice(0, 200)}`,
     );
-    if (want.length) assert.deepStrictEqual(entries[0].views, expectedViews(spec, sent.length, want.length, expiries), `views of ${name}`);
+    if (want.length) assert.deepStrictEqual(entries[0].views, expectedViews(spec, sent, want.length, expiries, reply), `views of ${name}`);
   };
 
   await t.notThrowsAsync(

@@ -13,6 +13,8 @@ local function int(n)
   return string.format('%.0f', n)
 end
 
+--- @include "includes/pop-rules"
+
 local function changed(reply)
   local t = type(reply)
   if t == 'number' then return reply > 0 end
@@ -86,6 +88,7 @@ local function load_rules()
   end
 
   local RULES = {}
+  pop_rules(RULES, push_members)
 
   RULES.always = function(cmd, _, out)
     push(out, cmd)

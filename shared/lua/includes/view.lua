@@ -12,6 +12,16 @@
 local ANY = -3
 local FIRST_KEY_ANY = 0
 
+-- The view of a pop logged on the one key it popped from (the spec's flag
+-- p, BLPOP k1 k2 0 logged as LPOP k2 1), from the view of all its keys:
+-- Redis pops from the first that exists, the logged form's first argument.
+local function popped_view(view)
+  for v = 2, #view, 2 do
+    if view[v] ~= -2 then return { 2, view[v] } end
+  end
+  return {}
+end
+
 -- The db of the key at position pos of cmd, run in db: COPY ... DB n writes
 -- its destination in db n.
 local function key_db(cmd, pos, db)
@@ -67,6 +77,7 @@ local function take_view(cmd, spec, db)
     view[#view + 1] = pos
     view[#view + 1] = at
   end
+  if flag == 'p' then return popped_view(view) end
   return view
 end
 
