@@ -14,6 +14,11 @@ import { hasFlag, exists } from '@ioredis/commands';
  * - `always`: as sent, whenever it succeeded.
  * - `changed`: as sent, only when the reply says something changed
  *   (an integer above 0, a non-nil bulk, a non-empty array, OK).
+ * - `xadd`, `xtrim`, `xgroup`, `xreadgroup`, `xclaim`, `xautoclaim`: streams,
+ *   logged as Redis propagates them (the ID an XADD got, trims as the exact
+ *   length left, `$` resolved, a group's changes as XCLAIM ... TIME <abs>
+ *   RETRYCOUNT n FORCE JUSTID, XACK and XGROUP SETID ... ENTRIESREAD); see
+ *   shared/lua/includes/stream-rules.lua.
  * - `set`: SET with any options. Logged as `SET k v [PXAT abs]` from the key's
  *   absolute expiry after the write, or `DEL k` when it was set already expired;
  *   nothing when NX/XX prevented it.
@@ -41,6 +46,12 @@ import { hasFlag, exists } from '@ioredis/commands';
 export type LogRule =
   | 'always'
   | 'changed'
+  | 'xadd'
+  | 'xtrim'
+  | 'xgroup'
+  | 'xreadgroup'
+  | 'xclaim'
+  | 'xautoclaim'
   | 'set'
   | 'setex'
   | 'setnx'
@@ -65,9 +76,11 @@ export type LogRule =
  * not counted), as in Redis's legacy key specs: `first`, `last` (negative
  * counts from the end), `step`; or, for a command that says how many keys it
  * has (LMPOP 2 k1 k2 LEFT), `numkeys`: the position of that count, the keys
- * following it.
+ * following it; or, for XREADGROUP ... STREAMS k1 k2 id1 id2, `streams`: the
+ * position from which STREAMS is looked for, the keys the first half of the
+ * arguments after it.
  */
-export type KeySpec = { first: number; last: number; step: number } | { numkeys: number };
+export type KeySpec = { first: number; last: number; step: number } | { numkeys: number } | { streams: number };
 
 /**
  * Which keys the logged form overwrites whatever they held (their state before
@@ -153,6 +166,17 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
   ltrim: { keys: one, log: 'always' },
   lmove: { keys: two, log: 'changed' },
   rpoplpush: { keys: two, log: 'changed' },
+  // streams (rules in shared/lua/includes/stream-rules.lua)
+  xadd: { keys: one, log: 'xadd' },
+  xtrim: { keys: one, log: 'xtrim' },
+  xdel: { keys: one, log: 'changed' },
+  xsetid: { keys: one, log: 'always' },
+  // a container command: the subcommand first, then the key
+  xgroup: { keys: { first: 2, last: 2, step: 1 }, log: 'xgroup' },
+  xreadgroup: { keys: { streams: 4 }, log: 'xreadgroup' },
+  xack: { keys: one, log: 'changed' },
+  xclaim: { keys: one, log: 'xclaim' },
+  xautoclaim: { keys: one, log: 'xautoclaim' },
   // sets
   sadd: { keys: one, log: 'changed' },
   srem: { keys: one, log: 'changed' },
@@ -193,13 +217,11 @@ export const DEFAULT_REFUSAL = 'is a write qsync cannot replicate';
 /**
  * Writes the producer refuses, with the reason users are told (the README's
  * table lists them). Besides the commands Redis flags as writes, some change
- * data without the flag (functions; XGROUP, a container command whose
- * CREATE ... MKSTREAM makes a key), or have semantics a logged write cannot keep.
+ * data without the flag (functions), or have semantics a logged write cannot keep.
  */
 export const REFUSED: Readonly<Record<string, string>> = Object.freeze({
   fcall: 'runs a function library stored on the server, whose code the producer cannot wrap; use EVAL, EVALSHA or defineCommand',
   function: 'loads or changes function libraries stored on the server, whose code the producer cannot wrap; use EVAL, EVALSHA or defineCommand',
-  xgroup: DEFAULT_REFUSAL,
   watch: 'cannot be kept: a write logged through qsync is not a plain command the server can watch; use multi() alone',
   unwatch: 'cannot be kept: a write logged through qsync is not a plain command the server can watch; use multi() alone',
   discard: "is not a command of its own on a producer: a producer's multi() is sent whole by exec(), or dropped",
@@ -246,6 +268,10 @@ export function keyIndexes(spec: KeySpec, args: ArrayLike<unknown>): number[] {
     const count = Number(String(args[spec.numkeys - 1]));
     first = spec.numkeys;
     last = Number.isSafeInteger(count) && count > 0 ? spec.numkeys - 1 + count : -1;
+  } else if ('streams' in spec) {
+    const at = Array.prototype.findIndex.call(args, (a, i) => i >= spec.streams - 1 && String(a).toUpperCase() === 'STREAMS');
+    first = at + 1;
+    last = at < 0 ? -1 : at + Math.floor((argCount - at - 1) / 2);
   } else {
     first = spec.first - 1;
     last = spec.last < 0 ? argCount + spec.last : spec.last - 1;
@@ -259,8 +285,9 @@ export function keyIndexes(spec: KeySpec, args: ArrayLike<unknown>): number[] {
 /**
  * Where a command's keys are, in the compact form the log-write script takes
  * with each command (shared/lua/log-write.lua): `<first>:<last>:<step>`, or
- * `<first>` for one key, then `w` when the logged form overwrites every key,
- * `f` its first, `l` its last (see `Overwrites`), `p` when it names only the
+ * `<first>` for one key, or `@<n>` for the keys after STREAMS (see
+ * `KeySpec`; the script finds them in the arguments), then `w` when the
+ * logged form overwrites every key, `f` its first, `l` its last (see `Overwrites`), `p` when it names only the
  * key popped from (see `CommandSpec.popped`: the view is of the first of
  * the keys that exists; keys counted by an argument, as LMPOP's, are sent
  * as the range from the first to the last argument, whose first existing
@@ -275,8 +302,11 @@ export function viewSpec(spec: CommandSpec): string {
   if (view === undefined) {
     const keys = spec.keys;
     const flag = spec.popped ? 'p' : spec.overwrites === 'all' ? 'w' : spec.overwrites === 'first' ? 'f' : spec.overwrites === 'last' ? 'l' : '';
-    const { first, last, step } = 'numkeys' in keys ? { first: keys.numkeys + 1, last: -1, step: 1 } : keys;
-    view = (first === last ? String(first) : `${first}:${last}:${step}`) + flag;
+    if ('streams' in keys) view = `@${keys.streams}`;
+    else {
+      const { first, last, step } = 'numkeys' in keys ? { first: keys.numkeys + 1, last: -1, step: 1 } : keys;
+      view = (first === last ? String(first) : `${first}:${last}:${step}`) + flag;
+    }
     VIEW_SPECS.set(spec, view);
   }
   return view;
@@ -290,3 +320,21 @@ const VIEW_SPECS = new Map<CommandSpec, string>();
  * both sides, and Lua 5.1 cannot pass more than about 8000 values to a call.
  */
 export const MAX_ARGS = 7000;
+
+/**
+ * Why a supported write is refused with these arguments, or undefined.
+ * XREADGROUP ... BLOCK: the write runs inside the log-write script, where
+ * Redis never blocks, so it would answer at once, not after waiting.
+ */
+export function argumentsRefusal(name: string, args: readonly (string | Buffer)[]): string | undefined {
+  if (name !== 'xreadgroup') return undefined;
+  for (let i = 0; i < args.length; ) {
+    const opt = args[i].toString().toUpperCase();
+    if (opt === 'STREAMS') break;
+    if (opt === 'BLOCK') {
+      return 'with BLOCK cannot wait through the producer (the write runs inside a script, where Redis never blocks); call it without BLOCK and wait between calls';
+    }
+    i += opt === 'GROUP' ? 3 : opt === 'COUNT' ? 2 : 1;
+  }
+  return undefined;
+}

@@ -198,6 +198,58 @@ const SCENARIOS: Record<string, Scenario> = {
     await p.rpush('rpoplpush:a', '1', '2');
     t.is(await p.rpoplpush('rpoplpush:a', 'rpoplpush:b'), '2');
   },
+  // streams (every option: test/streams.test.ts)
+  xadd: async (p, t) => {
+    t.is(await p.xadd('xadd:s', '1-1', 'f', 'v'), '1-1');
+    t.regex((await p.xadd('xadd:s', 'MAXLEN', '~', 1, '*', 'f', 'v')) as string, /^\d+-\d+$/);
+    t.is(await p.xadd('xadd:none', 'NOMKSTREAM', '*', 'f', 'v'), null);
+  },
+  xtrim: async (p, t) => {
+    for (let i = 1; i <= 5; i++) await p.xadd('xtrim:s', `${i}-1`, 'f', 'v');
+    t.is(await p.xtrim('xtrim:s', 'MAXLEN', 3), 2);
+    t.is(await p.xtrim('xtrim:s', 'MINID', '~', '5-1'), 0);
+  },
+  xdel: async (p, t) => {
+    await p.xadd('xdel:s', '1-1', 'f', 'v');
+    t.is(await p.xdel('xdel:s', '1-1', '2-1'), 1);
+  },
+  xsetid: async (p, t) => {
+    await p.xadd('xsetid:s', '1-1', 'f', 'v');
+    t.is(await p.xsetid('xsetid:s', '10-1', 'ENTRIESADDED', 5, 'MAXDELETEDID', '3-0'), 'OK');
+  },
+  xgroup: async (p, t) => {
+    t.is(await p.xgroup('CREATE', 'xgroup:s', 'g', '$', 'MKSTREAM'), 'OK');
+    await p.xadd('xgroup:s', '1-1', 'f', 'v');
+    t.is(await p.xgroup('SETID', 'xgroup:s', 'g', '$'), 'OK');
+    t.is(await p.xgroup('CREATECONSUMER', 'xgroup:s', 'g', 'c'), 1);
+    t.is(await p.xgroup('DELCONSUMER', 'xgroup:s', 'g', 'c'), 0);
+    t.is(await p.xgroup('CREATE', 'xgroup:s', 'gone', '0'), 'OK');
+    t.is(await p.xgroup('DESTROY', 'xgroup:s', 'gone'), 1);
+  },
+  xreadgroup: async (p, t) => {
+    await p.xadd('xreadgroup:s', '1-1', 'f', 'v');
+    await p.xgroup('CREATE', 'xreadgroup:s', 'g', '0');
+    t.deepEqual(await p.xreadgroup('GROUP', 'g', 'c', 'STREAMS', 'xreadgroup:s', '>'), [['xreadgroup:s', [['1-1', ['f', 'v']]]]]);
+    t.deepEqual(await p.xreadgroup('GROUP', 'g', 'c', 'COUNT', 1, 'STREAMS', 'xreadgroup:s', '0'), [['xreadgroup:s', [['1-1', ['f', 'v']]]]]);
+  },
+  xack: async (p, t) => {
+    await p.xadd('xack:s', '1-1', 'f', 'v');
+    await p.xgroup('CREATE', 'xack:s', 'g', '0');
+    await p.xreadgroup('GROUP', 'g', 'c', 'STREAMS', 'xack:s', '>');
+    t.is(await p.xack('xack:s', 'g', '1-1'), 1);
+  },
+  xclaim: async (p, t) => {
+    await p.xadd('xclaim:s', '1-1', 'f', 'v');
+    await p.xgroup('CREATE', 'xclaim:s', 'g', '0');
+    await p.xreadgroup('GROUP', 'g', 'a', 'STREAMS', 'xclaim:s', '>');
+    t.deepEqual(await p.xclaim('xclaim:s', 'g', 'b', 0, '1-1', 'IDLE', 5000, 'RETRYCOUNT', 3, 'JUSTID'), ['1-1']);
+  },
+  xautoclaim: async (p, t) => {
+    await p.xadd('xautoclaim:s', '1-1', 'f', 'v');
+    await p.xgroup('CREATE', 'xautoclaim:s', 'g', '0');
+    await p.xreadgroup('GROUP', 'g', 'a', 'STREAMS', 'xautoclaim:s', '>');
+    t.deepEqual(await p.xautoclaim('xautoclaim:s', 'g', 'b', 0, '0', 'COUNT', 10), ['0-0', [['1-1', ['f', 'v']]], []]);
+  },
   sadd: async (p, t) => t.is(await p.sadd('sadd:s', 'a', 'b', 'a'), 2),
   srem: async (p, t) => {
     await p.sadd('srem:s', 'a', 'b');

@@ -154,7 +154,7 @@ const ARGS: Record<string, fc.Arbitrary<Arg[]>> = {
 /** Writes the producer must refuse: not replicable, or too many arguments. */
 const refusedWrite = fc.oneof(
   args(fc.constant('flushall')),
-  args(fc.constant('xadd'), key, fc.constant(['*', 'f']), value),
+  args(fc.constant('geoadd'), key, fc.constant(['13.36', '38.11']), member),
   args(fc.constant('eval'), fc.constant(["redis.call('SET', 'k1', 'x')", '0'])),
   args(fc.constant('move'), key, one('1')),
   args(fc.constant('sort'), key, fc.constant('STORE'), key),
@@ -169,8 +169,15 @@ const refusedWrite = fc.oneof(
     ),
   ),
 );
+/** Streams have their logged forms and replays checked by test/streams.test.ts: their groups need more than random arguments. */
+const STREAM_COMMANDS = new Set(['xadd', 'xtrim', 'xdel', 'xsetid', 'xgroup', 'xreadgroup', 'xack', 'xclaim', 'xautoclaim']);
 const write = fc.oneof(
-  { weight: 20, arbitrary: fc.constantFrom(...Object.keys(COMMANDS)).chain((name) => ARGS[name].map((a) => [name, ...a])) },
+  {
+    weight: 20,
+    arbitrary: fc
+      .constantFrom(...Object.keys(COMMANDS).filter((name) => !STREAM_COMMANDS.has(name)))
+      .chain((name) => ARGS[name].map((a) => [name, ...a])),
+  },
   { weight: 1, arbitrary: refusedWrite },
 );
 
@@ -346,7 +353,7 @@ test('random writes are logged as the rules say and replay to an equal dataset, 
 
 test('every command in the table has an argument generator', (t) => {
   t.deepEqual(
-    Object.keys(COMMANDS).filter((name) => !(name in ARGS)),
+    Object.keys(COMMANDS).filter((name) => !(name in ARGS) && !STREAM_COMMANDS.has(name)),
     [],
   );
 });

@@ -15,7 +15,7 @@ local PRE, RULES
 local function log_command(cmd, rule, spec, db, out, views, shape)
   local logged = #out
   local view = take_view(cmd, spec, db)
-  local reply
+  local reply, given
   if rule == 'always' or rule == 'changed' then
     reply = redis.pcall(unpack(cmd))
     if not (type(reply) == 'table' and reply.err) and (rule == 'always' or changed(shape and shape(reply) or reply)) then push(out, cmd) end
@@ -33,14 +33,15 @@ local function log_command(cmd, rule, spec, db, out, views, shape)
     end
     if not (type(reply) == 'table' and reply.err) then
       if shape then redis.setresp(2) end
-      RULES[rule](cmd, shape and shape(reply) or reply, out, pre)
+      given = RULES[rule](cmd, shape and shape(reply) or reply, out, pre, view, reply)
       if shape then redis.setresp(3) end
     end
   end
   -- A rule may log one write as several commands on its key (members popped
-  -- in chunks): the first carries the view, the others follow from it.
+  -- in chunks): the first carries the view, the others follow from it;
+  -- unless the rule gave their views.
   for j = logged + 1, #out do
-    views[j] = j == logged + 1 and view or same_key_view()
+    views[j] = given and given[j - logged] or (j == logged + 1 and view or same_key_view())
   end
   return reply
 end

@@ -2,7 +2,13 @@
   How each write is turned into the deterministic form that is logged (the
   rule names come from the command table in shared/commands.ts).
   PRE[rule](cmd) runs before the write and may return a value for the rule.
-  RULES[rule](cmd, reply, out, pre) appends the logged commands to out.
+  RULES[rule](cmd, reply, out, pre, view, raw) appends the logged commands to
+  out; view is the write's (includes/view.lua), raw its reply as Redis gave it
+  (RESP3 inside a script that switched to it; reply is then in the RESP2 form,
+  flattened). A rule whose logged commands name
+  their keys elsewhere than the write returns their views, one for each
+  command it appended, in order; otherwise the first carries the write's
+  view and the others follow from it.
 ]]
 local function push(out, cmd)
   out[#out + 1] = cmd
@@ -22,6 +28,8 @@ local function changed(reply)
   if t == 'table' then return reply.ok ~= nil or #reply > 0 end
   return false
 end
+
+--- @include "includes/stream-rules"
 
 -- The rules other than 'always' and 'changed', built only by the calls that
 -- need them: a script rebuilds every function it defines on each call, and
@@ -160,5 +168,7 @@ local function load_rules()
   RULES.pfcount = function(cmd, _, out, stale)
     if stale then push(out, cmd) end
   end
+
+  stream_rules(PRE, RULES)
   return PRE, RULES
 end

@@ -33,10 +33,22 @@ local function key_db(cmd, pos, db)
   return db
 end
 
+-- The keys of XREADGROUP ... STREAMS k1 k2 id1 id2 (spec '@<from>'): the
+-- first half of the arguments after STREAMS, looked for from argument from.
+local function streams_range(cmd, from)
+  for a = from, #cmd - 1 do
+    if string.upper(cmd[a + 1]) == 'STREAMS' then return a + 1, a + math.floor((#cmd - 1 - a) / 2), 1, '' end
+  end
+  return 1, 0, 1, ''
+end
+
 -- The arguments a key spec names in a command of n arguments (the compact
 -- form of viewSpec in shared/commands.ts): first, last, step, and the flag
--- that says which keys the logged form overwrites.
-local function spec_range(spec, n)
+-- that says which keys the logged form overwrites. A spec that finds its
+-- keys by the arguments (@<from>) needs the command, cmd.
+local function spec_range(spec, n, cmd)
+  local from = string.match(spec, '^@(%d+)$')
+  if from then return streams_range(cmd, tonumber(from)) end
   local first, last, step, flag = string.match(spec, '^(%d+):(%-?%d+):(%d+)(%a?)$')
   if not first then
     first, flag = string.match(spec, '^(%d+)(%a?)$')
@@ -55,7 +67,7 @@ local function take_view(cmd, spec, db)
   -- The common cases first: one key, overwritten (SET k v) or not.
   if spec == '1w' then return FIRST_KEY_ANY end
   if spec == '1' then return { 2, rcall('PEXPIRETIME', cmd[2]) } end
-  local first, last, step, flag = spec_range(spec, #cmd - 1)
+  local first, last, step, flag = spec_range(spec, #cmd - 1, cmd)
   local view = {}
   for a = first, last, step do
     local pos, at = a + 1, ANY
