@@ -1,7 +1,8 @@
 /**
  * Producer overhead: SETs through createProducer (each one also logged by the
  * log-write script) against the same SETs through a plain ioredis client,
- * with and without auto-pipelining.
+ * with and without auto-pipelining; and a Lua script through the producer
+ * (run in its wrapper, its writes logged) against the same script plain.
  */
 import type { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
@@ -9,10 +10,20 @@ import { startRedis } from '../test/support/redis-server.js';
 import type { Scenario } from './support/result.js';
 import { commandUsec, nodeCpu, SCRIPT_COMMANDS, usecOf } from './support/server-time.js';
 import { measured, median, ratio } from './support/stats.js';
-import { connected, writeSets } from './support/workload.js';
+import { connected, runConcurrent, writeSets } from './support/workload.js';
 
 const OPS = 50_000;
 const CONCURRENCY = 64;
+/** A rate limiter's counter, as such libraries write it: the script of the script rows. */
+const SCRIPT = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n";
+const SCRIPT_OPS = OPS / 2;
+
+type Counter = Redis & { hit(key: string, ttlMs: number): Promise<number> };
+
+/** Calls of SCRIPT per second through a client that defined it. */
+function hits(client: Counter): Promise<number> {
+  return runConcurrent(SCRIPT_OPS, CONCURRENCY, (i) => client.hit(`rl:${i % 1000}`, 60_000));
+}
 
 interface Sample {
   perSecond: number;
@@ -37,7 +48,9 @@ export const scenario: Scenario = {
     `${OPS / 1000}k SETs with ${CONCURRENCY} in flight from one Node process, through a plain ioredis client (the baseline), ` +
     'through a plain client with enableAutoPipelining (one socket write per tick, as the producer gathers the writes of a ' +
     'tick into one script call) and through createProducer, each on its own connection to the same fresh redis-server. ' +
-    'Every round measures the three on a flushed server in a rotating order; one unmeasured warm-up round comes first.',
+    'Every round measures the three on a flushed server in a rotating order; one unmeasured warm-up round comes first. ' +
+    `Then ${SCRIPT_OPS / 1000}k calls of a rate limiter's Lua script (INCR, PEXPIRE on the first hit) defined with defineCommand, ` +
+    'through a plain client and through createProducer (the script runs in its wrapper and its writes are logged), alternating.',
   rounds: 9,
   async run(rounds) {
     const server = await startRedis();
@@ -77,6 +90,18 @@ export const scenario: Scenario = {
         }
       }
       const [base, auto, cand] = samples;
+      const scripted = [plain, createProducer(await connected(server.client()))].map((c) => {
+        c.defineCommand('hit', { numberOfKeys: 1, lua: SCRIPT });
+        return c as Counter;
+      });
+      const scriptRuns: [number[], number[]] = [[], []];
+      for (let r = 0; r <= rounds; r++) {
+        for (const i of r % 2 === 0 ? [0, 1] : [1, 0]) {
+          await plain.flushall();
+          const perSecond = await hits(scripted[i]);
+          if (r > 0) scriptRuns[i].push(perSecond);
+        }
+      }
       const us = (of: Sample[], side: 'serverUs' | 'nodeUs') => median(of.map((s) => s[side]));
       const perSecond = (of: Sample[]) => of.map((s) => s.perSecond);
       return {
@@ -84,6 +109,9 @@ export const scenario: Scenario = {
           ...contenders.map((c, i) => measured(c.label, 'ops/s', perSecond(samples[i]))),
           ratio('producer ÷ plain', perSecond(cand), perSecond(base), { op: '>=', value: 0.9 }),
           ratio('producer ÷ plain with enableAutoPipelining', perSecond(cand), perSecond(auto)),
+          measured('plain ioredis, a Lua script (defineCommand)', 'calls/s', scriptRuns[0]),
+          measured('createProducer, the same script (wrapped, writes logged)', 'calls/s', scriptRuns[1]),
+          ratio('script through the producer ÷ the same script plain', scriptRuns[1], scriptRuns[0]),
         ],
         notes: [
           `CPU per write (median): redis-server ${us(base, 'serverUs').toFixed(2)} µs for a plain SET, ` +

@@ -47,14 +47,16 @@ export function readOnlyScript(source: string): boolean {
   return flags ? flags[1].split(',').includes('no-writes') : false;
 }
 
-/** A Lua string literal for a command name. */
-const luaString = (s: string): string => `'${s.replace(/[\\']/g, '\\$&')}'`;
-
-/** The command table as the wrapper reads it: `WRITES[name] = 'rule viewspec'`, `REFUSED[name] = reason`. */
+/**
+ * The command table as the wrapper reads it: two Lua strings searched by
+ * name, cheaper than tables, which a script would build again on every call.
+ * WRITES holds `|name rule viewspec|` for each supported write; REFUSED
+ * `|name|` for each write qsync cannot replicate, its reason after it.
+ */
 function commandTables(): string {
-  const writes = Object.entries(COMMANDS).map(([name, spec]) => `[${luaString(name)}] = '${spec.log} ${viewSpec(spec)}'`);
-  const refused = list.filter(isUnsupportedWrite).map((name) => `[${luaString(name)}] = ${luaString(refusalReason(name))}`);
-  return `local WRITES = { ${writes.join(', ')} }\nlocal REFUSED = { ${refused.join(', ')} }`;
+  const writes = Object.entries(COMMANDS).map(([name, spec]) => `${name} ${spec.log} ${viewSpec(spec)}`);
+  const refused = list.filter(isUnsupportedWrite).map((name) => `${name}|${refusalReason(name).replace(/[\\'|\n]/g, ' ')}`);
+  return `local WRITES = '|${writes.join('|')}|'\nlocal REFUSED = '|${refused.join('|')}|'`;
 }
 
 /**

@@ -43,9 +43,17 @@ local rcall = redis.call
 --- @include "includes/log-open"
 --- @include "includes/log-command"
 
--- The command table (shared/commands.ts), generated: for each supported
--- write 'rule viewspec'; for each write qsync cannot replicate, the reason.
+-- The command table (shared/commands.ts), generated (producer/user-scripts.ts):
+-- for each supported write 'rule viewspec'; for each write qsync cannot
+-- replicate, the reason.
 --- @commands
+local function write_entry(name)
+  return string.match(WRITES, '|' .. name .. ' ([^|]+)|')
+end
+local function refusal_reason(name)
+  local at = string.find(REFUSED, '|' .. name .. '|', 1, true)
+  return at and string.match(REFUSED, '^([^|]*)', at + #name + 2) or nil
+end
 
 local meta_key, log_key, dirty_key = qsync_keys[1], qsync_keys[2], qsync_keys[3]
 local db, queue_db, single = qsync_argv[1], qsync_argv[2], qsync_argv[3] == '1'
@@ -110,7 +118,7 @@ end
 -- The error of a write that may not run, or nil.
 local function check(name, cmd, spec)
   if name == 'select' then return 'ERR qsync: SELECT inside a script is not supported: the writes of one script call are logged as one entry in one db' end
-  local reason = REFUSED[name]
+  local reason = refusal_reason(name)
   if reason then return 'ERR qsync: ' .. string.upper(name) .. ' inside a script is not supported: ' .. reason end
   if not spec then return nil end
   local first, last, step = spec_range(string.match(spec, ' (%S+)$'), #cmd - 1, cmd)
@@ -138,8 +146,8 @@ end
 local function call(raise, ...)
   local cmd = { ... }
   local name = type(cmd[1]) == 'string' and string.lower(cmd[1]) or nil
-  local entry = name and WRITES[name]
-  if not entry and not (name and (REFUSED[name] or name == 'select')) then
+  local entry = name and string.find(name, '^[%w_]+$') and write_entry(name)
+  if not entry and not (name and (name == 'select' or refusal_reason(name))) then
     if raise then return rcall(...) end
     return redis.pcall(...)
   end
