@@ -11,6 +11,7 @@
  * user whose ACL refuses tracking) costs latency, never a pop.
  */
 import { ReplyError, type Redis } from 'ioredis';
+import { OWN_CONNECTION } from '../shared/config.js';
 
 /** The channel Redis sends invalidations to, in RESP2. */
 const INVALIDATE = '__redis__:invalidate';
@@ -160,7 +161,8 @@ export class KeyWakeups {
   /** Makes the two connections; undefined when they could not be made (the waits then retry on their own). */
   private async connect(): Promise<Link | undefined> {
     // Never reconnecting on their own: a lost connection is made again at the next wait's retry.
-    const options = { retryStrategy: () => null, autoResubscribe: false, enableOfflineQueue: true };
+    // RESP2: to a RESP3 subscriber Redis sends invalidations as pushes, which ioredis 6 drops.
+    const options = { ...OWN_CONNECTION, retryStrategy: () => null, autoResubscribe: false, enableOfflineQueue: true };
     const subscriber = this.client.duplicate(options);
     const tracker = this.client.duplicate(options);
     const link: Link = { subscriber, tracker, id: 0, prefixes: [] };

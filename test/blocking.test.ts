@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ReplyError, type Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { aclRules } from '../shared/acl.js';
+import { KeyWakeups } from '../producer/wake-ups.js';
 import { decodeEntry } from '../shared/entry.js';
 import { producerPair, type ProducerPair } from './support/fixtures.js';
 import { eventually } from './support/wait.js';
@@ -349,4 +350,21 @@ test("under the producer's ACL rules a wait is woken through tracking; where the
     producer.disconnect();
     await eventually(async () => !(await tracked()), 5000, 'tracking closed');
   }
+});
+
+test('a write by any client to a key waited on, or a flush, wakes the wait without its retry timer', async (t) => {
+  const { pair, plain } = await setup(t);
+  const wakeups = new KeyWakeups(pair.master.client());
+  const wait = wakeups.watch(['wake:a', Buffer.from([0xff, 0x00])]);
+  t.teardown(() => wait.close());
+  await wait.ready;
+  // A timer far past the test's own timeout: only a wake-up resolves next().
+  const hour = 3_600_000;
+  await plain.rpush('wake:a', 'x');
+  await wait.next(hour);
+  await plain.set(Buffer.from([0xff, 0x00]), 'x');
+  await wait.next(hour);
+  await plain.flushall();
+  await wait.next(hour);
+  t.pass();
 });
