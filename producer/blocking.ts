@@ -1,10 +1,12 @@
 /**
  * Blocking pops through the producer: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH,
- * BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP. Each try runs in the log-write script,
+ * BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, and XREADGROUP ... BLOCK <ms> (which
+ * delivers entries to a consumer group). Each try runs in the log-write script,
  * where a blocking command never blocks (it pops, logging what it popped, or
  * answers nil at once); when there was nothing, the producer waits for a
  * write to one of the keys (producer/wake-ups.ts) and tries again, until it
- * pops or its timeout passes (seconds, fractions too; 0 waits for ever).
+ * pops or its timeout passes (seconds, fractions too; XREADGROUP's in ms;
+ * 0 waits for ever).
  *
  * The first try is sent in order with the client's other commands, so a
  * BLPOP issued after an RPUSH on the same client sees the element. The
@@ -13,7 +15,7 @@
  * does not wait, as inside a MULTI.
  */
 import type { Redis } from 'ioredis';
-import { commandSpec, keyIndexes } from '../shared/commands.js';
+import { blockOption, commandSpec, keyIndexes } from '../shared/commands.js';
 import type { LoggedCommand } from './calls.js';
 import { KeyWakeups } from './wake-ups.js';
 
@@ -23,18 +25,24 @@ import { KeyWakeups } from './wake-ups.js';
  */
 export const RETRY_MS = 200;
 
-/** The keys a blocking command pops from: all of its keys, but the source only for BLMOVE and BRPOPLPUSH. */
+/** The keys a blocking command pops (or reads) from: all of its keys, but the source only for BLMOVE and BRPOPLPUSH. */
 function popKeys(cmd: LoggedCommand): (string | Buffer)[] {
   const spec = commandSpec(cmd.name);
   if (!spec) return [];
   const keys = keyIndexes(spec.keys, cmd.args).map((i) => cmd.args[i]);
-  return spec.popped ? keys : keys.slice(0, 1);
+  return spec.log === 'bmove' ? keys.slice(0, 1) : keys;
 }
 
 /** How long a blocking command may wait, in ms (Infinity for 0); undefined for a command that never waits. */
 export function waitMs(cmd: LoggedCommand): number | undefined {
   const where = commandSpec(cmd.name)?.timeout;
   if (!where) return undefined;
+  if (where === 'BLOCK') {
+    // XREADGROUP ... BLOCK <ms>: without BLOCK it never waits.
+    const ms = Number(blockOption(cmd.args));
+    if (!(ms >= 0)) return undefined;
+    return ms === 0 ? Number.POSITIVE_INFINITY : ms;
+  }
   const seconds = Number(String(cmd.args[where === 'first' ? 0 : cmd.args.length - 1]));
   if (!(seconds >= 0)) return undefined;
   return seconds === 0 ? Number.POSITIVE_INFINITY : Math.ceil(seconds * 1000);

@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command, ReplyError, type Redis } from 'ioredis';
-import { argumentsRefusal, commandSpec, isUnsupportedWrite, logRule, MAX_ARGS, REFUSED, viewSpec } from '../shared/commands.js';
+import { commandSpec, isUnsupportedWrite, logRule, MAX_ARGS, REFUSED, viewSpec } from '../shared/commands.js';
 import { UnsupportedCommandError } from '../shared/errors.js';
 import { scripts } from '../shared/scripts.js';
 
@@ -122,7 +122,5 @@ export function toLoggedCommand(name: string, args: unknown[], replyEncoding: Bu
   }
   const wrongArity = arityError(lower, flat.length);
   if (wrongArity) throw wrongArity;
-  const refused = argumentsRefusal(lower, flat);
-  if (refused) throw new UnsupportedCommandError(lower, refused);
   return { name: lower, args: flat, write: spec !== undefined, replyEncoding };
 }

@@ -103,10 +103,10 @@ export interface CommandSpec {
   popped?: true;
   /**
    * A blocking command, and where its timeout is (`first` or `last`
-   * argument): the producer waits until it pops or the timeout passes
-   * (producer/blocking.ts).
+   * argument, in seconds; or the `BLOCK` option, in ms, as XREADGROUP's): the
+   * producer waits until it pops or the timeout passes (producer/blocking.ts).
    */
-  timeout?: 'first' | 'last';
+  timeout?: 'first' | 'last' | 'BLOCK';
 }
 
 const one: KeySpec = { first: 1, last: 1, step: 1 };
@@ -173,7 +173,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
   xsetid: { keys: one, log: 'always' },
   // a container command: the subcommand first, then the key
   xgroup: { keys: { first: 2, last: 2, step: 1 }, log: 'xgroup' },
-  xreadgroup: { keys: { streams: 4 }, log: 'xreadgroup' },
+  xreadgroup: { keys: { streams: 4 }, log: 'xreadgroup', timeout: 'BLOCK' },
   xack: { keys: one, log: 'changed' },
   xclaim: { keys: one, log: 'xclaim' },
   xautoclaim: { keys: one, log: 'xautoclaim' },
@@ -322,18 +322,14 @@ const VIEW_SPECS = new Map<CommandSpec, string>();
 export const MAX_ARGS = 7000;
 
 /**
- * Why a supported write is refused with these arguments, or undefined.
- * XREADGROUP ... BLOCK: the write runs inside the log-write script, where
- * Redis never blocks, so it would answer at once, not after waiting.
+ * The value of XREADGROUP's BLOCK option (among the options, before
+ * STREAMS), or undefined when it has none.
  */
-export function argumentsRefusal(name: string, args: readonly (string | Buffer)[]): string | undefined {
-  if (name !== 'xreadgroup') return undefined;
+export function blockOption(args: readonly unknown[]): string | undefined {
   for (let i = 0; i < args.length; ) {
-    const opt = args[i].toString().toUpperCase();
+    const opt = String(args[i]).toUpperCase();
     if (opt === 'STREAMS') break;
-    if (opt === 'BLOCK') {
-      return 'with BLOCK cannot wait through the producer (the write runs inside a script, where Redis never blocks); call it without BLOCK and wait between calls';
-    }
+    if (opt === 'BLOCK') return args[i + 1] === undefined ? undefined : String(args[i + 1]);
     i += opt === 'GROUP' ? 3 : opt === 'COUNT' ? 2 : 1;
   }
   return undefined;

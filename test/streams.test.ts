@@ -7,7 +7,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import type { Redis } from 'ioredis';
-import { createProducer, UnsupportedCommandError } from '../producer/index.js';
+import { createProducer } from '../producer/index.js';
 import { decodeEntry, VIEW_ANY } from '../shared/entry.js';
 import { compareKeys } from '../consumer/verify/compare.js';
 import { streamDifference } from '../consumer/verify/streams.js';
@@ -215,15 +215,31 @@ test('XREADGROUP is logged as its effect on the group: consumers created, pendin
   t.is(await deliveryTime(replica, 'read:a', 'g', '1-1'), await deliveryTime(master, 'read:a', 'g', '1-1'));
 });
 
-test('XREADGROUP with BLOCK is refused before anything runs; reads of streams stay reads', async (t) => {
+test('XREADGROUP with BLOCK waits through the producer until an entry comes or the time passes; reads of streams stay reads', async (t) => {
   const s = await setup(t);
   const { producer: p, master } = s;
-  await p.xadd('block:s', '1-1', 'f', 'v');
-  await p.xgroup('CREATE', 'block:s', 'g', '0');
+  await p.xgroup('CREATE', 'block:s', 'g', '$', 'MKSTREAM');
   const before = await master.llen(keys.log);
-  const err = await t.throwsAsync(p.xreadgroup('GROUP', 'g', 'c', 'BLOCK', 100, 'STREAMS', 'block:s', '>'), { instanceOf: UnsupportedCommandError });
-  t.regex(err!.message, /^qsync: XREADGROUP with BLOCK cannot wait through the producer/);
-  t.is(await master.call('XINFO', 'CONSUMERS', 'block:s', 'g').then((c) => (c as unknown[]).length), 0, 'nothing ran');
+  // Nothing comes: null once the time has passed, nothing logged.
+  let started = Date.now();
+  t.is((await p.xreadgroup('GROUP', 'g', 'c', 'BLOCK', 300, 'STREAMS', 'block:s', '>')) as unknown, null);
+  t.true(Date.now() - started >= 300, 'it waited its whole timeout');
+  t.is(await master.llen(keys.log), before, 'a read that found nothing logged nothing');
+  // An entry added by another client wakes it (BLOCK 0: for ever).
+  const other = createProducer(s.pair.master.client());
+  started = Date.now();
+  const waiting = p.xreadgroup('GROUP', 'g', 'c', 'COUNT', 5, 'BLOCK', 0, 'STREAMS', 'block:s', '>');
+  setTimeout(() => void other.xadd('block:s', '1-1', 'f', 'v'), 200);
+  t.deepEqual(await waiting, [['block:s', [['1-1', ['f', 'v']]]]]);
+  t.true(Date.now() - started >= 150, 'it waited for the entry');
+  const log = await logOf(master, () => p.xreadgroup('GROUP', 'g', 'c', 'BLOCK', 10, 'STREAMS', 'block:s', '0'));
+  t.regex(log[0][0], /^xclaim block:s g c 0 1-1 TIME \d{13} RETRYCOUNT 2 FORCE JUSTID$/, 'a history read does not wait');
+  await t.throwsAsync(p.xreadgroup('GROUP', 'g', 'c', 'BLOCK', -1, 'STREAMS', 'block:s', '>'), { message: /timeout is negative/ });
+  await t.throwsAsync(p.xreadgroup('GROUP', 'g', 'c', 'BLOCK', 'soon', 'STREAMS', 'block:s', '>'), { message: /timeout is not an integer/ });
+  // Inside multi() it does not wait, as inside a MULTI.
+  started = Date.now();
+  t.deepEqual(await p.multi().xreadgroup('GROUP', 'g', 'c', 'BLOCK', 5000, 'STREAMS', 'block:s', '>').exec(), [[null, null]]);
+  t.true(Date.now() - started < 4000);
   // A group named BLOCK is not the option.
   await p.xgroup('CREATE', 'block:s', 'BLOCK', '0');
   t.truthy(await p.xreadgroup('GROUP', 'BLOCK', 'c', 'STREAMS', 'block:s', '>'));
@@ -232,9 +248,8 @@ test('XREADGROUP with BLOCK is refused before anything runs; reads of streams st
   t.is(await p.xlen('block:s'), 1);
   t.is((await p.xrange('block:s', '-', '+')).length, 1);
   t.is((await p.xrevrange('block:s', '+', '-')).length, 1);
-  t.is(((await p.xinfo('STREAM', 'block:s')) as unknown[]).length > 0, true);
+  t.true(((await p.xinfo('STREAM', 'block:s')) as unknown[]).length > 0);
   t.is(((await p.xpending('block:s', 'BLOCK')) as unknown[])[0], 1);
-  t.is(await master.llen(keys.log), before + 2, 'only the group and its read were logged');
   await assertReplicated(t, s, ['block:s']);
 });
 
@@ -300,7 +315,7 @@ test('a BullMQ-like load (events capped with MAXLEN ~, a group of workers readin
     (async () => {
       let kept = '';
       for (let round = 0; round < 80; round++) {
-        const got = (await p.xreadgroup('GROUP', 'workers', `w${w}`, 'COUNT', 5, 'STREAMS', 'load:jobs', '>')) as
+        const got = (await p.xreadgroup('GROUP', 'workers', `w${w}`, 'COUNT', 5, 'BLOCK', 20, 'STREAMS', 'load:jobs', '>')) as
           | [string, [string, string[]][]][]
           | null;
         for (const [, entries] of got ?? []) {

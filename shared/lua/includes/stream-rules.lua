@@ -208,6 +208,34 @@ local function stream_rules(PRE, RULES)
     return r
   end
 
+  -- Redis refuses BLOCK inside a script, and would not wait there anyway:
+  -- RUN (includes/pop-rules.lua) runs XREADGROUP without it, once its
+  -- value checked as Redis checks it; the producer waits and tries again
+  -- (producer/blocking.ts).
+  RUN.xreadgroup = function(cmd)
+    local call = { cmd[1] }
+    local i = 2
+    while i <= #cmd do
+      local opt = upper(cmd[i])
+      if opt == 'STREAMS' then
+        for j = i, #cmd do call[#call + 1] = cmd[j] end
+        break
+      end
+      local n = opt == 'GROUP' and 3 or (opt == 'COUNT' or opt == 'BLOCK') and 2 or 1
+      if opt == 'BLOCK' and cmd[i + 1] then
+        local ms = tonumber(cmd[i + 1])
+        if not string.match(cmd[i + 1], '^%-?%d+$') or not ms or math.abs(ms) > 9.2e18 then
+          return { err = 'ERR timeout is not an integer or out of range' }
+        end
+        if ms < 0 then return { err = 'ERR timeout is negative' } end
+      else
+        for j = i, math.min(i + n - 1, #cmd) do call[#call + 1] = cmd[j] end
+      end
+      i = i + n
+    end
+    return redis.pcall(unpack(call))
+  end
+
   PRE.xreadgroup = function(cmd)
     local r = readgroup_args(cmd)
     r.before = {}
