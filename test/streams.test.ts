@@ -12,6 +12,8 @@ import { decodeEntry, VIEW_ANY } from '../shared/entry.js';
 import { compareKeys } from '../consumer/verify/compare.js';
 import { streamDifference } from '../consumer/verify/streams.js';
 import { runResync } from '../consumer/copy/resync.js';
+import { runRepair } from '../consumer/copy/repair.js';
+import { setLimits } from '../consumer/queue/limits.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 
@@ -452,4 +454,56 @@ test('stream writes inside a script that switched to RESP3 are logged as under R
     'xack resp3:s g 3-1',
   ]);
   await assertReplicated(t, s, ['resp3:s']);
+});
+
+test('a stream the replica lost before the master did is copied from the master with its groups (held keys)', async (t) => {
+  const s = await setup(t);
+  const { producer: p, master, replica, pair } = s;
+  await p.xadd('held:s', '1-1', 'n', '1');
+  await p.xgroup('CREATE', 'held:s', 'g', '0');
+  await p.pexpire('held:s', 1500);
+  const setUp = Date.now();
+  const first = startWorker(pair);
+  await waitForDrain(master, replica);
+  await first.close();
+  // The consumer is away; the stream is renewed on the master while alive, then read and claimed.
+  await p.pexpire('held:s', 60_000);
+  await p.xadd('held:s', '2-1', 'n', '2');
+  await p.xreadgroup('GROUP', 'g', 'c', 'STREAMS', 'held:s', '>');
+  await p.xclaim('held:s', 'g', 'd', 0, '1-1', 'IDLE', 500);
+  t.true(Date.now() < setUp + 1500, 'renewed while alive');
+  await new Promise((r) => setTimeout(r, setUp + 1600 - Date.now()));
+  t.is(await replica.exists('held:s'), 0, 'the replica lost it');
+  const worker = startWorker(pair);
+  t.teardown(() => worker.close());
+  await waitForDrain(master, replica);
+  t.true(worker.expiryFixes.copied > 0, 'copied from the master');
+  t.is(await streamDifference(master, replica, Buffer.from('held:s')), undefined);
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+});
+
+test('a repair copies the streams written while the queue was full under mark-dirty, with their groups', async (t) => {
+  const s = await setup(t);
+  const { producer: p, master, replica, pair } = s;
+  await p.xadd('dirty:s', '1-1', 'n', '1');
+  await p.xgroup('CREATE', 'dirty:s', 'g', '0');
+  const first = startWorker(pair);
+  await waitForDrain(master, replica);
+  await first.close();
+  await setLimits(master, keys, { maxEntries: 1, policy: 'mark-dirty' });
+  // Not queued: the keys are recorded as dirty instead.
+  await p.xadd('dirty:s', '2-1', 'n', '2');
+  await p.xreadgroup('GROUP', 'g', 'c', 'COUNT', 5, 'STREAMS', 'dirty:s', '>');
+  await p.xclaim('dirty:s', 'g', 'd', 0, '1-1');
+  t.is(await master.sismember(keys.dirty, '0:dirty:s'), 1);
+  await setLimits(master, keys, { maxEntries: 1_000_000 });
+  const result = await runRepair({
+    master: { host: pair.master.host, port: pair.master.port },
+    replica: { host: pair.replica.host, port: pair.replica.port },
+    leaseMs: 2000,
+  });
+  t.true(result.repaired);
+  t.is(await streamDifference(master, replica, Buffer.from('dirty:s')), undefined, 'the copy has the groups and pending entries');
+  await p.xack('dirty:s', 'g', '1-1');
+  await assertReplicated(t, s, ['dirty:s']);
 });
