@@ -8,7 +8,7 @@
  */
 import type { Redis, ChainableCommander, Command } from 'ioredis';
 import { exists } from '@ioredis/commands';
-import { commandSpec, isUnsupportedWrite } from '../shared/commands.js';
+import { commandSpec, isReadCall, isUnsupportedWrite } from '../shared/commands.js';
 import type { UnsupportedCommandError } from '../shared/errors.js';
 import { checkName, queueDbOption } from '../shared/config.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../shared/keys.js';
@@ -80,6 +80,12 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       let promise: Promise<unknown>;
       try {
         const cmd = toLoggedCommand(name, args, null);
+        const spec = commandSpec(cmd.name);
+        if (spec && isReadCall(spec, cmd.args)) {
+          // SORT without STORE, BITFIELD with GET alone: a read, sent as it is.
+          const send = buffer ? client.callBuffer : client.call;
+          return settle(inOrder(() => (send as AnyFn).call(client, cmd.name, ...cmd.args)) as Promise<unknown>, cb);
+        }
         const at = db;
         guard.refuseOwnKeys(cmd, at);
         // A blocking pop that found nothing tries again until its timeout (producer/blocking.ts).

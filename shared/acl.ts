@@ -61,7 +61,8 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // The replica applies every supported write, on any key, plus the
       // watermark; it brings keys to the master's view of their expiry first
       // (PEXPIRETIME, TIME), keeps the keys it holds back in the watermark's
-      // hash (HGET, HKEYS, HSCAN) and restores their copies (RESTORE).
+      // hash (HGET, HKEYS, HSCAN) and restores their copies (RESTORE). A
+      // flush keeps qsync's own keys (KEYS, DUMP, RESTORE).
       return [
         'resetkeys',
         '~*',
@@ -78,6 +79,8 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
         '+pexpiretime',
         '+time',
         '+restore',
+        '+keys',
+        '+dump',
         ...Object.keys(COMMANDS).map((c) => `+${c}`),
       ];
     case 'operator-master':
@@ -130,6 +133,13 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
         '+pexpiretime',
         '+getrange',
         '+select',
+        // a stored result logged as it was stored; a flush that keeps qsync's keys
+        '+zcard',
+        '+zrange',
+        '+zmscore',
+        '+lrange',
+        '+keys',
+        '+dump',
         ...Object.keys(COMMANDS).map((c) => `+${c}`),
       ];
   }

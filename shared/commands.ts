@@ -27,6 +27,12 @@ import { hasFlag, exists } from '@ioredis/commands';
  * - `getset`: GETSET, logged as `SET k v` (it clears the TTL).
  * - `getdel`: GETDEL, logged as `DEL k` when the key existed.
  * - `getex`: GETEX with an option, logged as `PEXPIREAT k abs`, `PERSIST k` or `DEL k`.
+ * - `move`, `restore`, `flush`, `zstore`, `georadius`, `sortstore`, `geoadd`,
+ *   `bitfield`: whole keys and dbs, stored results, GEOADD and BITFIELD: MOVE
+ *   as `COPY k k DB n REPLACE` + `DEL k`, RESTORE with its absolute expiry,
+ *   FLUSHDB / FLUSHALL keeping qsync's own keys, a stored result as `DEL dst`
+ *   + `ZADD` / `RPUSH dst` of what was stored, GEOADD as ZADD of the scores;
+ *   see shared/lua/includes/keyspace-rules.lua.
  * - `expire`: EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT, logged as
  *   `PEXPIREAT k abs` (or `DEL k` when the time had passed) when it applied.
  * - `incrbyfloat`: logged as `SET k <result> [PXAT abs]`, the key's state after
@@ -58,6 +64,14 @@ export type LogRule =
   | 'getset'
   | 'getdel'
   | 'getex'
+  | 'move'
+  | 'restore'
+  | 'flush'
+  | 'zstore'
+  | 'georadius'
+  | 'sortstore'
+  | 'geoadd'
+  | 'bitfield'
   | 'expire'
   | 'incrbyfloat'
   | 'hincrbyfloat'
@@ -96,6 +110,19 @@ export interface CommandSpec {
   log: LogRule;
   overwrites?: Overwrites;
   /**
+   * The view spec (see `viewSpec`) of a command whose logged form names its
+   * keys elsewhere than the command does: MOVE k n, logged as
+   * `COPY k k DB n REPLACE` + `DEL k`, is `1:2:1l` (k, then k in db n,
+   * overwritten); SORT ... STORE dst, logged as `DEL dst` + `RPUSH dst ...`,
+   * is `1w`.
+   */
+  view?: string;
+  /**
+   * The options that make the command a write (SORT ... STORE dst, BITFIELD
+   * ... SET): called without any of them it is a read, sent as it is.
+   */
+  writesWith?: readonly string[];
+  /**
    * The logged form names only the key popped from, which Redis picks as it
    * runs: the first of the keys that exists (BLPOP k1 k2 0, logged as
    * `LPOP k2 1`). The view is of that key, as the logged form's first argument.
@@ -113,6 +140,7 @@ const one: KeySpec = { first: 1, last: 1, step: 1 };
 const two: KeySpec = { first: 1, last: 2, step: 1 };
 const all: KeySpec = { first: 1, last: -1, step: 1 };
 const pairs: KeySpec = { first: 1, last: -1, step: 2 };
+const none: KeySpec = { first: 1, last: 0, step: 1 };
 const allButLast: KeySpec = { first: 1, last: -2, step: 1 };
 
 /** The supported writes, by lower-case command name. */
@@ -146,6 +174,23 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze({
   rename: { keys: two, log: 'always', overwrites: 'last' },
   renamenx: { keys: two, log: 'changed' },
   copy: { keys: two, log: 'changed' },
+  // whole keys and dbs, stored results, GEOADD and BITFIELD (rules in shared/lua/includes/keyspace-rules.lua)
+  move: { keys: one, log: 'move', view: '1:2:1l' },
+  restore: { keys: one, log: 'restore', overwrites: 'all' },
+  flushdb: { keys: none, log: 'flush' },
+  flushall: { keys: none, log: 'flush' },
+  sort: { keys: one, log: 'sortstore', view: '1w', writesWith: ['STORE'] },
+  zunionstore: { keys: one, log: 'zstore', overwrites: 'all' },
+  zinterstore: { keys: one, log: 'zstore', overwrites: 'all' },
+  zdiffstore: { keys: one, log: 'zstore', overwrites: 'all' },
+  zrangestore: { keys: two, log: 'always', overwrites: 'first' },
+  geoadd: { keys: one, log: 'geoadd' },
+  georadius: { keys: one, log: 'georadius', view: '1w', writesWith: ['STORE', 'STOREDIST'] },
+  georadiusbymember: { keys: one, log: 'georadius', view: '1w', writesWith: ['STORE', 'STOREDIST'] },
+  geosearchstore: { keys: one, log: 'zstore', overwrites: 'all' },
+  bitfield: { keys: one, log: 'bitfield', writesWith: ['SET', 'INCRBY'] },
+  bitop: { keys: { first: 2, last: -1, step: 1 }, log: 'always', overwrites: 'first' },
+  pfmerge: { keys: all, log: 'always' },
   // hashes
   hset: { keys: one, log: 'always' },
   hsetnx: { keys: one, log: 'changed' },
@@ -226,7 +271,23 @@ export const REFUSED: Readonly<Record<string, string>> = Object.freeze({
   unwatch: 'cannot be kept: a write logged through qsync is not a plain command the server can watch; use multi() alone',
   discard: "is not a command of its own on a producer: a producer's multi() is sent whole by exec(), or dropped",
   exec: "is not a command of its own on a producer: call exec() on the producer's multi()",
+  swapdb:
+    "swaps two whole dbs: the log names keys by db, so entries queued before the swap would replay into the wrong db, and the queue db's swap would move qsync's own keys; copy or rename the keys instead",
+  migrate: 'moves keys to another Redis server, outside what qsync replicates; DUMP them and RESTORE them through a producer instead',
+  'restore-asking': "is Redis Cluster's internal form of RESTORE, which qsync does not replicate; use RESTORE",
+  pfdebug: "is a debugging command whose TODENSE converts a HyperLogLog's encoding; PFADD, PFMERGE and PFCOUNT are replicated",
 });
+
+/**
+ * True for a call of a supported command without any of the options that
+ * make it a write (SORT without STORE, BITFIELD with GET alone): a read. An
+ * option's name given as an argument of another (SORT k BY store) makes the
+ * call a write, which the log-write script then logs exactly as what it did.
+ */
+export function isReadCall(spec: CommandSpec, args: readonly (string | Buffer)[]): boolean {
+  const options = spec.writesWith;
+  return options !== undefined && !args.some((a, i) => i > 0 && options.includes(a.toString().toUpperCase()));
+}
 
 /** The spec of a supported write, or undefined for anything else. */
 export function commandSpec(name: string): CommandSpec | undefined {
@@ -298,6 +359,7 @@ export function keyIndexes(spec: KeySpec, args: ArrayLike<unknown>): number[] {
  * overwritten, so that the replica can first bring its keys to that view.
  */
 export function viewSpec(spec: CommandSpec): string {
+  if (spec.view !== undefined) return spec.view;
   let view = VIEW_SPECS.get(spec);
   if (view === undefined) {
     const keys = spec.keys;

@@ -8,6 +8,8 @@ import type { Redis } from 'ioredis';
 import { COMMANDS } from '../shared/commands.js';
 import { createProducer } from '../producer/index.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
+import { setLimits } from '../consumer/queue/limits.js';
+import { QueueKeys } from '../shared/keys.js';
 
 type Scenario = (p: Redis, t: ExecutionContext) => Promise<unknown>;
 
@@ -128,6 +130,125 @@ const SCENARIOS: Record<string, Scenario> = {
     t.is(await p.copy('copy:a', 'copy:b'), 0);
     t.is(await p.copy('copy:a', 'copy:b', 'REPLACE'), 1);
     t.is(await p.copy('copy:a', 'copy:c', 'DB', 3), 1);
+  },
+  // whole keys and dbs, stored results, GEOADD and BITFIELD (qsync's keys through a flush: below)
+  move: async (p, t) => {
+    await p.set('move:a', '1', 'EX', 100);
+    await p.rpush('move:l', 'x', 'y');
+    t.is(await p.move('move:a', 4), 1);
+    t.is(await p.move('move:l', 5), 1);
+    t.is(await p.move('move:missing', 4), 0);
+    await p.set('move:b', '2');
+    await p.copy('move:b', 'move:b', 'DB', 4);
+    t.is(await p.move('move:b', 4), 0, 'the key is in db 4 already');
+  },
+  restore: async (p, t) => {
+    await p.rpush('restore:src', 'a', 'b');
+    await p.hset('restore:hash', 'f', 'v');
+    const [list, hash] = [await p.dumpBuffer('restore:src'), await p.dumpBuffer('restore:hash')];
+    t.is(await p.restore('restore:plain', 0, list), 'OK');
+    t.is(await p.restore('restore:ttl', 100_000, hash), 'OK');
+    t.is(await p.restore('restore:abs', inMs(100_000), list, 'ABSTTL', 'IDLETIME', 5), 'OK');
+    t.is(await p.restore('restore:plain', 0, hash, 'REPLACE', 'FREQ', 3), 'OK');
+    await p.set('restore:past', 'v');
+    t.is(await p.call('RESTORE', 'restore:past', 1, list, 'REPLACE', 'ABSTTL'), 'OK');
+    await t.throwsAsync(p.restore('restore:ttl', 0, list), { message: /BUSYKEY/ });
+  },
+  flushdb: async (p, t) => {
+    await p.mset('flushdb:a', '1', 'flushdb:b', '2');
+    const other = p.duplicate({ db: 2 });
+    await other.set('flushdb:other', '1', 'EX', 100);
+    t.is(await other.flushdb(), 'OK');
+    await other.set('flushdb:after', '1');
+    other.disconnect();
+    t.is(await p.flushdb('ASYNC'), 'OK');
+    t.is(await p.exists('flushdb:a', 'flushdb:b'), 0);
+    await p.set('flushdb:c', '3');
+  },
+  flushall: async (p, t) => {
+    await p.set('flushall:a', '1');
+    await p.copy('flushall:a', 'flushall:a', 'DB', 3);
+    t.is(await p.flushall('SYNC'), 'OK');
+    await p.set('flushall:b', '2', 'EX', 100);
+  },
+  sort: async (p, t) => {
+    await p.rpush('sort:l', '3', '1', '2');
+    await p.sadd('sort:s', 'b', 'c', 'a');
+    t.deepEqual(await p.sort('sort:l'), ['1', '2', '3']);
+    t.is(await p.sort('sort:l', 'DESC', 'STORE', 'sort:dst'), 3);
+    t.is(await p.sort('sort:s', 'ALPHA', 'LIMIT', 0, 2, 'STORE', 'sort:alpha'), 2);
+    await p.mset('sort:w_1', '30', 'sort:w_2', '10', 'sort:w_3', '20');
+    t.is(await p.sort('sort:l', 'BY', 'sort:w_*', 'GET', '#', 'GET', 'sort:w_*', 'STORE', 'sort:by'), 6);
+    await p.rpush('sort:emptied', 'x');
+    t.is(await p.sort('sort:missing', 'STORE', 'sort:emptied'), 0);
+    await p.rpush('sort:big', ...Array.from({ length: 6000 }, (_, i) => String((i * 7919) % 6000)));
+    t.is(await p.sort('sort:big', 'STORE', 'sort:big-sorted'), 6000);
+  },
+  zunionstore: async (p, t) => {
+    await p.zadd('zunionstore:a', 1, 'x', 2, 'y');
+    await p.zadd('zunionstore:b', 0.1, 'y', 3, 'z');
+    t.is(await p.zunionstore('zunionstore:dst', 2, 'zunionstore:a', 'zunionstore:b', 'WEIGHTS', 1.5, 0.3), 3);
+    t.is(await p.zunionstore('zunionstore:max', 2, 'zunionstore:a', 'zunionstore:b', 'AGGREGATE', 'MAX'), 3);
+    await p.zadd('zunionstore:big', ...Array.from({ length: 3000 }, (_, i) => [i / 7, `m${i}`]).flat());
+    t.is(await p.zunionstore('zunionstore:big-copy', 1, 'zunionstore:big'), 3000);
+  },
+  zinterstore: async (p, t) => {
+    await p.zadd('zinterstore:a', 1, 'x', 2, 'y');
+    await p.zadd('zinterstore:b', 5, 'y', 3, 'z');
+    t.is(await p.zinterstore('zinterstore:dst', 2, 'zinterstore:a', 'zinterstore:b', 'AGGREGATE', 'MIN'), 1);
+    await p.set('zinterstore:none', 'x', 'EX', 100);
+    t.is(await p.zinterstore('zinterstore:none', 2, 'zinterstore:a', 'zinterstore:missing'), 0);
+  },
+  zdiffstore: async (p, t) => {
+    await p.zadd('zdiffstore:a', 1, 'x', 2, 'y');
+    await p.zadd('zdiffstore:b', 5, 'y');
+    t.is(await p.zdiffstore('zdiffstore:dst', 2, 'zdiffstore:a', 'zdiffstore:b'), 1);
+  },
+  zrangestore: async (p, t) => {
+    await p.zadd('zrangestore:src', 1, 'a', 2, 'b', 3, 'c');
+    t.is(await p.zrangestore('zrangestore:dst', 'zrangestore:src', 0, 1), 2);
+    t.is(await p.zrangestore('zrangestore:rev', 'zrangestore:src', '(3', '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1), 1);
+  },
+  geoadd: async (p, t) => {
+    t.is(await p.geoadd('geoadd:g', 13.361389, 38.115556, 'Palermo', 15.087269, 37.502669, 'Catania'), 2);
+    t.is(await p.geoadd('geoadd:g', 'NX', 1, 1, 'Palermo', 2, 2, 'Null Island'), 1);
+    t.is(await p.geoadd('geoadd:g', 'XX', 'CH', 13.4, 38.1, 'Palermo', 3, 3, 'missing'), 1);
+    t.is(await p.geoadd('geoadd:none', 'XX', 1, 1, 'x'), 0);
+  },
+  georadius: async (p, t) => {
+    await p.geoadd('georadius:g', 13.361389, 38.115556, 'Palermo', 15.087269, 37.502669, 'Catania');
+    t.deepEqual(await p.georadius('georadius:g', 15, 37, 200, 'km', 'ASC'), ['Catania', 'Palermo']);
+    t.is(await p.call('GEORADIUS', 'georadius:g', 15, 37, 200, 'km', 'STORE', 'georadius:store'), 2);
+    t.is(await p.call('GEORADIUS', 'georadius:g', 15, 37, 100, 'km', 'COUNT', 1, 'STOREDIST', 'georadius:dist'), 1);
+  },
+  georadiusbymember: async (p, t) => {
+    await p.geoadd('georadiusbymember:g', 13.361389, 38.115556, 'Palermo', 15.087269, 37.502669, 'Catania');
+    t.deepEqual(await p.georadiusbymember('georadiusbymember:g', 'Palermo', 200, 'km'), ['Palermo', 'Catania']);
+    t.is(await p.georadiusbymember('georadiusbymember:g', 'Palermo', 200, 'km', 'STOREDIST', 'georadiusbymember:dist'), 2);
+  },
+  geosearchstore: async (p, t) => {
+    await p.geoadd('geosearchstore:g', 13.361389, 38.115556, 'Palermo', 15.087269, 37.502669, 'Catania');
+    t.is(await p.geosearchstore('geosearchstore:dst', 'geosearchstore:g', 'FROMLONLAT', 15, 37, 'BYRADIUS', 200, 'km', 'ASC'), 2);
+    t.is(await p.geosearchstore('geosearchstore:d', 'geosearchstore:g', 'FROMMEMBER', 'Palermo', 'BYBOX', 400, 400, 'km', 'STOREDIST'), 2);
+  },
+  bitfield: async (p, t) => {
+    t.deepEqual(await p.bitfield('bitfield:b', 'GET', 'u8', 0), [0]);
+    t.deepEqual(await p.call('BITFIELD', 'bitfield:b', 'SET', 'u8', 0, 200, 'GET', 'u4', 0), [0, 12]);
+    t.deepEqual(await p.bitfield('bitfield:b', 'OVERFLOW', 'SAT', 'INCRBY', 'u8', 0, 100), [255]);
+    t.deepEqual(await p.bitfield('bitfield:b', 'OVERFLOW', 'FAIL', 'INCRBY', 'u8', 0, 1), [null]);
+  },
+  bitop: async (p, t) => {
+    await p.mset('bitop:a', 'abc', 'bitop:b', 'a');
+    t.is(await p.bitop('AND', 'bitop:and', 'bitop:a', 'bitop:b'), 3);
+    t.is(await p.bitop('NOT', 'bitop:not', 'bitop:a'), 3);
+    await p.set('bitop:gone', 'x', 'EX', 100);
+    t.is(await p.bitop('OR', 'bitop:gone', 'bitop:missing'), 0);
+  },
+  pfmerge: async (p, t) => {
+    await p.pfadd('pfmerge:a', 'x', 'y');
+    await p.pfadd('pfmerge:b', 'y', 'z');
+    t.is(await p.pfmerge('pfmerge:dst', 'pfmerge:a', 'pfmerge:b'), 'OK');
+    t.is(await p.pfmerge('pfmerge:a', 'pfmerge:b'), 'OK');
   },
   hset: async (p, t) => {
     t.is(await p.hset('hset:h', 'a', '1', 'b', '2'), 2);
@@ -479,4 +600,67 @@ test('a key set with EX 100 and replayed 2 s later keeps the master expiry, not 
   t.true(masterAt > Date.now() + 90_000);
   t.is(await own.replica.client().pexpiretime('ttl:k'), masterAt);
   t.deepEqual(await datasetDiff(own.master, own.replica), []);
+});
+
+test("FLUSHDB and FLUSHALL keep qsync's own keys on both sides, and the stream goes on after them", async (t) => {
+  const keys = new QueueKeys('qsync', 'default');
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const worker = startWorker(pair);
+  t.teardown(() => worker.close());
+  const [master, replica] = [pair.master.client(), pair.replica.client()];
+  const producer = createProducer(pair.master.client());
+  await producer.set('before', '1');
+  await waitForDrain(master, replica);
+  const epoch = await master.hget(keys.meta, 'epoch');
+  // qsync's keys that are not the queue's own: another queue's, a control job's
+  await master.set('qsync-jobs:control:1', 'job', 'EX', 100);
+  await replica.hset('qsync:other:applied', 'seq', '7');
+  await master.set('qsync-like', 'app');
+  t.is(await producer.flushdb(), 'OK');
+  await producer.set('between', '1');
+  t.is(await producer.flushall(), 'OK');
+  await producer.set('after', '1');
+  await waitForDrain(master, replica);
+  t.is(await master.hget(keys.meta, 'epoch'), epoch, "the master's queue kept its sequence");
+  t.is(await master.hget(keys.meta, 'seq'), '5');
+  t.is(await replica.hget(keys.applied, 'seq'), '5');
+  t.true((await master.pexpiretime('qsync-jobs:control:1')) > Date.now());
+  t.is(await replica.hget('qsync:other:applied', 'seq'), '7');
+  t.deepEqual(await master.keys('[ab]*'), ['after']);
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+});
+
+test('SORT and GEORADIUS without STORE, BITFIELD with GET alone are reads: sent as they are, nothing logged', async (t) => {
+  await replays(t, async (producer) => {
+    await producer.rpush('l', '2', '1');
+    await producer.geoadd('g', 1, 1, 'm');
+    const seq = async () => Number(await producer.hget('qsync:default:meta', 'seq'));
+    const before = await seq();
+    t.deepEqual(await producer.sort('l'), ['1', '2']);
+    t.deepEqual(await producer.call('SORT', 'l', 'BY', 'nosort', 'GET', '#'), ['2', '1']);
+    t.deepEqual(await producer.georadius('g', 1, 1, 10, 'km'), ['m']);
+    t.deepEqual(await producer.georadiusbymember('g', 'm', 10, 'km'), ['m']);
+    t.deepEqual(await producer.bitfield('b', 'GET', 'u8', 0), [0]);
+    t.is(await seq(), before);
+    t.is(await producer.exists('b'), 0);
+  });
+});
+
+test('under mark-dirty, a stored result records its destination and a flush sends the queue to a full resync', async (t) => {
+  const keys = new QueueKeys('qsync', 'default');
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const master = pair.master.client();
+  const producer = createProducer(pair.master.client());
+  await setLimits(master, keys, { maxEntries: 1, policy: 'mark-dirty' });
+  await producer.rpush('src', 'b', 'a');
+  t.is(await producer.sort('src', 'ALPHA', 'STORE', 'dst'), 2);
+  await producer.zadd('z', 1, 'm');
+  t.is(await producer.call('GEORADIUS', 'z', 0, 0, 20000, 'km', 'STORE', 'geo-dst'), 1);
+  t.deepEqual((await master.smembers(keys.dirty)).sort(), ['0:dst', '0:geo-dst', '0:src', '0:z']);
+  t.is(await master.hget(keys.meta, 'state'), 'repair-needed');
+  t.is(await producer.flushdb(), 'OK');
+  t.is(await master.hget(keys.meta, 'state'), 'resync-needed');
+  t.is(await master.llen(keys.log), 1, 'the log kept its entry through the flush');
 });

@@ -88,11 +88,14 @@ local rcall = redis.call
 --- @include "includes/view"
 --- @include "includes/align"
 --- @include "includes/held"
+--- @include "includes/flush"
 
 local lengths = cmsgpack.unpack(ARGV[4])
 local entries = ARGV[5]
 local epoch = ARGV[1]
 local queue_db = ARGV[2]
+-- qsync's own keys here start with the prefix of the watermark's key (includes/flush.lua).
+local prefix = string.match(KEYS[1], '^([^:]*):')
 local park = ARGV[3] == 'park'
 if not park and ARGV[3] ~= 'halt' then return redis.error_reply("ERR apply-batch: ARGV[3] must be 'halt' or 'park'") end
 local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing', 'held', 'heldPending')
@@ -317,7 +320,14 @@ local function run(e)
       go = r
     end
     if go then
-      local r = pcall_redis(unpack(cmds[j]))
+      local cmd, r = cmds[j], nil
+      if cmd[1] == 'flushdb' or cmd[1] == 'flushall' then
+        -- Keeping qsync's own keys; an error raised there is the command's refusal.
+        local ok, flushed = pcall(flush_keeping, cmd[1], tostring(e[4]), queue_db, prefix)
+        r = ok and flushed or (type(flushed) == 'table' and flushed or { err = tostring(flushed) })
+      else
+        r = pcall_redis(unpack(cmd))
+      end
       if type(r) == 'table' and r.err then return j, r.err end
     end
   end

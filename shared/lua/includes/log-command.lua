@@ -25,9 +25,11 @@ local function log_command(cmd, rule, spec, db, out, views, shape)
     if shape then redis.setresp(2) end
     local pre = PRE[rule] and PRE[rule](cmd)
     if shape then redis.setresp(3) end
-    -- A command Redis refuses inside a script may run as an equivalent (includes/pop-rules.lua).
+    -- A command Redis refuses inside a script may run as an equivalent
+    -- (includes/pop-rules.lua); a flush runs keeping qsync's own keys
+    -- (includes/keyspace-rules.lua).
     if RUN[rule] then
-      reply = RUN[rule](cmd)
+      reply = RUN[rule](cmd, db)
     else
       reply = redis.pcall(unpack(cmd))
     end

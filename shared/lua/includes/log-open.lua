@@ -11,6 +11,8 @@
 local function open_log(meta_key, log_key, queue_db, refused)
   local selected = redis.pcall('SELECT', queue_db)
   if type(selected) == 'table' and selected.err then return nil, selected end
+  -- Where qsync's own keys are, for a flush that must keep them (includes/keyspace-rules.lua).
+  QUEUE.db, QUEUE.prefix = queue_db, string.match(meta_key, '^([^:]*):')
   local meta = rcall('HMGET', meta_key, 'seq', 'ts', 'bytes', 'state', 'maxEntries', 'maxBytes')
   local dirty = meta[4] ~= false
   -- The policy is read only once the log is full: most writes never need it.

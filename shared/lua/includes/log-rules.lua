@@ -20,6 +20,7 @@ local function int(n)
 end
 
 --- @include "includes/pop-rules"
+--- @include "includes/keyspace-rules"
 
 local function changed(reply)
   local t = type(reply)
@@ -97,6 +98,7 @@ local function load_rules()
 
   local RULES = {}
   pop_rules(RULES, push_members)
+  keyspace_rules(RUN, RULES)
 
   RULES.always = function(cmd, _, out)
     push(out, cmd)
