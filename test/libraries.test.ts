@@ -87,8 +87,7 @@ function finished(jobs: Job[], { events, errors }: Jobs): Promise<unknown[]> {
   );
 }
 
-// Not yet: BullMQ's scripts write to a stream (XADD), refused.
-test.failing('BullMQ: jobs added, processed, retried, delayed and removed over producer connections; the replica holds the same queue', async (t) => {
+test('BullMQ: jobs added, processed, retried, delayed and removed over producer connections; the replica holds the same queue', async (t) => {
   const { pair, connect, replica } = await setUp(t);
   const jobs = await bullmq(t, connect, 'mail', async (job: Job<{ to: string }>) => {
     if (job.name === 'flaky' && job.attemptsMade === 0) throw new Error('the mail server said try later');
@@ -122,8 +121,7 @@ test.failing('BullMQ: jobs added, processed, retried, delayed and removed over p
   t.deepEqual(jobs.errors, []);
 });
 
-// Not yet: BullMQ adds these jobs with its scripts inside a MULTI, refused.
-test.failing('BullMQ: jobs added in bulk and as a flow of a parent and its children (FlowProducer); the replica holds the same queue', async (t) => {
+test('BullMQ: jobs added in bulk and as a flow of a parent and its children (FlowProducer); the replica holds the same queue', async (t) => {
   const { pair, connect } = await setUp(t);
   const jobs = await bullmq(t, connect, 'reports', async (job: Job<{ n?: number }>) => {
     if (job.name !== 'total') return (job.data.n ?? 0) * 10;
@@ -230,8 +228,7 @@ test('connect-redis with express-session: a session written, read back and destr
   t.is(await replica.exists(key), 0);
 });
 
-// Not yet: reset() is a FLUSHDB, refused.
-test.failing('cache-manager with the ioredis store: set, get, del, ttl and reset (FLUSHDB) over a producer connection; the replica follows, other dbs kept', async (t) => {
+test('cache-manager with the ioredis store: set, get, del, ttl and reset (FLUSHDB) over a producer connection; the replica follows, other dbs kept', async (t) => {
   const { pair, connect, replica } = await setUp(t);
   const cache = await caching(redisInsStore(connect(), { ttl: 60_000 }));
   const orders = connect({ db: 1 });
