@@ -130,6 +130,10 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
         '+rpush',
         '+time',
         '+exists',
+        // a stream group's state around a group command, a stream's length after a trim (stream-rules.lua)
+        '+xinfo',
+        '+xpending',
+        '+xlen',
         '+pexpiretime',
         '+getrange',
         '+select',

@@ -14,6 +14,7 @@ import { streamDifference } from '../consumer/verify/streams.js';
 import { runResync } from '../consumer/copy/resync.js';
 import { runRepair } from '../consumer/copy/repair.js';
 import { setLimits } from '../consumer/queue/limits.js';
+import { aclRules } from '../shared/acl.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 
@@ -506,4 +507,29 @@ test('a repair copies the streams written while the queue was full under mark-di
   t.is(await streamDifference(master, replica, Buffer.from('dirty:s')), undefined, 'the copy has the groups and pending entries');
   await p.xack('dirty:s', 'g', '1-1');
   await assertReplicated(t, s, ['dirty:s']);
+});
+
+test("the least-privilege ACL users are enough for streams and their groups: the producer's rules read the group, the replica applies the logged forms", async (t) => {
+  const s = await setup(t);
+  const { master, replica, pair } = s;
+  await master.call('ACL', 'SETUSER', 'qsync-consumer', 'on', '>m-secret', ...aclRules('consumer-master'));
+  await replica.call('ACL', 'SETUSER', 'qsync-consumer', 'on', '>r-secret', ...aclRules('consumer-replica'));
+  await master.call('ACL', 'SETUSER', 'app', 'on', '>app-secret', '~app:*', '+info', ...aclRules('producer'));
+  const app = createProducer(pair.master.client(0, { username: 'app', password: 'app-secret' }));
+  await app.xgroup('CREATE', 'app:s', 'g', '$', 'MKSTREAM');
+  for (let i = 1; i <= 5; i++) await app.xadd('app:s', 'MAXLEN', '~', 100, `${i}-1`, 'n', String(i));
+  await app.xreadgroup('GROUP', 'g', 'c', 'COUNT', 3, 'STREAMS', 'app:s', '>');
+  await app.xclaim('app:s', 'g', 'd', 0, '1-1', 'IDLE', 100);
+  await app.xautoclaim('app:s', 'g', 'e', 0, '0', 'COUNT', 1);
+  await app.xack('app:s', 'g', '2-1');
+  await app.xtrim('app:s', 'MAXLEN', 4);
+  await app.xgroup('DELCONSUMER', 'app:s', 'g', 'c');
+  const worker = startWorker(pair, {
+    master: { host: pair.master.host, port: pair.master.port, username: 'qsync-consumer', password: 'm-secret' },
+    replica: { host: pair.replica.host, port: pair.replica.port, username: 'qsync-consumer', password: 'r-secret' },
+  });
+  t.teardown(() => worker.close());
+  await waitForDrain(master, replica);
+  t.is(await streamDifference(master, replica, Buffer.from('app:s')), undefined);
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
 });
