@@ -39,6 +39,20 @@ export function commandKeys(db: number, cmd: Buffer[]): DbKey[] | undefined {
   return keys;
 }
 
+/**
+ * The dbs an entry's FLUSHDB or FLUSHALL emptied, whose keys no list can name:
+ * 'all', its db, or undefined for an entry without a flush.
+ */
+export function flushedDbs(entry: Entry): 'all' | number | undefined {
+  let flushed: 'all' | number | undefined;
+  for (const cmd of entry.commands) {
+    const name = cmd[0].toString('latin1').toLowerCase();
+    if (name === 'flushall') return 'all';
+    if (name === 'flushdb') flushed = entry.db;
+  }
+  return flushed;
+}
+
 /** Every key an entry's commands touch (a command the table does not know counts each argument as a key, to be safe). */
 export function entryKeys(entry: Entry): DbKey[] {
   return entry.commands.flatMap((cmd) => commandKeys(entry.db, cmd) ?? cmd.slice(1).map((key) => ({ db: entry.db, key })));

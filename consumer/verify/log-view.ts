@@ -7,7 +7,7 @@
  * asked about are remembered.
  */
 import type { Redis } from 'ioredis';
-import { entryKeys, keyId, type DbKey } from '../../shared/entry-keys.js';
+import { entryKeys, flushedDbs, keyId, parseKeyId, type DbKey } from '../../shared/entry-keys.js';
 import { decodeEntry, type Entry } from '../../shared/entry.js';
 import type { QueueKeys } from '../../shared/keys.js';
 
@@ -67,6 +67,13 @@ export async function readLogView(master: Redis, keys: QueueKeys, windows: Windo
       for (const { db, key } of entryKeys(entry)) {
         const w = byId.get(keyId(db, key));
         if (w && entry.seq > w.from && entry.seq <= w.to) explained.add(w.id);
+      }
+      // A flush touches every key of its db (of every db for FLUSHALL).
+      const flushed = flushedDbs(entry);
+      if (flushed !== undefined) {
+        for (const w of windows) {
+          if ((flushed === 'all' || parseKeyId(w.id).db === flushed) && entry.seq > w.from && entry.seq <= w.to) explained.add(w.id);
+        }
       }
     }
     const tail = runs[runs.length - 1];
