@@ -8,7 +8,7 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import test, { type ExecutionContext } from 'ava';
-import { FlowProducer, Queue, QueueEvents, Worker, type Job } from 'bullmq';
+import { FlowProducer, Queue, QueueEvents, Worker, type Job, type WorkerOptions } from 'bullmq';
 import { caching } from 'cache-manager';
 import { redisInsStore } from 'cache-manager-ioredis-yet';
 import RedisStore from 'connect-redis';
@@ -21,6 +21,7 @@ import { createProducer } from '../producer/index.js';
 import { ExitCode } from '../shared/errors.js';
 import { runCli } from './support/cli.js';
 import { datasetDiff, startPair, startWorker, waitForDrain, type Pair } from './support/fixtures.js';
+import { eventually } from './support/wait.js';
 
 interface Setup {
   pair: Pair;
@@ -61,10 +62,16 @@ interface Jobs {
 }
 
 /** A BullMQ queue, its events and a worker running `processor`, each on producer-wrapped connections. */
-async function bullmq(t: ExecutionContext, connect: Setup['connect'], name: string, processor: (job: Job) => Promise<unknown>): Promise<Jobs> {
+async function bullmq(
+  t: ExecutionContext,
+  connect: Setup['connect'],
+  name: string,
+  processor: (job: Job) => Promise<unknown>,
+  options: Omit<WorkerOptions, 'connection'> = {},
+): Promise<Jobs> {
   const queue = new Queue(name, { connection: connect() });
   const events = new QueueEvents(name, { connection: connect({ maxRetriesPerRequest: null }) });
-  const worker = new Worker(name, processor, { connection: connect({ maxRetriesPerRequest: null }) });
+  const worker = new Worker(name, processor, { ...options, connection: connect({ maxRetriesPerRequest: null }) });
   const errors: string[] = [];
   const noteError = (err: Error) => errors.push(err.message);
   queue.on('error', noteError);
@@ -140,6 +147,59 @@ test('BullMQ: jobs added in bulk and as a flow of a parent and its children (Flo
   t.like(await jobs.queue.getJobCounts('completed', 'failed', 'waiting-children'), { completed: 6, failed: 0, 'waiting-children': 0 });
 
   await flows.close();
+  await jobs.close();
+  await assertReplicaEqual(t, pair);
+  t.deepEqual(jobs.errors, []);
+});
+
+test('BullMQ: priorities, progress, a promoted delayed job, a job scheduler and the worker rate limiter, then clean and obliterate; the replica holds the same queue at each step', async (t) => {
+  const { pair, connect, replica } = await setUp(t);
+  const master = pair.master.client();
+  const order: string[] = [];
+  const jobs = await bullmq(
+    t,
+    connect,
+    'feeds',
+    async (job: Job) => {
+      order.push(job.name);
+      await job.updateProgress(50);
+      return job.name;
+    },
+    { limiter: { max: 2, duration: 200 } },
+  );
+  const { queue } = jobs;
+
+  await queue.pause();
+  const prioritised = [];
+  for (const priority of [3, 1, 2]) prioritised.push(await queue.add(`p${priority}`, {}, { priority }));
+  await queue.resume();
+  t.deepEqual(await finished(prioritised, jobs), ['p3', 'p1', 'p2']);
+  t.deepEqual(order, ['p1', 'p2', 'p3'], 'the most urgent first');
+  t.is((await queue.getJob(prioritised[0].id!))?.progress, 50);
+
+  const promoted = await queue.add('promoted', {}, { delay: 60_000 });
+  await promoted.promote();
+  t.deepEqual(await finished([promoted], jobs), ['promoted']);
+
+  await queue.upsertJobScheduler('tick', { every: 100, limit: 3 }, { name: 'tick' });
+  await eventually(
+    async () => (await queue.getJobs(['completed'])).filter((j) => j.name === 'tick').length === 3,
+    20_000,
+    `three ticks (errors: ${jobs.errors.join(' | ')})`,
+  );
+  t.true(await queue.removeJobScheduler('tick'));
+  // The limiter's key lives 200 ms: compared once it has gone, not while it may expire halfway through the comparison.
+  const limiterGone = () => eventually(async () => (await master.exists('bull:feeds:limiter')) === 0, 5_000, 'the limiter key expired');
+  await limiterGone();
+  await assertReplicaEqual(t, pair);
+
+  t.is((await queue.clean(0, 100, 'completed')).length, 7);
+  await waitForDrain(master, replica);
+  t.is(await replica.zcard('bull:feeds:completed'), 0, 'cleaned on the replica too');
+  await jobs.worker.close();
+  await queue.obliterate({ force: true });
+  await limiterGone();
+  t.deepEqual(await master.keys('bull:feeds:*'), []);
   await jobs.close();
   await assertReplicaEqual(t, pair);
   t.deepEqual(jobs.errors, []);
