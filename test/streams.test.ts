@@ -533,3 +533,18 @@ test("the least-privilege ACL users are enough for streams and their groups: the
   t.is(await streamDifference(master, replica, Buffer.from('app:s')), undefined);
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
 });
+
+test('verify reads a big stream and a big pending list in chunks, and still finds a difference deep in them', async (t) => {
+  const s = await setup(t);
+  const { producer: p, master, replica } = s;
+  const pipeline = p.pipeline();
+  for (let i = 1; i <= 2500; i++) pipeline.xadd('big:s', `${i}-1`, 'n', String(i));
+  await pipeline.exec();
+  await p.xgroup('CREATE', 'big:s', 'g', '0');
+  await p.xreadgroup('GROUP', 'g', 'c', 'STREAMS', 'big:s', '>');
+  await assertReplicated(t, s, ['big:s']);
+  await master.xclaim('big:s', 'g', 'c', 0, '2400-1', 'TIME', Date.now() - 5000, 'RETRYCOUNT', 1, 'JUSTID');
+  t.is(await streamDifference(master, replica, Buffer.from('big:s')), 'delivery times in g', 'a delivery time past the first chunk of pending entries');
+  await master.xclaim('big:s', 'g', 'other', 0, '2450-1', 'JUSTID');
+  t.is(await streamDifference(master, replica, Buffer.from('big:s')), 'group g', 'a consumer more');
+});
