@@ -544,7 +544,11 @@ test('verify reads a big stream and a big pending list in chunks, and still find
   await p.xreadgroup('GROUP', 'g', 'c', 'STREAMS', 'big:s', '>');
   await assertReplicated(t, s, ['big:s']);
   await master.xclaim('big:s', 'g', 'c', 0, '2400-1', 'TIME', Date.now() - 5000, 'RETRYCOUNT', 1, 'JUSTID');
-  t.is(await streamDifference(master, replica, Buffer.from('big:s')), 'delivery times in g', 'a delivery time past the first chunk of pending entries');
+  t.is(
+    await streamDifference(master, replica, Buffer.from('big:s')),
+    'delivery times in g',
+    'a delivery time past the first chunk of pending entries',
+  );
   await master.xclaim('big:s', 'g', 'other', 0, '2450-1', 'JUSTID');
   t.is(await streamDifference(master, replica, Buffer.from('big:s')), 'group g', 'a consumer more');
 });
