@@ -60,7 +60,7 @@ async function assertReplicated(t: ExecutionContext, s: Setup, streams: string[]
 
 /** The absolute delivery time of a pending entry, as XINFO STREAM FULL gives it. */
 async function deliveryTime(client: Redis, key: string, group: string, id: string): Promise<number | undefined> {
-  const full = (await client.call('XINFO', 'STREAM', key, 'FULL')) as unknown[];
+  const full = (await client.call('XINFO', 'STREAM', key, 'FULL', 'COUNT', 0)) as unknown[];
   const groups = full[full.indexOf('groups') + 1] as unknown[][];
   for (const g of groups) {
     if (g[g.indexOf('name') + 1] !== group) continue;
@@ -551,4 +551,23 @@ test('verify reads a big stream and a big pending list in chunks, and still find
   );
   await master.xclaim('big:s', 'g', 'other', 0, '2450-1', 'JUSTID');
   t.is(await streamDifference(master, replica, Buffer.from('big:s')), 'group g', 'a consumer more');
+});
+
+test('a read whose delivery times span a clock tick is logged, and set on the master, with one time for all', async (t) => {
+  const s = await setup(t);
+  const { producer: p, master } = s;
+  for (let from = 0; from < 20_000; from += 1000) {
+    const pipeline = master.pipeline();
+    for (let i = from + 1; i <= from + 1000; i++) pipeline.xadd('tick:s', `${i}-1`, 'n', 'x');
+    await pipeline.exec();
+  }
+  await p.xgroup('CREATE', 'tick:s', 'g', '0');
+  const started = Date.now();
+  const [cmds] = await logOf(master, () => p.xreadgroup('GROUP', 'g', 'c', 'STREAMS', 'tick:s', '>'));
+  t.true(Date.now() - started > 2, 'the read took more than a millisecond');
+  const times = new Set(cmds.filter((c) => c.startsWith('xclaim')).map((c) => c.split(' ')[7]));
+  t.is(times.size, 1, 'every delivery logged at the later reading of the clock');
+  const [time] = times;
+  t.is(await deliveryTime(master, 'tick:s', 'g', '1-1'), Number(time));
+  t.is(await deliveryTime(master, 'tick:s', 'g', '20000-1'), Number(time));
 });
