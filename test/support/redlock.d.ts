@@ -5,7 +5,7 @@
 declare module 'redlock' {
   type Types = typeof import('../../node_modules/redlock/dist/index.js');
   const Redlock: Types['default'];
+  type Redlock = InstanceType<Types['default']>;
   export default Redlock;
   export const ExecutionError: Types['ExecutionError'];
-  export const ResourceLockedError: Types['ResourceLockedError'];
 }
