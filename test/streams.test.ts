@@ -457,24 +457,20 @@ test('stream writes inside a script that switched to RESP3 are logged as under R
   await assertReplicated(t, s, ['resp3:s']);
 });
 
-test('a stream the replica lost before the master did is copied from the master with its groups (held keys)', async (t) => {
+test('a stream the replica lost is copied from the master with its groups (held keys)', async (t) => {
   const s = await setup(t);
   const { producer: p, master, replica, pair } = s;
   await p.xadd('held:s', '1-1', 'n', '1');
   await p.xgroup('CREATE', 'held:s', 'g', '0');
-  await p.pexpire('held:s', 1500);
-  const setUp = Date.now();
+  await p.pexpire('held:s', 60_000);
   const first = startWorker(pair);
   await waitForDrain(master, replica);
   await first.close();
-  // The consumer is away; the stream is renewed on the master while alive, then read and claimed.
-  await p.pexpire('held:s', 60_000);
+  // Gone from the replica only (as when it expired there first): the next writes cannot apply to it.
+  await replica.del('held:s');
   await p.xadd('held:s', '2-1', 'n', '2');
   await p.xreadgroup('GROUP', 'g', 'c', 'STREAMS', 'held:s', '>');
   await p.xclaim('held:s', 'g', 'd', 0, '1-1', 'IDLE', 500);
-  t.true(Date.now() < setUp + 1500, 'renewed while alive');
-  await new Promise((r) => setTimeout(r, setUp + 1600 - Date.now()));
-  t.is(await replica.exists('held:s'), 0, 'the replica lost it');
   const worker = startWorker(pair);
   t.teardown(() => worker.close());
   await waitForDrain(master, replica);
