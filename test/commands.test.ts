@@ -10,6 +10,8 @@ import { createProducer } from '../producer/index.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import { setLimits } from '../consumer/queue/limits.js';
 import { QueueKeys } from '../shared/keys.js';
+import { flushedDbs } from '../shared/entry-keys.js';
+import { touchedKeys } from '../consumer/copy/log-follower.js';
 
 type Scenario = (p: Redis, t: ExecutionContext) => Promise<unknown>;
 
@@ -629,6 +631,38 @@ test("FLUSHDB and FLUSHALL keep qsync's own keys on both sides, and the stream g
   t.is(await replica.hget('qsync:other:applied', 'seq'), '7');
   t.deepEqual(await master.keys('[ab]*'), ['after']);
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+});
+
+test('inside a Lua script, MOVE, RESTORE, a stored result, GEOADD, BITFIELD and a flush are logged as when sent alone', async (t) => {
+  const pair = await replays(t, async (producer) => {
+    await producer.rpush('src', '3', '1', '2');
+    await producer.set('moved', 'v', 'EX', 100);
+    await producer.set('gone', 'v');
+    const script = `
+      redis.call('FLUSHDB')
+      redis.call('RPUSH', KEYS[1], '3', '1', '2')
+      redis.call('SET', KEYS[2], 'v', 'EX', 100)
+      redis.call('MOVE', KEYS[2], 6)
+      redis.call('RESTORE', KEYS[4], 100000, redis.call('DUMP', KEYS[1]))
+      redis.call('GEOADD', KEYS[5], 13.361389, 38.115556, 'Palermo')
+      redis.call('GEORADIUS', KEYS[5], 13, 38, 100, 'km', 'STORE', KEYS[6])
+      redis.call('BITFIELD', KEYS[7], 'SET', 'u8', 0, 200)
+      return redis.call('SORT', KEYS[1], 'STORE', KEYS[3])`;
+    t.is(await producer.eval(script, 7, 'src', 'moved', 'sorted', 'restored', 'geo', 'near', 'bits'), 3);
+  });
+  const replica = pair.replica.client();
+  t.deepEqual(await replica.lrange('sorted', 0, -1), ['1', '2', '3']);
+  t.is(await replica.exists('gone'), 0);
+  t.is(await pair.replica.client(6).get('moved'), 'v');
+});
+
+test('a flush in the log touches every key of its db for verify, and stops a resync or repair that meets it', (t) => {
+  const entry = (db: number, ...commands: string[][]) => ({ db, commands: commands.map((c) => c.map((a) => Buffer.from(a))) });
+  t.is(flushedDbs(entry(3, ['set', 'k', 'v'], ['flushdb']) as never), 3);
+  t.is(flushedDbs(entry(3, ['flushall'], ['set', 'k', 'v']) as never), 'all');
+  t.is(flushedDbs(entry(3, ['set', 'k', 'v']) as never), undefined);
+  t.throws(() => touchedKeys(0, [Buffer.from('flushall')]), { message: /FLUSHALL made during the run; run it again/ });
+  t.deepEqual(touchedKeys(2, [Buffer.from('move'), Buffer.from('k'), Buffer.from('5')]), ['2\nk']);
 });
 
 test('SORT and GEORADIUS without STORE, BITFIELD with GET alone are reads: sent as they are, nothing logged', async (t) => {
