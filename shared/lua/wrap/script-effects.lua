@@ -48,7 +48,8 @@ local rcall = redis.call
 -- replicate, the reason.
 --- @commands
 local function write_entry(name)
-  return string.match(WRITES, '|' .. name .. ' ([^|]+)|')
+  local at = string.find(WRITES, '|' .. name .. ' ', 1, true)
+  return at and string.match(WRITES, '^[^|]+', at + #name + 2) or nil
 end
 local function refusal_reason(name)
   local at = string.find(REFUSED, '|' .. name .. '|', 1, true)
@@ -117,10 +118,11 @@ end
 
 -- The error of a write that may not run, or nil.
 local function check(name, cmd, spec)
-  if name == 'select' then return 'ERR qsync: SELECT inside a script is not supported: the writes of one script call are logged as one entry in one db' end
-  local reason = refusal_reason(name)
-  if reason then return 'ERR qsync: ' .. string.upper(name) .. ' inside a script is not supported: ' .. reason end
-  if not spec then return nil end
+  if not spec then
+    if name == 'select' then return 'ERR qsync: SELECT inside a script is not supported: the writes of one script call are logged as one entry in one db' end
+    return 'ERR qsync: ' .. string.upper(name) .. ' inside a script is not supported: ' .. refusal_reason(name)
+  end
+  if db ~= queue_db then return nil end
   local first, last, step = spec_range(string.match(spec, ' (%S+)$'), #cmd - 1, cmd)
   for a = first, last, step do
     local prefix = own_key(cmd[a + 1])
