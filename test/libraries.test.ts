@@ -205,6 +205,34 @@ test('BullMQ: priorities, progress, a promoted delayed job, a job scheduler and 
   t.deepEqual(jobs.errors, []);
 });
 
+test('BullMQ: a job whose worker died mid-job is found stalled and finished by another worker; the replica holds the same queue', async (t) => {
+  const { pair, connect } = await setUp(t);
+  const timing = { lockDuration: 600, stalledInterval: 300 };
+  let hang: () => void = () => undefined;
+  const jobs = await bullmq(t, connect, 'imports', () => new Promise<void>((resolve) => (hang = resolve)), timing);
+  t.teardown(() => hang());
+  const job = await jobs.queue.add('import', { file: 'a.csv' });
+  await eventually(async () => (await jobs.queue.getJobState(job.id!)) === 'active', 10_000, 'the job taken by the first worker');
+  // Closed without waiting for its job, as a crash would leave it: the job's lock is left to expire.
+  await jobs.worker.close(true);
+
+  const rescuer = new Worker('imports', async (j: Job<{ file: string }>) => `imported ${j.data.file}`, {
+    ...timing,
+    connection: connect({ maxRetriesPerRequest: null }),
+  });
+  t.teardown(() => rescuer.close());
+  const stalled: string[] = [];
+  rescuer.on('stalled', (id) => stalled.push(id));
+  rescuer.on('error', (err) => jobs.errors.push(err.message));
+  t.deepEqual(await finished([job], jobs), ['imported a.csv']);
+  t.deepEqual(stalled, [job.id]);
+
+  await rescuer.close();
+  await jobs.close();
+  await assertReplicaEqual(t, pair);
+  t.deepEqual(jobs.errors, []);
+});
+
 /** A lock acquired, refused to a second taker, extended and released; the replica checked after each step. */
 async function lockLifecycle(t: ExecutionContext, { pair, replica }: Setup, redlock: Redlock): Promise<void> {
   const master = pair.master.client();
