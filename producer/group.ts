@@ -12,6 +12,7 @@ import type { WriteGuard } from './write-guard.js';
 import type { WriteLog } from './write-log.js';
 import { definedScript, parseMethod, takeCallback, toLoggedCommand, type Callback, type LoggedCommand } from './calls.js';
 import type { ScriptSender } from './user-scripts.js';
+import type { BlockingPops } from './blocking.js';
 
 export type Results = [Error | null, unknown][];
 export type AnyFn = (...args: unknown[]) => unknown;
@@ -69,6 +70,7 @@ export interface GroupContext {
   /** the db the connection is in now */
   db: () => number;
   scripts: ScriptSender;
+  blocking: BlockingPops;
 }
 
 /**

@@ -1,2 +1,2 @@
 export { createProducer, type ProducerOptions } from './producer.js';
-export { UnsupportedCommandError, ReservedKeyError, QueueFullError, ConfigError } from '../shared/errors.js';
+export { UnsupportedCommandError, ReservedKeyError, QueueFullError, FencedError, ConfigError } from '../shared/errors.js';

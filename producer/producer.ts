@@ -141,7 +141,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     (...args: unknown[]): Promise<unknown> =>
       settle(refuseLater(client, err), takeCallback(args));
 
-  const groupContext = { log, guard, client, db: () => db, scripts };
+  const groupContext = { log, guard, client, db: () => db, scripts, blocking };
   const group =
     (create: typeof createMulti) =>
     (...args: unknown[]) => {

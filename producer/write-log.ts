@@ -4,7 +4,7 @@
  */
 import { ReplyError, type Redis, type ChainableCommander } from 'ioredis';
 import { commandSpec, isUnsupportedWrite, keyIndexes } from '../shared/commands.js';
-import { ConfigError, QueueFullError } from '../shared/errors.js';
+import { ConfigError, FencedError, QueueFullError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { defineScripts } from '../shared/scripts.js';
 import { exactReplies, mayCarryDigits } from './exact-integers.js';
@@ -52,6 +52,8 @@ export interface LogCall {
 
 /** How the log-write script's error reply for a full queue starts; the cap follows. */
 const QUEUE_FULL = 'QSYNCFULL ';
+/** How its error reply for a fenced queue starts (qsync failover); the new master follows. */
+const FENCED = 'QSYNCFENCED ';
 
 export class WriteLog {
   readonly keys: QueueKeys;
@@ -78,14 +80,17 @@ export class WriteLog {
 
   /**
    * The script's refusal of a write because the queue is full (policy
-   * `reject`) as a QueueFullError naming the queue and the cap; any other
-   * error as it is.
+   * `reject`) as a QueueFullError naming the queue and the cap, or because
+   * the queue is fenced (qsync failover) as a FencedError naming the new
+   * master; any other error as it is.
    */
   refusal(err: Error): Error {
+    if (!(err instanceof ReplyError)) return err;
     // Raised inside a script, the refusal ends with the script's name and line.
-    return err instanceof ReplyError && err.message.startsWith(QUEUE_FULL)
-      ? new QueueFullError(this.keys.queue, err.message.slice(QUEUE_FULL.length).replace(/ script: .*$/s, ''))
-      : err;
+    const rest = (prefix: string) => err.message.slice(prefix.length).replace(/ script: .*$/s, '');
+    if (err.message.startsWith(QUEUE_FULL)) return new QueueFullError(this.keys.queue, rest(QUEUE_FULL));
+    if (err.message.startsWith(FENCED)) return new FencedError(this.keys.queue, rest(FENCED));
+    return err;
   }
 
   /**

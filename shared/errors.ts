@@ -25,6 +25,10 @@ export const ExitCode = {
   refused: 9,
   /** status: writes went unqueued (a full queue under mark-dirty); the keys in the dirty set need a repair */
   repairNeeded: 10,
+  /** failover, promote, rejoin: a server does not have the role the command needs (not a replica of the queue, roles reversed); nothing changed */
+  wrongRole: 11,
+  /** failover: the replica did not apply everything within the timeout; the master was unfenced and nothing changed */
+  notCaughtUp: 12,
   /** anything unexpected */
   internal: 70,
 } as const;
@@ -84,6 +88,30 @@ export class QueueFullError extends QsyncError {
   ) {
     super(`qsync: queue '${queue}' is full (${limit}); the write was refused and nothing was written`);
   }
+}
+
+/**
+ * The master of the queue is fenced (qsync failover): its role is moving, or
+ * moved, to another server, and it refuses every write. Nothing was written:
+ * send the write to the new master named here.
+ */
+export class FencedError extends QsyncError {
+  constructor(
+    readonly queue: string,
+    readonly newMaster: string,
+  ) {
+    super(`qsync: queue '${queue}' is fenced here: its new master is ${newMaster}; the write was refused and nothing was written`);
+  }
+}
+
+/** A server does not have the role a failover, promote or rejoin needs (not a replica of the queue, roles reversed). Nothing changed. */
+export class RoleError extends QsyncError {
+  override readonly exitCode = ExitCode.wrongRole;
+}
+
+/** failover: the replica did not apply everything in time. The master was unfenced; nothing changed. */
+export class NotCaughtUpError extends QsyncError {
+  override readonly exitCode = ExitCode.notCaughtUp;
 }
 
 /** A server could not be reached. */

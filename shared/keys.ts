@@ -4,7 +4,9 @@
  * On the master (in the queue's db): `log` (the list of entries), `meta`
  * (sequence counter and epoch), `lease`, `status`, `dlq`, `dirty`,
  * `repairing` (the dirty keys a repair is copying), `verify` (the last
- * verify's result) and `snapshot` (a big key a resync copies in chunks).
+ * verify's result), `snapshot` (a big key a resync copies in chunks) and
+ * `roles` (the queue's role history: promotions and fences, one JSON record
+ * each, see consumer/failover/).
  * On the replica (in the queue's db): `applied` (the watermark, written in
  * the same step as the data, with what must move with it: half-applied and
  * parked entries, and the keys held back because the replica lost them before
@@ -24,6 +26,7 @@ export class QueueKeys {
   readonly verify: string;
   readonly snapshot: string;
   readonly tmp: string;
+  readonly roles: string;
 
   constructor(
     readonly prefix: string,
@@ -40,6 +43,7 @@ export class QueueKeys {
     this.verify = this.toKey('verify');
     this.snapshot = this.toKey('resync:snapshot');
     this.tmp = this.toKey('resync:tmp');
+    this.roles = this.toKey('roles');
   }
 
   toKey(type: string): string {

@@ -32,6 +32,10 @@ export enum ReplyCode {
   logAtCap = -11,
   /** resync replay: a key the master had when the command ran is gone from the replica (it expired there first); copy it again */
   keyLost = -12,
+  /** apply, promote: the replica was promoted to master of the queue (qsync failover, qsync promote); it follows no other master's log */
+  promoted = -13,
+  /** promote: the server holds no watermark of the queue: it is not a replica of it */
+  notAReplica = -14,
 }
 
 /** The Lua locals for the codes: `local GAP = -1` and so on, one line each. */

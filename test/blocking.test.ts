@@ -269,12 +269,37 @@ test('Buffer variants, callbacks and multi() work as for other writes; in multi(
     [null, 1],
     [null, ['m', 'a']],
   ]);
-  t.deepEqual(await producer.pipeline().rpush('pl', 'a').brpoplpush('pl', 'pl:dst', 0).brpoplpush('pl', 'pl:dst', 0).exec(), [
+  t.deepEqual(await producer.pipeline().rpush('pl', 'a').brpoplpush('pl', 'pl:dst', 0).brpoplpush('pl', 'pl:dst', 0.2).exec(), [
     [null, 1],
     [null, 'a'],
     [null, null],
   ]);
   t.deepEqual((await loggedCommands(plain)).slice(-4), ['rpush m a', 'lpop m 1', 'rpush pl a', 'rpoplpush pl pl:dst']);
+  await replicate();
+});
+
+test('in pipeline() a blocking pop waits, and the commands queued after it run once it popped', async (t) => {
+  const { plain, producer, replicate } = await setup(t);
+  const calledBack: unknown[] = [];
+  const piped = producer
+    .pipeline()
+    .set('before', '1')
+    .blmove('src', 'dst', 'LEFT', 'RIGHT', 0, (err, reply) => calledBack.push(err ?? reply))
+    .lrange('dst', 0, -1)
+    .incr('after')
+    .exec();
+  await eventually(() => plain.get('before'), 10_000, 'the part before the blocking pop');
+  await sleep(300);
+  t.is(await plain.get('after'), null, 'the part after it waits');
+  await producer.rpush('src', 'x');
+  t.deepEqual(await piped, [
+    [null, 'OK'],
+    [null, 'x'],
+    [null, ['x']],
+    [null, 1],
+  ]);
+  t.deepEqual(calledBack, ['x']);
+  t.deepEqual((await loggedCommands(plain)).slice(-4), ['set before 1', 'rpush src x', 'lmove src dst LEFT RIGHT', 'incr after']);
   await replicate();
 });
 

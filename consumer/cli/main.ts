@@ -1,5 +1,5 @@
 /**
- * The `qsync` command line: consume, status, limit, dlq, verify, jobs, resync, repair, acl. Every option can also
+ * The `qsync` command line: consume, status, limit, dlq, verify, jobs, resync, repair, acl, failover, promote, rejoin. Every option can also
  * come from an environment variable (named in --help). Bad input ends with
  * one line naming the bad value and exit code 2; other failures have their
  * own codes (see shared/errors.ts).
@@ -15,6 +15,7 @@ import { verifyCommand } from './verify.js';
 import { jobsCommand } from './jobs.js';
 import { copyCommand } from './copy.js';
 import { aclCommand } from './acl.js';
+import { failoverCommands } from './failover.js';
 import { takeExitCode } from './options.js';
 
 /** qsync's own version, from the package.json above this file (in a checkout and in dist/ alike). */
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
   copyCommand(program, 'resync');
   copyCommand(program, 'repair');
   aclCommand(program);
+  failoverCommands(program);
   return program;
 }
 

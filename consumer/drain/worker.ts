@@ -26,7 +26,7 @@ import { ReplyCode } from '../../shared/reply-codes.js';
 
 export { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
 
-export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'stopped';
+export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'replica-promoted' | 'stopped';
 
 interface Batch {
   entries: Buffer[];
@@ -47,6 +47,14 @@ const SPREAD = 4;
 
 /** The replica cannot be brought up to date from the queue. */
 export class ResyncNeeded extends Error {}
+
+/** The replica was promoted to master of the queue (qsync failover, qsync promote): this consumer must not touch it. */
+export class ReplicaPromoted extends Error {}
+
+/** Why a consumer of the old master stops at a promoted replica, from its applied hash's `promoted` (the new epoch). */
+function promotedReason(epoch: string): string {
+  return `the replica was promoted to master of the queue (its own log, epoch ${epoch}): it follows this master no more and nothing is applied to it; stop this consumer, or rejoin this server as the new master's replica (qsync rejoin)`;
+}
 
 const BLOCK_SECONDS = 1;
 
@@ -215,7 +223,8 @@ export class SyncWorker extends EventEmitter {
     // A new state is logged once. A new detail in the same state is news for
     // halted or resync-needed (another entry, another reason), but only noise
     // for backing-off, where each retry may fail a little differently.
-    const level = state === 'halted' || state === 'resync-needed' ? 'error' : state === 'backing-off' ? (changed ? 'warn' : 'debug') : 'info';
+    const failed = state === 'halted' || state === 'resync-needed' || state === 'replica-promoted';
+    const level = failed ? 'error' : state === 'backing-off' ? (changed ? 'warn' : 'debug') : 'info';
     this.log[level]({ state, ...(changed ? { from: this.current } : {}), ...detail }, changed ? `state ${state}` : `state ${state}, new detail`);
     this.current = state;
     this.detail = detail;
@@ -310,6 +319,11 @@ export class SyncWorker extends EventEmitter {
 
   private async recover(err: Error): Promise<void> {
     if (this.stopping) return;
+    if (err instanceof ReplicaPromoted) {
+      this.setState('replica-promoted', { reason: err.message });
+      await sleep(this.opts.recheckMs, this.stop.signal);
+      return;
+    }
     if (err instanceof ResyncNeeded) {
       this.setState('resync-needed', { reason: err.message });
       await sleep(this.opts.recheckMs, this.stop.signal);
@@ -356,10 +370,11 @@ export class SyncWorker extends EventEmitter {
 
   /** Drains while this worker holds the lease. */
   private async lead(): Promise<void> {
-    const [seq, epoch, resyncing, heldPending] = await onSide(
+    const [seq, epoch, resyncing, heldPending, promoted] = await onSide(
       'replica',
-      this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing', 'heldPending'),
+      this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing', 'heldPending', 'promoted'),
     );
+    if (promoted) throw new ReplicaPromoted(promotedReason(promoted));
     if (resyncing)
       throw new ResyncNeeded(
         `a ${markKind(resyncing)} of the replica started (${resyncing}) and did not finish; run qsync ${markKind(resyncing)} again`,
@@ -389,7 +404,12 @@ export class SyncWorker extends EventEmitter {
           await this.ready(this.blocker);
           // Blocks until the log is non-empty; rotating its head onto itself changes nothing.
           const woke = await onSide('master', this.blocker.blmove(this.keys.log, this.keys.log, 'LEFT', 'LEFT', BLOCK_SECONDS));
-          if (woke === null) this.setState('idle');
+          if (woke === null) {
+            // A fenced master gets no more entries: its replica may have been promoted meanwhile.
+            const [promotedNow] = await onSide('replica', this.replica.hmget(this.keys.applied, 'promoted'));
+            if (promotedNow) throw new ReplicaPromoted(promotedReason(promotedNow));
+            this.setState('idle');
+          }
           continue;
         }
         const outcome = await inflight.shift()!;
@@ -421,6 +441,8 @@ export class SyncWorker extends EventEmitter {
           throw new ResyncNeeded(
             `entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`,
           );
+        } else if (code === ReplyCode.promoted) {
+          throw new ReplicaPromoted(promotedReason(String(outcome.reply[1])));
         } else if (code === ReplyCode.otherLog) {
           throw new ResyncNeeded(`the replica follows another log (epoch ${outcome.reply[1]}); the master's sequence started over`);
         } else {

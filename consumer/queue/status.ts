@@ -13,6 +13,7 @@ import { decodeEntry } from '../../shared/entry.js';
 import { USAGE_FIELDS, usageFrom, capText, sizeText, stateText, type QueueUsage } from './limits.js';
 import { describeVerify, readLastVerify, type LastVerify } from '../verify/result.js';
 import { parseServerReport, serverWarnings, SERVERS_FIELD } from './servers.js';
+import { readRoleStatus, roleLines, type RoleStatus } from '../failover/roles.js';
 
 export interface QueueStatus extends QueueUsage {
   queue: string;
@@ -43,6 +44,8 @@ export interface QueueStatus extends QueueUsage {
   clock: { offsetMs: number; uncertaintyMs: number; maxOffsetMs: number; ageMs: number } | null;
   /** one sentence each: a server that may evict keys, clocks too far apart; empty when all is well */
   warnings: string[];
+  /** whether this server is fenced, and the queue's role history (qsync failover, promote, rejoin) */
+  role: RoleStatus;
 }
 
 /** Names of the queues under a prefix, found by their meta or log keys. */
@@ -100,6 +103,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
   ];
   const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
   const lastVerify = await readLastVerify(master, keys);
+  const role = await readRoleStatus(master, keys);
   let oldest: number | null = null;
   if (head) {
     try {
@@ -158,6 +162,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     maxmemoryPolicy,
     clock,
     warnings: serverWarnings(maxmemoryPolicy, clock, clock?.maxOffsetMs ?? 0),
+    role,
   };
 }
 
@@ -195,6 +200,7 @@ export function formatStatus(rows: QueueStatus[]): string {
         `  clock offset    ${clockText(s.clock)}`,
         `  memory policy   master ${s.maxmemoryPolicy.master ?? '-'}, replica ${s.maxmemoryPolicy.replica ?? '-'}`,
         ...s.warnings.map((w) => `  warning         ${w}`),
+        ...roleLines(s.role),
       ];
       return lines.join('\n');
     })

@@ -52,7 +52,7 @@
   views (older producers) apply as before.
 
   Input:
-    KEYS[1] applied hash (seq, epoch, ts, part, parked:<seq>, held...), in the queue db
+    KEYS[1] applied hash (seq, epoch, ts, part, parked:<seq>, held..., promoted), in the queue db
     ARGV[1] the master's epoch
     ARGV[2] queue db
     ARGV[3] on refusal: 'halt' or 'park'
@@ -74,6 +74,8 @@
                                        (watermark: after the entries of the batch before it)
     {OTHER_LOG, replica epoch}         the replica follows another log (the master's sequence started over)
     {RESYNCING}                        a resync of the replica is under way or was interrupted
+    {PROMOTED, epoch}                  the replica was promoted to master (its own log has that epoch):
+                                       no master's log may be applied to it
     {BROKEN_CHAIN, watermark, seq}     entry seq does not follow the entry the replica applied last: the
                                        master lost its last writes and reused their sequence numbers
     {NOT_AN_ENTRY, position}           'halt': the entry at that position (1-based) is not a qsync entry
@@ -98,7 +100,10 @@ local queue_db = ARGV[2]
 local prefix = string.match(KEYS[1], '^([^:]*):')
 local park = ARGV[3] == 'park'
 if not park and ARGV[3] ~= 'halt' then return redis.error_reply("ERR apply-batch: ARGV[3] must be 'halt' or 'park'") end
-local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing', 'held', 'heldPending')
+local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing', 'held', 'heldPending', 'promoted')
+-- A replica promoted to master follows no log any more: a stale consumer of
+-- its old master must not touch it.
+if cur[8] then return { PROMOTED, cur[8] } end
 -- A resync owns the replica until it finishes: a stale worker's batch must
 -- not land on a replica being rebuilt.
 if cur[5] then return { RESYNCING } end

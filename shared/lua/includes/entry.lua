@@ -5,11 +5,12 @@
   each command, the master's view of its keys just before it ran, a flat
   list { position, expiry, position, expiry... } (includes/view.lua).
   seq comes from the meta hash, incremented in the same step as the write.
-  The meta hash gets an epoch when its sequence starts, so that a master that
-  lost all its data (and restarted its sequence) is told apart from the old
-  one. Each entry also carries the time of the entry before it: a master that
-  lost only its last writes and then reused their sequence numbers writes a
-  history whose links do not match what the replica applied. The meta hash
+  The meta hash gets an epoch when its sequence starts (unless a promotion
+  gave it one already), so that a master that lost all its data (and
+  restarted its sequence) is told apart from the old one. Each entry also
+  carries the time of the entry before it: a master that lost only its last
+  writes and then reused their sequence numbers writes a history whose links
+  do not match what the replica applied. The meta hash
   also counts the bytes of the entries queued ('bytes'), which the consumer's
   trim takes off again (includes/head.lua).
 ]]
@@ -34,10 +35,8 @@ local function append_entries(meta_key, log_key, db, queue_db, groups, views, pr
   end
   -- A number is passed to HSET as %.17g: exact for any count of bytes a server holds.
   local stamp = string.format('%.0f', ts)
-  if first == 1 then
-    rcall('HSET', meta_key, 'seq', string.format('%.0f', seq), 'ts', stamp, 'bytes', queued, 'epoch', t[1] .. '.' .. t[2])
-  else
-    rcall('HSET', meta_key, 'seq', string.format('%.0f', seq), 'ts', stamp, 'bytes', queued)
-  end
+  rcall('HSET', meta_key, 'seq', string.format('%.0f', seq), 'ts', stamp, 'bytes', queued)
+  -- A promoted master's log starts with the epoch its promotion gave it (consumer/failover/).
+  if first == 1 then rcall('HSETNX', meta_key, 'epoch', t[1] .. '.' .. t[2]) end
   rcall('RPUSH', log_key, unpack(entries))
 end
