@@ -10,7 +10,7 @@
  * issued before it.
  */
 import type { Redis } from 'ioredis';
-import { commandSpec, keyIndexes } from '../shared/commands.js';
+import { callKeyIndexes, commandSpec } from '../shared/commands.js';
 import { ConfigError, ReservedKeyError } from '../shared/errors.js';
 import { ownKeyPrefixes, type QueueKeys } from '../shared/keys.js';
 import { canEvict, evictionPolicy } from '../shared/probe.js';
@@ -50,7 +50,7 @@ export class WriteGuard {
     if (db !== this.queueDb || !cmd.write) return;
     const spec = commandSpec(cmd.name);
     if (!spec) return;
-    for (const i of keyIndexes(spec.keys, cmd.args)) {
+    for (const i of callKeyIndexes(spec, cmd.args)) {
       const key = cmd.args[i];
       for (const p of this.prefixes) {
         const inside =

@@ -289,6 +289,21 @@ export function isReadCall(spec: CommandSpec, args: readonly (string | Buffer)[]
   return options !== undefined && !args.some((a, i) => i > 0 && options.includes(a.toString().toUpperCase()));
 }
 
+/**
+ * The argument indexes (as `keyIndexes`) of the keys a call writes or reads:
+ * its key spec's, and the destination after a STORE or STOREDIST option of
+ * a command that writes with it (SORT ... STORE dst).
+ */
+export function callKeyIndexes(spec: CommandSpec, args: readonly (string | Buffer)[]): number[] {
+  const indexes = keyIndexes(spec.keys, args);
+  if (!spec.writesWith?.includes('STORE')) return indexes;
+  for (let i = 1; i < args.length - 1; i++) {
+    const option = args[i].toString().toUpperCase();
+    if (option === 'STORE' || option === 'STOREDIST') indexes.push(i + 1);
+  }
+  return indexes;
+}
+
 /** The spec of a supported write, or undefined for anything else. */
 export function commandSpec(name: string): CommandSpec | undefined {
   return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;

@@ -6,7 +6,7 @@ import test, { type ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { COMMANDS } from '../shared/commands.js';
-import { createProducer } from '../producer/index.js';
+import { createProducer, ReservedKeyError } from '../producer/index.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import { setLimits } from '../consumer/queue/limits.js';
 import { QueueKeys } from '../shared/keys.js';
@@ -678,6 +678,8 @@ test('SORT and GEORADIUS without STORE, BITFIELD with GET alone are reads: sent 
     t.deepEqual(await producer.bitfield('b', 'GET', 'u8', 0), [0]);
     t.is(await seq(), before);
     t.is(await producer.exists('b'), 0);
+    await t.throwsAsync(producer.sort('l', 'STORE', 'qsync:default:log'), { instanceOf: ReservedKeyError });
+    await t.throwsAsync(producer.call('GEORADIUS', 'g', 1, 1, 10, 'km', 'STOREDIST', 'qsync:x'), { instanceOf: ReservedKeyError });
   });
 });
 
