@@ -88,6 +88,16 @@ declare module 'ioredis' {
     qsyncTrim(...args: Arg[]): Result<number, Context>;
     /** park-5.lua */
     qsyncPark(...args: Arg[]): Result<number, Context>;
+    /** attach-2.lua: {OK, seq, epoch, ts} or {DETACHED, why} */
+    qsyncAttach(
+      meta: string,
+      log: string,
+      name: string,
+      where: 'head' | 'tail',
+      watermark: number | string,
+    ): Result<[number, string, string, string?], Context>;
+    /** detach-2.lua: 1 detached, 0 not attached */
+    qsyncDetach(meta: string, log: string, name: string, why: string): Result<number, Context>;
     /** lease-2.lua: {1, 0} taken or renewed; {0, pttl, holder} held by another */
     qsyncLease(...args: Arg[]): Result<[number, number, string?], Context>;
     /** release-1.lua: 1 released, 0 not held by this token */

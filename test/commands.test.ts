@@ -676,6 +676,8 @@ test('SORT and GEORADIUS without STORE, BITFIELD with GET alone are reads: sent 
     t.deepEqual(await producer.georadius('g', 1, 1, 10, 'km'), ['m']);
     t.deepEqual(await producer.georadiusbymember('g', 'm', 10, 'km'), ['m']);
     t.deepEqual(await producer.bitfield('b', 'GET', 'u8', 0), [0]);
+    t.deepEqual(await producer.call('SORT_RO', 'l', 'DESC'), ['2', '1']);
+    t.deepEqual(await producer.call('BITFIELD_RO', 'b', 'GET', 'u8', 0), [0]);
     t.is(await seq(), before);
     t.is(await producer.exists('b'), 0);
     await t.throwsAsync(producer.sort('l', 'STORE', 'qsync:default:log'), { instanceOf: ReservedKeyError });

@@ -6,7 +6,7 @@ import type { RedisOptions } from 'ioredis';
 import { redisOptionsFromUrl, redactUrl, intOption, nameOption, choiceOption, queueDbOption } from '../../shared/config.js';
 import { ExitCode, QsyncError, ConfigError } from '../../shared/errors.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../../shared/logger.js';
-import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
+import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
 import { sizeOption, durationOption } from '../../shared/units.js';
 import { SyncWorker, WORKER_DEFAULTS } from '../drain/worker.js';
 import { connect } from '../drain/connections.js';
@@ -20,6 +20,7 @@ import { MAX_CLOCK_OFFSET_MS } from '../queue/servers.js';
 import { ServerMonitor } from '../queue/server-monitor.js';
 import './job-types.js';
 import { common, openPair, required, tlsFiles, withoutDb, type CommonOpts } from './options.js';
+import { replicaNameOption } from './replicas.js';
 
 /**
  * Checks both servers once up front (credentials, TLS, the queue db, two
@@ -51,6 +52,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
     queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
     prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
     queueDb: queueDbOption(o.queueDb, '--queue-db'),
+    name: nameOption(o.name, '--name', DEFAULT_NAME),
     batchSize: intOption(o.batchSize, '--batch-size', WORKER_DEFAULTS.batchSize, 1, 100_000),
     batchBytes: sizeOption(o.batchBytes, '--batch-bytes', WORKER_DEFAULTS.batchBytes, { min: 1024 }),
     window: intOption(o.window, '--window', WORKER_DEFAULTS.window, 1, 64),
@@ -118,6 +120,7 @@ export function consumeCommand(program: Command): void {
     .description('drain the queue from the master and apply it to the replica (runs until SIGTERM/SIGINT)')
     .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue to drain').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
+    .addOption(replicaNameOption('the replica this consumer feeds: each name has its own lease, position in the log and watermark'))
     .addOption(new Option('--batch-size <n>', 'most entries per batch').env('QSYNC_BATCH_SIZE').default(String(WORKER_DEFAULTS.batchSize)))
     .addOption(
       new Option('--batch-bytes <size>', 'most bytes per batch (1048576, 1mb)').env('QSYNC_BATCH_BYTES').default(String(WORKER_DEFAULTS.batchBytes)),

@@ -15,6 +15,7 @@ import { verifyCommand } from './verify.js';
 import { jobsCommand } from './jobs.js';
 import { copyCommand } from './copy.js';
 import { aclCommand } from './acl.js';
+import { replicasCommand } from './replicas.js';
 import { failoverCommands } from './failover.js';
 import { takeExitCode } from './options.js';
 
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
   copyCommand(program, 'resync');
   copyCommand(program, 'repair');
   aclCommand(program);
+  replicasCommand(program);
   failoverCommands(program);
   return program;
 }

@@ -3,8 +3,10 @@
  * writing, with no fork on the master and bounded memory here, then hands
  * over to the consumer at a log entry from which it can go on exactly once.
  *
- * 1. Under the consumer lease (nothing is applied or trimmed meanwhile),
- *    S0 = the master's seq; the replica is flushed and marked `resyncing`
+ * 1. Under the consumer lease (nothing is applied meanwhile), S0 = the
+ *    master's seq, read as the replica is attached to the log after it
+ *    (shared/lua/attach-2.lua: the log keeps what comes after, whatever the
+ *    other replicas confirm); the replica is flushed and marked `resyncing`
  *    in one step (a worker treats that mark as resync-needed).
  * 2. Every key is copied (copy/copier.ts) as it was after some
  *    entry, its copy seq. Meanwhile the log after S0 is read, and every key
@@ -40,9 +42,9 @@ export function runResync(options: ResyncOptions): Promise<ResyncResult> {
 
 class Resync extends CopyRun {
   async run(): Promise<ResyncResult> {
-    const [seq, epoch, ts] = await this.master.hmget(this.keys.meta, 'seq', 'epoch', 'ts');
-    const s0 = Number(seq ?? 0);
-    this.copier.start(s0, epoch ?? '');
+    const [, seq, epoch, ts] = await this.master.qsyncAttach(this.keys.meta, this.keys.log, this.keys.name, 'tail', 0);
+    const s0 = Number(seq || 0);
+    this.copier.start(s0, epoch || '');
     await this.master.hset(this.keys.status, 'state', 'resyncing', 'stateSince', Date.now(), 'detail', JSON.stringify({ from: s0 }));
     // One step: a replica is never empty without the mark.
     await execAll(
@@ -63,7 +65,7 @@ class Resync extends CopyRun {
     this.progress.phase = 'recopy';
     const stale = this.markers.stale();
     for (let i = 0; i < stale.length; i += this.scanCount) await this.copyIds(stale.slice(i, i + this.scanCount));
-    return this.finish(s0, Number(ts ?? 0));
+    return this.finish(s0, Number(ts || 0));
   }
 
   /** The dbs holding keys, and the total key count for progress. */

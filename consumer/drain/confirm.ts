@@ -16,6 +16,7 @@ import { ReplyCode } from '../../shared/reply-codes.js';
 import { onSide, SideError } from './connections.js';
 import { encodeHeader } from './dead-letter-record.js';
 import { LeaseLost } from './lease.js';
+import { Detached, detachedReason } from './detached.js';
 
 export type OnError = 'halt' | 'park';
 export const ON_ERROR: readonly OnError[] = ['halt', 'park'];
@@ -89,8 +90,9 @@ export function refusalDetail(err: Error): Record<string, unknown> | undefined {
 }
 
 /**
- * Confirms applied batches on the master: trims each from the head of the
- * log and, when the replica parked entries of it, files their dead letters
+ * Confirms applied batches on the master: moves the replica's position in
+ * the log past each (what every replica has leaves the log) and, when the
+ * replica parked entries of it, files their dead letters
  * in the same step, then deletes the replica's pending records of them.
  */
 export class Confirmer {
@@ -124,9 +126,24 @@ export class Confirmer {
     const code = await onSide(
       'master',
       dead.length
-        ? this.master.qsyncPark(log, lease, status, dlq, meta, this.token, entries.length, last, watermark, String(Date.now()), bytes, ...letters)
-        : this.master.qsyncTrim(log, lease, status, meta, this.token, entries.length, last, watermark, String(Date.now()), bytes),
+        ? this.master.qsyncPark(
+            log,
+            lease,
+            status,
+            dlq,
+            meta,
+            this.token,
+            entries.length,
+            last,
+            watermark,
+            String(Date.now()),
+            bytes,
+            this.keys.name,
+            ...letters,
+          )
+        : this.master.qsyncTrim(log, lease, status, meta, this.token, entries.length, last, watermark, String(Date.now()), bytes, this.keys.name),
     );
+    if (code === ReplyCode.detached) throw new Detached(await onSide('master', detachedReason(this.master, this.keys)));
     if (code === ReplyCode.leaseLost) throw new LeaseLost('the lease ran out before this consumer trimmed its batch');
     if (code === ReplyCode.headChanged) throw new SideError('master', new Error('the head of the log changed under this worker'));
     for (const [position, seq, index, done, , error] of dead) {

@@ -17,10 +17,9 @@
  * The writes were refused from step 2 to step 4: that pause is measured.
  */
 import type { Redis } from 'ioredis';
-import { NotCaughtUpError, RoleError } from '../../shared/errors.js';
+import { ExitCode, NotCaughtUpError, QsyncError, RoleError } from '../../shared/errors.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { assertDistinct } from '../../shared/probe.js';
-import { RepairError } from '../copy/repair.js';
 import { addRole, becomeReplica, fence, promote, readMasterRole, readReplicaRole, readRoles, unfence, type Fence, type RoleEvent } from './roles.js';
 
 export interface FailoverOptions {
@@ -88,8 +87,13 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
   return { seq: promoted.atSeq, fromEpoch: promoted.fromEpoch, epoch: promoted.epoch, pauseMs };
 }
 
-function unqueued(a: string, state: string): RepairError {
-  return new RepairError(
+/** Writes to the master went unqueued: the replica cannot get them from the log until a repair copies them. */
+class UnqueuedWritesError extends QsyncError {
+  override readonly exitCode = ExitCode.repairNeeded;
+}
+
+function unqueued(a: string, state: string): UnqueuedWritesError {
+  return new UnqueuedWritesError(
     `qsync: failover: writes to --master ${a} went unqueued (queue state ${state}): the replica cannot get them from the log; run qsync repair first; nothing changed`,
   );
 }

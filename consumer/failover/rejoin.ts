@@ -23,11 +23,10 @@
 import type { Redis } from 'ioredis';
 import { entryKeys, keyId, type DbKey } from '../../shared/entry-keys.js';
 import { decodeEntry, type Entry } from '../../shared/entry.js';
-import { RoleError } from '../../shared/errors.js';
+import { ExitCode, QsyncError, RoleError } from '../../shared/errors.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { assertDistinct } from '../../shared/probe.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
-import { ResyncError } from '../copy/log-follower.js';
 import { encodeDeadLetter, readDeadLetters } from '../drain/dead-letter-record.js';
 import { HeldKeys } from '../drain/held-keys.js';
 import { addRole, becomeReplica, fence, readMasterRole, readReplicaRole, type RoleEvent } from './roles.js';
@@ -123,6 +122,11 @@ export async function runRejoin(o: RejoinOptions): Promise<RejoinResult> {
   };
 }
 
+/** The old master's tail changed keys no list can name (a FLUSHDB, a FLUSHALL): only a resync can bring it back. */
+class UnlistedTailError extends QsyncError {
+  override readonly exitCode = ExitCode.resyncNeeded;
+}
+
 interface TailEntry {
   raw: Buffer;
   entry: Entry;
@@ -144,7 +148,7 @@ async function readTail(replica: Redis, keys: QueueKeys, after: number): Promise
       if (entry.seq <= after) continue;
       const flush = entry.commands.find((c) => /^flush(db|all)$/i.test(c[0].toString('latin1')));
       if (flush)
-        throw new ResyncError(
+        throw new UnlistedTailError(
           `qsync: rejoin: entry ${entry.seq} of the old master's tail is a ${flush[0].toString().toUpperCase()}: the keys it changed cannot be listed; rebuild it with qsync resync; nothing changed`,
         );
       out.push({ raw, entry });

@@ -1,8 +1,8 @@
 #!lua
 --[[
-  Confirms a batch that holds dead letters: removes the batch from the head
-  of the log like trim-4.lua (its bytes, dead letters included, leave the
-  queue's byte count) and, in the same step, pushes each dead entry
+  Confirms a batch that holds dead letters like trim-4.lua (what every
+  attached replica has leaves the log and the queue's byte count, dead
+  letters included) and, in the same step, pushes each dead entry
   (refused by the replica, or not a qsync entry) to the dead-letter list with
   why. An entry thus leaves the log exactly when its dead letter appears;
   a crash before this step leaves both as they were, and the next batch
@@ -24,27 +24,33 @@
     ARGV[4] replica watermark after the apply
     ARGV[5] when (ms) the consumer confirmed the watermark
     ARGV[6] bytes of those entries, as read
-    ARGV[7...] for each dead letter: its position among those entries (1-based),
+    ARGV[7] the replica's name
+    ARGV[8...] for each dead letter: its position among those entries (1-based),
                that entry as read (length, ':', first bytes), header
 
   Output:
-    OK            trimmed and filed
+    OK            confirmed and filed
     LEASE_LOST    the lease is not held by this token
-    HEAD_CHANGED  the head of the log is not what was applied (nothing changed)
+    HEAD_CHANGED  the log is not what was applied (nothing changed)
+    DETACHED      the replica was detached from the log
     (codes: shared/reply-codes.ts)
 ]]
 local rcall = redis.call
 --- @include "reply-codes"
---- @include "includes/head"
+--- @include "includes/replicas"
 local count = tonumber(ARGV[2])
-local ok = check_head(KEYS[1], KEYS[2], ARGV[1], count, ARGV[3])
+local name = ARGV[7]
+local first, p, b = replica_start(KEYS[5], name)
+if not first then return DETACHED end
+local ok = check_head(KEYS[1], KEYS[2], ARGV[1], first, count, ARGV[3])
 if ok ~= OK then return ok end
 local letters = {}
-for i = 7, #ARGV, 3 do
-  local raw = rcall('LINDEX', KEYS[1], tonumber(ARGV[i]) - 1)
+for i = 8, #ARGV, 3 do
+  local raw = rcall('LINDEX', KEYS[1], first + tonumber(ARGV[i]) - 1)
   if not is_entry(raw, ARGV[i + 1]) then return HEAD_CHANGED end
   letters[#letters + 1] = ARGV[i + 2] .. '\n' .. raw
 end
 for _, letter in ipairs(letters) do rcall('RPUSH', KEYS[4], letter) end
-remove_head(KEYS[1], KEYS[5], KEYS[3], count, ARGV[6], ARGV[4], ARGV[5])
+advance_replica(KEYS[5], KEYS[1], name, p, b, count, ARGV[6], ARGV[4])
+rcall('HSET', KEYS[3], 'watermark', ARGV[4], 'watermarkTs', ARGV[5])
 return OK

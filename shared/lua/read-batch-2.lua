@@ -20,19 +20,31 @@
     ARGV[2] most entries
     ARGV[3] most bytes
     ARGV[4] how many batches to share the backlog out over
+    ARGV[5] the replica's name: ARGV[1] then counts from the first entry
+            it has not confirmed (includes/replicas.lua), and the reply
+            says how many entries before those the log still holds for
+            other replicas; without it, ARGV[1] counts from the head
 
   Output:
-    {epoch or '', seq or '', entries left after this batch, entry, entry, ...}
+    {epoch or '', seq or '', entries left after this batch[, entries before], entry, entry, ...}
+    entries left is -1, with nothing after it, for a replica detached from the log
 ]]
 local rcall = redis.call
+--- @include "includes/replicas"
 local meta = rcall('HMGET', KEYS[2], 'epoch', 'seq', 'bytes')
 local offset = tonumber(ARGV[1])
+local out = { meta[1] or '', meta[2] or '', 0 }
+if ARGV[5] then
+  local first = replica_start(KEYS[2], ARGV[5])
+  if not first then return { meta[1] or '', meta[2] or '', -1 } end
+  offset = offset + first
+  out[4] = first
+end
 local length = rcall('LLEN', KEYS[1])
 local backlog = length - offset
 local average = length > 0 and (tonumber(meta[3]) or 0) / length or 0
 local most = math.min(tonumber(ARGV[2]), math.max(64, math.ceil(backlog / tonumber(ARGV[4]))))
 local budget = tonumber(ARGV[3])
-local out = { meta[1] or '', meta[2] or '', 0 }
 local head = #out
 local bytes = 0
 local full = false

@@ -13,13 +13,13 @@ local function is_entry(raw, id)
   return #first > 0 and string.sub(raw, 1, #first) == first
 end
 
--- Whether this consumer may remove count entries from the head of the log:
--- it holds the lease, and the last of them is still the entry it applied
--- (id as read, above). OK yes, LEASE_LOST the lease is not held by this
--- token, HEAD_CHANGED the head of the log is not what was applied.
-local function check_head(log_key, lease_key, token, count, id)
+-- Whether this consumer may confirm count entries from offset first of the
+-- log: it holds the lease, and the last of them is still the entry it
+-- applied (id as read, above). OK yes, LEASE_LOST the lease is not held by
+-- this token, HEAD_CHANGED the log is not what was applied.
+local function check_head(log_key, lease_key, token, first, count, id)
   if rcall('GET', lease_key) ~= token then return LEASE_LOST end
-  if not is_entry(rcall('LINDEX', log_key, count - 1), id) then return HEAD_CHANGED end
+  if not is_entry(rcall('LINDEX', log_key, first + count - 1), id) then return HEAD_CHANGED end
   return OK
 end
 
@@ -37,13 +37,4 @@ local function release_bytes(meta_key, log_key, removed)
     bytes = math.max(0, bytes - tonumber(removed))
   end
   rcall('HSET', meta_key, 'bytes', string.format('%.0f', bytes))
-end
-
--- Removes the first count entries, takes their bytes off the count and
--- records the replica's watermark in the status hash: the end of every
--- confirmation (trim-4, park-5), once check_head passed.
-local function remove_head(log_key, meta_key, status_key, count, removed, watermark, watermark_ts)
-  rcall('LTRIM', log_key, count, -1)
-  release_bytes(meta_key, log_key, removed)
-  rcall('HSET', status_key, 'watermark', watermark, 'watermarkTs', watermark_ts)
 end

@@ -1,0 +1,161 @@
+/**
+ * Several replicas and chains: one log feeds replicas by name, each with its
+ * own lease, position and watermark; the master keeps an entry until every
+ * attached replica has it; one replica down never stalls the others; a
+ * replica can feed another (--relay). Real servers, writes through the
+ * producer.
+ */
+import test, { type ExecutionContext } from 'ava';
+import type { Redis } from 'ioredis';
+import { createProducer } from '../producer/index.js';
+import { runResync } from '../consumer/copy/resync.js';
+import type { SyncWorker, WorkerOptions } from '../consumer/drain/worker.js';
+import { listReplicas } from '../consumer/replicas/replicas.js';
+import { QueueKeys } from '../shared/keys.js';
+import { datasetDiff, startWorker, type Pair } from './support/fixtures.js';
+import { startRedis, type RedisServer } from './support/redis-server.js';
+import { runCli } from './support/cli.js';
+import { eventually } from './support/wait.js';
+
+const keys = new QueueKeys('qsync', 'default');
+
+async function server(t: ExecutionContext): Promise<RedisServer> {
+  const s = await startRedis();
+  t.teardown(() => s.destroy());
+  return s;
+}
+
+/** An in-process worker of replica `name` from master to replica, closed after the test. */
+function feed(t: ExecutionContext, master: RedisServer, replica: RedisServer, name: string, options: Partial<WorkerOptions> = {}): SyncWorker {
+  const worker = startWorker({ master, replica } as unknown as Pair, { name, ...options });
+  t.teardown(() => worker.close());
+  return worker;
+}
+
+/** Waits until replica `name` applied every entry of the master's log. */
+async function drained(master: Redis, replica: Redis, name: string, timeoutMs = 15_000): Promise<void> {
+  const mine = keys.forReplica(name);
+  await eventually(
+    async () => {
+      const [seq, applied] = await Promise.all([master.hget(mine.meta, 'seq'), replica.hget(mine.applied, 'seq')]);
+      return seq !== null && seq === applied;
+    },
+    timeoutMs,
+    `replica ${name} drained`,
+  );
+}
+
+test('two replicas drain one log side by side, each with its own keys; the log keeps an entry until both have it', async (t) => {
+  const [m, a, b] = await Promise.all([server(t), server(t), server(t)]);
+  const master = m.client();
+  const db = createProducer(m.client());
+  const wa = feed(t, m, a, 'a');
+  feed(t, m, b, 'b');
+  for (let i = 0; i < 50; i++) await db.rpush('list', String(i));
+  await Promise.all([drained(master, a.client(), 'a'), drained(master, b.client(), 'b')]);
+  await eventually(async () => (await master.llen(keys.log)) === 0, 5000, 'log emptied once both replicas have it');
+  // Replica a stops: the log keeps what a has not applied, while b goes on.
+  await wa.close();
+  for (let i = 0; i < 20; i++) await db.incr('n');
+  await drained(master, b.client(), 'b');
+  t.is(await master.llen(keys.log), 20, 'the entries replica a lacks stay in the log');
+  t.is(await b.client().get('n'), '20');
+  t.is(await a.client().get('n'), null);
+  // Each name has its own lease, status and watermark.
+  t.truthy(await master.hget(keys.forReplica('b').status, 'watermark'));
+  t.truthy(await a.client().hget(keys.forReplica('a').applied, 'seq'));
+  t.is(await a.client().exists(keys.applied), 0, "no watermark under the default name's key");
+  feed(t, m, a, 'a');
+  await drained(master, a.client(), 'a');
+  await eventually(async () => (await master.llen(keys.log)) === 0, 5000, 'log emptied');
+  t.is((await master.hget(keys.meta, 'bytes')) ?? '0', '0', "the queue's byte count follows the log");
+  t.deepEqual(await datasetDiff(m, a), []);
+  t.deepEqual(await datasetDiff(m, b), []);
+  t.is(await a.client().llen('list'), 50, 'nothing applied twice');
+});
+
+test('detaching a replica trims the log to what the others need; its consumer reports resync-needed for itself only', async (t) => {
+  const [m, a, b] = await Promise.all([server(t), server(t), server(t)]);
+  const master = m.client();
+  const db = createProducer(m.client());
+  const wa = feed(t, m, a, 'a');
+  const wb = feed(t, m, b, 'b');
+  await db.set('k', 'v0');
+  await Promise.all([drained(master, a.client(), 'a'), drained(master, b.client(), 'b')]);
+  await wa.close();
+  for (let i = 0; i < 30; i++) await db.incr('n');
+  await drained(master, b.client(), 'b');
+  t.is(await master.llen(keys.log), 30);
+  const detach = await runCli(['replicas', 'detach', '--master', m.url, '--name', 'a']);
+  t.is(detach.code, 0, detach.stderr.join('\n'));
+  t.is(await master.llen(keys.log), 0, 'nothing left that an attached replica needs');
+  t.is((await master.hget(keys.meta, 'bytes')) ?? '0', '0');
+  const wa2 = feed(t, m, a, 'a');
+  await eventually(() => wa2.state === 'resync-needed', 10_000, 'replica a resync-needed');
+  t.is(wb.state === 'streaming' || wb.state === 'idle', true, `replica b goes on (${wb.state})`);
+  const list = await runCli(['replicas', '--master', m.url, '--json']);
+  const views = JSON.parse(list.stdout.join('\n')) as { name: string; attachment: string }[];
+  t.deepEqual(
+    views.map((v) => [v.name, v.attachment]),
+    [
+      ['a', 'detached'],
+      ['b', 'attached'],
+    ],
+  );
+  const again = await runCli(['replicas', 'detach', '--master', m.url, '--name', 'a']);
+  t.is(again.code, 2);
+  t.regex(again.stderr.join('\n'), /replica 'a' is not attached/);
+});
+
+test('a dead replica under a cap with the policy detach-slowest stops neither the writes nor the other replica, and is detached', async (t) => {
+  const [m, a, b] = await Promise.all([server(t), server(t), server(t)]);
+  const master = m.client();
+  const db = createProducer(m.client());
+  feed(t, m, a, 'a');
+  const wb = feed(t, m, b, 'b');
+  await db.set('k', 'v0');
+  await Promise.all([drained(master, a.client(), 'a'), drained(master, b.client(), 'b')]);
+  const limit = await runCli(['limit', '--master', m.url, '--max-entries', '100', '--policy', 'detach-slowest']);
+  t.is(limit.code, 0, limit.stderr.join('\n'));
+  await b.stop('SIGKILL');
+  for (let i = 0; i < 300; i++) await db.incr('n');
+  t.is(await m.client().get('n'), '300', 'no write refused');
+  await drained(master, a.client(), 'a');
+  t.is(await a.client().get('n'), '300');
+  const views = await listReplicas(master, keys);
+  const dead = views.find((v) => v.name === 'b')!;
+  t.is(dead.attachment, 'detached');
+  t.regex(dead.detached!.why, /held the log at its cap \(max entries 100\)/);
+  t.true((await master.llen(keys.log)) < 100);
+  await b.restart();
+  await eventually(() => wb.state === 'resync-needed', 15_000, 'replica b resync-needed');
+  t.deepEqual(await datasetDiff(m, a), []);
+});
+
+test('a replica added later is bootstrapped with a resync of its name while the others stream', async (t) => {
+  const [m, a, c] = await Promise.all([server(t), server(t), server(t)]);
+  const master = m.client();
+  const db = createProducer(m.client());
+  feed(t, m, a, 'a');
+  for (let i = 0; i < 200; i++) await db.rpush('early', String(i));
+  await drained(master, a.client(), 'a');
+  let writing = true;
+  const writes = (async () => {
+    for (let i = 0; writing; i++) await db.rpush('during', String(i));
+  })();
+  const result = await runResync({
+    master: { host: m.host, port: m.port },
+    replica: { host: c.host, port: c.port },
+    name: 'c',
+    leaseMs: 2000,
+  });
+  t.true(result.seq > 0);
+  feed(t, m, c, 'c');
+  await new Promise((r) => setTimeout(r, 300));
+  writing = false;
+  await writes;
+  await Promise.all([drained(master, a.client(), 'a'), drained(master, c.client(), 'c')]);
+  t.deepEqual(await datasetDiff(m, a), []);
+  t.deepEqual(await datasetDiff(m, c), []);
+  await eventually(async () => (await master.llen(keys.log)) === 0, 5000, 'log emptied');
+});
