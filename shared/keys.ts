@@ -12,6 +12,13 @@
  * parked entries, and the keys held back because the replica lost them before
  * the master did, `held:<db>:<key>`, see shared/lua/includes/held.lua) and
  * `tmp` (a big key being rebuilt by a resync).
+ *
+ * Several replicas (consumer/replicas/): each attached replica has a name,
+ * and the keys that belong to one replica (`lease`, `status`, `dlq` on the
+ * master, `applied` on the replica) carry it as a suffix, `<type>:<name>`;
+ * the name `default` keeps the bare names, so a queue from before names
+ * needs no migration. `replicas` on the master records where each attached
+ * replica is in the log (shared/lua/includes/replicas.lua).
  * The BullMQ control jobs of every queue live under `jobsPrefix(prefix)`.
  */
 export class QueueKeys {
@@ -27,23 +34,36 @@ export class QueueKeys {
   readonly snapshot: string;
   readonly tmp: string;
   readonly roles: string;
+  readonly replicas: string;
 
   constructor(
     readonly prefix: string,
     readonly queue: string,
+    /** the replica these keys belong to */
+    readonly name: string = DEFAULT_NAME,
   ) {
     this.log = this.toKey('log');
     this.meta = this.toKey('meta');
-    this.lease = this.toKey('lease');
-    this.status = this.toKey('status');
-    this.dlq = this.toKey('dlq');
+    this.lease = this.replicaKey('lease');
+    this.status = this.replicaKey('status');
+    this.dlq = this.replicaKey('dlq');
     this.dirty = this.toKey('dirty');
     this.repairing = this.toKey('repairing');
-    this.applied = this.toKey('applied');
+    this.applied = this.replicaKey('applied');
     this.verify = this.toKey('verify');
     this.snapshot = this.toKey('resync:snapshot');
     this.tmp = this.toKey('resync:tmp');
     this.roles = this.toKey('roles');
+    this.replicas = this.toKey('replicas');
+  }
+
+  /** The same queue's keys for another replica. */
+  forReplica(name: string): QueueKeys {
+    return new QueueKeys(this.prefix, this.queue, name);
+  }
+
+  private replicaKey(type: string): string {
+    return this.toKey(this.name === DEFAULT_NAME ? type : `${type}:${this.name}`);
   }
 
   toKey(type: string): string {
@@ -61,3 +81,5 @@ export const ownKeyPrefixes = (prefix: string): string[] => [`${prefix}:`, `${jo
 export const DEFAULT_PREFIX = 'qsync';
 export const DEFAULT_QUEUE = 'default';
 export const DEFAULT_QUEUE_DB = 0;
+/** The replica name of a consumer given none: the keys of a queue from before names. */
+export const DEFAULT_NAME = 'default';

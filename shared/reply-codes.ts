@@ -36,6 +36,8 @@ export enum ReplyCode {
   promoted = -13,
   /** promote: the server holds no watermark of the queue: it is not a replica of it */
   notAReplica = -14,
+  /** read, trim, park, attach: this replica was detached from the log (qsync replicas detach, or the cap's policy detach-slowest) */
+  detached = -20,
 }
 
 /** The Lua locals for the codes: `local GAP = -1` and so on, one line each. */

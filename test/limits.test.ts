@@ -228,7 +228,7 @@ test('qsync limit sets, shows and clears the cap, and every producer obeys at on
     [['--max-entries', '-1'], /^qsync: --max-entries must be a whole number from 0 to \d+, got '-1'$/],
     [['--max-entries', 'ten'], /^qsync: --max-entries must be a whole number/],
     [['--max-bytes', '12xb'], /^qsync: --max-bytes must be a whole number of bytes, optionally with a unit .*, got '12xb'$/],
-    [['--policy', 'drop'], /^qsync: --policy must be one of reject, mark-dirty, got 'drop'$/],
+    [['--policy', 'drop'], /^qsync: --policy must be one of reject, mark-dirty, detach-slowest, got 'drop'$/],
     [['--max-dirty', '0'], /^qsync: --max-dirty must be a whole number from 1/],
     [['--clear', '--max-entries', '5'], /^qsync: --clear removes every cap/],
     [['--queue', 'a b'], /^qsync: --queue must be/],

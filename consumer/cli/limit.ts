@@ -26,7 +26,10 @@ export function limitCommand(program: Command): void {
     .addOption(queueOption())
     .option('--max-entries <n>', 'most entries queued (0: no cap)')
     .option('--max-bytes <size>', 'most bytes of entries queued: 67108864, 64mb, 1gb (0: no cap)')
-    .option('--policy <policy>', 'writes to a full queue: reject (QueueFullError) or mark-dirty (run unqueued, keys recorded)')
+    .option(
+      '--policy <policy>',
+      'writes to a full queue: reject (QueueFullError), mark-dirty (run unqueued, keys recorded) or detach-slowest (detach the replica furthest behind)',
+    )
     .option('--max-dirty <n>', `mark-dirty: most keys recorded before a full resync is needed (default ${DEFAULT_MAX_DIRTY})`)
     .option('--clear', 'remove every cap')
     .option('--clear-repair', 'once the replica is repaired: forget the dirty keys and queue writes again')

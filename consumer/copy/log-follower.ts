@@ -20,10 +20,15 @@ export type Fail = (detail: string) => QsyncError;
 export const resyncFailure: Fail = (detail) => new ResyncError(`qsync: resync: ${detail}`);
 
 const CHUNK = 256;
+/** Most bytes of entries read at once (a single larger entry still comes alone). */
+const CHUNK_BYTES = 16 * 1024 * 1024;
 
-/** Reads the master's log forward from a sequence number, never holding more than a chunk. */
+/**
+ * Reads the master's log forward from a sequence number, never holding more
+ * than a chunk, from where the replica is attached (includes/replicas.lua).
+ */
 export class LogFollower {
-  /** position in the log list of the next entry to read */
+  /** entries read past the first one the replica has not confirmed */
   private index = 0;
 
   constructor(
@@ -36,11 +41,21 @@ export class LogFollower {
 
   /**
    * Calls `fn` for each entry with a seq in (last, upTo], in order. The log
-   * must hold them: the resync holds the consumer lease, so nothing trims it.
+   * must hold them: the run holds the replica's lease and the replica is
+   * attached, so the log keeps them.
    */
   async readTo(upTo: number, fn: (e: Entry) => void | Promise<void>): Promise<void> {
     while (this.last < upTo) {
-      const raws = await this.master.lrangeBuffer(this.keys.log, this.index, this.index + CHUNK - 1);
+      const [, , left, , ...raws] = await this.master.qsyncReadBatchBuffer(
+        this.keys.log,
+        this.keys.meta,
+        this.index,
+        CHUNK,
+        CHUNK_BYTES,
+        1,
+        this.keys.name,
+      );
+      if (Number(left) < 0) throw this.fail(`replica '${this.keys.name}' was detached from the master's log meanwhile`);
       if (raws.length === 0)
         throw this.fail(`the master's log ends at entry ${this.last} but its sequence is at ${upTo}; was the log trimmed or dropped?`);
       for (const raw of raws) {

@@ -58,6 +58,8 @@ export interface CopyRunOptions extends Partial<CopyLimits> {
   queue?: string;
   /** @default 'qsync' */
   prefix?: string;
+  /** the replica to rebuild, among those the log feeds (consumer/replicas/). @default 'default' */
+  name?: string;
   /** @default 0 */
   queueDb?: number;
   /** keys per batch, each copied in one atomic read. @default 500 */
@@ -119,7 +121,7 @@ const REPLAY_ARGS = 20_000;
  * and exit code); an unexpected error is turned into one.
  */
 export async function withRunContext<T>(options: CopyRunOptions, what: string, fail: Fail, body: (ctx: RunContext) => Promise<T>): Promise<T> {
-  const keys = new QueueKeys(options.prefix ?? DEFAULT_PREFIX, options.queue ?? DEFAULT_QUEUE);
+  const keys = new QueueKeys(options.prefix ?? DEFAULT_PREFIX, options.queue ?? DEFAULT_QUEUE, options.name);
   const queueDb = options.queueDb ?? DEFAULT_QUEUE_DB;
   const leaseMs = options.leaseMs ?? COPY_DEFAULTS.leaseMs;
   const clients: Redis[] = [];

@@ -27,6 +27,12 @@ export interface WorkerOptions {
   queue?: string;
   /** @default 'qsync' (shared/keys.ts DEFAULT_PREFIX) */
   prefix?: string;
+  /**
+   * the replica's name: each name has its own lease, position in the log
+   * and watermark, so that several replicas drain one log side by side
+   * (consumer/replicas/). @default 'default' (shared/keys.ts DEFAULT_NAME)
+   */
+  name?: string;
   /** db of the queue on the master and of the watermark on the replica. @default 0 */
   queueDb?: number;
   /** most entries per batch. @default 1000 */

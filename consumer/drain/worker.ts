@@ -12,7 +12,7 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../../shared/keys.js';
+import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB, DEFAULT_NAME } from '../../shared/keys.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
 import { connect, describeError, isLinkError, onSide, SideError } from './connections.js';
@@ -20,6 +20,7 @@ import { Lease, LeaseLost } from './lease.js';
 import { haltDetail, refusalDetail, Confirmer, type ApplyReply } from './confirm.js';
 import { markKind } from './mark.js';
 import { HeldKeys, HeldCopyRefused } from './held-keys.js';
+import { Detached, describeDetached, detachedReason } from './detached.js';
 import { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
 import { frameBatch } from '../../shared/entry.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
@@ -58,6 +59,13 @@ function promotedReason(epoch: string): string {
 
 const BLOCK_SECONDS = 1;
 
+/**
+ * How often a replica with nothing left to read looks again while the log
+ * still holds entries other replicas need: the wait for a non-empty log
+ * would return at once.
+ */
+const FOLLOW_MS = 10;
+
 export class SyncWorker extends EventEmitter {
   readonly keys: QueueKeys;
   readonly id: string;
@@ -88,10 +96,19 @@ export class SyncWorker extends EventEmitter {
   constructor(options: WorkerOptions) {
     super();
     const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<WorkerOptions>;
-    this.opts = { ...WORKER_DEFAULTS, queue: DEFAULT_QUEUE, prefix: DEFAULT_PREFIX, queueDb: DEFAULT_QUEUE_DB, backoff: {}, ...given };
+    this.opts = {
+      ...WORKER_DEFAULTS,
+      queue: DEFAULT_QUEUE,
+      prefix: DEFAULT_PREFIX,
+      queueDb: DEFAULT_QUEUE_DB,
+      name: DEFAULT_NAME,
+      backoff: {},
+      ...given,
+    };
     this.id = options.id ?? randomUUID();
-    this.keys = new QueueKeys(this.opts.prefix, this.opts.queue);
-    this.log = (options.logger ?? createLogger()).child({ queue: this.opts.queue, worker: this.id });
+    this.keys = new QueueKeys(this.opts.prefix, this.opts.queue, this.opts.name);
+    const named = this.opts.name === DEFAULT_NAME ? {} : { replica: this.opts.name };
+    this.log = (options.logger ?? createLogger()).child({ queue: this.opts.queue, ...named, worker: this.id });
     const conn = { backoff: this.opts.backoff, commandTimeoutMs: this.opts.timeoutMs };
     const db = this.opts.queueDb;
     this.master = connect({ ...options.master, db }, conn, `qsync:${this.opts.queue}:master`);
@@ -380,6 +397,7 @@ export class SyncWorker extends EventEmitter {
         `a ${markKind(resyncing)} of the replica started (${resyncing}) and did not finish; run qsync ${markKind(resyncing)} again`,
       );
     this.watermark = Number(seq ?? 0);
+    await this.attach();
     // Keys left pending by a worker that stopped before it copied them.
     if (epoch && Number(heldPending ?? 0) > 0) await this.copyHeld(epoch);
     let offset = 0;
@@ -455,6 +473,13 @@ export class SyncWorker extends EventEmitter {
     }
   }
 
+  /** Attaches this replica to the log, where it is (includes/replicas.lua): the log keeps what it has not applied. */
+  private async attach(): Promise<void> {
+    const [code, why] = await onSide('master', this.master.qsyncAttach(this.keys.meta, this.keys.log, this.keys.name, 'head', this.watermark));
+    if (code === ReplyCode.detached) throw new ResyncNeeded(describeDetached(why, this.keys.name));
+  }
+
+  /** Reads the entries after the `offset` this replica read but has not confirmed yet. */
   private async read(offset: number): Promise<Batch> {
     const reply = await onSide(
       'master',
@@ -465,9 +490,16 @@ export class SyncWorker extends EventEmitter {
         this.opts.batchSize,
         this.opts.batchBytes,
         Math.min(this.opts.window, SPREAD),
+        this.keys.name,
       ),
     );
-    const [epoch, seq, remaining, ...entries] = reply;
+    const [epoch, seq, remaining, behind, ...entries] = reply;
+    if (Number(remaining) < 0) throw new ResyncNeeded(await onSide('master', detachedReason(this.master, this.keys)));
+    if (entries.length === 0 && offset === 0 && Number(behind) > 0) {
+      // Entries other replicas still need: the wait for a non-empty log would not block.
+      this.setState('idle');
+      await sleep(FOLLOW_MS, this.stop.signal);
+    }
     return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, remaining: Number(remaining), entries };
   }
 
@@ -506,7 +538,9 @@ export class SyncWorker extends EventEmitter {
 
   private async confirm(batch: Batch, reply: ApplyReply, seconds: number): Promise<void> {
     const [watermark, count] = [Number(reply[1]), Number(reply[2])];
-    await this.confirmer.confirm(batch.entries, batch.epoch, reply);
+    await this.confirmer.confirm(batch.entries, batch.epoch, reply).catch((err: Error) => {
+      throw err instanceof Detached ? new ResyncNeeded(err.message) : err;
+    });
     this.watermark = watermark;
     this.appliedTotal += count;
     if (count > 0) this.emit('applied', { count, watermark, seconds });

@@ -13,8 +13,8 @@ import { choiceOption, intOption } from '../../shared/config.js';
 import { sizeOption } from '../../shared/units.js';
 import type { QueueKeys } from '../../shared/keys.js';
 
-export type Policy = 'reject' | 'mark-dirty';
-export const POLICIES: readonly Policy[] = ['reject', 'mark-dirty'];
+export type Policy = 'reject' | 'mark-dirty' | 'detach-slowest';
+export const POLICIES: readonly Policy[] = ['reject', 'mark-dirty', 'detach-slowest'];
 
 /** Most keys recorded under `mark-dirty` when not set: the same default as shared/lua/includes/dirty.lua. */
 export const DEFAULT_MAX_DIRTY = 100_000;
@@ -73,7 +73,7 @@ export function usageFrom(depth: number, fields: (string | null)[], dirtyKeys: n
   const limits: Limits = {
     maxEntries: num(maxEntries),
     maxBytes: num(maxBytes),
-    policy: policy === 'mark-dirty' ? 'mark-dirty' : 'reject',
+    policy: POLICIES.find((p) => p === policy) ?? 'reject',
     maxDirty: num(maxDirty) ?? DEFAULT_MAX_DIRTY,
   };
   const queuedBytes = num(bytes) ?? 0;
@@ -141,6 +141,13 @@ export async function setLimits(master: Redis, keys: QueueKeys, change: LimitCha
   return readUsage(master, keys);
 }
 
+/** What each policy does to writes to a full queue, in words. */
+const POLICY_TEXT: Record<Policy, string> = {
+  reject: 'writes to a full queue fail with QueueFullError',
+  'mark-dirty': 'writes to a full queue run unqueued and their keys are recorded',
+  'detach-slowest': 'the replica furthest behind is detached (it needs a resync), and writes go on',
+};
+
 /** Bytes for people, in 1024s: 512 B, 3.4 KiB, 64 MiB. */
 export function sizeText(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -177,7 +184,7 @@ export function formatLimits(keys: QueueKeys, u: QueueUsage & { depth: number })
     `queue ${keys.queue}  (${keys.meta})`,
     `  max entries     ${l.maxEntries ?? 'none'}`,
     `  max bytes       ${l.maxBytes === null ? 'none' : `${sizeText(l.maxBytes)} (${l.maxBytes})`}`,
-    `  policy          ${l.policy}${l.policy === 'reject' ? ': writes to a full queue fail with QueueFullError' : ': writes to a full queue run unqueued and their keys are recorded'}`,
+    `  policy          ${l.policy}: ${POLICY_TEXT[l.policy]}`,
     `  max dirty       ${l.maxDirty} keys`,
     `  queued          ${u.depth} entries, ${sizeText(u.queuedBytes)}${u.full ? '  (full)' : ''}`,
     `  state           ${stateText(u, keys.dirty)}`,
