@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import type { ConnectionOptions } from 'node:tls';
 import type { RedisOptions } from 'ioredis';
 import { ConfigError } from './errors.js';
 
@@ -21,6 +22,7 @@ export interface TlsFiles {
 
 /** A URL with its password replaced, safe to log. */
 export function redactUrl(url: string): string {
+  if (SENTINEL_SCHEME.test(url)) return redactSentinelUrl(url);
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
@@ -52,6 +54,7 @@ function decodeUserInfo(part: string, url: string, what: string): string {
  * `redis[s]://[user[:password]@]host[:port][/db]`.
  */
 export function redisOptionsFromUrl(url: string, what: string, tls: TlsFiles = {}): RedisOptions {
+  if (SENTINEL_SCHEME.test(url)) return sentinelOptionsFromUrl(url, what, tls);
   let u: URL;
   try {
     u = new URL(url);
@@ -61,7 +64,7 @@ export function redisOptionsFromUrl(url: string, what: string, tls: TlsFiles = {
     );
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
-    throw new ConfigError(`qsync: ${what} '${redactUrl(url)}' must start with redis:// or rediss://`);
+    throw new ConfigError(`qsync: ${what} '${redactUrl(url)}' must start with redis://, rediss:// or redis+sentinel://`);
   }
   if (!u.hostname) throw new ConfigError(`qsync: ${what} '${redactUrl(url)}' has no host`);
   const port = u.port === '' ? 6379 : Number(u.port);
@@ -76,18 +79,102 @@ export function redisOptionsFromUrl(url: string, what: string, tls: TlsFiles = {
     password: u.password ? decodeUserInfo(u.password, url, what) : undefined,
   };
   if (u.protocol === 'rediss:') {
-    options.tls = {
-      // SNI takes host names only; certificates for an IP are still checked against it.
-      servername: isIP(options.host!) ? undefined : options.host,
-      rejectUnauthorized: !tls.insecure,
-      ca: tls.ca ? readPem(tls.ca, 'CA') : undefined,
-      cert: tls.cert ? readPem(tls.cert, 'certificate') : undefined,
-      key: tls.key ? readPem(tls.key, 'key') : undefined,
-    };
+    options.tls = tlsOptions(tls, options.host!);
   } else if (tls.ca || tls.cert || tls.key) {
     throw new ConfigError(`qsync: TLS files were given for ${what} '${redactUrl(url)}', which is not rediss://`);
   }
   return options;
+}
+
+/** ioredis TLS options from the files given; `host` (a name, not an IP) is sent as SNI. */
+function tlsOptions(tls: TlsFiles, host?: string): ConnectionOptions {
+  return {
+    // SNI takes host names only; certificates for an IP are still checked against it.
+    servername: host && !isIP(host) ? host : undefined,
+    rejectUnauthorized: !tls.insecure,
+    ca: tls.ca ? readPem(tls.ca, 'CA') : undefined,
+    cert: tls.cert ? readPem(tls.cert, 'certificate') : undefined,
+    key: tls.key ? readPem(tls.key, 'key') : undefined,
+  };
+}
+
+/**
+ * A Sentinel-managed group: `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/name[/db][?query]`
+ * (`rediss+sentinel://`: TLS to the group's servers). The user and password
+ * are the data nodes' (as in a redis:// URL); the sentinels' own, and TLS to
+ * the sentinels, are query parameters. Ports default to 26379.
+ */
+const SENTINEL_SCHEME = /^rediss?\+sentinel:\/\//i;
+const SENTINEL_URL = /^(rediss?)\+sentinel:\/\/(?:([^@/?#]*)@)?([^/?#]*)(?:\/([^/?#]*))?(?:\/([^/?#]*))?(?:\?([^#]*))?$/i;
+/** Query parameters of a Sentinel URL and what they set. */
+const SENTINEL_PARAMS = ['sentinelUsername', 'sentinelPassword', 'sentinelTls'] as const;
+const DEFAULT_SENTINEL_PORT = 26379;
+
+function redactSentinelUrl(url: string): string {
+  return url.replace(/^([^/]*\/\/[^:@/]*:)[^@/]*@/, '$1***@').replace(/([?&]sentinelPassword=)[^&#]*/i, '$1***');
+}
+
+/** `host`, `host:port`, `[v6]` or `[v6]:port`, one sentinel of a list. */
+function sentinelAddress(text: string, url: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(text);
+  const port = m?.[3] === undefined ? DEFAULT_SENTINEL_PORT : Number(m[3]);
+  if (!m || port < 1 || port > 65_535) {
+    throw new ConfigError(`qsync: ${what} '${redactSentinelUrl(url)}' has a bad sentinel address '${text}' (expected host:port)`);
+  }
+  return { host: m[1] ?? m[2], port };
+}
+
+/** ioredis options for a Sentinel URL: `{ sentinels, name, username, password, sentinelUsername, sentinelPassword, tls... }`. */
+function sentinelOptionsFromUrl(url: string, what: string, tls: TlsFiles): RedisOptions {
+  const shown = redactSentinelUrl(url);
+  const m = SENTINEL_URL.exec(url);
+  if (!m) throw new ConfigError(`qsync: ${what} '${shown}' is not a Sentinel URL (expected redis+sentinel://host:26379,host:26380/mymaster)`);
+  const [, scheme, userInfo, hosts, name, dbText, query] = m;
+  if (!hosts) throw new ConfigError(`qsync: ${what} '${shown}' names no sentinel`);
+  if (!name) throw new ConfigError(`qsync: ${what} '${shown}' names no master group (redis+sentinel://host:26379/mymaster)`);
+  const db = dbText === undefined || dbText === '' ? 0 : Number(dbText);
+  if (!Number.isInteger(db) || db < 0) throw new ConfigError(`qsync: ${what} '${shown}' has a bad db number '${dbText}'`);
+  const params = new URLSearchParams(query ?? '');
+  for (const key of params.keys()) {
+    if (!(SENTINEL_PARAMS as readonly string[]).includes(key)) {
+      throw new ConfigError(`qsync: ${what} '${shown}' has an unknown parameter '${key}' (known: ${SENTINEL_PARAMS.join(', ')})`);
+    }
+  }
+  const sentinelTls = choiceOption(params.get('sentinelTls') ?? undefined, `sentinelTls of ${what}`, ['true', 'false'], 'false') === 'true';
+  const [user, password] =
+    userInfo === undefined ? [] : [userInfo.split(':')[0], userInfo.includes(':') ? userInfo.slice(userInfo.indexOf(':') + 1) : undefined];
+  const sentinels = hosts.split(',').map((h) => sentinelAddress(h, url, what));
+  const options: RedisOptions = {
+    sentinels,
+    name: decodeUserInfo(name, url, what),
+    db,
+    username: user ? decodeUserInfo(user, url, what) : undefined,
+    password: password ? decodeUserInfo(password, url, what) : undefined,
+    sentinelUsername: params.get('sentinelUsername') ?? undefined,
+    sentinelPassword: params.get('sentinelPassword') ?? undefined,
+  };
+  const dataTls = scheme.toLowerCase() === 'rediss';
+  if (dataTls) {
+    // The group's servers are found by address: no host name to send as SNI.
+    options.tls = tlsOptions(tls);
+    options.enableTLSForSentinelMode = true;
+  }
+  if (sentinelTls) options.sentinelTLS = tlsOptions(tls, sentinels[0].host);
+  if (!dataTls && !sentinelTls && (tls.ca || tls.cert || tls.key)) {
+    throw new ConfigError(`qsync: TLS files were given for ${what} '${shown}', which uses no TLS (rediss+sentinel://, or ?sentinelTls=true)`);
+  }
+  return options;
+}
+
+/** Whether options reach a Sentinel-managed group. */
+export function isSentinel(options: RedisOptions): boolean {
+  return Array.isArray(options.sentinels) && options.sentinels.length > 0;
+}
+
+/** Where options lead, for messages: `host:port`, or the group and its sentinels. */
+export function describeTarget(options: RedisOptions): string {
+  if (isSentinel(options)) return `group '${options.name}' of sentinels ${options.sentinels!.map((s) => `${s.host}:${s.port}`).join(',')}`;
+  return `${options.host ?? 'localhost'}:${options.port ?? 6379}`;
 }
 
 /** An integer option within bounds. */

@@ -30,12 +30,18 @@ export async function probe(options: RedisOptions, what: string, where: string, 
     maxRetriesPerRequest: 0,
     connectTimeout: timeoutMs,
     retryStrategy: () => null,
+    // Each sentinel of a group is asked once, then the attempt fails.
+    sentinelRetryStrategy: () => null,
+    sentinelCommandTimeout: timeoutMs,
     // After a refused connection ioredis still waits this long for the dead
     // socket to close, which would hold a failing command open for seconds.
     disconnectTimeout: 100,
   });
   let lastError: Error | undefined;
+  let nameUnknown = false;
   client.on('error', (e: Error) => (lastError = e));
+  // A sentinel that answers but knows no such group replies null.
+  client.on('sentinelError', (e: Error) => (nameUnknown ||= /invalid reply: null/.test(e.message)));
   try {
     await client.connect();
     const info = await client.info('server');
@@ -57,8 +63,23 @@ export async function probe(options: RedisOptions, what: string, where: string, 
   } catch (err) {
     client.disconnect();
     if (err instanceof ConfigError) throw err;
+    if (nameUnknown && /All sentinels are unreachable/.test((err as Error).message)) {
+      throw new ConfigError(`qsync: no sentinel of ${what} ${where} knows a master named '${options.name}'`);
+    }
     throw classifyConnectError((lastError ?? err) as Error, what, where);
   }
+}
+
+/**
+ * The address of the server a connection is on now: for a Sentinel group,
+ * the node that was its master when the connection was made. Undefined
+ * while not connected.
+ */
+export function connectedNode(client: Redis): string | undefined {
+  const stream = (client as unknown as { stream?: { remoteAddress?: string; remotePort?: number } }).stream;
+  if (client.status !== 'ready' || !stream?.remoteAddress) return undefined;
+  const host = stream.remoteAddress.replace(/^::ffff:/, '');
+  return `${host.includes(':') ? `[${host}]` : host}:${stream.remotePort}`;
 }
 
 /** The fields of one INFO section. */

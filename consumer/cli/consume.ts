@@ -118,7 +118,7 @@ async function startMetrics(
 export function consumeCommand(program: Command): void {
   common(program.command('consume'))
     .description('drain the queue from the master and apply it to the replica (runs until SIGTERM/SIGINT)')
-    .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
+    .addOption(new Option('--replica <url>', 'replica URL, redis://, rediss:// or redis+sentinel://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue to drain').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
     .addOption(replicaNameOption('the replica this consumer feeds: each name has its own lease, position in the log and watermark'))
     .addOption(new Option('--batch-size <n>', 'most entries per batch').env('QSYNC_BATCH_SIZE').default(String(WORKER_DEFAULTS.batchSize)))

@@ -9,7 +9,7 @@ import { Option, type Command } from 'commander';
 import cliProgress from 'cli-progress';
 import type { RedisOptions } from 'ioredis';
 import type { LevelWithSilent } from 'pino';
-import { choiceOption, intOption, nameOption, queueDbOption, redactUrl } from '../../shared/config.js';
+import { choiceOption, describeTarget, intOption, nameOption, queueDbOption, redactUrl } from '../../shared/config.js';
 import { ExitCode } from '../../shared/errors.js';
 import { probe } from '../../shared/probe.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys, jobsPrefix } from '../../shared/keys.js';
@@ -98,7 +98,7 @@ type Settings = {
  * holder stops renewing it).
  */
 async function consumerRunning(master: RedisOptions, s: { prefix: string; queue: string; queueDb: number }): Promise<boolean> {
-  const client = await probe({ ...master, db: s.queueDb }, 'master', `${master.host}:${master.port}`);
+  const client = await probe({ ...master, db: s.queueDb }, 'master', describeTarget(master));
   try {
     return (await client.exists(new QueueKeys(s.prefix, s.queue).lease)) === 1;
   } finally {
@@ -179,7 +179,7 @@ export function copyCommand(program: Command, what: What): void {
   const { description, run } = COMMANDS[what];
   common(program.command(what))
     .description(description)
-    .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
+    .addOption(new Option('--replica <url>', 'replica URL, redis://, rediss:// or redis+sentinel://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue whose log is replayed after the copy').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
     .addOption(new Option('--scan-count <n>', 'keys per batch, each read in one atomic step').default(String(COPY_DEFAULTS.scanCount)))
     .addOption(

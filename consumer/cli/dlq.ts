@@ -51,7 +51,7 @@ export function dlqCommands(program: Command): void {
 
   pick(common(group.command('retry')))
     .description('apply dead letters on the replica now (after the commands already applied) and remove those that applied')
-    .addOption(new Option('--replica <url>', 'replica URL, redis:// or rediss://').env('QSYNC_REPLICA'))
+    .addOption(new Option('--replica <url>', 'replica URL, redis://, rediss:// or redis+sentinel://').env('QSYNC_REPLICA'))
     .addOption(queueOption())
     .action(async (o: DlqOpts) => {
       const which = selection(o, 'retry', false);

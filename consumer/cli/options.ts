@@ -6,11 +6,11 @@
  */
 import { Option, type Command } from 'commander';
 import type { Redis, RedisOptions } from 'ioredis';
-import { redisOptionsFromUrl, redactUrl, nameOption, queueDbOption, type TlsFiles } from '../../shared/config.js';
+import { isSentinel, redisOptionsFromUrl, redactUrl, nameOption, queueDbOption, type TlsFiles } from '../../shared/config.js';
 import { ConfigError, ExitCode } from '../../shared/errors.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
 import { defineScripts } from '../../shared/scripts.js';
-import { probe } from '../../shared/probe.js';
+import { connectedNode, probe } from '../../shared/probe.js';
 import { checkPair } from '../queue/servers.js';
 
 export interface CommonOpts {
@@ -45,7 +45,11 @@ export function tlsFiles(o: CommonOpts): TlsFiles {
 
 export function common(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--master <url>', 'master URL, redis://[user:password@]host:port').env('QSYNC_MASTER'))
+    .addOption(
+      new Option('--master <url>', 'master URL, redis://[user:password@]host:port or redis+sentinel://host:26379,host:26380/mymaster').env(
+        'QSYNC_MASTER',
+      ),
+    )
     .addOption(new Option('--prefix <name>', "prefix of qsync's keys").env('QSYNC_PREFIX').default(DEFAULT_PREFIX))
     .addOption(new Option('--queue-db <n>', 'db of the queue on the master and of the watermark on the replica').env('QSYNC_QUEUE_DB'))
     .addOption(new Option('--tls-ca <file>', 'CA bundle (PEM) to verify rediss:// servers').env('QSYNC_TLS_CA'))
@@ -85,12 +89,18 @@ export async function openPair(o: CommonOpts & { replica?: string }, timeoutMs?:
     clients.push(master);
     const replica = await open(o, 'replica', timeoutMs);
     clients.push(replica);
-    await checkPair(master, replica, { ...place, masterWhere: redactUrl(o.master!), replicaWhere: redactUrl(o.replica!) });
+    await checkPair(master, replica, { ...place, masterWhere: where(o.master!, master), replicaWhere: where(o.replica!, replica) });
     return { master, replica, close };
   } catch (err) {
     close();
     throw err;
   }
+}
+
+/** A server for messages: its URL without secrets, and for a Sentinel group the node it reached. */
+function where(url: string, client: Redis): string {
+  const node = isSentinel(client.options) ? connectedNode(client) : undefined;
+  return node ? `${redactUrl(url)} (master ${node})` : redactUrl(url);
 }
 
 /** Where a queue lives: its prefix, name and db, from the flags. */

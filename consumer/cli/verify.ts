@@ -160,7 +160,11 @@ async function schedule(o: VerifyFlags, s: VerifySettings, every: string): Promi
 export function verifyCommand(program: Command): void {
   common(program.command('verify'))
     .description('compare the master and the replica key by key, both ways; exit 1 when they differ')
-    .addOption(new Option('--replica <url>', "replica URL, redis:// or rediss:// (with --job, the consumer's replica is used)").env('QSYNC_REPLICA'))
+    .addOption(
+      new Option('--replica <url>', "replica URL, redis://, rediss:// or redis+sentinel:// (with --job, the consumer's replica is used)").env(
+        'QSYNC_REPLICA',
+      ),
+    )
     .addOption(queueOption())
     .addOption(
       new Option('--mode <mode>', 'full: every key; sample: a random fraction; recent: the keys of the newest entries in the log').default(

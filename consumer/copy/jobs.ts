@@ -5,6 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { probe } from '../../shared/probe.js';
+import { describeTarget } from '../../shared/config.js';
 import { QueueKeys } from '../../shared/keys.js';
 import type { JobContext, JobType } from '../jobs/runner.js';
 import type { CopyProgress, CopyRunOptions, CopyRunResult } from './run.js';
@@ -62,7 +63,7 @@ function inPause<T>(data: Record<string, unknown>, ctx: JobContext, run: (o: Cop
  * unqueued again); meanwhile the worker keeps draining it.
  */
 async function untilRoom(ctx: JobContext): Promise<void> {
-  const master = await probe({ ...ctx.master, db: ctx.queueDb }, 'master', `${ctx.master.host ?? 'localhost'}:${ctx.master.port ?? 6379}`);
+  const master = await probe({ ...ctx.master, db: ctx.queueDb }, 'master', describeTarget(ctx.master));
   const keys = new QueueKeys(ctx.prefix, ctx.queue);
   try {
     for (let logged = false; ; logged = true) {
@@ -81,7 +82,9 @@ async function untilRoom(ctx: JobContext): Promise<void> {
 export function describeCopy(what: 'resync' | 'repair', r: CopyRunResult): string {
   const repair = what === 'repair' ? (r as RepairResult) : undefined;
   if (repair && !repair.repaired) return 'no dirty keys; nothing to repair';
-  const copied = repair ? `copied ${r.copied} keys (${repair.dirtyKeys} dirty)` : `copied ${r.copied} keys`;
+  const lost =
+    repair?.lost && `${repair.dirtyKeys} to repair: ${repair.lost.keys} of entries ${repair.lost.from} to ${repair.lost.to}, which the master lost`;
+  const copied = repair ? `copied ${r.copied} keys (${lost ?? `${repair.dirtyKeys} dirty`})` : `copied ${r.copied} keys`;
   const again = repair?.dirtyAgain ? '; writes went unqueued again meanwhile: run the repair again' : '';
   return `${copied}, replayed ${r.replayed} entries in ${r.seconds.toFixed(1)} s; streaming from entry ${r.seq}${again}`;
 }

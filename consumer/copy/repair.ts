@@ -23,6 +23,7 @@ import { CopyRun, withRunContext, type CopyProgress, type CopyRunOptions, type C
 import { ResyncError, type Fail } from './log-follower.js';
 import { keyId } from '../../shared/entry-keys.js';
 import { markKind } from '../drain/mark.js';
+import { describeDivergence, rewindDiverged } from '../drain/divergence.js';
 
 /** The repair cannot go on; the replica stays marked and the repair set stays on the master: run it again. */
 export class RepairError extends QsyncError {
@@ -43,6 +44,8 @@ export interface RepairResult extends CopyRunResult {
   dirtyKeys: number;
   /** writes went unqueued again during the repair: run it again */
   dirtyAgain: boolean;
+  /** the entries the replica had applied and the master lost (drain/divergence.ts), when the repair was for those */
+  lost?: { from: number; to: number; keys: number };
 }
 
 /** Copies the dirty keys to the replica and leaves it ready for the consumer. */
@@ -53,6 +56,11 @@ export function runRepair(options: RepairOptions): Promise<RepairResult> {
 class Repair extends CopyRun {
   async run(): Promise<RepairResult> {
     const { master, replica, keys } = this;
+    // A master that lost writes the replica applied: their keys join the repair set, the watermark goes back.
+    const diverged = await rewindDiverged(master, replica, keys);
+    if (diverged && !diverged.keys) throw needsResync(describeDivergence(diverged).reason);
+    const lost = diverged?.keys ? { from: diverged.sharedUpTo + 1, to: diverged.replicaAt, keys: diverged.keys.length } : undefined;
+    if (lost) this.log.warn(describeDivergence(diverged!), 'repair: the master lost writes the replica applied; copying their keys');
     const [[state, masterEpoch], pending] = await Promise.all([master.hmget(keys.meta, 'state', 'epoch'), master.exists(keys.repairing)]);
     if (!state && !pending) return this.nothing();
     if (state === 'resync-needed') throw needsResync('more keys went unqueued than the queue records (--max-dirty)');
@@ -89,7 +97,7 @@ class Repair extends CopyRun {
     await master.del(keys.repairing);
     const dirtyAgain = (await master.hget(keys.meta, 'state')) !== null;
     if (dirtyAgain) this.log.warn('repair: the queue filled again during the repair and more writes went unqueued; run the repair again');
-    return { ...result, repaired: true, dirtyKeys: total, dirtyAgain };
+    return { ...result, repaired: true, dirtyKeys: total, dirtyAgain, ...(lost ? { lost } : {}) };
   }
 
   /** Copies every key of the repair set (members `<db>:<key>`), a batch at a time. */

@@ -20,6 +20,7 @@ import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../.
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { defineScripts } from '../../shared/scripts.js';
 import { probe } from '../../shared/probe.js';
+import { describeTarget } from '../../shared/config.js';
 import { QsyncError } from '../../shared/errors.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
 import type { Entry } from '../../shared/entry.js';
@@ -126,7 +127,7 @@ export async function withRunContext<T>(options: CopyRunOptions, what: string, f
   const leaseMs = options.leaseMs ?? COPY_DEFAULTS.leaseMs;
   const clients: Redis[] = [];
   const open = async (opts: RedisOptions, side: string) => {
-    const c = await probe({ ...opts, db: queueDb }, side, `${opts.host ?? 'localhost'}:${opts.port ?? 6379}`);
+    const c = await probe({ ...opts, db: queueDb }, side, describeTarget(opts));
     defineScripts(c);
     clients.push(c);
     return c;

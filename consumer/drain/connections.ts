@@ -3,7 +3,7 @@
  * a link problem (retry forever) from anything else (report).
  */
 import { Redis, type RedisOptions } from 'ioredis';
-import { OWN_CONNECTION } from '../../shared/config.js';
+import { isSentinel, OWN_CONNECTION } from '../../shared/config.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import { defineScripts } from '../../shared/scripts.js';
 
@@ -90,6 +90,7 @@ export function connect(options: RedisOptions, { backoff, commandTimeoutMs }: Co
     keepAlive: 5000,
     retryStrategy: (times) => backoffDelay(times, backoff),
     reconnectOnError: () => false,
+    ...(isSentinel(options) ? followMaster(backoff, commandTimeoutMs) : {}),
   });
   // Errors surface through the commands that failed; this keeps ioredis from
   // printing unhandled 'error' events.
@@ -104,4 +105,18 @@ export function connect(options: RedisOptions, { backoff, commandTimeoutMs }: Co
   });
   defineScripts(client);
   return client;
+}
+
+/**
+ * For a Sentinel group: the connection asks the sentinels for the group's
+ * master at each reconnection (Sentinel closes the old master's client
+ * connections when it turns it into a replica), and reconnects when the
+ * server it is on answers as a replica (READONLY).
+ */
+function followMaster(backoff: BackoffOptions | undefined, commandTimeoutMs: number): RedisOptions {
+  return {
+    sentinelRetryStrategy: (times) => backoffDelay(times, backoff),
+    sentinelCommandTimeout: commandTimeoutMs,
+    reconnectOnError: (err) => /^READONLY\b/.test(err.message),
+  };
 }

@@ -55,6 +55,13 @@ export interface WorkerOptions {
   onError?: OnError;
   /** reconnect delays (drain/backoff.ts): quick for the first seconds of an outage, then exponential with jitter */
   backoff?: BackoffOptions;
+  /**
+   * entries the replica keeps a record of (their seq, time and keys), so that
+   * a master that lost writes the replica applied (a failover to a replica
+   * that lagged) can say which keys diverged and `qsync repair` can copy
+   * them; 0 keeps none. @default 10000 when the master is a Sentinel group, else 0
+   */
+  keepApplied?: number;
   /** pino logger. @default a new one at level info */
   logger?: Logger;
   /** identifies this worker in the lease and status. @default a random UUID */

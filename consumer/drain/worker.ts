@@ -15,14 +15,17 @@ import type { Redis } from 'ioredis';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB, DEFAULT_NAME } from '../../shared/keys.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
-import { connect, describeError, isLinkError, onSide, SideError } from './connections.js';
+import { connect, describeError, isLinkError, onSide, SideError, type Side } from './connections.js';
+import { connectedNode } from '../../shared/probe.js';
 import { Lease, LeaseLost } from './lease.js';
 import { haltDetail, refusalDetail, Confirmer, type ApplyReply } from './confirm.js';
 import { markKind } from './mark.js';
 import { HeldKeys, HeldCopyRefused } from './held-keys.js';
 import { Detached, describeDetached, detachedReason } from './detached.js';
 import { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
-import { frameBatch } from '../../shared/entry.js';
+import { decodeEntry, frameBatch } from '../../shared/entry.js';
+import { isSentinel } from '../../shared/config.js';
+import { describeDivergence, findDivergence, KEEP_APPLIED_SENTINEL, recordApplied } from './divergence.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
 
 export { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
@@ -49,6 +52,9 @@ const SPREAD = 4;
 /** The replica cannot be brought up to date from the queue. */
 export class ResyncNeeded extends Error {}
 
+/** The master's history parts from the replica's: it lost writes the replica applied (drain/divergence.ts). */
+export class MasterLostWrites extends ResyncNeeded {}
+
 /** The replica was promoted to master of the queue (qsync failover, qsync promote): this consumer must not touch it. */
 export class ReplicaPromoted extends Error {}
 
@@ -70,7 +76,13 @@ export class SyncWorker extends EventEmitter {
   readonly keys: QueueKeys;
   readonly id: string;
   private readonly log: Logger;
-  private readonly opts: Required<Omit<WorkerOptions, 'master' | 'replica' | 'logger' | 'id' | 'backoff'>> & { backoff: BackoffOptions };
+  private readonly opts: Required<Omit<WorkerOptions, 'master' | 'replica' | 'logger' | 'id' | 'backoff' | 'keepApplied'>> & {
+    backoff: BackoffOptions;
+  };
+  /** entries the replica keeps a record of (drain/divergence.ts); 0: none */
+  private readonly keepApplied: number;
+  /** the replica group's own replicas, which must hold a batch before it leaves the log (a Sentinel group as the replica) */
+  private replicaCopies = 0;
   private readonly master: Redis;
   private readonly blocker: Redis;
   private readonly replica: Redis;
@@ -90,6 +102,8 @@ export class SyncWorker extends EventEmitter {
   private appliedTotal = 0;
   private readonly expiry = { aligned: 0, heldBack: 0, copied: 0 };
   private watermark = 0;
+  /** the server each side's connection is on (for a Sentinel group, its master when connected) */
+  private readonly nodes: Record<Side, string> = { master: '', replica: '' };
   /** a job waiting for, or running in, the pause that runExclusive makes */
   private exclusive?: { start(): void; fail(err: Error): void; done: Promise<void> };
 
@@ -117,6 +131,52 @@ export class SyncWorker extends EventEmitter {
     this.lease = new Lease(this.master, this.keys, this.id, this.opts.leaseMs);
     this.confirmer = new Confirmer(this.master, this.replica, this.keys, this.id, this.log);
     this.held = new HeldKeys(this.master, this.replica, this.keys, db);
+    this.master.on('ready', () => this.noteNode('master', this.master));
+    this.replica.on('ready', () => this.noteNode('replica', this.replica));
+    this.keepApplied = options.keepApplied ?? (isSentinel(options.master) ? KEEP_APPLIED_SENTINEL : 0);
+    if (isSentinel(options.replica)) this.replica.on('ready', () => void this.countReplicaCopies());
+  }
+
+  /**
+   * Counts the replica group's replicas at each connection: a batch leaves
+   * the master's log only once they all hold it (WAIT), so that a failover
+   * inside the group never loses an entry the log no longer has. The count
+   * never goes down while the worker runs: a replica that went away (or was
+   * promoted) holds the drain until it is back or the consumer restarts.
+   */
+  private async countReplicaCopies(): Promise<void> {
+    const info = await this.replica.info('replication').catch(() => '');
+    const n = Number(/connected_slaves:(\d+)/.exec(info)?.[1] ?? 0);
+    if (n > this.replicaCopies) this.replicaCopies = n;
+  }
+
+  /** Waits until the replica group's replicas hold what was applied; fails (and the batch stays in the log) when they do not in time. */
+  private async replicated(): Promise<void> {
+    if (this.replicaCopies === 0) return;
+    const acked = await onSide('replica', this.replica.wait(this.replicaCopies, this.opts.timeoutMs));
+    if (acked < this.replicaCopies) {
+      throw new SideError(
+        'replica',
+        new Error(
+          `${acked} of the replica group's ${this.replicaCopies} replicas hold the batch after ${this.opts.timeoutMs} ms; it stays in the log`,
+        ),
+      );
+    }
+  }
+
+  /** Records and logs the server a side's connection reached, and a change of it (a Sentinel failover). */
+  private noteNode(side: Side, client: Redis): void {
+    const node = connectedNode(client);
+    if (!node || node === this.nodes[side]) return;
+    if (this.nodes[side]) this.log.warn({ side, from: this.nodes[side], to: node }, `${side} is now another server`);
+    else this.log.info({ side, node }, `${side} connected`);
+    this.nodes[side] = node;
+    this.publish();
+  }
+
+  /** The server each side's connection is on: `host:port`, empty before the first connection. */
+  get servers(): Record<Side, string> {
+    return { ...this.nodes };
   }
 
   get state(): WorkerState {
@@ -261,7 +321,21 @@ export class SyncWorker extends EventEmitter {
     this.unpublished = !this.lease.valid();
     if (this.unpublished) return;
     this.master
-      .hset(this.keys.status, 'state', this.current, 'stateSince', this.stateSince, 'detail', JSON.stringify(this.detail), 'consumer', this.id)
+      .hset(
+        this.keys.status,
+        'state',
+        this.current,
+        'stateSince',
+        this.stateSince,
+        'detail',
+        JSON.stringify(this.detail),
+        'consumer',
+        this.id,
+        'masterNode',
+        this.nodes.master,
+        'replicaNode',
+        this.nodes.replica,
+      )
       .catch(() => {});
   }
 
@@ -341,6 +415,11 @@ export class SyncWorker extends EventEmitter {
       await sleep(this.opts.recheckMs, this.stop.signal);
       return;
     }
+    if (err instanceof MasterLostWrites) {
+      this.setState('resync-needed', await this.divergence(err));
+      await sleep(this.opts.recheckMs, this.stop.signal);
+      return;
+    }
     if (err instanceof ResyncNeeded) {
       this.setState('resync-needed', { reason: err.message });
       await sleep(this.opts.recheckMs, this.stop.signal);
@@ -387,9 +466,9 @@ export class SyncWorker extends EventEmitter {
 
   /** Drains while this worker holds the lease. */
   private async lead(): Promise<void> {
-    const [seq, epoch, resyncing, heldPending, promoted] = await onSide(
+    const [seq, epoch, resyncing, heldPending, promoted, ts] = await onSide(
       'replica',
-      this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing', 'heldPending', 'promoted'),
+      this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing', 'heldPending', 'promoted', 'ts'),
     );
     if (promoted) throw new ReplicaPromoted(promotedReason(promoted));
     if (resyncing)
@@ -400,6 +479,8 @@ export class SyncWorker extends EventEmitter {
     await this.attach();
     // Keys left pending by a worker that stopped before it copied them.
     if (epoch && Number(heldPending ?? 0) > 0) await this.copyHeld(epoch);
+    // The entry the replica applied last, until the master's is seen to be the same one.
+    const last = { seq: this.watermark, ts: ts === null ? null : Number(ts), checked: false };
     let offset = 0;
     let gapSeenAt = -1;
     const inflight: Promise<Outcome>[] = [];
@@ -411,8 +492,10 @@ export class SyncWorker extends EventEmitter {
         while (!this.yielding && inflight.length < this.opts.window) {
           const batch = await this.read(offset);
           this.checkMaster(batch, epoch);
+          checkLastApplied(batch, last);
           if (batch.entries.length === 0) break;
           offset += batch.entries.length;
+          if (this.keepApplied > 0) recordApplied(this.replica, this.keys, batch.entries, last.seq, this.keepApplied);
           inflight.push(this.apply(batch));
           if (batch.remaining === 0) break;
         }
@@ -434,6 +517,7 @@ export class SyncWorker extends EventEmitter {
         if ('error' in outcome) throw outcome.error;
         const [code] = outcome.reply;
         if (code === ReplyCode.ok) {
+          await this.replicated();
           await this.confirm(outcome.batch, outcome.reply, outcome.seconds);
           // Before any further batch is read: the copies then reflect every
           // entry sent to the replica so far (shared/lua/restore-held-1.lua).
@@ -456,7 +540,7 @@ export class SyncWorker extends EventEmitter {
         } else if (code === ReplyCode.resyncing) {
           throw new ResyncNeeded('a resync or repair of the replica is under way or did not finish; run it again if none is running');
         } else if (code === ReplyCode.brokenChain) {
-          throw new ResyncNeeded(
+          throw new MasterLostWrites(
             `entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`,
           );
         } else if (code === ReplyCode.promoted) {
@@ -503,6 +587,17 @@ export class SyncWorker extends EventEmitter {
     return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, remaining: Number(remaining), entries };
   }
 
+  /** What diverged between a master that lost writes and the replica, for the status; the error's own words when it cannot be told. */
+  private async divergence(err: MasterLostWrites): Promise<Record<string, unknown>> {
+    try {
+      const [seq, ts] = await this.replica.hmget(this.keys.applied, 'seq', 'ts');
+      const d = await findDivergence(this.master, this.replica, this.keys, Number(seq ?? 0), ts === null ? null : Number(ts));
+      return d ? describeDivergence(d) : { reason: err.message };
+    } catch (e) {
+      return { reason: err.message, diverged: `not known: ${(e as Error).message}` };
+    }
+  }
+
   /** Stops on a master that lost its log (restarted without persistence). */
   private checkMaster(batch: Batch, replicaEpoch: string | null): void {
     if (this.watermark === 0) {
@@ -518,7 +613,12 @@ export class SyncWorker extends EventEmitter {
         `the master has no log sequence but the replica applied up to ${this.watermark}: the master lost its data (restarted without persistence?)`,
       );
     }
-    if (batch.masterSeq < this.watermark || (replicaEpoch && batch.epoch && batch.epoch !== replicaEpoch)) {
+    if (batch.masterSeq < this.watermark && (!replicaEpoch || batch.epoch === replicaEpoch)) {
+      throw new MasterLostWrites(
+        `the master's sequence is behind the replica (master at ${batch.masterSeq}, replica at ${this.watermark}): the master lost writes the replica applied`,
+      );
+    }
+    if (replicaEpoch && batch.epoch && batch.epoch !== replicaEpoch) {
       throw new ResyncNeeded(
         `the master's sequence started over (master at ${batch.masterSeq}, replica at ${this.watermark}): the master lost its data`,
       );
@@ -565,5 +665,36 @@ export class SyncWorker extends EventEmitter {
       if (err instanceof HeldCopyRefused) throw new ResyncNeeded(err.message);
       throw err;
     }
+  }
+}
+
+/**
+ * Stops on a master whose entry at the replica's watermark is not the one
+ * the replica applied (another time): it lost the replica's last entries
+ * and reused their sequence numbers. The apply script skips entries at or
+ * below the watermark unseen, and checks only the link of the next one: a
+ * master that reused exactly as many numbers as it lost would otherwise be
+ * trimmed unseen. Checked once per lead, on the batch that holds the entry.
+ */
+function checkLastApplied(batch: Batch, last: { seq: number; ts: number | null; checked: boolean }): void {
+  if (last.checked || last.ts === null || batch.masterSeq === null || batch.entries.length === 0) return;
+  // The log ends at the master's sequence, `remaining` entries after this batch.
+  const lastSeq = batch.masterSeq - batch.remaining;
+  const firstSeq = lastSeq - batch.entries.length + 1;
+  if (lastSeq < last.seq) return;
+  last.checked = true;
+  if (firstSeq > last.seq) return;
+  let ts: number;
+  try {
+    const e = decodeEntry(batch.entries[last.seq - firstSeq]);
+    if (e.seq !== last.seq) return;
+    ts = e.ts;
+  } catch {
+    return;
+  }
+  if (ts !== last.ts) {
+    throw new MasterLostWrites(
+      `entry ${last.seq} on the master is not the entry ${last.seq} the replica applied (written at ${ts}, not ${last.ts}): the master lost writes the replica applied and reused their sequence numbers`,
+    );
   }
 }

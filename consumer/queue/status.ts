@@ -46,6 +46,8 @@ export interface QueueStatus extends QueueUsage {
   warnings: string[];
   /** whether this server is fenced, and the queue's role history (qsync failover, promote, rejoin) */
   role: RoleStatus;
+  /** the servers the consumer is on (`host:port`; for a Sentinel group, its current master), as it last reported them */
+  servers: { master: string | null; replica: string | null };
 }
 
 /** Names of the queues under a prefix, found by their meta or log keys. */
@@ -163,6 +165,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
     clock,
     warnings: serverWarnings(maxmemoryPolicy, clock, clock?.maxOffsetMs ?? 0),
     role,
+    servers: { master: (reported && status.masterNode) || null, replica: (reported && status.replicaNode) || null },
   };
 }
 
@@ -195,6 +198,7 @@ export function formatStatus(rows: QueueStatus[]): string {
         `  master seq      ${s.masterSeq}`,
         `  replica at      ${s.replicaWatermark ?? '-'}  (lag ${s.lagEntries ?? '-'} entries)`,
         `  consumer        ${s.consumer ? `${s.consumer.holder ?? s.consumer.id}, heartbeat ${age(s.consumer.heartbeatAgeMs)} ago` : 'none holds the lease'}`,
+        `  servers         master ${s.servers.master ?? '-'}, replica ${s.servers.replica ?? '-'}`,
         `  dead letters    ${s.deadLetters}${s.deadLetters ? '  (qsync dlq list)' : ''}`,
         `  last verify     ${s.lastVerify ? `${age(s.lastVerify.ageMs)} ago, ${describeVerify(s.lastVerify)} (${s.lastVerify.source})` : 'none (qsync verify)'}`,
         `  clock offset    ${clockText(s.clock)}`,
