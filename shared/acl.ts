@@ -137,13 +137,15 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
         '+pexpiretime',
         '+getrange',
         '+select',
-        // a stored result logged as it was stored; a flush that keeps qsync's keys
+        // a stored result logged as it was stored; a flush that keeps qsync's
+        // keys, the control jobs' too, which it copies and writes back
         '+zcard',
         '+zrange',
         '+zmscore',
         '+lrange',
         '+keys',
         '+dump',
+        `(~${prefix}-jobs:* +dump +restore +pexpiretime)`,
         ...Object.keys(COMMANDS).map((c) => `+${c}`),
       ];
   }

@@ -10,6 +10,7 @@ import { createProducer, ReservedKeyError } from '../producer/index.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
 import { setLimits } from '../consumer/queue/limits.js';
 import { QueueKeys } from '../shared/keys.js';
+import { aclRules } from '../shared/acl.js';
 import { flushedDbs } from '../shared/entry-keys.js';
 import { touchedKeys } from '../consumer/copy/log-follower.js';
 
@@ -683,6 +684,19 @@ test('SORT and GEORADIUS without STORE, BITFIELD with GET alone are reads: sent 
     await t.throwsAsync(producer.sort('l', 'STORE', 'qsync:default:log'), { instanceOf: ReservedKeyError });
     await t.throwsAsync(producer.call('GEORADIUS', 'g', 1, 1, 10, 'km', 'STOREDIST', 'qsync:x'), { instanceOf: ReservedKeyError });
   });
+});
+
+test("under the documented producer ACL, a flush of the queue db keeps the control jobs' keys", async (t) => {
+  const pair = await startPair();
+  t.teardown(() => pair.destroy());
+  const admin = pair.master.client();
+  await admin.call('ACL', 'SETUSER', 'app', 'on', '>app-secret', '~app:*', '+get', ...aclRules('producer'));
+  const app = createProducer(pair.master.client(0, { username: 'app', password: 'app-secret' }));
+  await app.set('app:a', '1');
+  await admin.set('qsync-jobs:control:1', 'job', 'EX', 100);
+  t.is(await app.flushdb(), 'OK');
+  t.deepEqual((await admin.keys('*')).sort(), ['qsync-jobs:control:1', 'qsync:default:log', 'qsync:default:meta']);
+  t.true((await admin.pexpiretime('qsync-jobs:control:1')) > Date.now());
 });
 
 test('under mark-dirty, a stored result records its destination and a flush sends the queue to a full resync', async (t) => {
