@@ -233,6 +233,14 @@ test('rejoin parks the old master tail on the new master and copies only the key
   await waitForDrain(nb, a.client());
   t.deepEqual(await datasetDiff(b, a), []);
   t.is(await a.client().get('key:0:hits'), 'written on b');
+  t.is(await a.client().get('key:0'), 'v0');
+  // A parked tail entry applied later: on the new master, through its log, so on the old one too.
+  const tailSeq = DATASET + 1;
+  const retry = await runCli(['dlq', 'retry', '--master', b.url, '--replica', a.url, '--seq', String(tailSeq)]);
+  t.is(retry.code, 0, retry.stderr.join('\n'));
+  t.is(await nb.get('key:0'), 'tail');
+  await waitForDrain(nb, a.client());
+  t.is(await a.client().get('key:0'), 'tail');
   t.is(await a.client().get('key:10'), 'v10');
   t.is(await a.client().exists('key:10:hits'), 0);
 

@@ -7,6 +7,9 @@
  * records its progress in the same step as it applies (retry-dead-1.lua), and
  * the letter leaves the master only after the replica applied all of it, so
  * a retry interrupted at any point and run again applies nothing twice.
+ * An entry of an old master's tail, parked by `qsync rejoin`, is applied on
+ * the master itself instead, through its log, so that every replica gets it
+ * (failover/tail.ts).
  */
 import type { Redis } from 'ioredis';
 import { describeCommand } from '../../shared/entry.js';
@@ -15,6 +18,7 @@ import { ReplyCode } from '../../shared/reply-codes.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { encodeDeadLetter, readDeadLetters, type DeadLetter } from '../drain/dead-letter-record.js';
 import { age } from '../queue/status.js';
+import { applyTailEntry, isTailOf } from '../failover/tail.js';
 
 /** Which dead letters a command acts on. */
 export type Selection = { seq: number } | { all: true } | { garbage: true };
@@ -102,6 +106,13 @@ async function retryOne(master: Redis, replica: Redis, keys: QueueKeys, queueDb:
       applied: false,
       message: `kept a dead letter that is not a qsync entry (${letter.raw.length} bytes): nothing to apply; qsync dlq drop --garbage removes it`,
     };
+  }
+  // An entry of the old master's tail (qsync rejoin): applied on the master itself, through its log, for every replica.
+  if (await isTailOf(master, keys, letter.epoch)) {
+    const refused = await applyTailEntry(master, keys, queueDb, letter.entry);
+    if (refused !== null) return { seq, applied: false, message: `kept seq ${seq} of the old master's tail: the master refused it: ${refused}` };
+    await master.lrem(keys.dlq, 1, letter.stored);
+    return { seq, applied: true, message: `applied seq ${seq} of the old master's tail on the master, through its log` };
   }
   const reply = await replica.qsyncRetryDead(keys.applied, queueDb, letter.epoch, letter.done, letter.raw);
   if (reply[0] === ReplyCode.otherLog) {

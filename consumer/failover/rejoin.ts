@@ -26,9 +26,9 @@ import { decodeEntry, type Entry } from '../../shared/entry.js';
 import { ExitCode, QsyncError, RoleError } from '../../shared/errors.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { assertDistinct } from '../../shared/probe.js';
-import { ReplyCode } from '../../shared/reply-codes.js';
 import { encodeDeadLetter, readDeadLetters } from '../drain/dead-letter-record.js';
 import { HeldKeys } from '../drain/held-keys.js';
+import { applyTailEntry } from './tail.js';
 import { addRole, becomeReplica, fence, readMasterRole, readReplicaRole, type RoleEvent } from './roles.js';
 
 /** What becomes of the old master's tail on the new master. */
@@ -198,13 +198,9 @@ async function settleTail(
       await park(t, `written on the old master ${a} after the new master was promoted (qsync rejoin)`);
       continue;
     }
-    const reply = await master.qsyncRetryDead(keys.applied, o.queueDb, epoch, 0, t.raw);
-    // The new master's record of the retry stays: a rejoin run again applies nothing twice.
-    if (reply[0] === ReplyCode.ok) {
-      done.applied++;
-    } else {
-      await park(t, `the new master refused it: ${reply[2] ?? `reply ${reply[0]}`}`);
-    }
+    const refused = await applyTailEntry(master, keys, o.queueDb, t.entry);
+    if (refused === null) done.applied++;
+    else await park(t, `the new master refused it: ${refused}`);
   }
   return done;
 }
