@@ -21,6 +21,7 @@ import { refuseLater } from './refusals.js';
 import { WriteBatcher } from './batcher.js';
 import { WriteGuard } from './write-guard.js';
 import { BlockingPops } from './blocking.js';
+import { ReplicationWaiter, type WaitReplicated } from './wait-replicated.js';
 
 export interface ProducerOptions extends LogOptions {
   /**
@@ -54,7 +55,7 @@ function settle(promise: Promise<unknown>, cb: Callback | undefined): Promise<un
  * await db.set('user:1:name', 'Zhangsan', 'EX', 3600);
  * await db.multi().incr('visits').lpush('recent', 'u1').exec();
  */
-export function createProducer<T extends Redis>(client: T, options: ProducerOptions = {}): T {
+export function createProducer<T extends Redis>(client: T, options: ProducerOptions = {}): T & WaitReplicated {
   // The same checks as the CLI's flags: a queue the producer writes to must be one a consumer can drain.
   const prefix = checkName(options.prefix ?? DEFAULT_PREFIX, 'the prefix option');
   const queue = checkName(options.queue ?? DEFAULT_QUEUE, 'the queue option');
@@ -142,6 +143,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       settle(refuseLater(client, err), takeCallback(args));
 
   const groupContext = { log, guard, client, db: () => db, scripts, blocking };
+  let waiter: ReplicationWaiter | undefined;
   const group =
     (create: typeof createMulti) =>
     (...args: unknown[]) => {
@@ -162,6 +164,11 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
       const buffer = !(c as unknown as { replyEncoding?: string | null }).replyEncoding;
       (route(c.name, buffer)(...c.args) as Promise<unknown>).then(c.resolve, c.reject);
       return c.promise;
+    },
+    // waitReplicated(numReplicas, timeoutMs): producer/wait-replicated.ts, one watcher per producer.
+    waitReplicated: (numReplicas: unknown, timeoutMs: unknown) => {
+      waiter ??= new ReplicationWaiter(client, log.keys, log.queueDb, inOrder);
+      return waiter.wait(Number(numReplicas), Number(timeoutMs));
     },
     // A second connection must log its writes too.
     duplicate: (...args: unknown[]) => createProducer((client.duplicate as AnyFn).apply(client, args) as T, options),
@@ -203,7 +210,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     });
   }
 
-  return new Proxy(client, {
+  return new Proxy(client as T & WaitReplicated, {
     get(target, prop) {
       if (typeof prop !== 'string') return Reflect.get(target, prop, target);
       const cached = methods.get(prop);

@@ -15,6 +15,7 @@ import { QueueKeys } from '../shared/keys.js';
 import { datasetDiff, startWorker, type Pair } from './support/fixtures.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';
 import { runCli } from './support/cli.js';
+import { startProxy } from './support/fault-proxy.js';
 import { eventually } from './support/wait.js';
 
 const keys = new QueueKeys('qsync', 'default');
@@ -30,6 +31,18 @@ function feed(t: ExecutionContext, master: RedisServer, replica: RedisServer, na
   const worker = startWorker({ master, replica } as unknown as Pair, { name, ...options });
   t.teardown(() => worker.close());
   return worker;
+}
+
+/** Waits until the replicas are attached to the log: from then on it keeps what they have not applied. */
+async function attached(master: Redis, ...names: string[]): Promise<void> {
+  await eventually(
+    async () => {
+      const replicas = await master.hgetall(keys.replicas);
+      return names.every((n) => n in replicas) || undefined;
+    },
+    10_000,
+    `${names.join(', ')} attached`,
+  );
 }
 
 /** Waits until replica `name` applied every entry of the master's log. */
@@ -51,6 +64,7 @@ test('two replicas drain one log side by side, each with its own keys; the log k
   const db = createProducer(m.client());
   const wa = feed(t, m, a, 'a');
   feed(t, m, b, 'b');
+  await attached(master, 'a', 'b');
   for (let i = 0; i < 50; i++) await db.rpush('list', String(i));
   await Promise.all([drained(master, a.client(), 'a'), drained(master, b.client(), 'b')]);
   await eventually(async () => (await master.llen(keys.log)) === 0, 5000, 'log emptied once both replicas have it');
@@ -80,6 +94,7 @@ test('detaching a replica trims the log to what the others need; its consumer re
   const db = createProducer(m.client());
   const wa = feed(t, m, a, 'a');
   const wb = feed(t, m, b, 'b');
+  await attached(master, 'a', 'b');
   await db.set('k', 'v0');
   await Promise.all([drained(master, a.client(), 'a'), drained(master, b.client(), 'b')]);
   await wa.close();
@@ -113,6 +128,7 @@ test('a dead replica under a cap with the policy detach-slowest stops neither th
   const db = createProducer(m.client());
   feed(t, m, a, 'a');
   const wb = feed(t, m, b, 'b');
+  await attached(master, 'a', 'b');
   await db.set('k', 'v0');
   await Promise.all([drained(master, a.client(), 'a'), drained(master, b.client(), 'b')]);
   const limit = await runCli(['limit', '--master', m.url, '--max-entries', '100', '--policy', 'detach-slowest']);
@@ -158,4 +174,34 @@ test('a replica added later is bootstrapped with a resync of its name while the 
   t.deepEqual(await datasetDiff(m, a), []);
   t.deepEqual(await datasetDiff(m, c), []);
   await eventually(async () => (await master.llen(keys.log)) === 0, 5000, 'log emptied');
+});
+
+test('waitReplicated resolves with 2 when both replicas are up, with 1 within the timeout when one is cut, never counting one that lacks the write', async (t) => {
+  const [m, a, b] = await Promise.all([server(t), server(t), server(t)]);
+  const proxy = await startProxy(b.port);
+  t.teardown(() => proxy.close());
+  const db = createProducer(m.client());
+  feed(t, m, a, 'a');
+  feed(t, m, { ...b, host: '127.0.0.1', port: proxy.port } as RedisServer, 'b');
+  await attached(m.client(), 'a', 'b');
+  await db.set('k', 'v1');
+  t.is(await db.waitReplicated(2, 10_000), 2);
+  t.deepEqual([await a.client().get('k'), await b.client().get('k')], ['v1', 'v1'], 'both replicas have the write');
+  t.is(await db.waitReplicated(1, 0), 2, 'nothing to wait for: at once, with every replica that has it');
+
+  proxy.cut();
+  await db.set('k', 'v2');
+  const started = Date.now();
+  t.is(await db.waitReplicated(2, 800), 1, 'only replica a has it when the timeout passes');
+  t.true(Date.now() - started >= 700, 'waited for the timeout');
+  t.is(await b.client().get('k'), 'v1', 'replica b never had v2');
+  t.is(await db.waitReplicated(1, 10_000), 1);
+  t.is(await a.client().get('k'), 'v2');
+
+  // Many waits at once share one watcher, and resolve together once the link heals.
+  const waits = Array.from({ length: 20 }, () => db.waitReplicated(2, 0));
+  proxy.heal();
+  t.deepEqual(await Promise.all(waits), Array(20).fill(2));
+  t.is(await b.client().get('k'), 'v2');
+  await t.throwsAsync(db.waitReplicated(-1, 0), { message: /numReplicas must be a whole number from 0, got -1/ });
 });

@@ -1,0 +1,121 @@
+/**
+ * `waitReplicated(numReplicas, timeoutMs)`: like Redis's WAIT, across data
+ * centres. Resolves with how many attached replicas applied every write this
+ * producer made so far, as soon as `numReplicas` have, or when the timeout
+ * passes (with fewer); a timeout of 0 waits for ever.
+ *
+ * The producer's last write is at or before the queue's sequence read right
+ * after its writes (on the same connection, so after them). Each replica's
+ * consumer records its watermark in the replicas hash when it confirms a
+ * batch, which is after the replica applied it (shared/lua/includes/
+ * replicas.lua). One watcher per producer reads that hash, on a connection
+ * of its own, only while someone waits: nothing runs when nobody does.
+ */
+import type { Redis } from 'ioredis';
+import type { QueueKeys } from '../shared/keys.js';
+import { ConfigError } from '../shared/errors.js';
+
+export interface WaitReplicated {
+  /**
+   * Waits until `numReplicas` attached replicas applied every write made
+   * through this producer so far. Resolves with how many have: at least
+   * `numReplicas`, or fewer when `timeoutMs` passed first (0: no timeout).
+   * @example
+   * await db.set('order:1', 'paid');
+   * if ((await db.waitReplicated(1, 2000)) < 1) console.warn('not yet in the other data centre');
+   */
+  waitReplicated(numReplicas: number, timeoutMs: number): Promise<number>;
+}
+
+/** How often the watcher reads the replicas' watermarks while someone waits. */
+const WATCH_MS = 10;
+
+/** The queue's sequence, read in the queue db whatever db the connection is in (a script's SELECT ends with it). */
+const READ_SEQ = "#!lua flags=no-writes\nredis.call('SELECT', ARGV[1]) return redis.call('HGET', KEYS[1], 'seq')";
+
+interface Waiter {
+  seq: number;
+  want: number;
+  resolve(count: number): void;
+  timer?: NodeJS.Timeout;
+}
+
+/** How many attached replicas (a position, not 'detached:...') have a watermark at or past seq. */
+function countAt(replicas: Record<string, string>, seq: number): number {
+  let n = 0;
+  for (const v of Object.values(replicas)) {
+    const m = /^\d+:\d+:(\d+)$/.exec(v);
+    if (m && Number(m[1]) >= seq) n++;
+  }
+  return n;
+}
+
+export class ReplicationWaiter {
+  private readonly waiters = new Set<Waiter>();
+  private watcher?: Redis;
+  private timer?: NodeJS.Timeout;
+  /** the replicas hash as last read */
+  private last: Record<string, string> = {};
+
+  constructor(
+    private readonly client: Redis,
+    private readonly keys: QueueKeys,
+    private readonly queueDb: string,
+    /** sends a command after the writes issued before it (the producer's order) */
+    private readonly inOrder: (send: () => unknown) => unknown,
+  ) {
+    client.once('end', () => this.close());
+  }
+
+  async wait(numReplicas: number, timeoutMs: number): Promise<number> {
+    if (!Number.isInteger(numReplicas) || numReplicas < 0)
+      throw new ConfigError(`waitReplicated: numReplicas must be a whole number from 0, got ${numReplicas}`);
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new ConfigError(`waitReplicated: timeoutMs must be 0 or more ms, got ${timeoutMs}`);
+    const seq = Number((await this.inOrder(() => this.client.eval(READ_SEQ, 1, this.keys.meta, this.queueDb))) ?? 0);
+    this.last = await this.watch().hgetall(this.keys.replicas);
+    const now = countAt(this.last, seq);
+    if (now >= numReplicas) return now;
+    return new Promise((resolve) => {
+      const waiter: Waiter = { seq, want: numReplicas, resolve };
+      if (timeoutMs > 0) waiter.timer = setTimeout(() => this.settle(waiter), timeoutMs);
+      this.waiters.add(waiter);
+      this.schedule();
+    });
+  }
+
+  /** The watcher's connection, made on first use, in the queue db. */
+  private watch(): Redis {
+    this.watcher ??= this.client.duplicate({ db: Number(this.queueDb), connectionName: `qsync:${this.keys.queue}:wait-replicated` });
+    return this.watcher;
+  }
+
+  private schedule(): void {
+    if (this.timer || this.waiters.size === 0) return;
+    this.timer = setTimeout(() => void this.poll(), WATCH_MS);
+  }
+
+  private async poll(): Promise<void> {
+    try {
+      this.last = await this.watch().hgetall(this.keys.replicas);
+      for (const w of this.waiters) if (countAt(this.last, w.seq) >= w.want) this.settle(w);
+    } catch {
+      // The master cannot be reached: the waiters wait on, until their timeout.
+    }
+    this.timer = undefined;
+    this.schedule();
+  }
+
+  /** Resolves a waiter with how many replicas had its writes when the hash was last read. */
+  private settle(w: Waiter): void {
+    if (!this.waiters.delete(w)) return;
+    clearTimeout(w.timer);
+    w.resolve(countAt(this.last, w.seq));
+  }
+
+  /** The producer's connection ended: the waiters get what is known, the watcher closes. */
+  close(): void {
+    clearTimeout(this.timer);
+    for (const w of [...this.waiters]) this.settle(w);
+    this.watcher?.disconnect();
+  }
+}
