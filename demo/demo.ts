@@ -4,9 +4,12 @@
  * Starts a master and a replica (real redis-server processes in temp dirs),
  * runs a shop's writes through the producer and a worker in this process,
  * cuts the link to the replica while the shop keeps writing, heals it, and
- * checks both datasets key by key. Exits 0 when they are equal, 1 when they
- * differ, 70 on any other failure; the servers are removed in every case,
- * Ctrl-C included.
+ * checks both datasets key by key. Then the master dies with writes its
+ * replica never got, the replica is promoted and takes the shop's writes,
+ * the old master comes back and rejoins without a full copy, and the roles
+ * are switched back, each side checked key by key again. Exits 0 when they
+ * are equal, 1 when they differ, 70 on any other failure; the servers are
+ * removed in every case, Ctrl-C included.
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,6 +17,9 @@ import type { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import type { SyncWorker, WorkerState } from '../consumer/drain/worker.js';
 import { formatStatus, readStatus } from '../consumer/queue/status.js';
+import { runFailover } from '../consumer/failover/failover.js';
+import { runPromote } from '../consumer/failover/promote.js';
+import { runRejoin } from '../consumer/failover/rejoin.js';
 import { QueueKeys } from '../shared/keys.js';
 import { ExitCode } from '../shared/errors.js';
 import { startProxy, type FaultProxy } from '../test/support/fault-proxy.js';
@@ -41,7 +47,7 @@ function say(text = ''): void {
 
 function step(n: number, title: string): void {
   say();
-  say(`[${n}/5] ${title}`);
+  say(`[${n}/8] ${title}`);
 }
 
 const num = (n: number) => n.toLocaleString('en-US');
@@ -86,6 +92,21 @@ async function drain(pair: Pair, workerState: () => string): Promise<number> {
   } catch (err) {
     throw new DemoFailure(`the replica did not catch up: ${(err as Error).message} (worker: ${workerState()})`, ExitCode.internal);
   }
+}
+
+/** Compares both servers key by key; a difference ends the demo. */
+async function compare(from: Pair['master'], to: Pair['master']): Promise<number> {
+  const diffs = await datasetDiff(from, to);
+  const [keysFrom, keysTo] = [await datasetKeys(from.client()), await datasetKeys(to.client())];
+  if (diffs.length > 0) {
+    const shown = diffs.slice(0, 10).map((d) => `    ${d}`);
+    const more = diffs.length > 10 ? [`    ... and ${num(diffs.length - 10)} more`] : [];
+    throw new DemoFailure(
+      [`the datasets differ: ${num(diffs.length)} differences (master ${num(keysFrom)} keys, replica ${num(keysTo)})`, ...shown, ...more].join('\n'),
+      ExitCode.different,
+    );
+  }
+  return keysFrom;
 }
 
 async function run(pair: Pair, proxy: FaultProxy, worker: SyncWorker): Promise<void> {
@@ -156,36 +177,98 @@ async function run(pair: Pair, proxy: FaultProxy, worker: SyncWorker): Promise<v
 
   step(5, 'Are the two datasets the same?');
   say('  Comparing every key on both servers: type and value (DUMP) and absolute expiry (PEXPIRETIME).');
-  const diffs = await datasetDiff(pair.master, pair.replica);
+  await compare(pair.master, pair.replica);
   const onReplica = await datasetKeys(replica);
-  if (diffs.length > 0) {
-    const shown = diffs.slice(0, 10).map((d) => `    ${d}`);
-    const more = diffs.length > 10 ? [`    ... and ${num(diffs.length - 10)} more`] : [];
-    throw new DemoFailure(
-      [`the datasets differ: ${num(diffs.length)} differences (master ${num(keysNow)} keys, replica ${num(onReplica)})`, ...shown, ...more].join(
-        '\n',
-      ),
-      ExitCode.different,
-    );
-  }
   say(`  ${num(keysNow)} keys on the master, ${num(onReplica)} on the replica, 0 differences. The login sessions expire at the`);
   say('  same millisecond on both: qsync logs expiries as absolute times, never as "N seconds from now".');
+}
+
+/** Steps 6 to 8: the master dies, the replica is promoted, the old master rejoins, and the roles switch back. */
+async function failBack(pair: Pair, proxy: FaultProxy, worker: SyncWorker, track: (w: SyncWorker) => SyncWorker): Promise<void> {
+  const [a, b] = [pair.master, pair.replica];
+  const servers = { masterWhere: a.url, replicaWhere: b.url, keys };
+  let shop = new Shop(createProducer(a.client()), 3000, 60);
+
+  step(6, 'Data centre A goes dark; the replica is promoted');
+  proxy.cut();
+  for (let i = 0; i < 10; i++) await shop.tick(SHOPPERS_PER_TICK);
+  const tail = await a.client().llen(keys.log);
+  await worker.close();
+  await a.stop();
+  say(`  The link is cut again, the shop writes ${num(tail)} more entries that never cross, and the master stops.`);
+  const promoted = await runPromote({ replica: b.client(), replicaWhere: b.url, master: null, masterWhere: a.url, keys });
+  say(`  \`qsync promote --replica ${b.url}\`: the replica is a master now, with a log of its own (epoch ${promoted.epoch}),`);
+  say(`  recording where it left the old master: entry ${num(promoted.atSeq)} of epoch ${promoted.fromEpoch}. The shop moves to it.`);
+  shop = new Shop(createProducer(b.client()), 3000, 60);
+  for (let i = 0; i < 10; i++) await shop.tick(SHOPPERS_PER_TICK);
+
+  step(7, 'Data centre A is back: it rejoins without a full copy');
+  await a.restart();
+  const rejoined = await runRejoin({
+    master: b.client(),
+    replica: a.client(),
+    ...servers,
+    masterWhere: b.url,
+    replicaWhere: a.url,
+    queueDb: 0,
+    tail: 'park',
+  });
+  const total = await datasetKeys(b.client());
+  say(`  \`qsync rejoin --master ${b.url} --replica ${a.url}\`: the old master's tail is ${num(rejoined.tailEntries)} entries over`);
+  say(`  ${num(rejoined.tailKeys)} keys, parked as dead letters on the new master (\`qsync dlq list\`); ${num(rejoined.repairedKeys)} keys copied`);
+  say(`  from it, of ${num(total)}. Native Redis would copy all ${num(total)} (a full resync); the rest is already the same.`);
+  const back = track(startWorker({ master: b, replica: a, destroy: pair.destroy }));
+  const backState = watch(back);
+  for (let i = 0; i < 10; i++) await shop.tick(SHOPPERS_PER_TICK);
+  try {
+    await waitForDrain(b.client(), a.client(), { timeoutMs: 15_000 });
+  } catch (err) {
+    throw new DemoFailure(`the old master did not catch up: ${(err as Error).message} (worker: ${backState()})`, ExitCode.internal);
+  }
+  say(`  A worker streams the new master's log to the old one: ${num(await compare(b, a))} keys on both, 0 differences.`);
+
+  step(8, 'The roles switch back');
+  const switched = await runFailover({
+    master: b.client(),
+    replica: a.client(),
+    ...servers,
+    masterWhere: b.url,
+    replicaWhere: a.url,
+    timeoutMs: 10_000,
+  });
+  await back.close();
+  say(`  \`qsync failover --master ${b.url} --replica ${a.url}\`: writes were refused for ${switched.pauseMs} ms while the old master`);
+  say('  applied the last entries; writes to B now fail with a FencedError naming A, so the shop moves back.');
+  shop = new Shop(createProducer(a.client()), 3000, 60);
+  track(startWorker(pair, { replica: { host: '127.0.0.1', port: proxy.port } }));
+  proxy.heal();
+  for (let i = 0; i < 10; i++) await shop.tick(SHOPPERS_PER_TICK);
+  await drain(pair, () => 'streaming');
+  say(`  A is the master again and B its replica: ${num(await compare(a, b))} keys on both, 0 differences.`);
 }
 
 async function main(): Promise<number> {
   const started = performance.now();
   say('qsync demo: a shop writes to a Redis master in data centre A; qsync keeps a replica in');
   say('data centre B up to date through a queue of logged writes. The demo cuts the link between');
-  say('the two, keeps writing, heals it, and checks that the replica matches.');
+  say('the two, keeps writing, heals it, and checks that the replica matches; then the master dies, the');
+  say('replica takes over, and the old master comes back without a full copy.');
 
   let pair: Pair | undefined;
   let proxy: FaultProxy | undefined;
   let worker: SyncWorker | undefined;
+  const workers: SyncWorker[] = [];
+  const track = (w: SyncWorker) => {
+    workers.push(w);
+    return w;
+  };
   try {
-    pair = await startPair();
+    // The master keeps its data across a clean stop (an RDB snapshot), as a data centre coming back does.
+    pair = await startPair({ persistence: 'rdb' });
     proxy = await startProxy(pair.replica.port);
     worker = startWorker(pair, { replica: { host: '127.0.0.1', port: proxy.port } });
     await run(pair, proxy, worker);
+    await failBack(pair, proxy, worker, track);
     say();
     say(`Done in ${seconds(performance.now() - started)}: the replica matches the master. Next: README.md explains the`);
     say('producer API, `npx qsync consume`, `npx qsync status` and the limits; `npm test` runs the test suite.');
@@ -200,6 +283,7 @@ async function main(): Promise<number> {
     return ExitCode.internal;
   } finally {
     await worker?.close();
+    for (const w of workers) await w.close();
     await proxy?.close();
     await pair?.destroy();
   }

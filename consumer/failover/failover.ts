@@ -20,6 +20,7 @@ import type { Redis } from 'ioredis';
 import { ExitCode, NotCaughtUpError, QsyncError, RoleError } from '../../shared/errors.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { assertDistinct } from '../../shared/probe.js';
+import { defineScripts } from '../../shared/scripts.js';
 import { addRole, becomeReplica, fence, promote, readMasterRole, readReplicaRole, readRoles, unfence, type Fence, type RoleEvent } from './roles.js';
 
 export interface FailoverOptions {
@@ -48,6 +49,7 @@ const POLL_MS = 2;
 
 export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
   const { master, replica, keys, masterWhere: a, replicaWhere: b } = o;
+  for (const c of [master, replica]) defineScripts(c);
   await assertDistinct(master, replica, a, b);
   const queue = `queue '${keys.queue}'`;
   const [m, r] = await Promise.all([readMasterRole(master, keys), readReplicaRole(replica, keys)]);

@@ -14,6 +14,7 @@ import type { Redis } from 'ioredis';
 import { RoleError } from '../../shared/errors.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { assertDistinct } from '../../shared/probe.js';
+import { defineScripts } from '../../shared/scripts.js';
 import { addRole, fence, promote, readMasterRole, readReplicaRole, readRoles, unfence, type Fence, type Promotion, type RoleEvent } from './roles.js';
 
 export interface PromoteOptions {
@@ -33,6 +34,7 @@ export interface PromoteResult extends Promotion {
 
 export async function runPromote(o: PromoteOptions): Promise<PromoteResult> {
   const { replica, master, keys, replicaWhere: b, masterWhere: a } = o;
+  defineScripts(replica);
   const r = await readReplicaRole(replica, keys);
   if (r.promoted)
     throw new RoleError(

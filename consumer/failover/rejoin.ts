@@ -26,6 +26,7 @@ import { decodeEntry, type Entry } from '../../shared/entry.js';
 import { ExitCode, QsyncError, RoleError } from '../../shared/errors.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { assertDistinct } from '../../shared/probe.js';
+import { defineScripts } from '../../shared/scripts.js';
 import { encodeDeadLetter, readDeadLetters } from '../drain/dead-letter-record.js';
 import { HeldKeys } from '../drain/held-keys.js';
 import { applyTailEntry } from './tail.js';
@@ -69,6 +70,7 @@ const CHUNK = 1000;
 
 export async function runRejoin(o: RejoinOptions): Promise<RejoinResult> {
   const { master, replica, keys, masterWhere: b, replicaWhere: a } = o;
+  for (const c of [master, replica]) defineScripts(c);
   await assertDistinct(master, replica, b, a);
   const queue = `queue '${keys.queue}'`;
   const [bm, am, ar] = await Promise.all([readMasterRole(master, keys), readMasterRole(replica, keys), readReplicaRole(replica, keys)]);
