@@ -189,20 +189,20 @@ async function settleTail(
   const done = { parked: 0, applied: 0, discarded: 0 };
   if (o.tail === 'discard') return { ...done, discarded: tail.length };
   const filed = new Set((await readDeadLetters(master, keys)).filter((l) => l.epoch === epoch).map((l) => l.seq));
-  const park = async (t: TailEntry, error: string) => {
+  const letters: Buffer[] = [];
+  const park = (t: TailEntry, error: string) => {
     done.parked++;
-    if (filed.has(t.entry.seq)) return;
-    const header = { seq: t.entry.seq, epoch, index: 1, done: 0, error, parkedAt: Date.now() };
-    await master.rpush(keys.dlq, encodeDeadLetter(header, t.raw));
+    if (!filed.has(t.entry.seq)) letters.push(encodeDeadLetter({ seq: t.entry.seq, epoch, index: 1, done: 0, error, parkedAt: Date.now() }, t.raw));
   };
   for (const t of tail) {
     if (o.tail === 'park') {
-      await park(t, `written on the old master ${a} after the new master was promoted (qsync rejoin)`);
+      park(t, `written on the old master ${a} after the new master was promoted (qsync rejoin)`);
       continue;
     }
     const refused = await applyTailEntry(master, keys, o.queueDb, t.entry);
     if (refused === null) done.applied++;
-    else await park(t, `the new master refused it: ${refused}`);
+    else park(t, `the new master refused it: ${refused}`);
   }
+  for (let i = 0; i < letters.length; i += CHUNK) await master.rpush(keys.dlq, ...letters.slice(i, i + CHUNK));
   return done;
 }
