@@ -14,7 +14,9 @@ import { listReplicas } from '../consumer/replicas/replicas.js';
 import { QueueKeys } from '../shared/keys.js';
 import { datasetDiff, startWorker, type Pair } from './support/fixtures.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';
-import { runCli } from './support/cli.js';
+import { runCli, spawnCli, type CliProcess } from './support/cli.js';
+import { createWorkload } from './support/workload.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy } from './support/fault-proxy.js';
 import { eventually } from './support/wait.js';
 
@@ -204,4 +206,104 @@ test('waitReplicated resolves with 2 when both replicas are up, with 1 within th
   t.deepEqual(await Promise.all(waits), Array(20).fill(2));
   t.is(await b.client().get('k'), 'v2');
   await t.throwsAsync(db.waitReplicated(-1, 0), { message: /numReplicas must be a whole number from 0, got -1/ });
+});
+
+test('a relay logs what it applies in its own queue, in the same step, and feeds a replica of its own', async (t) => {
+  const [m, b, c] = await Promise.all([server(t), server(t), server(t)]);
+  const master = m.client();
+  const db = createProducer(m.client());
+  feed(t, m, b, 'b', { relay: true });
+  feed(t, b, c, 'c');
+  await attached(master, 'b');
+  await attached(b.client(), 'c');
+  await db.set('plain', 'v');
+  await db.set('soon', 'v', 'PX', 600_000);
+  await db.multi().incr('n').rpush('list', 'a', 'b').exec();
+  await db.select(3);
+  await db.hset('h', 'f', '1');
+  await db.select(0);
+  await drained(master, b.client(), 'b');
+  await drained(b.client(), c.client(), 'c');
+  t.deepEqual(await datasetDiff(m, b), []);
+  t.deepEqual(await datasetDiff(m, c), []);
+  t.is(await b.client().hget(keys.meta, 'seq'), await master.hget(keys.meta, 'seq'), "the relay's log holds one entry for each of the master's");
+  await eventually(async () => (await b.client().llen(keys.log)) === 0, 5000, "the relay's log drained by its replica");
+});
+
+/** `qsync consume` of replica `name`, a child process, killed after the test. */
+function consumer(t: ExecutionContext, master: string, replica: string, name: string, ...extra: string[]): CliProcess {
+  const cli = spawnCli([
+    'consume',
+    '--master',
+    master,
+    '--replica',
+    replica,
+    '--name',
+    name,
+    '--lease-ms',
+    '500',
+    '--timeout-ms',
+    '2000',
+    '--batch-size',
+    '50',
+    '--no-jobs',
+    ...extra,
+  ]);
+  t.teardown(() => cli.kill('SIGKILL'));
+  return cli;
+}
+
+const streaming = (l: Record<string, unknown>) => l.state === 'streaming' || l.state === 'idle';
+
+test('two direct replicas and one chained end equal to the master through cuts of each link and SIGKILLs of each consumer, nothing applied twice', async (t) => {
+  const [m, a, b, c] = await Promise.all([server(t), server(t), server(t), server(t)]);
+  // A proxy on each link a consumer makes: to each replica, and to the relay as the chain's master.
+  const [toA, toB, toC, fromB] = await Promise.all([startProxy(a.port), startProxy(b.port), startProxy(c.port), startProxy(b.port)]);
+  t.teardown(() => Promise.all([toA, toB, toC, fromB].map((p) => p.close())).then(() => {}));
+  const start = {
+    a: () => consumer(t, m.url, toA.url, 'a'),
+    b: () => consumer(t, m.url, toB.url, 'b', '--relay'),
+    c: () => consumer(t, fromB.url, toC.url, 'c'),
+  };
+  const running = { a: start.a(), b: start.b(), c: start.c() };
+  for (const cli of Object.values(running)) await cli.waitForLog(streaming, 20_000, 'consumer streaming');
+  const workload = createWorkload({ port: m.port, opsPerSecond: 400 });
+  await workload.start();
+  const faults: string[] = [];
+  for (const name of ['a', 'b', 'c'] as const) {
+    await sleep(400);
+    // The next consumer stands by and takes over once the killed one's lease runs out.
+    const next = start[name]();
+    running[name].kill('SIGKILL');
+    faults.push(`consumer ${name} SIGKILL`);
+    running[name] = next;
+    await next.waitForLog(streaming, 20_000, `consumer ${name} streaming again`);
+  }
+  for (const [what, proxy] of [
+    ['a', toA],
+    ['b', toB],
+    ['c', toC],
+    ['b to c', fromB],
+  ] as const) {
+    await sleep(300);
+    proxy.cut();
+    await sleep(1000);
+    proxy.heal();
+    faults.push(`link ${what} cut`);
+  }
+  const ledger = await workload.stop();
+  const [mc, bc] = [m.client(), b.client()];
+  await drained(mc, a.client(), 'a', 30_000);
+  await drained(mc, bc, 'b', 30_000);
+  await drained(bc, c.client(), 'c', 30_000);
+  t.log(faults.join(', '));
+  for (const [name, replica] of [
+    ['a', a],
+    ['b', b],
+    ['c', c],
+  ] as const) {
+    t.deepEqual(await datasetDiff(m, replica), [], `replica ${name} equals the master`);
+    t.like(await ledger.check(replica), { lost: 0, doubled: 0, problems: [] }, `replica ${name}: nothing lost, nothing applied twice`);
+  }
+  await eventually(async () => (await mc.llen(keys.log)) === 0 && (await bc.llen(keys.log)) === 0, 10_000, 'both logs drained');
 });

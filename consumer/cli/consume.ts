@@ -53,6 +53,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
     prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
     queueDb: queueDbOption(o.queueDb, '--queue-db'),
     name: nameOption(o.name, '--name', DEFAULT_NAME),
+    relay: Boolean(o.relay),
     batchSize: intOption(o.batchSize, '--batch-size', WORKER_DEFAULTS.batchSize, 1, 100_000),
     batchBytes: sizeOption(o.batchBytes, '--batch-bytes', WORKER_DEFAULTS.batchBytes, { min: 1024 }),
     window: intOption(o.window, '--window', WORKER_DEFAULTS.window, 1, 64),
@@ -152,6 +153,7 @@ export function consumeCommand(program: Command): void {
         .env('QSYNC_MAX_CLOCK_OFFSET_MS')
         .default(String(MAX_CLOCK_OFFSET_MS)),
     )
+    .option('--relay', "log what is applied in the replica's own queue, so that it feeds replicas of its own (a chain)")
     .option('--no-jobs', 'do not run control jobs (qsync verify --job, --every)')
     .action((o) => consume(o));
 }

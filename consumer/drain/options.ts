@@ -16,6 +16,7 @@ export const WORKER_DEFAULTS = {
   timeoutMs: 15_000,
   recheckMs: 5000,
   onError: 'halt',
+  relay: false,
 } as const;
 
 export interface WorkerOptions {
@@ -33,6 +34,11 @@ export interface WorkerOptions {
    * (consumer/replicas/). @default 'default' (shared/keys.ts DEFAULT_NAME)
    */
   name?: string;
+  /**
+   * the replica logs what it applies in its own queue, in the same step as
+   * the apply, so that it can feed replicas of its own (a chain). @default false
+   */
+  relay?: boolean;
   /** db of the queue on the master and of the watermark on the replica. @default 0 */
   queueDb?: number;
   /** most entries per batch. @default 1000 */

@@ -629,7 +629,15 @@ export class SyncWorker extends EventEmitter {
     const sent = process.hrtime.bigint();
     return onSide(
       'replica',
-      this.replica.qsyncApplyBatch(this.keys.applied, batch.epoch, String(this.opts.queueDb), this.opts.onError, ...frameBatch(batch.entries)),
+      this.replica.qsyncApplyBatch(
+        this.keys.applied,
+        batch.epoch,
+        String(this.opts.queueDb),
+        this.opts.onError,
+        ...frameBatch(batch.entries),
+        // A relay logs what it applies in its own queue (shared/lua/includes/relay.lua).
+        ...(this.opts.relay ? [this.keys.log, this.keys.meta] : []),
+      ),
     ).then(
       (reply) => ({ batch, reply: reply as ApplyReply, seconds: Number(process.hrtime.bigint() - sent) / 1e9 }),
       (error: Error) => ({ batch, error }),

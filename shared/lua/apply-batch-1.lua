@@ -60,6 +60,9 @@
     ARGV[5] the entries as read from the log, one after the other (one
             string rather than one argument each: a fifth of the cost of
             applying an entry goes into making an argument a Lua string)
+    ARGV[6], ARGV[7] (a relay, qsync consume --relay) this server's own log
+            list and meta hash, in the queue db: each entry applied whole is
+            appended to it in the same step (includes/relay.lua)
 
   Output:
     {OK, watermark, applied count[, dead, pending, aligned, held back]}
@@ -91,6 +94,7 @@ local rcall = redis.call
 --- @include "includes/align"
 --- @include "includes/held"
 --- @include "includes/flush"
+--- @include "includes/relay"
 
 local lengths = cmsgpack.unpack(ARGV[4])
 local entries = ARGV[5]
@@ -99,6 +103,8 @@ local queue_db = ARGV[2]
 -- qsync's own keys here start with the prefix of the watermark's key (includes/flush.lua).
 local prefix = string.match(KEYS[1], '^([^:]*):')
 local park = ARGV[3] == 'park'
+-- A relay's own log, and the entries applied whole so far, to append with the watermark.
+local relay_log, relay_meta, relayed = ARGV[6], ARGV[7], {}
 if not park and ARGV[3] ~= 'halt' then return redis.error_reply("ERR apply-batch: ARGV[3] must be 'halt' or 'park'") end
 local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing', 'held', 'heldPending', 'promoted')
 -- A replica promoted to master follows no log any more: a stale consumer of
@@ -190,6 +196,10 @@ local function save()
   end
   rcall('HSET', KEYS[1], 'epoch', epoch, unpack(fields))
   if last_ts then rcall('HDEL', KEYS[1], 'part') end
+  if relay_log and #relayed > 0 then
+    relay_entries(relay_meta, relay_log, queue_db, relayed)
+    relayed = {}
+  end
 end
 
 -- Errors that are about the replica itself, not about the entry. An ACL refusal
@@ -397,6 +407,7 @@ local function apply_from(first, offset)
         dead[#dead + 1] = { pos, e[2], index, done, at, err }
       else
         applied = applied + 1
+        if relay_log then relayed[#relayed + 1] = e end
       end
       last, last_ts, prev_ts = e[2], e[3], e[3]
     else
