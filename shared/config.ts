@@ -111,7 +111,8 @@ const SENTINEL_PARAMS = ['sentinelUsername', 'sentinelPassword', 'sentinelTls'] 
 const DEFAULT_SENTINEL_PORT = 26379;
 
 function redactSentinelUrl(url: string): string {
-  return url.replace(/^([^/]*\/\/[^:@/]*:)[^@/]*@/, '$1***@').replace(/([?&]sentinelPassword=)[^&#]*/i, '$1***');
+  // Any parameter that looks like a password, a misspelt one too.
+  return url.replace(/^([^/]*\/\/[^:@/]*:)[^@/]*@/, '$1***@').replace(/([?&][^=&#]*pass[^=&#]*=)[^&#]*/gi, '$1***');
 }
 
 /** `host`, `host:port`, `[v6]` or `[v6]:port`, one sentinel of a list. */

@@ -41,7 +41,7 @@ export async function probe(options: RedisOptions, what: string, where: string, 
   let nameUnknown = false;
   client.on('error', (e: Error) => (lastError = e));
   // A sentinel that answers but knows no such group replies null.
-  client.on('sentinelError', (e: Error) => (nameUnknown ||= /invalid reply: null/.test(e.message)));
+  client.on('sentinelError', (e: Error) => (nameUnknown ||= /invalid reply: null|No such master/.test(e.message)));
   try {
     await client.connect();
     const info = await client.info('server');

@@ -16,7 +16,7 @@ import { QueueKeys } from '../shared/keys.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';
 import { datasetDiff, waitForDrain } from './support/fixtures.js';
 import { startSentinelGroup, type SentinelGroup } from './support/sentinel.js';
-import { runCli } from './support/cli.js';
+import { runCli, spawnCli } from './support/cli.js';
 import { eventually } from './support/wait.js';
 
 const keys = new QueueKeys('qsync', 'default');
@@ -129,7 +129,10 @@ test('a Sentinel failover that lost writes the replica had applied is reported w
     reason: string;
     diverged: { sharedUpTo: number; replicaOnly: { from: number; to: number }; keys: string[]; keyCount: number; repair: string };
   };
-  t.regex(detail.reason, /the master lost writes the replica had applied/);
+  t.regex(
+    detail.reason,
+    /the master lost (its last writes|writes the replica applied).*; entries \d+ to \d+ are on the replica only .*qsync repair copies their 6 keys/,
+  );
   t.is(detail.diverged.replicaOnly.to, Number(watermark));
   t.is(detail.diverged.replicaOnly.to - detail.diverged.replicaOnly.from + 1, 11, 'the 11 entries written after the local replica stopped');
   t.deepEqual([...detail.diverged.keys].sort(), ['0:c:0', ...[...lost.keys()].map((k) => `0:${k}`)].sort());
@@ -180,4 +183,78 @@ test('a Sentinel group as the replica: the consumer writes to its current master
   await eventually(() => w.servers.replica === `127.0.0.1:${next.port}`, 5000, 'the consumer on the new group master');
   t.deepEqual(await counters(next.client(), expected), Object.fromEntries(expected));
   t.deepEqual(await datasetDiff(master, next), []);
+});
+
+test('qsync consume and status through a Sentinel URL with passwords: the node in use is named, no secret is ever printed', async (t) => {
+  const g = await startSentinelGroup({ password: 'node-secret', sentinelPassword: 'sentinel-secret' });
+  t.teardown(() => g.destroy());
+  const remote = await server(t);
+  const producer = createProducer(sentinelClient(t, g));
+  const first = await g.master();
+  const consumer = spawnCli(['consume', '--master', g.url, '--replica', remote.url, '--lease-ms', '1000']);
+  t.teardown(() => consumer.kill('SIGKILL'));
+  await consumer.waitForLog((l) => l.msg === 'master connected', 15_000);
+  for (let i = 0; i < 20; i++) await producer.set(`k:${i}`, String(i));
+  await waitForDrain(first.client(), remote.client());
+
+  const status = await runCli(['status', '--master', g.url]);
+  t.is(status.code, 0, status.stderr.join('\n'));
+  t.regex(status.stdout.join('\n'), new RegExp(`servers +master 127\\.0\\.0\\.1:${first.port}, replica 127\\.0\\.0\\.1:${remote.port}`));
+
+  const wrongGroup = await runCli(['status', '--master', g.url.replace('/mymaster', '/nosuch')]);
+  t.is(wrongGroup.code, 2);
+  t.deepEqual(wrongGroup.stderr, [
+    `qsync: no sentinel of master ${g.url.replace('/mymaster', '/nosuch').replace('node-secret', '***').replace('sentinel-secret', '***')} knows a master named 'nosuch'`,
+  ]);
+  consumer.kill('SIGTERM');
+  await consumer.exited;
+  const printed = [consumer, status, wrongGroup].flatMap((p) => [...p.stdout, ...p.stderr]).join('\n');
+  t.notRegex(printed, /node-secret|sentinel-secret/);
+  t.notRegex(JSON.stringify(await first.client().hgetall(keys.status)), /secret/);
+});
+
+test('a Sentinel URL maps to ioredis options; a bad one is refused with one line that names it without its secrets', (t) => {
+  t.like(
+    redisOptionsFromUrl(
+      'redis+sentinel://app:p%40ss@10.0.0.1,10.0.0.2:26380,[::1]:26381/cache?sentinelPassword=s3&sentinelUsername=watch',
+      '--master',
+    ),
+    {
+      sentinels: [
+        { host: '10.0.0.1', port: 26379 },
+        { host: '10.0.0.2', port: 26380 },
+        { host: '::1', port: 26381 },
+      ],
+      name: 'cache',
+      username: 'app',
+      password: 'p@ss',
+      sentinelUsername: 'watch',
+      sentinelPassword: 's3',
+    },
+  );
+  const tls = redisOptionsFromUrl('rediss+sentinel://h/cache?sentinelTls=true', '--replica', { insecure: true });
+  t.like(tls, { enableTLSForSentinelMode: true, tls: { rejectUnauthorized: false }, sentinelTLS: { rejectUnauthorized: false } });
+  t.is(redisOptionsFromUrl('redis+sentinel://h/cache', '--master').tls, undefined);
+  const refused = (url: string) => t.throws(() => redisOptionsFromUrl(url, '--master'))?.message;
+  t.is(
+    refused('redis+sentinel://:pw@h:99999/m?sentinelPassword=spw'),
+    "qsync: --master 'redis+sentinel://:***@h:99999/m?sentinelPassword=***' has a bad sentinel address 'h:99999' (expected host:port)",
+  );
+  t.is(
+    refused('redis+sentinel://h:26379'),
+    "qsync: --master 'redis+sentinel://h:26379' names no master group (redis+sentinel://host:26379/mymaster)",
+  );
+  t.is(
+    refused('redis+sentinel://h/m?password=x'),
+    "qsync: --master 'redis+sentinel://h/m?password=***' has an unknown parameter 'password' (known: sentinelUsername, sentinelPassword, sentinelTls)",
+  );
+  t.is(refused('redis+sentinel://h/m?sentinelTls=yes'), "qsync: sentinelTls of --master must be one of true, false, got 'yes'");
+  t.is(
+    refused('redis+sentinel://h/m?sentinelPass=x'),
+    "qsync: --master 'redis+sentinel://h/m?sentinelPass=***' has an unknown parameter 'sentinelPass' (known: sentinelUsername, sentinelPassword, sentinelTls)",
+  );
+  t.is(
+    t.throws(() => redisOptionsFromUrl('redis+sentinel://h/m', '--master', { ca: '/ca.pem' }))?.message,
+    "qsync: TLS files were given for --master 'redis+sentinel://h/m', which uses no TLS (rediss+sentinel://, or ?sentinelTls=true)",
+  );
 });

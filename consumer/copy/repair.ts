@@ -23,7 +23,7 @@ import { CopyRun, withRunContext, type CopyProgress, type CopyRunOptions, type C
 import { ResyncError, type Fail } from './log-follower.js';
 import { keyId } from '../../shared/entry-keys.js';
 import { markKind } from '../drain/mark.js';
-import { describeDivergence, rewindDiverged } from '../drain/divergence.js';
+import { describeDivergence, lostEntries, rewindDiverged } from '../drain/divergence.js';
 
 /** The repair cannot go on; the replica stays marked and the repair set stays on the master: run it again. */
 export class RepairError extends QsyncError {
@@ -58,8 +58,13 @@ class Repair extends CopyRun {
     const { master, replica, keys } = this;
     // A master that lost writes the replica applied: their keys join the repair set, the watermark goes back.
     const diverged = await rewindDiverged(master, replica, keys);
-    if (diverged && !diverged.keys) throw needsResync(describeDivergence(diverged).reason);
-    const lost = diverged?.keys ? { from: diverged.sharedUpTo + 1, to: diverged.replicaAt, keys: diverged.keys.length } : undefined;
+    if (diverged && !diverged.keys) {
+      throw needsResync(`the master lost writes the replica applied: ${lostEntries(diverged)} on the replica only, and ${diverged.unknown}`);
+    }
+    const lost =
+      diverged?.keys && diverged.sharedUpTo !== null
+        ? { from: diverged.sharedUpTo + 1, to: diverged.replicaAt, keys: diverged.keys.length }
+        : undefined;
     if (lost) this.log.warn(describeDivergence(diverged!), 'repair: the master lost writes the replica applied; copying their keys');
     const [[state, masterEpoch], pending] = await Promise.all([master.hmget(keys.meta, 'state', 'epoch'), master.exists(keys.repairing)]);
     if (!state && !pending) return this.nothing();

@@ -74,8 +74,8 @@ export function recordApplied(replica: Redis, keys: QueueKeys, entries: Buffer[]
 
 /** What diverged, as reported and as repaired. */
 export interface Divergence {
-  /** the last entry both histories share */
-  sharedUpTo: number;
+  /** the last entry both histories share; null when the record does not reach back to it */
+  sharedUpTo: number | null;
   /** its time, for the watermark set back to it; null when not known */
   sharedTs: number | null;
   /** the entries the replica applied that the master lost: sharedUpTo + 1 .. replicaAt */
@@ -140,12 +140,18 @@ export async function findDivergence(master: Redis, replica: Redis, keys: QueueK
     // left its log only once this replica had applied them.
     return log.size === 0 && s === masterSeq;
   };
-  if (masterSeq >= w && shares(w)) return null;
+  // Without the time of the replica's last entry, nothing says the master's differs.
+  if (masterSeq >= w && (tsOf(w) === undefined || shares(w))) return null;
   const lowest = Math.min(...record.keys(), masterSeq);
   let k = Math.min(w, masterSeq);
   while (k > lowest && !shares(k)) k--;
+  if (!shares(k)) {
+    const unknown = record.size
+      ? 'the record of applied entries does not reach back to where the histories part'
+      : 'the replica keeps no record of the entries it applied';
+    return { sharedUpTo: null, sharedTs: null, replicaAt: w, masterSeq, keys: null, unknown };
+  }
   const found = { sharedUpTo: k, sharedTs: tsOf(k) ?? log.get(k)?.ts ?? log.get(k + 1)?.prevTs ?? null, replicaAt: w, masterSeq };
-  if (!shares(k)) return { ...found, keys: null, unknown: 'the record of applied entries does not reach back to where the histories part' };
   const ids = new Set<string>();
   for (let s = k + 1; s <= w; s++) {
     const r = record.get(s);
@@ -153,6 +159,13 @@ export async function findDivergence(master: Redis, replica: Redis, keys: QueueK
     for (const id of r.ids) ids.add(id);
   }
   return { ...found, keys: [...ids] };
+}
+
+/** The entries on the replica only, in words: `entries 6 to 10 are`. */
+export function lostEntries(d: Divergence): string {
+  if (d.sharedUpTo === null) return `entries up to ${d.replicaAt} (from where, not known) are`;
+  const from = d.sharedUpTo + 1;
+  return from === d.replicaAt ? `entry ${from} is` : `entries ${from} to ${d.replicaAt} are`;
 }
 
 /** A key id for people: `db:key`, the key as text. */
@@ -164,18 +177,16 @@ const shownKey = (id: string): string => {
 /** Keys a report lists by name; the rest are counted. */
 const SHOWN_KEYS = 20;
 
-/** The divergence in words and figures, for the status and the logs. */
+/** The divergence in words (what is on the replica only, and what repairs it) and figures, for the status and the logs. */
 export function describeDivergence(d: Divergence): { reason: string; diverged: Record<string, unknown> } {
-  const lost = d.replicaAt - d.sharedUpTo;
-  const entries = `entr${lost === 1 ? 'y' : 'ies'} ${d.sharedUpTo + 1}${lost > 1 ? ` to ${d.replicaAt}` : ''}`;
   const fix = d.keys
-    ? `qsync repair copies those ${d.keys.length} keys from the master, no full copy`
+    ? `qsync repair copies their ${d.keys.length} keys from the master, no full copy`
     : `${d.unknown}: rebuild the replica with qsync resync`;
   return {
-    reason: `the master lost writes the replica had applied (a failover to a replica that lagged?): ${entries} are on the replica only; ${fix}`,
+    reason: `${lostEntries(d)} on the replica only (a failover to a replica that lagged?); ${fix}`,
     diverged: {
       sharedUpTo: d.sharedUpTo,
-      replicaOnly: { from: d.sharedUpTo + 1, to: d.replicaAt },
+      replicaOnly: d.sharedUpTo === null ? { to: d.replicaAt } : { from: d.sharedUpTo + 1, to: d.replicaAt },
       masterSeq: d.masterSeq,
       ...(d.keys ? { keyCount: d.keys.length, keys: d.keys.slice(0, SHOWN_KEYS).map(shownKey) } : { keys: null }),
       repair: d.keys ? 'qsync repair' : 'qsync resync',
@@ -196,7 +207,7 @@ export async function rewindDiverged(master: Redis, replica: Redis, keys: QueueK
   const [seq, ts, mark] = await replica.hmget(keys.applied, 'seq', 'ts', 'resyncing');
   if (mark || seq === null) return null;
   const d = await findDivergence(master, replica, keys, Number(seq), ts === null ? null : Number(ts));
-  if (!d?.keys) return d;
+  if (!d?.keys || d.sharedUpTo === null) return d;
   const members = d.keys.map((id) => {
     const { db, key } = parseKeyId(id);
     return Buffer.concat([Buffer.from(`${db}:`), key]);

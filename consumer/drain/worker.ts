@@ -592,7 +592,9 @@ export class SyncWorker extends EventEmitter {
     try {
       const [seq, ts] = await this.replica.hmget(this.keys.applied, 'seq', 'ts');
       const d = await findDivergence(this.master, this.replica, this.keys, Number(seq ?? 0), ts === null ? null : Number(ts));
-      return d ? describeDivergence(d) : { reason: err.message };
+      if (!d) return { reason: err.message };
+      const { reason, diverged } = describeDivergence(d);
+      return { reason: `${err.message}; ${reason}`, diverged };
     } catch (e) {
       return { reason: err.message, diverged: `not known: ${(e as Error).message}` };
     }
@@ -702,7 +704,7 @@ function checkLastApplied(batch: Batch, last: { seq: number; ts: number | null; 
   }
   if (ts !== last.ts) {
     throw new MasterLostWrites(
-      `entry ${last.seq} on the master is not the entry ${last.seq} the replica applied (written at ${ts}, not ${last.ts}): the master lost writes the replica applied and reused their sequence numbers`,
+      `the master does not follow the entry the replica applied last (${last.seq}): its entry ${last.seq} was written at ${ts}, the replica's at ${last.ts}; the master lost its last writes and reused their sequence numbers`,
     );
   }
 }

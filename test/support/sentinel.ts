@@ -36,10 +36,10 @@ export interface SentinelGroup {
   /** the two data nodes: the first master and its native replica */
   readonly nodes: RedisServer[];
   readonly sentinels: Sentinel[];
-  /** `redis+sentinel://127.0.0.1:<port>,.../mymaster` */
+  /** `redis+sentinel://[:password@]127.0.0.1:<port>,.../mymaster[?sentinelPassword=...]` */
   readonly url: string;
   /** ioredis options that reach the group's master through the sentinels */
-  readonly options: { sentinels: { host: string; port: number }[]; name: string };
+  readonly options: { sentinels: { host: string; port: number }[]; name: string; password?: string; sentinelPassword?: string };
   /** the node the sentinels name as master now */
   master(): Promise<RedisServer>;
   /** the other node */
@@ -64,11 +64,17 @@ export async function waitInSync(replica: RedisServer, timeoutMs = 10_000): Prom
   }
 }
 
-async function startSentinel(
-  dir: string,
-  masterPort: number,
-  timers: { downAfterMs: number; failoverTimeoutMs: number },
-): Promise<Sentinel & { stop(): Promise<void> }> {
+/** Timers and passwords of a group. */
+interface GroupOptions {
+  downAfterMs: number;
+  failoverTimeoutMs: number;
+  /** the data nodes' requirepass (and masterauth) */
+  password?: string;
+  /** the sentinels' own requirepass */
+  sentinelPassword?: string;
+}
+
+async function startSentinel(dir: string, masterPort: number, o: GroupOptions): Promise<Sentinel & { stop(): Promise<void> }> {
   const port = await freePort();
   const conf = path.join(dir, `sentinel-${port}.conf`);
   await writeFile(
@@ -81,9 +87,11 @@ async function startSentinel(
       `dir ${dir}`,
       `logfile ${path.join(dir, `sentinel-${port}.log`)}`,
       `sentinel monitor ${NAME} ${HOST} ${masterPort} 1`,
-      `sentinel down-after-milliseconds ${NAME} ${timers.downAfterMs}`,
-      `sentinel failover-timeout ${NAME} ${timers.failoverTimeoutMs}`,
+      `sentinel down-after-milliseconds ${NAME} ${o.downAfterMs}`,
+      `sentinel failover-timeout ${NAME} ${o.failoverTimeoutMs}`,
       `sentinel parallel-syncs ${NAME} 1`,
+      ...(o.password === undefined ? [] : [`sentinel auth-pass ${NAME} ${o.password}`]),
+      ...(o.sentinelPassword === undefined ? [] : [`requirepass ${o.sentinelPassword}`]),
       '',
     ].join('\n'),
   );
@@ -95,7 +103,7 @@ async function startSentinel(
   void exited.then(() => live.delete(child));
   const clients = new Set<Redis>();
   const client = () => {
-    const c = new Redis({ host: HOST, port, lazyConnect: false, maxRetriesPerRequest: 1, retryStrategy: () => 100 });
+    const c = new Redis({ host: HOST, port, password: o.sentinelPassword, maxRetriesPerRequest: 1, retryStrategy: () => 100 });
     c.on('error', () => {});
     clients.add(c);
     return c;
@@ -118,13 +126,15 @@ async function startSentinel(
  * Starts a master, its native replica and `sentinels` sentinels (quorum 1)
  * monitoring them, and waits until every sentinel knows the replica.
  */
-export async function startSentinelGroup({ sentinels = 1, downAfterMs = 500, failoverTimeoutMs = 3000 } = {}): Promise<SentinelGroup> {
-  const first = await startRedis();
-  const second = await startRedis({ args: ['--replicaof', HOST, String(first.port)] });
+export async function startSentinelGroup({ sentinels = 1, ...given }: Partial<GroupOptions> & { sentinels?: number } = {}): Promise<SentinelGroup> {
+  const o: GroupOptions = { downAfterMs: 500, failoverTimeoutMs: 3000, ...given };
+  const auth = o.password === undefined ? [] : ['--masterauth', o.password];
+  const first = await startRedis({ password: o.password, args: auth });
+  const second = await startRedis({ password: o.password, args: [...auth, '--replicaof', HOST, String(first.port)] });
   const nodes = [first, second];
   await waitInSync(second);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'qsync-sentinel-'));
-  const started = await Promise.all(Array.from({ length: sentinels }, () => startSentinel(dir, first.port, { downAfterMs, failoverTimeoutMs })));
+  const started = await Promise.all(Array.from({ length: sentinels }, () => startSentinel(dir, first.port, o)));
   const addresses = started.map((s) => ({ host: HOST, port: s.port }));
   const ask = started[0].client();
   const masterPort = async (): Promise<number> => Number(((await ask.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', NAME)) as string[])[1]);
@@ -144,8 +154,8 @@ export async function startSentinelGroup({ sentinels = 1, downAfterMs = 500, fai
     name: NAME,
     nodes,
     sentinels: started,
-    url: `redis+sentinel://${addresses.map((a) => `${a.host}:${a.port}`).join(',')}/${NAME}`,
-    options: { sentinels: addresses, name: NAME },
+    url: `redis+sentinel://${o.password === undefined ? '' : `:${encodeURIComponent(o.password)}@`}${addresses.map((a) => `${a.host}:${a.port}`).join(',')}/${NAME}${o.sentinelPassword === undefined ? '' : `?sentinelPassword=${encodeURIComponent(o.sentinelPassword)}`}`,
+    options: { sentinels: addresses, name: NAME, password: o.password, sentinelPassword: o.sentinelPassword },
     master: async () => byPort(await masterPort()),
     replica: async () => {
       const port = await masterPort();
