@@ -12,7 +12,16 @@ import { UnsupportedCommandError } from '../shared/errors.js';
 import { refuseLater, rejectLater } from './refusals.js';
 import { definedScript, logArgs, shapeReply, type Callback, type LoggedCommand } from './calls.js';
 import { chain, finish, GroupCheck, queueUpFront, type GroupContext, type Results } from './group.js';
-import { isScriptMethod, MAX_GROUP_SCRIPTS, scriptCall, scriptItem, wrapScripts, type ScriptCall } from './user-scripts.js';
+import {
+  isScriptMethod,
+  MAX_GROUP_SCRIPTS,
+  scriptCall,
+  scriptItem,
+  wrapScripts,
+  UnknownScriptError,
+  UNKNOWN_SCRIPT,
+  type ScriptCall,
+} from './user-scripts.js';
 
 type Part = { command: LoggedCommand } | { script: ScriptCall };
 
@@ -32,7 +41,8 @@ export function createMulti(ctx: GroupContext, upFront: unknown[][] = []): Chain
       const command = script ? undefined : check.command(prop, args, db());
       part = command instanceof Error ? command : command ? { command } : { script: scriptCall(client, prop, args) };
     } catch (err) {
-      part = err as Error;
+      // An unseen script refuses the group whole, as any write qsync cannot log.
+      part = err instanceof UnknownScriptError ? new UnsupportedCommandError('evalsha', UNKNOWN_SCRIPT) : (err as Error);
     }
     if (!(part instanceof Error)) parts.push(part);
     else if (part instanceof UnsupportedCommandError) check.refused ??= part;

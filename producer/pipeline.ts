@@ -15,7 +15,16 @@ import { refuseLater, reportRefusal } from './refusals.js';
 import { definedScript, parseMethod, type Callback, type LoggedCommand } from './calls.js';
 import { exactReply } from './exact-integers.js';
 import { waitMs } from './blocking.js';
-import { isScriptMethod, readOnlyScript, scriptCall, scriptItem, wrapScripts, type WrappedScript } from './user-scripts.js';
+import {
+  isScriptMethod,
+  readOnlyScript,
+  scriptCall,
+  scriptItem,
+  wrapScripts,
+  UnknownScriptError,
+  UNKNOWN_SCRIPT,
+  type WrappedScript,
+} from './user-scripts.js';
 import { chain, finish, GroupCheck, queueUpFront, type AnyFn, type GroupContext, type Results } from './group.js';
 
 /** A part of the pipeline: commands sent together, or one blocking command that may wait. */
@@ -65,6 +74,8 @@ export function createPipeline(ctx: GroupContext, upFront: unknown[][] = []): Ch
       scripts.queue(part.pipe, wrapped, sent, buffer, cb);
     } catch (err) {
       if (err instanceof UnsupportedCommandError) check.refused ??= err;
+      // An unseen script refuses the group whole, as any write qsync cannot log.
+      else if (err instanceof UnknownScriptError) check.refused ??= new UnsupportedCommandError('evalsha', UNKNOWN_SCRIPT);
       // Redis answers a bad key count with its own error, running nothing.
       else raw(prop, args, cb);
     }

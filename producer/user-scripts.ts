@@ -11,7 +11,6 @@ import { list } from '@ioredis/commands';
 import { ReplyError, type ChainableCommander, type Redis } from 'ioredis';
 import { definedScript, flattenArgs, parseMethod } from './calls.js';
 import { COMMANDS, isUnsupportedWrite, refusalReason, viewSpec } from '../shared/commands.js';
-import { UnsupportedCommandError } from '../shared/errors.js';
 import { ownKeyPrefixes, type QueueKeys } from '../shared/keys.js';
 import { expandLua } from '../shared/scripts.js';
 
@@ -35,7 +34,19 @@ export function scriptSource(sha: string | Buffer): string | undefined {
 
 /** Why a bare EVALSHA is refused. */
 export const UNKNOWN_SCRIPT =
-  "runs a script this producer has not seen, so its writes cannot be logged; load it through the producer (script('LOAD', source)), call eval(source, ...) or define it with defineCommand";
+  "runs a script this producer has not seen, so its writes cannot be logged; send it with eval(source, ...), load it through the producer (script('LOAD', source)) or define it with defineCommand";
+
+/**
+ * EVALSHA of a script the producer has not seen, refused before anything is
+ * sent. A NOSCRIPT error, as Redis answers a SHA it does not have: callers
+ * that then send the source with EVAL (ioredis's defined commands, redlock)
+ * go on, and that EVAL is logged.
+ */
+export class UnknownScriptError extends ReplyError {
+  constructor(readonly sha: string) {
+    super(`NOSCRIPT No matching script: qsync: EVALSHA ${sha} ${UNKNOWN_SCRIPT}`);
+  }
+}
 
 /**
  * True for a script that declares it never writes (`#!lua flags=no-writes`):
@@ -125,7 +136,7 @@ export function isScriptMethod(client: Redis, prop: string): boolean {
 
 /**
  * The script a call of a script method runs (see isScriptMethod). Throws an
- * UnsupportedCommandError for EVALSHA of a script the producer has not seen.
+ * UnknownScriptError for EVALSHA of a script the producer has not seen.
  */
 export function scriptCall(client: Redis, prop: string, args: unknown[]): ScriptCall {
   const { name, buffer } = parseMethod(prop);
@@ -136,7 +147,7 @@ export function scriptCall(client: Redis, prop: string, args: unknown[]): Script
   }
   const [first, ...flat] = flattenArgs(name, args);
   const source = name === 'eval' ? String(first ?? '') : scriptSource(first ?? '');
-  if (source === undefined) throw new UnsupportedCommandError('evalsha', UNKNOWN_SCRIPT);
+  if (source === undefined) throw new UnknownScriptError(String(first ?? ''));
   if (name === 'eval') rememberScript(source);
   return { source, flat, buffer };
 }
