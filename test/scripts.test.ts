@@ -175,13 +175,16 @@ test('inside a script, writes to qsync keys, writes qsync cannot replicate and S
   await t.throwsAsync(p.eval("redis.call('SET', 'g:ok', 1) return redis.call('SET', 'qsync:default:log', 1)", 0), {
     message: /keys starting with qsync: are qsync's own/,
   });
+  await t.throwsAsync(p.eval("redis.call('RPUSH', 'g:list', 'b', 'a') return redis.call('SORT', 'g:list', 'ALPHA', 'STORE', 'qsync:sorted')", 0), {
+    message: /SORT on qsync:sorted: keys starting with qsync: are qsync's own/,
+  });
   await t.throwsAsync(p.eval("return redis.call('SELECT', 1)", 0), { message: /SELECT inside a script is not supported/ });
   t.is(
     await p.eval("local r = redis.pcall('SELECT', 1) return r.err", 0),
     'ERR qsync: SELECT inside a script is not supported: the writes of one script call are logged as one entry in one db',
   );
   t.is(await s.master.type(keys.log), 'list', "qsync's log is untouched");
-  t.deepEqual(await s.entries(), [[['set', 'g:ok', '1']]]);
+  t.deepEqual(await s.entries(), [[['set', 'g:ok', '1']], [['rpush', 'g:list', 'b', 'a']]]);
   await s.replicate();
 });
 

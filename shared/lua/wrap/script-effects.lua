@@ -123,11 +123,20 @@ local function check(name, cmd, spec)
     return 'ERR qsync: ' .. string.upper(name) .. ' inside a script is not supported: ' .. refusal_reason(name)
   end
   if db ~= queue_db then return nil end
+  local positions = {}
   local first, last, step = spec_range(string.match(spec, ' (%S+)$'), #cmd - 1, cmd)
-  for a = first, last, step do
-    local prefix = own_key(cmd[a + 1])
+  for a = first, last, step do positions[#positions + 1] = a + 1 end
+  -- The destination of SORT ... STORE dst and GEORADIUS ... STORE(DIST) dst.
+  if name == 'sort' or name == 'georadius' or name == 'georadiusbymember' then
+    for a = 3, #cmd - 1 do
+      local option = string.upper(cmd[a])
+      if option == 'STORE' or option == 'STOREDIST' then positions[#positions + 1] = a + 1 end
+    end
+  end
+  for _, pos in ipairs(positions) do
+    local prefix = own_key(cmd[pos])
     if prefix then
-      return 'ERR qsync: ' .. string.upper(name) .. ' on ' .. cmd[a + 1] .. ': keys starting with ' .. prefix .. ' are qsync\'s own; nothing was written'
+      return 'ERR qsync: ' .. string.upper(name) .. ' on ' .. cmd[pos] .. ': keys starting with ' .. prefix .. ' are qsync\'s own; nothing was written'
     end
   end
   return nil
