@@ -99,6 +99,9 @@ test('a planned failover under a steady writer loses and doubles no acknowledged
   const err = await t.throwsAsync(left.set('late', '1'), { instanceOf: FencedError });
   t.regex(err!.message, /fenced/);
   t.true(err!.message.includes(b.url));
+  // A Lua script's writes go through the same check.
+  await t.throwsAsync(left.eval("return redis.call('SET', KEYS[1], '1')", 1, 'late'), { instanceOf: FencedError });
+  t.is(await a.client().exists('late'), 0);
 
   // Every acknowledged write is on the new master exactly once.
   const nb = b.client();
@@ -288,7 +291,11 @@ test('bad input gives one line, its own exit code, and changes nothing', async (
   const worker = workerFor(t, pair);
   await waitForDrain(a.client(), b.client());
   await worker.close();
-  t.is((await runCli(['promote', '--replica', b.url])).code, 0);
+  // The old master answers: it is fenced, naming the promoted replica.
+  const promote = await runCli(['promote', '--replica', b.url, '--master', a.url]);
+  t.is(promote.code, 0, promote.stderr.join('\n'));
+  const fenced = await t.throwsAsync(producer.set('k', '2'), { instanceOf: FencedError });
+  t.true(fenced!.message.includes(b.url));
   const promoted = await snapshot();
 
   const reversed = await runCli(['rejoin', '--master', a.url, '--replica', b.url]);
@@ -305,4 +312,28 @@ test('bad input gives one line, its own exit code, and changes nothing', async (
   t.is(tail.stderr.length, 1);
   t.regex(tail.stderr[0], /--tail/);
   t.deepEqual(await snapshot(), promoted);
+});
+
+test('rejoin --tail apply writes the old master tail on the new master through its log, so the old master gets it back', async (t) => {
+  const pair = await pairFor(t);
+  const [a, b] = [pair.master, pair.replica];
+  const onA = createProducer(a.client());
+  await onA.set('n', '1');
+  const worker = workerFor(t, pair);
+  await waitForDrain(a.client(), b.client());
+  await worker.close();
+  await onA.incr('n');
+  await onA.multi().rpush('l', 'x').sadd('s', 'y').exec();
+  t.is((await runCli(['promote', '--replica', b.url])).code, 0);
+
+  const run = await runCli(['rejoin', '--master', b.url, '--replica', a.url, '--tail', 'apply', '--json']);
+  t.is(run.code, 0, run.stderr.join('\n'));
+  t.like(JSON.parse(run.stdout.join('\n')), { tailEntries: 2, tailKeys: 3, applied: 2, parked: 0 });
+  const nb = b.client();
+  t.is(await nb.get('n'), '2');
+  t.is(await nb.llen(keys.dlq), 0);
+  t.is(Number(await nb.hget(keys.meta, 'seq')), 2);
+  workerFor(t, pair, true);
+  await waitForDrain(nb, a.client());
+  t.deepEqual(await datasetDiff(b, a), []);
 });
