@@ -184,6 +184,7 @@ test('an emergency promote while the link is cut: writes queued on the old maste
     status.stdout.some((l) => l.includes('replica-promoted') && l.includes('the replica was promoted to master')),
     status.stdout.join('\n'),
   );
+  t.is(status.code, ExitCode.wrongRole);
   // Nothing of the old master's tail reached the promoted server.
   t.deepEqual(await b.client().mget(...Array.from({ length: 20 }, (_, i) => `k${i}`)), promotedData);
   t.is(await b.client().hget(keys.applied, 'seq'), applied);

@@ -10,6 +10,7 @@ import { common, open, setExitCode, type CommonOpts } from './options.js';
 function statusExitCode(states: string[]): number {
   if (states.includes('halted')) return ExitCode.halted;
   if (states.includes('resync-needed')) return ExitCode.resyncNeeded;
+  if (states.includes('replica-promoted')) return ExitCode.wrongRole;
   if (states.includes('repair-needed')) return ExitCode.repairNeeded;
   return ExitCode.ok;
 }

@@ -18,7 +18,7 @@ import type { SyncWorker, WorkerState } from '../drain/worker.js';
 import type { QueueState } from '../queue/limits.js';
 import type { HealthReport, WorkerHealth } from './health.js';
 
-const STATES: WorkerState[] = ['starting', 'standby', 'streaming', 'idle', 'backing-off', 'halted', 'resync-needed', 'stopped'];
+const STATES: WorkerState[] = ['starting', 'standby', 'streaming', 'idle', 'backing-off', 'halted', 'resync-needed', 'replica-promoted', 'stopped'];
 const QUEUE_STATES: QueueState[] = ['ok', 'repair-needed', 'resync-needed'];
 
 export interface MetricsServer {
@@ -125,7 +125,7 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   worker.on('state', (s: WorkerState, detail: { side?: string }) => {
     setState(s);
     if (s === 'backing-off') errors.inc({ queue, kind: `${detail.side ?? 'link'}-unreachable` });
-    if (s === 'halted' || s === 'resync-needed') errors.inc({ queue, kind: s });
+    if (s === 'halted' || s === 'resync-needed' || s === 'replica-promoted') errors.inc({ queue, kind: s });
   });
   const jobLabels = ['queue', 'job'] as const;
   const jobRunning = new Gauge({
