@@ -81,14 +81,19 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
         '+restore',
         '+keys',
         '+dump',
+        // a Sentinel group as the replica: its own replicas hold a batch
+        // before it leaves the log; the record of the entries applied last,
+        // read when a master lost some (drain/divergence.ts)
+        '+wait',
+        '+zrangebyscore',
         ...Object.keys(COMMANDS).map((c) => `+${c}`),
       ];
     case 'operator-master':
       // qsync resync, repair and verify: read every key; resync snapshots big
       // keys under the prefix (COPY) and reads the log; repair turns the dirty
-      // set into its repair set (RENAME, SUNIONSTORE) and clears the queue's
-      // state; control jobs use BullMQ's keys under '<prefix>-jobs:', all
-      // covered by ~*.
+      // set into its repair set (RENAME, SUNIONSTORE), adds to it the keys of
+      // entries a master lost (SADD), and clears the queue's state; control
+      // jobs use BullMQ's keys under '<prefix>-jobs:', all covered by ~*.
       return [
         'resetkeys',
         '~*',
@@ -102,6 +107,7 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
         '+memory|usage',
         '+rename',
         '+sunionstore',
+        '+sadd',
         '+hdel',
       ];
     case 'operator-replica':

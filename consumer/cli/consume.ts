@@ -60,6 +60,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
     leaseMs: durationOption(o.leaseMs, '--lease-ms', WORKER_DEFAULTS.leaseMs, { min: 300 }),
     timeoutMs: durationOption(o.timeoutMs, '--timeout-ms', WORKER_DEFAULTS.timeoutMs, { min: 100 }),
     onError: choiceOption(o.onError, '--on-error', ON_ERROR, WORKER_DEFAULTS.onError),
+    keepApplied: o.keepApplied === undefined ? undefined : intOption(o.keepApplied, '--keep-applied', 0, 0, 1_000_000),
   };
   const metricsPort = o.metricsPort === undefined ? undefined : intOption(o.metricsPort, '--metrics-port', 0, 0, 65_535);
   const maxClockOffsetMs = durationOption(o.maxClockOffsetMs, '--max-clock-offset-ms', MAX_CLOCK_OFFSET_MS, { max: 86_400_000 });
@@ -152,6 +153,12 @@ export function consumeCommand(program: Command): void {
       new Option('--max-clock-offset-ms <duration>', "warn when the replica's clock is further than this from the master's")
         .env('QSYNC_MAX_CLOCK_OFFSET_MS')
         .default(String(MAX_CLOCK_OFFSET_MS)),
+    )
+    .addOption(
+      new Option(
+        '--keep-applied <n>',
+        'entries the replica keeps a record of, so that a master that lost writes the replica applied (a failover to a replica that lagged) can say which keys diverged and qsync repair can copy them; 0: none (default: 10000 when --master is a Sentinel group, else 0)',
+      ).env('QSYNC_KEEP_APPLIED'),
     )
     .option('--relay', "log what is applied in the replica's own queue, so that it feeds replicas of its own (a chain)")
     .option('--no-jobs', 'do not run control jobs (qsync verify --job, --every)')

@@ -127,7 +127,9 @@ async function appliedRecord(replica: Redis, keys: QueueKeys, w: number): Promis
  * entry the replica applied).
  */
 export async function findDivergence(master: Redis, replica: Redis, keys: QueueKeys, w: number, ts: number | null): Promise<Divergence | null> {
-  const masterSeq = Number((await master.hget(keys.meta, 'seq')) ?? 0);
+  // HMGET and LRANGE: what the consumer's ACL user may run (shared/acl.ts).
+  const [seq] = await master.hmget(keys.meta, 'seq');
+  const masterSeq = Number(seq ?? 0);
   const [log, record] = await Promise.all([masterEntries(master, keys, w), appliedRecord(replica, keys, w)]);
   // The watermark's own time is known even without a record.
   const tsOf = (s: number) => record.get(s)?.ts ?? (s === w ? (ts ?? undefined) : undefined);
