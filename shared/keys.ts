@@ -14,8 +14,8 @@
  * `tmp` (a big key being rebuilt by a resync).
  *
  * Several replicas (consumer/replicas/): each attached replica has a name,
- * and the keys that belong to one replica (`lease`, `status`, `dlq` on the
- * master, `applied` on the replica) carry it as a suffix, `<type>:<name>`;
+ * and the keys that belong to one replica (`lease`, `status`, `dlq`, `verify`
+ * on the master, `applied` on the replica) carry it as a suffix, `<type>:<name>`;
  * the name `default` keeps the bare names, so a queue from before names
  * needs no migration. `replicas` on the master records where each attached
  * replica is in the log (shared/lua/includes/replicas.lua).
@@ -50,7 +50,7 @@ export class QueueKeys {
     this.dirty = this.toKey('dirty');
     this.repairing = this.toKey('repairing');
     this.applied = this.replicaKey('applied');
-    this.verify = this.toKey('verify');
+    this.verify = this.replicaKey('verify');
     this.snapshot = this.toKey('resync:snapshot');
     this.tmp = this.toKey('resync:tmp');
     this.roles = this.toKey('roles');

@@ -307,3 +307,39 @@ test('two direct replicas and one chained end equal to the master through cuts o
   }
   await eventually(async () => (await mc.llen(keys.log)) === 0 && (await bc.llen(keys.log)) === 0, 10_000, 'both logs drained');
 });
+
+test('status, verify, resync and dlq take --name: each replica is shown and handled on its own', async (t) => {
+  const [m, a, b] = await Promise.all([server(t), server(t), server(t)]);
+  const master = m.client();
+  const db = createProducer(m.client());
+  feed(t, m, a, 'a');
+  await attached(master, 'a');
+  for (let i = 0; i < 20; i++) await db.incr('n');
+  await drained(master, a.client(), 'a');
+  // Replica b joins later: a resync of its name, from the CLI, while a streams.
+  const resync = await runCli(['resync', '--master', m.url, '--replica', b.url, '--name', 'b']);
+  t.is(resync.code, 0, resync.stderr.join('\n'));
+  feed(t, m, b, 'b');
+  await db.incr('n');
+  await Promise.all([drained(master, a.client(), 'a'), drained(master, b.client(), 'b')]);
+  t.is(await b.client().get('n'), '21');
+  await b.client().set('stray', 'x');
+  const status = await runCli(['status', '--master', m.url, '--json']);
+  t.is(status.code, 0, status.stderr.join('\n'));
+  const rows = JSON.parse(status.stdout.join('\n')) as { replica: string; replicaWatermark: number }[];
+  t.deepEqual(
+    rows.map((r) => [r.replica, r.replicaWatermark]),
+    [
+      ['a', 21],
+      ['b', 21],
+    ],
+  );
+  const okA = await runCli(['verify', '--master', m.url, '--replica', a.url, '--name', 'a']);
+  t.is(okA.code, 0, okA.stdout.join('\n'));
+  const strayB = await runCli(['verify', '--master', m.url, '--replica', b.url, '--name', 'b', '--json']);
+  t.is(strayB.code, 1, 'the stray write on b is found');
+  t.regex(strayB.stdout.join('\n'), /stray/);
+  const dlq = await runCli(['dlq', 'list', '--master', m.url, '--name', 'b']);
+  t.is(dlq.code, 0);
+  t.regex(dlq.stdout.join('\n'), /qsync:default:dlq:b/);
+});

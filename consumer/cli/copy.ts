@@ -12,7 +12,7 @@ import type { LevelWithSilent } from 'pino';
 import { choiceOption, describeTarget, intOption, nameOption, queueDbOption, redactUrl } from '../../shared/config.js';
 import { ExitCode } from '../../shared/errors.js';
 import { probe } from '../../shared/probe.js';
-import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys, jobsPrefix } from '../../shared/keys.js';
+import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys, jobsPrefix } from '../../shared/keys.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../../shared/logger.js';
 import { runResync } from '../copy/resync.js';
 import { runRepair } from '../copy/repair.js';
@@ -21,6 +21,7 @@ import { controlQueue, followJob, type JobProgress } from '../jobs/runner.js';
 import { describeCopy } from '../copy/jobs.js';
 import { sizeOption, durationOption } from '../../shared/units.js';
 import { common, openPair, setExitCode, sideOptions } from './options.js';
+import { replicaNameOption } from './replicas.js';
 
 type What = 'resync' | 'repair';
 
@@ -30,6 +31,7 @@ interface CopyFlags {
   prefix: string;
   queue: string;
   queueDb?: string;
+  name?: string;
   logLevel: string;
   scanCount?: string;
   bigMembers?: string;
@@ -83,6 +85,7 @@ function reporter(what: What, log: Logger): { update(p: CopyProgress): void; sto
 
 type Settings = {
   queue: string;
+  name: string;
   prefix: string;
   queueDb: number;
   scanCount: number;
@@ -97,10 +100,10 @@ type Settings = {
  * whether a live consumer holds the queue's lease (the key exists until its
  * holder stops renewing it).
  */
-async function consumerRunning(master: RedisOptions, s: { prefix: string; queue: string; queueDb: number }): Promise<boolean> {
+async function consumerRunning(master: RedisOptions, s: { prefix: string; queue: string; queueDb: number; name: string }): Promise<boolean> {
   const client = await probe({ ...master, db: s.queueDb }, 'master', describeTarget(master));
   try {
-    return (await client.exists(new QueueKeys(s.prefix, s.queue).lease)) === 1;
+    return (await client.exists(new QueueKeys(s.prefix, s.queue, s.name).lease)) === 1;
   } finally {
     client.disconnect();
   }
@@ -114,7 +117,7 @@ const finished = (result: CopyRunResult): number => ((result as { dirtyAgain?: b
 
 /** Queues a resync or repair job for the queue's consumer and follows it; Ctrl-C detaches. */
 async function viaJob(what: What, master: RedisOptions, s: Settings, log: Logger): Promise<number> {
-  const queue = controlQueue({ master, prefix: s.prefix, queue: s.queue, queueDb: s.queueDb });
+  const queue = controlQueue({ master, prefix: s.prefix, queue: s.queue, queueDb: s.queueDb, name: s.name });
   const detach = new AbortController();
   const onSigint = () => detach.abort();
   process.once('SIGINT', onSigint);
@@ -181,6 +184,7 @@ export function copyCommand(program: Command, what: What): void {
     .description(description)
     .addOption(new Option('--replica <url>', 'replica URL, redis://, rediss:// or redis+sentinel://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue whose log is replayed after the copy').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
+    .addOption(replicaNameOption(`the replica to ${what}, among those the log feeds; the others go on streaming`))
     .addOption(new Option('--scan-count <n>', 'keys per batch, each read in one atomic step').default(String(COPY_DEFAULTS.scanCount)))
     .addOption(
       new Option('--big-members <n>', 'a key with more members is copied in chunks from a snapshot').default(String(COPY_DEFAULTS.bigMembers)),
@@ -205,6 +209,7 @@ export function copyCommand(program: Command, what: What): void {
         queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
         prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
         queueDb: queueDbOption(o.queueDb, '--queue-db'),
+        name: nameOption(o.name, '--name', DEFAULT_NAME),
         scanCount: intOption(o.scanCount, '--scan-count', COPY_DEFAULTS.scanCount, 1, 100_000),
         bigMembers: intOption(o.bigMembers, '--big-members', COPY_DEFAULTS.bigMembers, 1),
         bigBytes: sizeOption(o.bigBytes, '--big-bytes', COPY_DEFAULTS.bigBytes, { min: 1024 }),

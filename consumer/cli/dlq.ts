@@ -1,11 +1,12 @@
 /** `qsync dlq list|retry|drop`: the dead letters a consumer run with --on-error park set aside. */
 import { Option, type Command } from 'commander';
 import type { Redis } from 'ioredis';
-import { intOption, nameOption, queueDbOption } from '../../shared/config.js';
+import { intOption, queueDbOption } from '../../shared/config.js';
 import { ConfigError, ExitCode } from '../../shared/errors.js';
-import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../../shared/keys.js';
+import type { QueueKeys } from '../../shared/keys.js';
 import { dropDeadLetters, formatDeadLetters, listDeadLetters, retryDeadLetters, type Selection } from '../dead-letters/dlq.js';
 import { common, open, openPair, queueOption, required, setExitCode, type CommonOpts } from './options.js';
+import { replicaKeys, replicaNameOption } from './replicas.js';
 
 type DlqOpts = CommonOpts & { replica?: string; seq?: string; all?: boolean; garbage?: boolean; json?: boolean };
 
@@ -19,7 +20,7 @@ function selection(o: DlqOpts, command: string, garbage: boolean): Selection {
 
 /** Runs a dlq command against the master (and the replica for retry, checked as a pair), closing them after. */
 async function dlq(o: DlqOpts, run: (keys: QueueKeys, master: Redis, replica?: Redis) => Promise<number>, replica = false): Promise<number> {
-  const keys = new QueueKeys(nameOption(o.prefix, '--prefix', DEFAULT_PREFIX), nameOption(o.queue, '--queue', DEFAULT_QUEUE));
+  const keys = replicaKeys(o);
   if (replica) required(o.replica, '--replica', 'QSYNC_REPLICA');
   const pair = replica ? await openPair(o) : undefined;
   const master = pair?.master ?? (await open(o, 'master'));
@@ -38,6 +39,7 @@ export function dlqCommands(program: Command): void {
   common(group.command('list'))
     .description('show the dead letters: seq, age, db, commands, error, when parked')
     .addOption(queueOption())
+    .addOption(replicaNameOption('the replica whose dead letters these are'))
     .option('--json', 'print JSON')
     .action(async (o: DlqOpts) => {
       setExitCode(
@@ -53,6 +55,7 @@ export function dlqCommands(program: Command): void {
     .description('apply dead letters on the replica now (after the commands already applied) and remove those that applied')
     .addOption(new Option('--replica <url>', 'replica URL, redis://, rediss:// or redis+sentinel://').env('QSYNC_REPLICA'))
     .addOption(queueOption())
+    .addOption(replicaNameOption('the replica whose dead letters these are'))
     .action(async (o: DlqOpts) => {
       const which = selection(o, 'retry', false);
       setExitCode(
@@ -72,6 +75,7 @@ export function dlqCommands(program: Command): void {
   pick(common(group.command('drop')))
     .description('remove dead letters without applying them')
     .addOption(queueOption())
+    .addOption(replicaNameOption('the replica whose dead letters these are'))
     .option('--garbage', 'every dead letter that is not a qsync entry')
     .action(async (o: DlqOpts) => {
       const which = selection(o, 'drop', true);

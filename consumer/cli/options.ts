@@ -8,7 +8,7 @@ import { Option, type Command } from 'commander';
 import type { Redis, RedisOptions } from 'ioredis';
 import { isSentinel, redisOptionsFromUrl, redactUrl, nameOption, queueDbOption, type TlsFiles } from '../../shared/config.js';
 import { ConfigError, ExitCode } from '../../shared/errors.js';
-import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
+import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
 import { defineScripts } from '../../shared/scripts.js';
 import { connectedNode, probe } from '../../shared/probe.js';
 import { checkPair } from '../queue/servers.js';
@@ -18,6 +18,8 @@ export interface CommonOpts {
   prefix: string;
   queue?: string;
   queueDb?: string;
+  /** the replica, among those the log feeds (commands that take --name) */
+  name?: string;
   logLevel: string;
   tlsCa?: string;
   tlsCert?: string;
@@ -103,11 +105,12 @@ function where(url: string, client: Redis): string {
   return node ? `${redactUrl(url)} (master ${node})` : redactUrl(url);
 }
 
-/** Where a queue lives: its prefix, name and db, from the flags. */
+/** Where a queue lives: its prefix, name and db, from the flags; and which of its replicas (--name). */
 export interface QueuePlace {
   prefix: string;
   queue: string;
   queueDb: number;
+  name: string;
 }
 
 export function queuePlace(o: CommonOpts): QueuePlace {
@@ -115,6 +118,7 @@ export function queuePlace(o: CommonOpts): QueuePlace {
     prefix: nameOption(o.prefix, '--prefix', DEFAULT_PREFIX),
     queue: nameOption(o.queue, '--queue', DEFAULT_QUEUE),
     queueDb: queueDbOption(o.queueDb, '--queue-db'),
+    name: nameOption(o.name, '--name', DEFAULT_NAME),
   };
 }
 

@@ -2,8 +2,8 @@
 import { Option, type Command } from 'commander';
 import { nameOption } from '../../shared/config.js';
 import { ExitCode } from '../../shared/errors.js';
-import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
-import { findQueues, formatStatus, readStatus } from '../queue/status.js';
+import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
+import { findQueues, formatStatus, readStatus, replicaNames } from '../queue/status.js';
 import { common, open, setExitCode, type CommonOpts } from './options.js';
 
 /** Exit code of `status`: the worst state among the queues (the consumers' and the queues' own), so that monitors can run it as a check. */
@@ -21,7 +21,11 @@ async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
   const master = await open(o, 'master');
   try {
     const queues = only !== undefined ? [only] : await findQueues(master, prefix);
-    const rows = await Promise.all(queues.map((q) => readStatus(master, prefix, q)));
+    const one = o.name === undefined ? undefined : nameOption(o.name, '--name', DEFAULT_NAME);
+    const places = (
+      await Promise.all(queues.map(async (q) => (one ? [one] : await replicaNames(master, prefix, q)).map((r) => [q, r] as const)))
+    ).flat();
+    const rows = await Promise.all(places.map(([q, r]) => readStatus(master, prefix, q, r)));
     process.stdout.write(`${o.json ? JSON.stringify(rows, null, 2) : formatStatus(rows)}\n`);
     return statusExitCode(rows.flatMap((r) => [r.state, r.queueState]));
   } finally {
@@ -33,6 +37,7 @@ export function statusCommand(program: Command): void {
   common(program.command('status'))
     .description('show depth, lag, consumer and state of each queue')
     .addOption(new Option('--queue <name>', 'only this queue (default: every queue found)').env('QSYNC_QUEUE'))
+    .addOption(new Option('--name <name>', 'only this replica (default: every replica the log feeds)').env('QSYNC_NAME'))
     .option('--json', 'print JSON')
     .action(async (o) => {
       setExitCode(await status(o));

@@ -9,6 +9,7 @@ import { jobsPrefix } from '../../shared/keys.js';
 import { describeError, isLinkError } from '../drain/connections.js';
 import { common, openPair, queueOption, queuePlace, setExitCode, sideOptions } from './options.js';
 import { openQueue } from './jobs.js';
+import { replicaNameOption } from './replicas.js';
 import { followJob, JOB_OPTIONS, type JobProgress } from '../jobs/runner.js';
 import { durationOption } from '../../shared/units.js';
 import { progressBar } from './progress-bar.js';
@@ -22,6 +23,7 @@ interface VerifyFlags {
   prefix: string;
   queue?: string;
   queueDb?: string;
+  name?: string;
   logLevel: string;
   mode?: string;
   sample?: string;
@@ -166,6 +168,7 @@ export function verifyCommand(program: Command): void {
       ),
     )
     .addOption(queueOption())
+    .addOption(replicaNameOption('the replica compared, among those the log feeds'))
     .addOption(
       new Option('--mode <mode>', 'full: every key; sample: a random fraction; recent: the keys of the newest entries in the log').default(
         VERIFY_DEFAULTS.mode,

@@ -46,6 +46,7 @@ function inPause<T>(data: Record<string, unknown>, ctx: JobContext, run: (o: Cop
       prefix: ctx.prefix,
       queue: ctx.queue,
       queueDb: ctx.queueDb,
+      name: ctx.name,
       heldLease: lease,
       signal: ctx.signal,
       logger: ctx.log,

@@ -22,7 +22,7 @@ import {
 } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
-import { jobsPrefix } from '../../shared/keys.js';
+import { DEFAULT_NAME, jobsPrefix } from '../../shared/keys.js';
 import { sleep } from '../drain/backoff.js';
 import type { SyncWorker } from '../drain/worker.js';
 
@@ -33,6 +33,8 @@ export interface JobContext {
   prefix: string;
   queue: string;
   queueDb: number;
+  /** the replica the consumer feeds */
+  name?: string;
   timeoutMs: number;
   log: Logger;
   /** the consumer's own worker, for jobs that must pause it (SyncWorker.runExclusive) */
@@ -90,6 +92,13 @@ export interface JobsPlace {
   queueDb: number;
   prefix: string;
   queue: string;
+  /** the replica whose consumers run the jobs: each replica has its own control jobs. @default 'default' */
+  name?: string;
+}
+
+/** The BullMQ queue of a replica's control jobs: the queue's name, and the replica's after '@' but for the default one. */
+function jobsQueueName(p: JobsPlace): string {
+  return !p.name || p.name === DEFAULT_NAME ? p.queue : `${p.queue}@${p.name}`;
 }
 
 /** BullMQ's connection: commands wait out a reconnection (BullMQ's workers block and expect that). */
@@ -99,7 +108,7 @@ function connection(p: JobsPlace): BullRedisOptions {
 
 /** The BullMQ queue of a qsync queue's control jobs. Close it after use. */
 export function controlQueue(p: JobsPlace): Queue {
-  const queue = new Queue(p.queue, { connection: connection(p), prefix: jobsPrefix(p.prefix), defaultJobOptions: JOB_OPTIONS });
+  const queue = new Queue(jobsQueueName(p), { connection: connection(p), prefix: jobsPrefix(p.prefix), defaultJobOptions: JOB_OPTIONS });
   // Failures reach the calls that hit them.
   queue.on('error', () => {});
   return queue;
@@ -153,7 +162,7 @@ export function startJobWorker(o: JobRunnerOptions): { close(): Promise<void> } 
       o.onProgress?.(job.name, null);
     }
   };
-  const worker = new Worker(o.queue, processor, { connection: connection(o), prefix: jobsPrefix(o.prefix), concurrency: 1 });
+  const worker = new Worker(jobsQueueName(o), processor, { connection: connection(o), prefix: jobsPrefix(o.prefix), concurrency: 1 });
   let lastError = '';
   worker.on('error', (err) => {
     // BullMQ retries by itself; a master that stays away would repeat the same error.

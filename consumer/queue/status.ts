@@ -8,7 +8,7 @@
  * (queue/servers.ts).
  */
 import type { Redis } from 'ioredis';
-import { QueueKeys } from '../../shared/keys.js';
+import { DEFAULT_NAME, QueueKeys } from '../../shared/keys.js';
 import { decodeEntry } from '../../shared/entry.js';
 import { USAGE_FIELDS, usageFrom, capText, sizeText, stateText, type QueueUsage } from './limits.js';
 import { describeVerify, readLastVerify, type LastVerify } from '../verify/result.js';
@@ -17,6 +17,8 @@ import { readRoleStatus, roleLines, type RoleStatus } from '../failover/roles.js
 
 export interface QueueStatus extends QueueUsage {
   queue: string;
+  /** the replica this status is of, among those the log feeds (consumer/replicas/) */
+  replica: string;
   /** the list to LLEN */
   logKey: string;
   depth: number;
@@ -66,8 +68,8 @@ export async function findQueues(master: Redis, prefix: string): Promise<string[
   return [...names].sort();
 }
 
-export async function readStatus(master: Redis, prefix: string, queue: string): Promise<QueueStatus> {
-  const keys = new QueueKeys(prefix, queue);
+export async function readStatus(master: Redis, prefix: string, queue: string, replica = DEFAULT_NAME): Promise<QueueStatus> {
+  const keys = new QueueKeys(prefix, queue, replica);
   const [
     [, depth],
     [, head],
@@ -139,6 +141,7 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
       : null;
   return {
     queue,
+    replica,
     logKey: keys.log,
     depth,
     oldestEntryAgeMs: oldest,
@@ -169,6 +172,12 @@ export async function readStatus(master: Redis, prefix: string, queue: string): 
   };
 }
 
+/** The replicas a status shows for a queue: those in its replicas hash, or the default one when there are none. */
+export async function replicaNames(master: Redis, prefix: string, queue: string): Promise<string[]> {
+  const names = (await master.hkeys(new QueueKeys(prefix, queue).replicas)).sort();
+  return names.length > 0 ? names : [DEFAULT_NAME];
+}
+
 /** The clock offset for people: which way, how far, how sure, how old. */
 function clockText(c: QueueStatus['clock']): string {
   if (!c) return '- (measured by a running consumer)';
@@ -190,7 +199,7 @@ export function formatStatus(rows: QueueStatus[]): string {
   return rows
     .map((s) => {
       const lines = [
-        `queue ${s.queue}  (LLEN ${s.logKey})`,
+        `queue ${s.queue}${s.replica === DEFAULT_NAME ? '' : `  replica ${s.replica}`}  (LLEN ${s.logKey})`,
         `  state           ${s.state}${Object.keys(s.detail).length ? `  ${JSON.stringify(s.detail)}` : ''}`,
         `  depth           ${s.depth} entries, ${sizeText(s.queuedBytes)}, oldest ${age(s.oldestEntryAgeMs)}`,
         `  cap             ${capText(s.limits)}${s.full ? `  (full: ${s.limits.policy === 'reject' ? 'writes are refused' : 'writes are not queued'})` : ''}${s.refusedWrites ? `  ${s.refusedWrites} writes refused so far` : ''}`,

@@ -18,6 +18,7 @@ export const verifyJob: JobType = {
       prefix: ctx.prefix,
       queue: ctx.queue,
       queueDb: ctx.queueDb,
+      name: ctx.name,
       timeoutMs: ctx.timeoutMs,
       signal: ctx.signal,
       source: `job ${ctx.jobId}`,

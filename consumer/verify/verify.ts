@@ -54,6 +54,8 @@ export interface VerifyOptions extends Partial<VerifySettings> {
   master: RedisOptions;
   replica: RedisOptions;
   prefix?: string;
+  /** the replica compared, among those the log feeds: its watermark and last verify. @default 'default' */
+  name?: string;
   queue?: string;
   queueDb?: number;
   /** a command without an answer for this long fails the verification */
@@ -101,7 +103,7 @@ class Verification {
   constructor(private readonly o: VerifyOptions) {
     this.s = verifySettings(o);
     const prefix = o.prefix ?? DEFAULT_PREFIX;
-    this.keys = new QueueKeys(prefix, o.queue ?? DEFAULT_QUEUE);
+    this.keys = new QueueKeys(prefix, o.queue ?? DEFAULT_QUEUE, o.name);
     this.queueDb = o.queueDb ?? DEFAULT_QUEUE_DB;
     // qsync's keys and the control jobs' (BullMQ's) are not replicated data.
     this.own = ownKeyPrefixes(prefix);
