@@ -10,6 +10,7 @@ import test, { type ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { SyncWorker } from '../consumer/drain/worker.js';
+import { workerMetrics } from '../consumer/metrics/metrics.js';
 import { redisOptionsFromUrl } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { QueueKeys } from '../shared/keys.js';
@@ -93,6 +94,8 @@ test('a Sentinel failover on the master side that lost nothing: the consumer fol
   t.deepEqual(await datasetDiff(next, remote), []);
   const status = await next.client().hgetall(keys.status);
   t.is(status.masterNode, `127.0.0.1:${next.port}`);
+  const metrics = await workerMetrics(w, next.client(), 'qsync', 'default').getSingleMetricAsString('qsync_server');
+  t.regex(metrics, new RegExp(`qsync_server\\{queue="default",side="master",node="127\\.0\\.0\\.1:${next.port}"\\} 1`));
   t.is(w.state === 'streaming' || w.state === 'idle', true, w.state);
 });
 

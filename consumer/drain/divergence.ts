@@ -8,7 +8,7 @@
  *
  * To say what diverged, the replica keeps a record of the entries applied
  * last (`<applied>:recent`, a sorted set scored by seq: each member the
- * entry's seq, time and the ids of the keys it touched), written by the
+ * entry's seq, time, the ids of the keys it touched and its log's epoch), written by the
  * consumer before each batch it applies (so it may hold entries a failed
  * batch never applied: a record names keys to copy, and copying a key from
  * the master is never wrong). From that record and the master's log:
@@ -46,7 +46,7 @@ interface Applied {
  * trip. Records from `after` on are replaced: one from a batch that was not
  * applied may be of another history.
  */
-export function recordApplied(replica: Redis, keys: QueueKeys, entries: Buffer[], after: number, keep: number): void {
+export function recordApplied(replica: Redis, keys: QueueKeys, epoch: string, entries: Buffer[], after: number, keep: number): void {
   const members: (number | string)[] = [];
   let first = Number.POSITIVE_INFINITY;
   for (const raw of entries) {
@@ -59,7 +59,7 @@ export function recordApplied(replica: Redis, keys: QueueKeys, entries: Buffer[]
     if (e.seq <= after) continue;
     first = Math.min(first, e.seq);
     const ids = flushedDbs(e) === undefined ? [...new Set(entryKeys(e).map((k) => keyId(k.db, k.key)))] : null;
-    members.push(e.seq, JSON.stringify([e.seq, e.ts, ids]));
+    members.push(e.seq, JSON.stringify([e.seq, e.ts, ids, epoch]));
   }
   if (members.length === 0) return;
   const key = recentKey(keys);
@@ -111,26 +111,31 @@ async function masterEntries(master: Redis, keys: QueueKeys, upTo: number): Prom
   return found;
 }
 
-/** The replica's record of the entries it applied up to its watermark, by seq. */
-async function appliedRecord(replica: Redis, keys: QueueKeys, w: number): Promise<Map<number, Applied>> {
+/** The replica's record of the entries of log `epoch` it applied up to its watermark, by seq. */
+async function appliedRecord(replica: Redis, keys: QueueKeys, w: number, epoch: string): Promise<Map<number, Applied>> {
   const record = new Map<number, Applied>();
   for (const member of await replica.zrangebyscore(recentKey(keys), '-inf', w)) {
-    const [seq, ts, ids] = JSON.parse(member) as [number, number, string[] | null];
-    record.set(seq, { seq, ts, ids });
+    const [seq, ts, ids, of] = JSON.parse(member) as [number, number, string[] | null, string];
+    // Entries of a log the replica followed before (a failover of qsync's own) say nothing of this one.
+    if (of === epoch) record.set(seq, { seq, ts, ids });
   }
   return record;
 }
 
 /**
- * Where the master's history parts from the replica's, at watermark `w`
- * (time `ts`), or null when it does not (the master holds or follows every
- * entry the replica applied).
+ * Where the master's history parts from the replica's, or null when it does
+ * not (the master holds or follows every entry the replica applied), or
+ * when they follow different logs (the consumer reports that on its own).
  */
-export async function findDivergence(master: Redis, replica: Redis, keys: QueueKeys, w: number, ts: number | null): Promise<Divergence | null> {
-  // HMGET and LRANGE: what the consumer's ACL user may run (shared/acl.ts).
-  const [seq] = await master.hmget(keys.meta, 'seq');
-  const masterSeq = Number(seq ?? 0);
-  const [log, record] = await Promise.all([masterEntries(master, keys, w), appliedRecord(replica, keys, w)]);
+export async function findDivergence(master: Redis, replica: Redis, keys: QueueKeys): Promise<Divergence | null> {
+  // HMGET and LRANGE: what the consumer's ACL users may run (shared/acl.ts).
+  const [[seq, epoch], [applied, appliedTs, appliedEpoch]] = await Promise.all([
+    master.hmget(keys.meta, 'seq', 'epoch'),
+    replica.hmget(keys.applied, 'seq', 'ts', 'epoch'),
+  ]);
+  if (applied === null || !epoch || appliedEpoch !== epoch) return null;
+  const [masterSeq, w, ts] = [Number(seq ?? 0), Number(applied), appliedTs === null ? null : Number(appliedTs)];
+  const [log, record] = await Promise.all([masterEntries(master, keys, w), appliedRecord(replica, keys, w, epoch)]);
   // The watermark's own time is known even without a record.
   const tsOf = (s: number) => record.get(s)?.ts ?? (s === w ? (ts ?? undefined) : undefined);
   const shares = (s: number): boolean => {
@@ -206,9 +211,9 @@ export function describeDivergence(d: Divergence): { reason: string; diverged: R
  * it carries on). A divergence whose keys are not known changes nothing.
  */
 export async function rewindDiverged(master: Redis, replica: Redis, keys: QueueKeys): Promise<Divergence | null> {
-  const [seq, ts, mark] = await replica.hmget(keys.applied, 'seq', 'ts', 'resyncing');
-  if (mark || seq === null) return null;
-  const d = await findDivergence(master, replica, keys, Number(seq), ts === null ? null : Number(ts));
+  const [mark] = await replica.hmget(keys.applied, 'resyncing');
+  if (mark) return null;
+  const d = await findDivergence(master, replica, keys);
   if (!d?.keys || d.sharedUpTo === null) return d;
   const members = d.keys.map((id) => {
     const { db, key } = parseKeyId(id);

@@ -495,7 +495,7 @@ export class SyncWorker extends EventEmitter {
           checkLastApplied(batch, last);
           if (batch.entries.length === 0) break;
           offset += batch.entries.length;
-          if (this.keepApplied > 0) recordApplied(this.replica, this.keys, batch.entries, last.seq, this.keepApplied);
+          if (this.keepApplied > 0) recordApplied(this.replica, this.keys, batch.epoch, batch.entries, last.seq, this.keepApplied);
           inflight.push(this.apply(batch));
           if (batch.remaining === 0) break;
         }
@@ -590,8 +590,7 @@ export class SyncWorker extends EventEmitter {
   /** What diverged between a master that lost writes and the replica, for the status; the error's own words when it cannot be told. */
   private async divergence(err: MasterLostWrites): Promise<Record<string, unknown>> {
     try {
-      const [seq, ts] = await this.replica.hmget(this.keys.applied, 'seq', 'ts');
-      const d = await findDivergence(this.master, this.replica, this.keys, Number(seq ?? 0), ts === null ? null : Number(ts));
+      const d = await findDivergence(this.master, this.replica, this.keys);
       if (!d) return { reason: err.message };
       const { reason, diverged } = describeDivergence(d);
       return { reason: `${err.message}; ${reason}`, diverged };

@@ -127,6 +127,16 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
     if (s === 'backing-off') errors.inc({ queue, kind: `${detail.side ?? 'link'}-unreachable` });
     if (s === 'halted' || s === 'resync-needed' || s === 'replica-promoted') errors.inc({ queue, kind: s });
   });
+  const server: Gauge<'queue' | 'side' | 'node'> = new Gauge({
+    name: 'qsync_server',
+    help: "1 for the server each side's connection is on (for a Sentinel group, its master when connected)",
+    labelNames: ['queue', 'side', 'node'],
+    registers: [registry],
+    collect() {
+      server.reset();
+      for (const [side, node] of Object.entries(worker.servers)) if (node) server.set({ queue, side, node }, 1);
+    },
+  });
   const jobLabels = ['queue', 'job'] as const;
   const jobRunning = new Gauge({
     name: 'qsync_job_running',
