@@ -11,6 +11,7 @@ import { createProducer } from '../producer/index.js';
 import { runResync } from '../consumer/copy/resync.js';
 import type { SyncWorker, WorkerOptions } from '../consumer/drain/worker.js';
 import { listReplicas } from '../consumer/replicas/replicas.js';
+import { workerMetrics } from '../consumer/metrics/metrics.js';
 import { QueueKeys } from '../shared/keys.js';
 import { datasetDiff, startWorker, type Pair } from './support/fixtures.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';
@@ -342,4 +343,15 @@ test('status, verify, resync and dlq take --name: each replica is shown and hand
   const dlq = await runCli(['dlq', 'list', '--master', m.url, '--name', 'b']);
   t.is(dlq.code, 0);
   t.regex(dlq.stdout.join('\n'), /qsync:default:dlq:b/);
+});
+
+test("a named replica's metrics carry the label replica, read from its own status", async (t) => {
+  const [m, b] = await Promise.all([server(t), server(t)]);
+  const worker = feed(t, m, b, 'b');
+  await attached(m.client(), 'b');
+  await createProducer(m.client()).set('k', 'v');
+  await drained(m.client(), b.client(), 'b');
+  const text = await workerMetrics(worker, m.client(), 'qsync', 'default').metrics();
+  t.regex(text, /qsync_replica_watermark\{queue="default",replica="b"\} 1\b/);
+  t.notRegex(text, /^qsync_\w+\{queue="default"\}/m, 'every series names the replica');
 });

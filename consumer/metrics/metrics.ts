@@ -13,6 +13,7 @@ import { createServer, type Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { readStatus, type QueueStatus } from '../queue/status.js';
+import { DEFAULT_NAME } from '../../shared/keys.js';
 import type { JobProgress } from '../jobs/runner.js';
 import type { SyncWorker, WorkerState } from '../drain/worker.js';
 import type { QueueState } from '../queue/limits.js';
@@ -28,6 +29,9 @@ export interface MetricsServer {
 
 export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string, queue: string, jobs?: EventEmitter): Registry {
   const registry = new Registry();
+  // A replica with a name of its own (consumer/replicas/) labels every series with it; the default one keeps its series as they were.
+  const replica = worker.keys.name;
+  if (replica !== DEFAULT_NAME) registry.setDefaultLabels({ replica });
   collectDefaultMetrics({ register: registry });
   const labelNames = ['queue'] as const;
   const labels = { queue };
@@ -39,7 +43,7 @@ export function workerMetrics(worker: SyncWorker, master: Redis, prefix: string,
   let pending: { at: number; status: Promise<QueueStatus | undefined> } | undefined;
   const snapshot = (): Promise<QueueStatus | undefined> => {
     if (!pending || Date.now() - pending.at > 500) {
-      const status = readStatus(master, prefix, queue).catch(() => {
+      const status = readStatus(master, prefix, queue, replica).catch(() => {
         errors.inc({ queue, kind: 'metrics-master-unreachable' });
         return undefined;
       });
