@@ -4,8 +4,8 @@
  */
 import { COMMANDS } from './commands.js';
 
-export type AclRole = 'consumer-master' | 'consumer-replica' | 'producer' | 'operator-master' | 'operator-replica';
-export const ACL_ROLES: readonly AclRole[] = ['consumer-master', 'consumer-replica', 'producer', 'operator-master', 'operator-replica'];
+export type AclRole = 'consumer-master' | 'consumer-replica' | 'producer' | 'operator-master' | 'operator-replica' | 'app-reader';
+export const ACL_ROLES: readonly AclRole[] = ['consumer-master', 'consumer-replica', 'producer', 'operator-master', 'operator-replica', 'app-reader'];
 
 /** What every ioredis connection sends: AUTH/HELLO, CLIENT SETNAME, SELECT, INFO (ready check). */
 const CONNECT = ['+ping', '+auth', '+hello', '+quit', '+select', '+client|setname', '+info'];
@@ -113,6 +113,11 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
     case 'operator-replica':
       // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every replicated write.
       return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec'];
+    case 'app-reader':
+      // An application reading a replica (the seeds' slave-read-only): every
+      // read command, on read-only keys, so that no write gets through, not
+      // even from a read-only script; the consumer applies as its own user.
+      return ['resetkeys', '%R~*', 'resetchannels', '-@all', ...CONNECT, '+@read', '+eval_ro', '+evalsha_ro', '+fcall_ro'];
     case 'producer':
       // Added to the application's own rules: the log-write script and what it
       // runs; INFO for the check of the master's maxmemory-policy at a

@@ -13,6 +13,7 @@ import type { SyncWorker, WorkerOptions } from '../consumer/drain/worker.js';
 import { listReplicas } from '../consumer/replicas/replicas.js';
 import { workerMetrics } from '../consumer/metrics/metrics.js';
 import { QueueKeys } from '../shared/keys.js';
+import { aclRules } from '../shared/acl.js';
 import { datasetDiff, startWorker, type Pair } from './support/fixtures.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';
 import { runCli, spawnCli, type CliProcess } from './support/cli.js';
@@ -354,4 +355,35 @@ test("a named replica's metrics carry the label replica, read from its own statu
   const text = await workerMetrics(worker, m.client(), 'qsync', 'default').metrics();
   t.regex(text, /qsync_replica_watermark\{queue="default",replica="b"\} 1\b/);
   t.notRegex(text, /^qsync_\w+\{queue="default"\}/m, 'every series names the replica');
+});
+
+test('a read-only replica: apps read through the app-reader role and cannot write, the consumer applies as its own user, and a stray write is found by verify', async (t) => {
+  const m = await server(t);
+  const r = await startRedis({ password: 'admin-secret' });
+  t.teardown(() => r.destroy());
+  const admin = r.client();
+  // The recipe: a user for the consumer, a read-only user for the apps, and `default` kept for the operators only (requirepass).
+  await admin.call('ACL', 'SETUSER', 'qsync', 'on', '>consumer-secret', ...aclRules('consumer-replica'));
+  await admin.call('ACL', 'SETUSER', 'app', 'on', '>app-secret', ...aclRules('app-reader'));
+  const worker = feed(t, m, r, 'dc2', { replica: { host: r.host, port: r.port, username: 'qsync', password: 'consumer-secret' } });
+  await attached(m.client(), 'dc2');
+  const db = createProducer(m.client());
+  await db.set('greeting', 'hello');
+  await db.hset('h', 'f', '1');
+  await drained(m.client(), admin, 'dc2');
+  const app = r.client(0, { username: 'app', password: 'app-secret' });
+  t.is(await app.get('greeting'), 'hello');
+  t.deepEqual(await app.hgetall('h'), { f: '1' });
+  await t.throwsAsync(app.set('greeting', 'changed'), { message: /NOPERM/ });
+  await t.throwsAsync(app.del('greeting'), { message: /NOPERM/ });
+  await t.throwsAsync(app.call('FLUSHALL'), { message: /NOPERM/ });
+  await t.throwsAsync(app.eval("return redis.call('SET', 'greeting', 'x')", 0), { message: /NOPERM|permission/ });
+  await db.set('greeting', 'hello again');
+  await drained(m.client(), admin, 'dc2');
+  t.is(await app.get('greeting'), 'hello again', 'the consumer still applies');
+  t.is(worker.state === 'streaming' || worker.state === 'idle', true);
+  await admin.set('stray', 'x');
+  const verify = await runCli(['verify', '--master', m.url, '--replica', r.url, '--name', 'dc2']);
+  t.is(verify.code, 1);
+  t.regex(verify.stdout.join('\n'), /stray/);
 });
