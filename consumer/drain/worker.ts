@@ -81,8 +81,12 @@ export class SyncWorker extends EventEmitter {
   };
   /** entries the replica keeps a record of (drain/divergence.ts); 0: none */
   private readonly keepApplied: number;
-  /** the replica group's own replicas, which must hold a batch before it leaves the log (a Sentinel group as the replica) */
-  private replicaCopies = 0;
+  /**
+   * A Sentinel group as the replica: how many replicas of the group's master
+   * must hold a batch before it leaves the log; null until counted on the
+   * current connection. Undefined for a replica that is no group.
+   */
+  private replicaCopies?: number | null;
   private readonly master: Redis;
   private readonly blocker: Redis;
   private readonly replica: Redis;
@@ -134,24 +138,27 @@ export class SyncWorker extends EventEmitter {
     this.master.on('ready', () => this.noteNode('master', this.master));
     this.replica.on('ready', () => this.noteNode('replica', this.replica));
     this.keepApplied = options.keepApplied ?? (isSentinel(options.master) ? KEEP_APPLIED_SENTINEL : 0);
-    if (isSentinel(options.replica)) this.replica.on('ready', () => void this.countReplicaCopies());
+    if (isSentinel(options.replica)) {
+      this.replicaCopies = null;
+      this.replica.on('ready', () => (this.replicaCopies = null));
+    }
   }
 
   /**
-   * Counts the replica group's replicas at each connection: a batch leaves
-   * the master's log only once they all hold it (WAIT), so that a failover
-   * inside the group never loses an entry the log no longer has. The count
-   * never goes down while the worker runs: a replica that went away (or was
-   * promoted) holds the drain until it is back or the consumer restarts.
+   * With a Sentinel group as the replica, waits until the group's replicas
+   * hold what was applied (WAIT): a batch leaves the master's log only then,
+   * so that a failover inside the group never loses an entry the log no
+   * longer has. The replicas are counted once per connection: one that goes
+   * away (or is promoted, its old master still up) holds the drain, the
+   * batch staying in the log, until the connection moves (to the promoted
+   * master) or the replica is back. Fails when they do not in time.
    */
-  private async countReplicaCopies(): Promise<void> {
-    const info = await this.replica.info('replication').catch(() => '');
-    const n = Number(/connected_slaves:(\d+)/.exec(info)?.[1] ?? 0);
-    if (n > this.replicaCopies) this.replicaCopies = n;
-  }
-
-  /** Waits until the replica group's replicas hold what was applied; fails (and the batch stays in the log) when they do not in time. */
   private async replicated(): Promise<void> {
+    if (this.replicaCopies === undefined) return;
+    if (this.replicaCopies === null) {
+      const info = await onSide('replica', this.replica.info('replication'));
+      this.replicaCopies = Number(/connected_slaves:(\d+)/.exec(info)?.[1] ?? 0);
+    }
     if (this.replicaCopies === 0) return;
     const acked = await onSide('replica', this.replica.wait(this.replicaCopies, this.opts.timeoutMs));
     if (acked < this.replicaCopies) {
