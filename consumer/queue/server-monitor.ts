@@ -20,6 +20,8 @@ export interface ServerMonitorOptions {
   prefix: string;
   queue: string;
   queueDb: number;
+  /** the replica the consumer feeds: its report goes to that replica's status */
+  name?: string;
   timeoutMs: number;
   maxClockOffsetMs: number;
   log: Logger;
@@ -55,7 +57,7 @@ export class ServerMonitor {
     const db = { db: o.queueDb };
     this.master = connect({ ...o.master, ...db }, { commandTimeoutMs: o.timeoutMs }, `qsync:${o.queue}:servers`);
     this.replica = connect({ ...o.replica, ...db }, { commandTimeoutMs: o.timeoutMs }, `qsync:${o.queue}:servers`);
-    this.statusKey = new QueueKeys(o.prefix, o.queue).status;
+    this.statusKey = new QueueKeys(o.prefix, o.queue, o.name).status;
   }
 
   /** Measures now (its warnings are logged before this resolves), then every 30 s. */
