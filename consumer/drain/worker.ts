@@ -106,6 +106,8 @@ export class SyncWorker extends EventEmitter {
   private appliedTotal = 0;
   private readonly expiry = { aligned: 0, heldBack: 0, copied: 0 };
   private watermark = 0;
+  /** since when this replica has had nothing to read while the log held entries other replicas need */
+  private followingSince?: number;
   /** the server each side's connection is on (for a Sentinel group, its master when connected) */
   private readonly nodes: Record<Side, string> = { master: '', replica: '' };
   /** a job waiting for, or running in, the pause that runExclusive makes */
@@ -588,8 +590,12 @@ export class SyncWorker extends EventEmitter {
     if (Number(remaining) < 0) throw new ResyncNeeded(await onSide('master', detachedReason(this.master, this.keys)));
     if (entries.length === 0 && offset === 0 && Number(behind) > 0) {
       // Entries other replicas still need: the wait for a non-empty log would not block.
-      this.setState('idle');
+      // Idle, as when waiting for the log, once nothing came for as long.
+      this.followingSince ??= Date.now();
+      if (Date.now() - this.followingSince >= BLOCK_SECONDS * 1000) this.setState('idle');
       await sleep(FOLLOW_MS, this.stop.signal);
+    } else if (entries.length > 0) {
+      this.followingSince = undefined;
     }
     return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, remaining: Number(remaining), entries };
   }
