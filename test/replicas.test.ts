@@ -11,6 +11,7 @@ import { createProducer } from '../producer/index.js';
 import { runResync } from '../consumer/copy/resync.js';
 import type { SyncWorker, WorkerOptions } from '../consumer/drain/worker.js';
 import { listReplicas } from '../consumer/replicas/replicas.js';
+import { readStatus } from '../consumer/queue/status.js';
 import { workerMetrics } from '../consumer/metrics/metrics.js';
 import { QueueKeys } from '../shared/keys.js';
 import { aclRules } from '../shared/acl.js';
@@ -149,6 +150,15 @@ test('a dead replica under a cap with the policy detach-slowest stops neither th
   t.true((await master.llen(keys.log)) < 100);
   await b.restart();
   await eventually(() => wb.state === 'resync-needed', 15_000, 'replica b resync-needed');
+  const status = await eventually(async () => {
+    const s = await readStatus(master, 'qsync', 'default', 'b');
+    return s.state === 'resync-needed' ? s : undefined;
+  });
+  t.regex(
+    String(status.detail.reason),
+    /replica 'b' was detached .*held the log at its cap \(max entries 100\)\); rebuild it with qsync resync --name b/,
+  );
+  t.is((await readStatus(master, 'qsync', 'default', 'a')).state === 'resync-needed', false, 'replica a is not affected');
   t.deepEqual(await datasetDiff(m, a), []);
 });
 
