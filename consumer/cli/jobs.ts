@@ -4,6 +4,7 @@ import { ExitCode } from '../../shared/errors.js';
 import { jobsPrefix } from '../../shared/keys.js';
 import { controlQueue } from '../jobs/runner.js';
 import { formatJobs, listJobs } from '../jobs/view.js';
+import { replicaNameOption } from './replicas.js';
 import { common, open, queueOption, queuePlace, setExitCode, sideOptions, type CommonOpts, type QueuePlace } from './options.js';
 
 /** The control jobs' queue on a checked master. */
@@ -29,6 +30,7 @@ export function jobsCommand(program: Command): void {
   common(program.command('jobs'))
     .description('list the control jobs of a queue (state, progress, result) and their schedules')
     .addOption(queueOption())
+    .addOption(replicaNameOption('the replica whose consumers run the jobs (each replica has its own)'))
     .option('--json', 'print JSON')
     .action(async (o: CommonOpts & { json?: boolean }) => {
       setExitCode(await jobs(o));
