@@ -78,6 +78,8 @@ test('two replicas drain one log side by side, each with its own keys; the log k
   for (let i = 0; i < 20; i++) await db.incr('n');
   await drained(master, b.client(), 'b');
   t.is(await master.llen(keys.log), 20, 'the entries replica a lacks stay in the log');
+  const held = (await master.lrangeBuffer(keys.log, 0, -1)).reduce((n, e) => n + e.length, 0);
+  t.is(Number(await master.hget(keys.meta, 'bytes')), held, "the queue's byte count is the bytes of the entries it holds");
   t.is(await b.client().get('n'), '20');
   t.is(await a.client().get('n'), null);
   // Each name has its own lease, status and watermark.
@@ -148,6 +150,8 @@ test('a dead replica under a cap with the policy detach-slowest stops neither th
   t.is(dead.attachment, 'detached');
   t.regex(dead.detached!.why, /held the log at its cap \(max entries 100\)/);
   t.true((await master.llen(keys.log)) < 100);
+  const held = (await master.lrangeBuffer(keys.log, 0, -1)).reduce((n, e) => n + e.length, 0);
+  t.is(Number(await master.hget(keys.meta, 'bytes')), held, "the queue's byte count follows what the detach dropped");
   await b.restart();
   await eventually(() => wb.state === 'resync-needed', 15_000, 'replica b resync-needed');
   const status = await eventually(async () => {
