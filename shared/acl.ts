@@ -18,9 +18,12 @@ const CONSUMER_MASTER = [
   '+del',
   '+pttl',
   '+time',
-  // read-batch-2, trim-4, status
+  // read-batch-2, trim-4, status; attach-2 and the trim read and move each
+  // attached replica's place in the replicas hash
   '+hmget',
   '+hset',
+  '+hget',
+  '+hgetall',
   '+llen',
   '+lrange',
   '+lindex',
