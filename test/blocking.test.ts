@@ -368,7 +368,9 @@ test("under the producer's ACL rules a wait is woken through tracking; where the
   ] as const) {
     const producer = createProducer(pair.master.client(0, { username: user, password }));
     const waiting = producer.bzpopmin('app:marker', 10);
-    await sleep(400);
+    // Tracking starts with the wait (two connections, CLIENT TRACKING): give it time on a loaded machine.
+    if (tracking) await eventually(() => tracked(), 10_000, `tracking for ${user}`);
+    else await sleep(400);
     t.is(await tracked(), tracking, `tracking for ${user}`);
     await plain.zadd('app:marker', 0, user);
     t.deepEqual(await waiting, ['app:marker', user, '0']);

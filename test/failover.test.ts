@@ -151,6 +151,37 @@ test('failover while no consumer runs: the replica cannot catch up, the master i
   t.is(await producer.set('k', '3'), 'OK');
 });
 
+test('failover --abort takes back a failover that stopped before the promotion: the master takes writes again; a finished one is not taken back', async (t) => {
+  const pair = await pairFor(t);
+  const [a, b] = [pair.master, pair.replica];
+  const producer = createProducer(a.client());
+  await producer.set('k', '1');
+  workerFor(t, pair);
+  await waitForDrain(a.client(), b.client());
+  // A failover killed after its first two steps: the replica marked, the master fenced, naming it.
+  await b.client().hset(keys.meta, 'fenced', b.url, 'fencedAt', Date.now());
+  await a.client().hset(keys.meta, 'fenced', b.url, 'fencedAt', Date.now());
+  await t.throwsAsync(producer.set('k', '2'), { instanceOf: FencedError });
+
+  const run = await runCli(['failover', '--abort', '--master', a.url, '--replica', b.url]);
+  t.is(run.code, 0, run.stderr.join('\n'));
+  t.regex(run.stdout.join('\n'), /taken back: .* takes writes again; .* is a plain replica again/);
+  t.is(await producer.set('k', '3'), 'OK');
+  await waitForDrain(a.client(), b.client());
+  t.deepEqual(await datasetDiff(a, b), []);
+
+  const again = await runCli(['failover', '--abort', '--master', a.url, '--replica', b.url]);
+  t.is(again.code, ExitCode.wrongRole);
+  t.is(again.stderr.length, 1, again.stderr.join('\n'));
+  t.regex(again.stderr[0], /no failover from .* to take back .*nothing changed/);
+
+  const done = await runCli(['failover', '--master', a.url, '--replica', b.url]);
+  t.is(done.code, 0, done.stderr.join('\n'));
+  const late = await runCli(['failover', '--abort', '--master', a.url, '--replica', b.url]);
+  t.is(late.code, ExitCode.wrongRole);
+  t.regex(late.stderr[0], /was promoted already, the failover is done: bring .* back with qsync rejoin/);
+});
+
 test('an emergency promote while the link is cut: writes queued on the old master never reach the promoted replica, and a stale consumer says why', async (t) => {
   const pair = await pairFor(t);
   const [a, b] = [pair.master, pair.replica];
@@ -161,6 +192,8 @@ test('an emergency promote while the link is cut: writes queued on the old maste
   const stale = startWorker(pair, { master: { host: '127.0.0.1', port: proxy.port } });
   t.teardown(() => stale.close());
   await waitForDrain(a.client(), b.client());
+  // The trim follows the apply: the log holds only what is queued after the cut.
+  await eventually(async () => (await a.client().llen(keys.log)) === 0, 10_000, 'the applied entries trimmed');
 
   proxy.cut();
   for (let i = 0; i < 10; i++) await producer.set(`k${i}`, 'queued');

@@ -5,12 +5,12 @@ import { choiceOption, redactUrl } from '../../shared/config.js';
 import { ExitCode, UnreachableError } from '../../shared/errors.js';
 import { QueueKeys } from '../../shared/keys.js';
 import { durationOption } from '../../shared/units.js';
-import { runFailover } from '../failover/failover.js';
+import { abortFailover, runFailover } from '../failover/failover.js';
 import { runPromote } from '../failover/promote.js';
 import { runRejoin, TAIL_ACTIONS } from '../failover/rejoin.js';
 import { common, open, queueOption, queuePlace, required, setExitCode, type CommonOpts } from './options.js';
 
-type RoleOpts = CommonOpts & { replica?: string; timeoutMs?: string; tail?: string; json?: boolean };
+type RoleOpts = CommonOpts & { replica?: string; timeoutMs?: string; tail?: string; json?: boolean; abort?: boolean };
 
 /** How long failover waits for the replica by default. */
 const FAILOVER_TIMEOUT_MS = 10_000;
@@ -43,9 +43,15 @@ async function failover(o: RoleOpts): Promise<number> {
     master.disconnect();
     throw err;
   });
-  const r = await withServers([master, replica], () =>
-    runFailover({ master, replica, masterWhere: a, replicaWhere: b, keys: new QueueKeys(prefix, queue), timeoutMs }),
-  );
+  const keys = new QueueKeys(prefix, queue);
+  if (o.abort) {
+    const taken = await withServers([master, replica], () => abortFailover({ master, replica, masterWhere: a, replicaWhere: b, keys }));
+    print(o, { ...taken, master: a, replica: b }, [
+      `queue '${queue}': the failover from ${a} to ${b} is taken back: ${[taken.unfencedMaster && `${a} takes writes again`, taken.unmarkedReplica && `${b} is a plain replica again`].filter(Boolean).join('; ')}`,
+    ]);
+    return ExitCode.ok;
+  }
+  const r = await withServers([master, replica], () => runFailover({ master, replica, masterWhere: a, replicaWhere: b, keys, timeoutMs }));
   print(o, { ...r, master: b, replica: a }, [
     `queue '${queue}': ${b} is the master now (its log's epoch ${r.epoch}), promoted at seq ${r.seq} of ${a}'s log (epoch ${r.fromEpoch})`,
     `${a} is fenced (writes to it fail, naming ${b}) and ready to be its replica, with no copy: qsync consume --master ${b} --replica ${a}`,
@@ -128,6 +134,7 @@ export function failoverCommands(program: Command): void {
     .addOption(replicaOption())
     .addOption(queueOption())
     .option('--timeout-ms <ms>', `how long the replica has to apply everything once the master is fenced (default ${FAILOVER_TIMEOUT_MS})`)
+    .option('--abort', 'take back a failover that stopped half-way (before the replica was promoted): unfence the master, unmark the replica')
     .option('--json', 'print JSON')
     .action(async (o: RoleOpts) => {
       setExitCode(await failover(o));

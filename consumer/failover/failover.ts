@@ -89,6 +89,42 @@ export async function runFailover(o: FailoverOptions): Promise<FailoverResult> {
   return { seq: promoted.atSeq, fromEpoch: promoted.fromEpoch, epoch: promoted.epoch, pauseMs };
 }
 
+/** What `qsync failover --abort` took back. */
+export interface AbortResult {
+  /** the master's fence, naming the replica, was removed: writes go through again */
+  unfencedMaster: boolean;
+  /** the replica's mark was removed */
+  unmarkedReplica: boolean;
+}
+
+/**
+ * Takes back a failover that stopped half-way (its process killed after
+ * fencing the master, before promoting the replica): the master's fence
+ * naming the replica, and the replica's mark, go. A failover that promoted
+ * the replica is done, and is not taken back: the old master comes back with
+ * qsync rejoin.
+ */
+export async function abortFailover(o: Omit<FailoverOptions, 'timeoutMs'>): Promise<AbortResult> {
+  const { master, replica, keys, masterWhere: a, replicaWhere: b } = o;
+  await assertDistinct(master, replica, a, b);
+  const [m, r, rm] = await Promise.all([readMasterRole(master, keys), readReplicaRole(replica, keys), readMasterRole(replica, keys)]);
+  if (r.promoted || rm.promotedFromEpoch !== null) {
+    throw new RoleError(
+      `qsync: failover --abort: --replica ${b} was promoted already, the failover is done: bring ${a} back with qsync rejoin --master ${b} --replica ${a}; nothing changed`,
+    );
+  }
+  const unfencedMaster = m.fenced === b;
+  const unmarkedReplica = rm.fenced === b;
+  if (!unfencedMaster && !unmarkedReplica) {
+    throw new RoleError(
+      `qsync: failover --abort: no failover from ${a} to ${b} to take back (${a} is ${m.fenced ? `fenced, naming ${m.fenced}` : 'not fenced'}); nothing changed`,
+    );
+  }
+  if (unfencedMaster) await master.hdel(keys.meta, 'fenced', 'fencedAt');
+  if (unmarkedReplica) await replica.hdel(keys.meta, 'fenced', 'fencedAt');
+  return { unfencedMaster, unmarkedReplica };
+}
+
 /** Writes to the master went unqueued: the replica cannot get them from the log until a repair copies them. */
 class UnqueuedWritesError extends QsyncError {
   override readonly exitCode = ExitCode.repairNeeded;
