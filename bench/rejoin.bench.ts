@@ -104,8 +104,16 @@ export const scenario: Scenario = {
           measured(`qsync rejoin: ${TAIL} tail entries, ${KEYS / 1e6}M keys`, 's', times),
           measured(`native full resync (REPLICAOF): ${KEYS / 1e6}M keys`, 's', fullTimes),
           ratio('qsync rejoin ÷ native full resync (time)', times, fullTimes),
-          measured('qsync rejoin: bytes the new master sent', 'MB', sent.map((n) => n / 1e6)),
-          measured('native full resync: bytes the new master sent', 'MB', fullSent.map((n) => n / 1e6)),
+          measured(
+            'qsync rejoin: bytes the new master sent',
+            'MB',
+            sent.map((n) => n / 1e6),
+          ),
+          measured(
+            'native full resync: bytes the new master sent',
+            'MB',
+            fullSent.map((n) => n / 1e6),
+          ),
           ratio('qsync rejoin ÷ native full resync (bytes sent)', sent, fullSent),
           measured('qsync rejoin: keys copied', 'keys', copied),
         ],

@@ -124,7 +124,9 @@ test('redis.pcall, error_reply, status_reply, setresp(3), early returns and sheb
   t.is(await p.eval("#!lua flags=allow-oom\nreturn redis.call('INCRBY', KEYS[1], 5)", 1, 'f:n'), 5);
   t.is(await p.eval("#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])", 1, 'f:text'), 'x');
   t.is(await p.call('EVAL_RO', "return redis.call('GET', KEYS[1])", 1, 'f:text'), 'x', 'EVAL_RO runs as it is');
-  await t.throwsAsync(p.call('EVAL_RO', "return redis.call('SET', KEYS[1], 1)", 1, 'f:text'), { message: /Write commands are not allowed from read-only scripts/ });
+  await t.throwsAsync(p.call('EVAL_RO', "return redis.call('SET', KEYS[1], 1)", 1, 'f:text'), {
+    message: /Write commands are not allowed from read-only scripts/,
+  });
   await t.throwsAsync(p.eval("#!lua flags=no-writes\nreturn redis.call('SET', KEYS[1], 1)", 1, 'f:text'), {
     message: /Write commands are not allowed from read-only scripts/,
   });
