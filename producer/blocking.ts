@@ -4,7 +4,7 @@
  * delivers entries to a consumer group). Each try runs in the log-write script,
  * where a blocking command never blocks (it pops, logging what it popped, or
  * answers nil at once); when there was nothing, the producer waits for a
- * write to one of the keys (producer/wake-ups.ts) and tries again, until it
+ * write to one of the keys (shared/wake-ups.ts) and tries again, until it
  * pops or its timeout passes (seconds, fractions too; XREADGROUP's in ms;
  * 0 waits for ever).
  *
@@ -17,7 +17,7 @@
 import type { Redis } from 'ioredis';
 import { blockOption, commandSpec, keyIndexes } from '../shared/commands.js';
 import type { LoggedCommand } from './calls.js';
-import { KeyWakeups } from './wake-ups.js';
+import { KeyWakeups } from '../shared/wake-ups.js';
 
 /**
  * The longest a wait goes without trying again when no wake-up came: what a

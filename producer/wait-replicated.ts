@@ -9,11 +9,14 @@
  * consumer records its watermark in the replicas hash when it confirms a
  * batch, which is after the replica applied it (shared/lua/includes/
  * replicas.lua). One watcher per producer reads that hash, on a connection
- * of its own, only while someone waits: nothing runs when nobody does.
+ * of its own, only while someone waits: nothing runs when nobody does. It
+ * reads it again at each write to the hash (shared/wake-ups.ts), and at least
+ * every WAKE_MS; every WATCH_MS where the ACL refuses those wake-ups.
  */
 import type { Redis } from 'ioredis';
 import type { QueueKeys } from '../shared/keys.js';
 import { ConfigError } from '../shared/errors.js';
+import { KeyWakeups, type Wait } from '../shared/wake-ups.js';
 
 export interface WaitReplicated {
   /**
@@ -27,7 +30,8 @@ export interface WaitReplicated {
   waitReplicated(numReplicas: number, timeoutMs: number): Promise<number>;
 }
 
-/** How often the watcher reads the replicas' watermarks while someone waits. */
+/** How often the watcher reads the replicas' watermarks while someone waits: with wake-ups on the hash's writes, and without. */
+const WAKE_MS = 100;
 const WATCH_MS = 10;
 
 /** The queue's sequence, read in the queue db whatever db the connection is in (a script's SELECT ends with it). */
@@ -53,7 +57,10 @@ function countAt(replicas: Record<string, string>, seq: number): number {
 export class ReplicationWaiter {
   private readonly waiters = new Set<Waiter>();
   private watcher?: Redis;
-  private timer?: NodeJS.Timeout;
+  private wakeups?: KeyWakeups;
+  private woken?: Wait;
+  private running = false;
+  private closed = false;
   /** the replicas hash as last read */
   private last: Record<string, string> = {};
 
@@ -72,6 +79,8 @@ export class ReplicationWaiter {
       throw new ConfigError(`waitReplicated: numReplicas must be a whole number from 0, got ${numReplicas}`);
     if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new ConfigError(`waitReplicated: timeoutMs must be 0 or more ms, got ${timeoutMs}`);
     const seq = Number((await this.inOrder(() => this.client.eval(READ_SEQ, 1, this.keys.meta, this.queueDb))) ?? 0);
+    // Woken by the writes to the hash from here on: none between this read and the next is missed.
+    await this.wakeup().ready;
     this.last = await this.watch().hgetall(this.keys.replicas);
     const now = countAt(this.last, seq);
     if (now >= numReplicas) return now;
@@ -79,7 +88,7 @@ export class ReplicationWaiter {
       const waiter: Waiter = { seq, want: numReplicas, resolve };
       if (timeoutMs > 0) waiter.timer = setTimeout(() => this.settle(waiter), timeoutMs);
       this.waiters.add(waiter);
-      this.schedule();
+      void this.run();
     });
   }
 
@@ -89,20 +98,37 @@ export class ReplicationWaiter {
     return this.watcher;
   }
 
-  private schedule(): void {
-    if (this.timer || this.waiters.size === 0) return;
-    this.timer = setTimeout(() => void this.poll(), WATCH_MS);
+  /** The wait on the hash's writes, made on first use. */
+  private wakeup(): Wait {
+    this.wakeups ??= new KeyWakeups(this.client);
+    this.woken ??= this.wakeups.watch([this.keys.replicas]);
+    return this.woken;
   }
 
-  private async poll(): Promise<void> {
+  /** Reads the hash at each write to it until no one waits. */
+  private async run(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
     try {
-      this.last = await this.watch().hgetall(this.keys.replicas);
-      for (const w of this.waiters) if (countAt(this.last, w.seq) >= w.want) this.settle(w);
-    } catch {
-      // The master cannot be reached: the waiters wait on, until their timeout.
+      while (this.waiters.size > 0 && !this.closed) {
+        try {
+          await this.wakeup().next(this.wakeups?.tracking ? WAKE_MS : WATCH_MS);
+          void this.wakeups?.cover();
+        } catch {
+          // The client closed for good.
+          return;
+        }
+        try {
+          this.last = await this.watch().hgetall(this.keys.replicas);
+          for (const w of this.waiters) if (countAt(this.last, w.seq) >= w.want) this.settle(w);
+        } catch {
+          // The master cannot be reached: the waiters wait on, until their timeout.
+          await new Promise((resolve) => setTimeout(resolve, WATCH_MS));
+        }
+      }
+    } finally {
+      this.running = false;
     }
-    this.timer = undefined;
-    this.schedule();
   }
 
   /** Resolves a waiter with how many replicas had its writes when the hash was last read. */
@@ -114,8 +140,9 @@ export class ReplicationWaiter {
 
   /** The producer's connection ended: the waiters get what is known, the watcher closes. */
   close(): void {
-    clearTimeout(this.timer);
+    this.closed = true;
     for (const w of [...this.waiters]) this.settle(w);
+    this.woken?.close();
     this.watcher?.disconnect();
   }
 }

@@ -57,6 +57,12 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
         ...CONNECT,
         ...SCRIPTS,
         ...CONSUMER_MASTER,
+        // wake-ups on the log's writes while the log holds entries for other
+        // replicas (CLIENT TRACKING redirected to a subscriber, shared/wake-ups.ts)
+        '+client|id',
+        '+client|tracking',
+        '+subscribe',
+        '&__redis__:invalidate',
         `(~${prefix}-jobs:* +@all -@dangerous)`,
         HELD_COPY,
       ];
@@ -125,7 +131,7 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // Added to the application's own rules: the log-write script and what it
       // runs; INFO for the check of the master's maxmemory-policy at a
       // connection's first write; the wake-ups of blocking pops (CLIENT
-      // TRACKING redirected to a subscriber, producer/wake-ups.ts).
+      // TRACKING redirected to a subscriber, shared/wake-ups.ts).
       return [
         own,
         ...SCRIPTS,

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ReplyError, type Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { aclRules } from '../shared/acl.js';
-import { KeyWakeups } from '../producer/wake-ups.js';
+import { KeyWakeups } from '../shared/wake-ups.js';
 import { decodeEntry } from '../shared/entry.js';
 import { producerPair, type ProducerPair } from './support/fixtures.js';
 import { eventually } from './support/wait.js';

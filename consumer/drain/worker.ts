@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB, DEFAULT_NAME } from '../../shared/keys.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
+import { KeyWakeups, type Wait } from '../../shared/wake-ups.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
 import { connect, describeError, isLinkError, onSide, SideError, type Side } from './connections.js';
 import { connectedNode } from '../../shared/probe.js';
@@ -67,10 +68,13 @@ const BLOCK_SECONDS = 1;
 
 /**
  * How often a replica with nothing left to read looks again while the log
- * still holds entries other replicas need: the wait for a non-empty log
- * would return at once.
+ * still holds entries other replicas need (the wait for a non-empty log
+ * would return at once), when no wake-up on the log's writes can come (the
+ * ACL refuses client tracking): FOLLOW_MS; else at the next write to the
+ * log, and at least every FOLLOW_WAKE_MS, what a lost wake-up costs at most.
  */
 const FOLLOW_MS = 10;
+const FOLLOW_WAKE_MS = 100;
 
 export class SyncWorker extends EventEmitter {
   readonly keys: QueueKeys;
@@ -88,6 +92,8 @@ export class SyncWorker extends EventEmitter {
    */
   private replicaCopies?: number | null;
   private readonly master: Redis;
+  /** Wake-ups on the log's writes, for a replica following a log the others still hold. */
+  private follow?: { wakeups: KeyWakeups; wait: Wait };
   private readonly blocker: Redis;
   private readonly replica: Redis;
   private readonly lease: Lease;
@@ -573,6 +579,28 @@ export class SyncWorker extends EventEmitter {
   }
 
   /** Reads the entries after the `offset` this replica read but has not confirmed yet. */
+  /**
+   * Waits for the next write to the log (shared/wake-ups.ts) while it holds
+   * entries other replicas need, where blocking on it would return at once.
+   */
+  private async nextWrite(): Promise<void> {
+    if (!this.follow) {
+      const wakeups = new KeyWakeups(this.master);
+      this.follow = { wakeups, wait: wakeups.watch([this.keys.log]) };
+      await this.follow.wait.ready;
+    }
+    const { wakeups, wait } = this.follow;
+    try {
+      await wait.next(wakeups.tracking ? FOLLOW_WAKE_MS : FOLLOW_MS);
+      // A link lost meanwhile is made again.
+      void wakeups.cover();
+    } catch {
+      // The master connection closed for good: look again at the pace without wake-ups.
+      this.follow = undefined;
+      await sleep(FOLLOW_MS, this.stop.signal);
+    }
+  }
+
   private async read(offset: number): Promise<Batch> {
     const reply = await onSide(
       'master',
@@ -593,7 +621,7 @@ export class SyncWorker extends EventEmitter {
       // Idle, as when waiting for the log, once nothing came for as long.
       this.followingSince ??= Date.now();
       if (Date.now() - this.followingSince >= BLOCK_SECONDS * 1000) this.setState('idle');
-      await sleep(FOLLOW_MS, this.stop.signal);
+      await this.nextWrite();
     } else if (entries.length > 0) {
       this.followingSince = undefined;
     }

@@ -1,17 +1,20 @@
 /**
- * Wake-ups for the producer's blocking pops (producer/blocking.ts): Redis's
- * client-side caching in broadcasting mode (`CLIENT TRACKING ON BCAST PREFIX
- * <key>...`) tells a connection subscribed to `__redis__:invalidate` each
- * time any client writes a key a wait is on, with qsync or not. Two
- * connections of the producer's own do it, made at the first wait and shared
- * by all: one holds the tracking, redirected to the other, the subscriber.
+ * Wake-ups on writes to keys, for waits that Redis cannot block on: the
+ * producer's blocking pops (producer/blocking.ts), a replica following a log
+ * that other replicas still hold (consumer/drain/worker.ts) and
+ * waitReplicated (producer/wait-replicated.ts). Redis's client-side caching
+ * in broadcasting mode (`CLIENT TRACKING ON BCAST PREFIX <key>...`) tells a
+ * connection subscribed to `__redis__:invalidate` each time any client
+ * writes a key a wait is on, with qsync or not. Two connections of the
+ * client's own do it, made at the first wait and shared by all: one holds the
+ * tracking, redirected to the other, the subscriber.
  *
- * A wake-up is a hint, never a promise: a wait also tries again on its own
- * after a short while (blocking.ts), so a wake-up lost (a connection lost, a
- * user whose ACL refuses tracking) costs latency, never a pop.
+ * A wake-up is a hint, never a promise: a wait also looks again on its own
+ * after a short while, so a wake-up lost (a connection lost, a user whose
+ * ACL refuses tracking) costs latency, never a write.
  */
 import { ReplyError, type Redis } from 'ioredis';
-import { OWN_CONNECTION } from '../shared/config.js';
+import { OWN_CONNECTION } from './config.js';
 
 /** The channel Redis sends invalidations to, in RESP2. */
 const INVALIDATE = '__redis__:invalidate';
@@ -102,6 +105,11 @@ export class KeyWakeups {
   private link?: Link;
   /** The server or the user's ACL refused tracking: waits retry on their own only. */
   private refused = false;
+
+  /** False once the server or the user's ACL refused tracking: no wake-up will come, waits only time out. */
+  get tracking(): boolean {
+    return !this.refused;
+  }
   /** Changes to the tracking, one at a time. */
   private changing: Promise<void> = Promise.resolve();
 
