@@ -40,6 +40,9 @@ const CONSUMER_MASTER = [
 /** What resync-copy-1 runs on the keys it copies: read-only, application keys included. */
 const HELD_COPY = '(%R~* +type +pexpiretime +dump +strlen +llen +scard +zcard +hlen +memory|usage)';
 
+/** What each of qsync's own users starts from: its keys, no channels, no command but connecting and running qsync's scripts. */
+const base = (keys: string): string[] => ['resetkeys', keys, 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS];
+
 /** The rules after `ACL SETUSER name on >password`, as one string per rule. */
 export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
   const own = `~${prefix}:*`;
@@ -50,12 +53,7 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // A second selector lets resync-copy-1 read, and only read, a key the
       // replica lost before the master did (it expired there first), to copy it.
       return [
-        'resetkeys',
-        own,
-        'resetchannels',
-        '-@all',
-        ...CONNECT,
-        ...SCRIPTS,
+        ...base(own),
         ...CONSUMER_MASTER,
         // wake-ups on the log's writes while the log holds entries for other
         // replicas (CLIENT TRACKING redirected to a subscriber, shared/wake-ups.ts)
@@ -73,12 +71,7 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // hash (HGET, HKEYS, HSCAN) and restores their copies (RESTORE). A
       // flush keeps qsync's own keys (KEYS, DUMP, RESTORE).
       return [
-        'resetkeys',
-        '~*',
-        'resetchannels',
-        '-@all',
-        ...CONNECT,
-        ...SCRIPTS,
+        ...base('~*'),
         '+hmget',
         '+hset',
         '+hdel',
@@ -104,12 +97,7 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // entries a master lost (SADD), and clears the queue's state; control
       // jobs use BullMQ's keys under '<prefix>-jobs:', all covered by ~*.
       return [
-        'resetkeys',
-        '~*',
-        'resetchannels',
-        '-@all',
-        ...CONNECT,
-        ...SCRIPTS,
+        ...base('~*'),
         ...CONSUMER_MASTER,
         '+@read',
         '+copy',
