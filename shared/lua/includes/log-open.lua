@@ -10,7 +10,6 @@
   refusal counts, for the metrics; it is called only then. A call that holds no writes passes no
   refused(): the cap does not stop it. Leaves the script in queue_db.
 ]]
---- @include "includes/replicas"
 local function open_log(meta_key, log_key, queue_db, refused)
   local selected = redis.pcall('SELECT', queue_db)
   if type(selected) == 'table' and selected.err then return nil, selected end
@@ -31,7 +30,10 @@ local function open_log(meta_key, log_key, queue_db, refused)
     if cap then
       local policy = rcall('HMGET', meta_key, 'policy')[1]
       if policy == 'detach-slowest' then
-        -- The replica holding the log past its cap is detached (includes/replicas.lua).
+        -- The replica holding the log past its cap is detached (includes/replicas.lua,
+        -- defined here, the only place that needs it: a script rebuilds every
+        -- function it defines on each call).
+--- @include "includes/replicas"
         meta[3] = make_room(meta_key, log_key, max_entries, max_bytes, cap)
       elseif policy ~= 'mark-dirty' then
         rcall('HINCRBY', meta_key, 'refused', refused())
