@@ -96,17 +96,7 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // set into its repair set (RENAME, SUNIONSTORE), adds to it the keys of
       // entries a master lost (SADD), and clears the queue's state; control
       // jobs use BullMQ's keys under '<prefix>-jobs:', all covered by ~*.
-      return [
-        ...base('~*'),
-        ...CONSUMER_MASTER,
-        '+@read',
-        '+copy',
-        '+memory|usage',
-        '+rename',
-        '+sunionstore',
-        '+sadd',
-        '+hdel',
-      ];
+      return [...base('~*'), ...CONSUMER_MASTER, '+@read', '+copy', '+memory|usage', '+rename', '+sunionstore', '+sadd', '+hdel'];
     case 'operator-replica':
       // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every replicated write.
       return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec'];
