@@ -82,9 +82,9 @@ export function connectedNode(client: Redis): string | undefined {
   return `${host.includes(':') ? `[${host}]` : host}:${stream.remotePort}`;
 }
 
-/** The fields of one INFO section. */
-async function info(client: Redis, section: string): Promise<Map<string, string>> {
-  const text = await client.info(section);
+/** The fields of INFO sections. */
+export async function infoFields(client: Redis, ...sections: string[]): Promise<Map<string, string>> {
+  const text = await client.info(...sections);
   return new Map(
     text
       .split('\r\n')
@@ -95,7 +95,7 @@ async function info(client: Redis, section: string): Promise<Map<string, string>
 
 /** The server's identity: its run_id, the same through any address it is reached by. */
 export async function runId(client: Redis): Promise<string> {
-  return (await info(client, 'server')).get('run_id') ?? '';
+  return (await infoFields(client, 'server')).get('run_id') ?? '';
 }
 
 /**
@@ -118,7 +118,7 @@ export async function assertDistinct(master: Redis, replica: Redis, masterWhere:
  */
 export async function evictionPolicy(client: Redis): Promise<string | null> {
   try {
-    return (await info(client, 'memory')).get('maxmemory_policy') ?? null;
+    return (await infoFields(client, 'memory')).get('maxmemory_policy') ?? null;
   } catch (err) {
     if (!/NOPERM/.test((err as Error).message)) throw err;
   }

@@ -137,7 +137,7 @@ test('a resync killed midway leaves the replica resync-needed, and running it ag
   const workload = createWorkload({ port: pair.master.port, writers: 2, dbs: [0, 5], opsPerSecond: 500, seed: 3 });
   await workload.start();
   t.teardown(() => workload.stop().then(() => {}));
-  const args = ['resync', '--master', pair.master.url, '--replica', pair.replica.url, '--lease-ms', '1000', '--scan-count', '10'];
+  const args = ['resync', '--master', pair.master.url, '--replica', pair.replica.url, '--method', 'copy', '--lease-ms', '1000', '--scan-count', '10'];
   const first = spawnCli(args);
   t.teardown(() => first.kill('SIGKILL'));
   await first.waitForLog((l) => l.msg === 'resync progress' && Number(l.copied) > 0, 20_000, 'copy under way');

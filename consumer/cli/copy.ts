@@ -14,9 +14,10 @@ import { ExitCode } from '../../shared/errors.js';
 import { probe } from '../../shared/probe.js';
 import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys, jobsPrefix } from '../../shared/keys.js';
 import { createLogger, LOG_LEVELS, type Logger } from '../../shared/logger.js';
-import { runResync } from '../copy/resync.js';
+import { RESYNC_METHODS, runResync, type ResyncMethod, type ResyncOptions } from '../copy/resync.js';
+import { REPLICATION_TIMEOUT_MS } from '../copy/native-sync.js';
 import { runRepair } from '../copy/repair.js';
-import { COPY_DEFAULTS, type CopyProgress, type CopyRunOptions, type CopyRunResult } from '../copy/run.js';
+import { COPY_DEFAULTS, type CopyProgress, type CopyRunResult } from '../copy/run.js';
 import { controlQueue, followJob, type JobProgress } from '../jobs/runner.js';
 import { describeCopy } from '../copy/jobs.js';
 import { sizeOption, durationOption } from '../../shared/units.js';
@@ -39,6 +40,8 @@ interface CopyFlags {
   chunk?: string;
   leaseMs?: string;
   job?: boolean;
+  method?: string;
+  replicationTimeout?: string;
 }
 
 /** Progress lines at most this often when there is no terminal. */
@@ -93,6 +96,9 @@ type Settings = {
   bigBytes: number;
   chunk: number;
   leaseMs: number;
+  /** resync only */
+  method?: ResyncMethod;
+  replicationTimeoutMs?: number;
 };
 
 /**
@@ -123,8 +129,8 @@ async function viaJob(what: What, master: RedisOptions, s: Settings, log: Logger
   process.once('SIGINT', onSigint);
   const progress = reporter(what, log);
   try {
-    const { scanCount, bigMembers, bigBytes, chunk } = s;
-    const job = await queue.add(what, { scanCount, bigMembers, bigBytes, chunk });
+    const { scanCount, bigMembers, bigBytes, chunk, method, replicationTimeoutMs } = s;
+    const job = await queue.add(what, { scanCount, bigMembers, bigBytes, chunk, method, replicationTimeoutMs });
     process.stderr.write(
       `qsync: ${what} job ${job.id} queued in ${jobsPrefix(s.prefix)}:${s.queue}; the consumer holding the lease of queue '${s.queue}' runs it (Ctrl-C detaches, the job goes on)\n`,
     );
@@ -164,10 +170,10 @@ async function viaJob(what: What, master: RedisOptions, s: Settings, log: Logger
 }
 
 /** What differs between the two commands. */
-const COMMANDS: Record<What, { description: string; run: (o: CopyRunOptions) => Promise<CopyRunResult> }> = {
+const COMMANDS: Record<What, { description: string; run: (o: ResyncOptions) => Promise<CopyRunResult> }> = {
   resync: {
     description:
-      'rebuild the replica from a copy of the master while writers go on; the replica must be dedicated (it is FLUSHALLed); next to a running consumer it runs inside it as a control job',
+      "rebuild the replica from a copy of the master while writers go on: by Redis's own full sync when the replica server can reach the master, else key by key (--method); the replica must be dedicated (it is FLUSHALLed); next to a running consumer it runs inside it as a control job",
     run: runResync,
   },
   repair: {
@@ -177,10 +183,38 @@ const COMMANDS: Record<What, { description: string; run: (o: CopyRunOptions) => 
   },
 };
 
+/** The options only a resync takes: how it copies the data. */
+function methodOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option(
+        '--method <method>',
+        "auto: Redis's full sync (REPLICAOF on the replica server; the master forks), or the copy if the replica server cannot sync from the master; replication: only the full sync; copy: key by key, no fork",
+      ).default('auto'),
+    )
+    .addOption(
+      new Option(
+        '--replication-timeout <duration>',
+        'how long the replica server may go without a link to the master or a sync under way before the full sync is given up (10s)',
+      ).default(String(REPLICATION_TIMEOUT_MS)),
+    );
+}
+
+/** --method and --replication-timeout, checked; none for a repair. */
+function methodSettings(what: What, o: CopyFlags): Pick<Settings, 'method' | 'replicationTimeoutMs'> {
+  if (what !== 'resync') return {};
+  return {
+    method: choiceOption(o.method, '--method', RESYNC_METHODS, 'auto'),
+    replicationTimeoutMs: durationOption(o.replicationTimeout, '--replication-timeout', REPLICATION_TIMEOUT_MS, { min: 100 }),
+  };
+}
+
 /** Adds `qsync resync` or `qsync repair`. */
 export function copyCommand(program: Command, what: What): void {
   const { description, run } = COMMANDS[what];
-  common(program.command(what))
+  const cmd = common(program.command(what));
+  if (what === 'resync') methodOptions(cmd);
+  cmd
     .description(description)
     .addOption(new Option('--replica <url>', 'replica URL, redis://, rediss:// or redis+sentinel://').env('QSYNC_REPLICA'))
     .addOption(new Option('--queue <name>', 'queue whose log is replayed after the copy').env('QSYNC_QUEUE').default(DEFAULT_QUEUE))
@@ -215,6 +249,7 @@ export function copyCommand(program: Command, what: What): void {
         bigBytes: sizeOption(o.bigBytes, '--big-bytes', COPY_DEFAULTS.bigBytes, { min: 1024 }),
         chunk: intOption(o.chunk, '--chunk', COPY_DEFAULTS.chunk, 1, 3000),
         leaseMs: durationOption(o.leaseMs, '--lease-ms', COPY_DEFAULTS.leaseMs, { min: 300 }),
+        ...methodSettings(what, o),
       };
       // Next to a running consumer, only the consumer can pause its drain for the run.
       const running = await consumerRunning(master, options);

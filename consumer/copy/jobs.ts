@@ -8,10 +8,10 @@ import { probe } from '../../shared/probe.js';
 import { describeTarget } from '../../shared/config.js';
 import { QueueKeys } from '../../shared/keys.js';
 import type { JobContext, JobType } from '../jobs/runner.js';
-import type { CopyProgress, CopyRunOptions, CopyRunResult } from './run.js';
+import type { CopyProgress, CopyRunResult } from './run.js';
 import { readUsage } from '../queue/limits.js';
 import { runRepair, type RepairResult } from './repair.js';
-import { runResync } from './resync.js';
+import { RESYNC_METHODS, runResync, type ResyncMethod, type ResyncOptions } from './resync.js';
 
 export const RESYNC_JOB = 'resync';
 export const REPAIR_JOB = 'repair';
@@ -22,11 +22,16 @@ export interface CopyJobSettings {
   bigMembers?: number;
   bigBytes?: number;
   chunk?: number;
+  /** resync only (--method, --replication-timeout); a job without a method copies */
+  method?: ResyncMethod;
+  replicationTimeoutMs?: number;
 }
 
 function settings(data: Record<string, unknown>): CopyJobSettings {
-  const out: Record<string, number> = {};
-  for (const k of ['scanCount', 'bigMembers', 'bigBytes', 'chunk'] as const) if (typeof data[k] === 'number') out[k] = data[k];
+  const out: CopyJobSettings = {};
+  for (const k of ['scanCount', 'bigMembers', 'bigBytes', 'chunk', 'replicationTimeoutMs'] as const)
+    if (typeof data[k] === 'number') out[k] = data[k];
+  if ((RESYNC_METHODS as readonly unknown[]).includes(data.method)) out.method = data.method as ResyncMethod;
   return out;
 }
 
@@ -36,7 +41,7 @@ const PROGRESS_EVERY_MS = 1000;
 const ROOM_POLL_MS = 1000;
 
 /** Runs `run` in the worker's pause with the job's connections, settings and progress. */
-function inPause<T>(data: Record<string, unknown>, ctx: JobContext, run: (o: CopyRunOptions) => Promise<T>): Promise<T> {
+function inPause<T>(data: Record<string, unknown>, ctx: JobContext, run: (o: ResyncOptions) => Promise<T>): Promise<T> {
   let last = 0;
   return ctx.worker.runExclusive((lease) =>
     run({
@@ -85,7 +90,8 @@ export function describeCopy(what: 'resync' | 'repair', r: CopyRunResult): strin
   if (repair && !repair.repaired) return 'no dirty keys; nothing to repair';
   const lost =
     repair?.lost && `${repair.dirtyKeys} to repair: ${repair.lost.keys} of entries ${repair.lost.from} to ${repair.lost.to}, which the master lost`;
-  const copied = repair ? `copied ${r.copied} keys (${lost ?? `${repair.dirtyKeys} dirty`})` : `copied ${r.copied} keys`;
+  const how = (r as { method?: string }).method === 'replication' ? " by Redis's full sync" : '';
+  const copied = repair ? `copied ${r.copied} keys (${lost ?? `${repair.dirtyKeys} dirty`})` : `copied ${r.copied} keys${how}`;
   const again = repair?.dirtyAgain ? '; writes went unqueued again meanwhile: run the repair again' : '';
   return `${copied}, replayed ${r.replayed} entries in ${r.seconds.toFixed(1)} s; streaming from entry ${r.seq}${again}`;
 }

@@ -1,8 +1,12 @@
 /**
  * Resync: rebuilds the replica from a copy of the master while writers keep
- * writing, with no fork on the master and bounded memory here, then hands
- * over to the consumer at a log entry from which it can go on exactly once.
+ * writing, then hands over to the consumer at a log entry from which it can
+ * go on exactly once. Two methods: Redis's own full sync when the replica
+ * server can reach the master (copy/native-sync.ts: the master forks), or
+ * qsync's copy (below: no fork on the master, bounded memory here);
+ * 'auto' tries the first and falls back to the second.
  *
+ * The copy:
  * 1. Under the consumer lease (nothing is applied meanwhile), S0 = the
  *    master's seq, read as the replica is attached to the log after it
  *    (shared/lua/attach-2.lua: the log keeps what comes after, whatever the
@@ -28,12 +32,27 @@ import type { Entry } from '../../shared/entry.js';
 import { CopyRun, execAll, withRunContext, type CopyProgress, type CopyRunOptions, type CopyRunResult } from './run.js';
 import { LogFollower, resyncFailure } from './log-follower.js';
 import { keyId } from '../../shared/entry-keys.js';
+import { checkReplicaServer, NativeSync, REPLICATION_TIMEOUT_MS, ReplicationUnavailable, type ResyncMethod } from './native-sync.js';
 
 export { ResyncError } from './log-follower.js';
+export { RESYNC_METHODS, type ResyncMethod } from './native-sync.js';
 
 export type ResyncProgress = CopyProgress;
-export type ResyncOptions = CopyRunOptions;
-export type ResyncResult = CopyRunResult;
+export interface ResyncOptions extends CopyRunOptions {
+  /**
+   * 'replication': REPLICAOF the master on the replica server and take over
+   * the copy at the sequence it carries; 'copy': qsync copies key by key;
+   * 'auto': replication, or the copy when the replica server cannot sync
+   * from the master. @default 'copy'
+   */
+  method?: ResyncMethod;
+  /** how long the replica server may go without a link to the master or a sync under way. @default 10000 */
+  replicationTimeoutMs?: number;
+}
+export interface ResyncResult extends CopyRunResult {
+  /** how the data was copied */
+  method: 'replication' | 'copy';
+}
 
 /** Copies the master's data to the replica and leaves it ready for the consumer. */
 export function runResync(options: ResyncOptions): Promise<ResyncResult> {
@@ -41,7 +60,46 @@ export function runResync(options: ResyncOptions): Promise<ResyncResult> {
 }
 
 class Resync extends CopyRun {
+  declare protected readonly options: ResyncOptions;
+
   async run(): Promise<ResyncResult> {
+    const method = this.options.method ?? 'copy';
+    const upstream = await checkReplicaServer(this.ctx, this.options.master, this.options.replica);
+    if (method !== 'copy') {
+      try {
+        return await this.byReplication();
+      } catch (err) {
+        if (!(err instanceof ReplicationUnavailable)) throw err;
+        if (method === 'replication') throw this.fail(`${err.message}; the replica stays marked: run it again, or with --method copy`);
+        this.log.warn({ reason: err.message }, `resync: ${err.message}; copying key by key instead`);
+      }
+    } else if (upstream) {
+      // Left by an interrupted resync by replication: it would keep following the master.
+      await this.replica.replicaof('NO', 'ONE');
+    }
+    return { ...(await this.byCopy()), method: 'copy' };
+  }
+
+  /** Redis's full sync copies the data; qsync takes over at the sequence it carries. */
+  private async byReplication(): Promise<ResyncResult> {
+    const info = await this.master.info('keyspace');
+    for (const m of info.matchAll(/^db\d+:keys=(\d+)/gm)) this.progress.total += Number(m[1]);
+    this.report('copy');
+    await this.master.hset(this.keys.status, 'state', 'resyncing', 'stateSince', Date.now(), 'detail', JSON.stringify({ method: 'replication' }));
+    const sync = new NativeSync(this.ctx, this.options.master, this.options.replicationTimeoutMs ?? REPLICATION_TIMEOUT_MS, this.fail, () =>
+      this.checkLease(),
+    );
+    this.log.info('resync: the replica server syncs from the master (REPLICAOF)');
+    const { seq, copied } = await sync.run(JSON.stringify({ kind: 'resync', method: 'replication', startedAt: Date.now() }));
+    this.count(copied);
+    this.report('done');
+    const result = { seq, copied, replayed: 0, skipped: 0, recopies: 0, seconds: (Date.now() - this.started) / 1000, method: 'replication' as const };
+    this.log.info(result, 'resync: done; the consumer goes on from here');
+    return result;
+  }
+
+  /** qsync copies every key and replays the log written meanwhile. */
+  private async byCopy(): Promise<CopyRunResult> {
     const [, seq, epoch, ts] = await this.master.qsyncAttach(this.keys.meta, this.keys.log, this.keys.name, 'tail', 0);
     const s0 = Number(seq || 0);
     this.copier.start(s0, epoch || '');
