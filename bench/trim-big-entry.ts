@@ -12,6 +12,7 @@
  */
 import { createProducer } from '../producer/index.js';
 import { Confirmer } from '../consumer/drain/confirm.js';
+import { Batch } from '../consumer/drain/batch.js';
 import { WORKER_DEFAULTS } from '../consumer/drain/worker.js';
 import { QueueKeys } from '../shared/keys.js';
 import { createLogger } from '../shared/logger.js';
@@ -44,24 +45,26 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     await client.del(keys.log);
     for (let i = 0; i < ENTRIES; i++) await db.set(`big${i}`, value);
-    let batch: Buffer[] = [];
+    let batch: Batch | undefined;
     reads.push(
       await scriptMs(async () => {
-        const [, , , ...entries] = await client.qsyncReadBatchBuffer(
+        const [, , , , lengths, joined] = await client.qsyncReadBatchBuffer(
           keys.log,
           keys.meta,
           0,
           WORKER_DEFAULTS.batchSize,
           WORKER_DEFAULTS.batchBytes,
           4,
+          keys.name,
+          'joined',
         );
-        batch = entries;
+        batch = new Batch('', null, 0, lengths, joined);
       }),
     );
-    if (batch.length !== 1) throw new Error(`a batch of ${batch.length} entries; one was expected`);
+    if (batch?.count !== 1) throw new Error(`a batch of ${batch?.count} entries; one was expected`);
     const seq = Number(await client.hget(keys.meta, 'seq')) - ENTRIES + 1;
     await client.set(keys.lease, 'bench', 'PX', 60_000);
-    trims.push(await scriptMs(() => confirmer.confirm(batch, '', [0, seq, 1])));
+    trims.push(await scriptMs(() => confirmer.confirm(batch!, [0, seq, 1])));
     if ((await client.llen(keys.log)) !== ENTRIES - 1) throw new Error('the head entry was not trimmed');
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)].toFixed(1);

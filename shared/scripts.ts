@@ -82,7 +82,7 @@ declare module 'ioredis' {
     qsyncLogWriteBuffer(numKeys: number, ...args: Arg[]): Result<unknown, Context>;
     /** apply-batch-1.lua */
     qsyncApplyBatch(...args: Arg[]): Result<(number | string)[], Context>;
-    /** read-batch-2.lua: epoch, seq, entries left, then the entries */
+    /** read-batch-2.lua: epoch, seq, entries left[, entries before], then the entries (or their lengths and the entries end to end: consumer/drain/batch.ts) */
     qsyncReadBatchBuffer(...args: Arg[]): Result<Buffer[], Context>;
     /** trim-4.lua */
     qsyncTrim(...args: Arg[]): Result<number, Context>;

@@ -16,6 +16,7 @@ import { ReplyCode } from '../../shared/reply-codes.js';
 import { onSide, SideError } from './connections.js';
 import { encodeHeader } from './dead-letter-record.js';
 import { LeaseLost } from './lease.js';
+import type { Batch } from './batch.js';
 import { Detached, detachedReason } from './detached.js';
 
 export type OnError = 'halt' | 'park';
@@ -111,13 +112,15 @@ export class Confirmer {
    * Confirms a batch the replica applied (reply: the apply script's success).
    * Throws when this worker lost the lease or the head of the log changed.
    */
-  async confirm(entries: Buffer[], epoch: string, reply: ApplyReply): Promise<void> {
+  async confirm(batch: Batch, reply: ApplyReply): Promise<void> {
     const watermark = Number(reply[1]);
     const dead = (reply[3] as DeadItem[] | undefined) ?? [];
     const { log, lease, status, dlq, meta } = this.keys;
-    const last = entryId(entries[entries.length - 1]);
+    const { epoch, count } = batch;
+    const entries = dead.length ? batch.entries : [];
+    const last = entryId(batch.last!);
     // Their bytes leave the queue's count of queued bytes (shared/lua/includes/head.lua).
-    const bytes = entries.reduce((n, e) => n + e.length, 0);
+    const bytes = batch.bytes;
     const letters = dead.flatMap(([position, seq, index, done, parkedAt, error]) => [
       position,
       entryId(entries[position - 1]),
@@ -133,7 +136,7 @@ export class Confirmer {
             dlq,
             meta,
             this.token,
-            entries.length,
+            count,
             last,
             watermark,
             String(Date.now()),
@@ -141,7 +144,7 @@ export class Confirmer {
             this.keys.name,
             ...letters,
           )
-        : this.master.qsyncTrim(log, lease, status, meta, this.token, entries.length, last, watermark, String(Date.now()), bytes, this.keys.name),
+        : this.master.qsyncTrim(log, lease, status, meta, this.token, count, last, watermark, String(Date.now()), bytes, this.keys.name),
     );
     if (code === ReplyCode.detached) throw new Detached(await onSide('master', detachedReason(this.master, this.keys)));
     if (code === ReplyCode.leaseLost) throw new LeaseLost('the lease ran out before this consumer trimmed its batch');

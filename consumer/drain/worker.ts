@@ -24,7 +24,8 @@ import { markKind } from './mark.js';
 import { HeldKeys, HeldCopyRefused } from './held-keys.js';
 import { Detached, describeDetached, detachedReason } from './detached.js';
 import { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
-import { decodeEntry, frameBatch } from '../../shared/entry.js';
+import { decodeEntry } from '../../shared/entry.js';
+import { Batch } from './batch.js';
 import { isSentinel } from '../../shared/config.js';
 import { describeDivergence, findDivergence, KEEP_APPLIED_SENTINEL, recordApplied } from './divergence.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
@@ -32,14 +33,6 @@ import { ReplyCode } from '../../shared/reply-codes.js';
 export { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
 
 export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'replica-promoted' | 'stopped';
-
-interface Batch {
-  entries: Buffer[];
-  epoch: string;
-  masterSeq: number | null;
-  /** entries in the log after this batch */
-  remaining: number;
-}
 
 type Outcome = { batch: Batch; reply: ApplyReply; seconds: number } | { batch: Batch; error: Error };
 
@@ -508,8 +501,8 @@ export class SyncWorker extends EventEmitter {
           const batch = await this.read(offset);
           this.checkMaster(batch, epoch);
           checkLastApplied(batch, last);
-          if (batch.entries.length === 0) break;
-          offset += batch.entries.length;
+          if (batch.count === 0) break;
+          offset += batch.count;
           if (this.keepApplied > 0) recordApplied(this.replica, this.keys, batch.epoch, batch.entries, last.seq, this.keepApplied);
           inflight.push(this.apply(batch));
           if (batch.remaining === 0) break;
@@ -537,7 +530,7 @@ export class SyncWorker extends EventEmitter {
           // Before any further batch is read: the copies then reflect every
           // entry sent to the replica so far (shared/lua/restore-held-1.lua).
           if (Number(outcome.reply[4] ?? 0) > 0) await this.copyHeld(outcome.batch.epoch);
-          offset -= outcome.batch.entries.length;
+          offset -= outcome.batch.count;
           this.failures = 0;
           this.lastUnexpected = undefined;
           continue;
@@ -612,20 +605,22 @@ export class SyncWorker extends EventEmitter {
         this.opts.batchBytes,
         Math.min(this.opts.window, SPREAD),
         this.keys.name,
+        'joined',
       ),
     );
-    const [epoch, seq, remaining, behind, ...entries] = reply;
+    const [epoch, seq, remaining, behind, lengths, joined] = reply;
     if (Number(remaining) < 0) throw new ResyncNeeded(await onSide('master', detachedReason(this.master, this.keys)));
-    if (entries.length === 0 && offset === 0 && Number(behind) > 0) {
+    const batch = new Batch(epoch.toString(), seq.length ? Number(seq.toString()) : null, Number(remaining), lengths, joined);
+    if (batch.count === 0 && offset === 0 && Number(behind) > 0) {
       // Entries other replicas still need: the wait for a non-empty log would not block.
       // Idle, as when waiting for the log, once nothing came for as long.
       this.followingSince ??= Date.now();
       if (Date.now() - this.followingSince >= BLOCK_SECONDS * 1000) this.setState('idle');
       await this.nextWrite();
-    } else if (entries.length > 0) {
+    } else if (batch.count > 0) {
       this.followingSince = undefined;
     }
-    return { epoch: epoch.toString(), masterSeq: seq.length ? Number(seq.toString()) : null, remaining: Number(remaining), entries };
+    return batch;
   }
 
   /** What diverged between a master that lost writes and the replica, for the status; the error's own words when it cannot be told. */
@@ -643,7 +638,7 @@ export class SyncWorker extends EventEmitter {
   /** Stops on a master that lost its log (restarted without persistence). */
   private checkMaster(batch: Batch, replicaEpoch: string | null): void {
     if (this.watermark === 0) {
-      if (batch.entries.length === 0 && batch.masterSeq !== null && batch.masterSeq > 0) {
+      if (batch.count === 0 && batch.masterSeq !== null && batch.masterSeq > 0) {
         throw new ResyncNeeded(
           `the replica has never been synchronised and the master's log is already at ${batch.masterSeq}; rebuild the replica from a copy of the master`,
         );
@@ -676,7 +671,8 @@ export class SyncWorker extends EventEmitter {
         batch.epoch,
         String(this.opts.queueDb),
         this.opts.onError,
-        ...frameBatch(batch.entries),
+        batch.lengths,
+        batch.joined,
         // A relay logs what it applies in its own queue (shared/lua/includes/relay.lua).
         ...(this.opts.relay ? [this.keys.log, this.keys.meta] : []),
       ),
@@ -688,7 +684,7 @@ export class SyncWorker extends EventEmitter {
 
   private async confirm(batch: Batch, reply: ApplyReply, seconds: number): Promise<void> {
     const [watermark, count] = [Number(reply[1]), Number(reply[2])];
-    await this.confirmer.confirm(batch.entries, batch.epoch, reply).catch((err: Error) => {
+    await this.confirmer.confirm(batch, reply).catch((err: Error) => {
       throw err instanceof Detached ? new ResyncNeeded(err.message) : err;
     });
     this.watermark = watermark;
@@ -727,10 +723,10 @@ export class SyncWorker extends EventEmitter {
  * trimmed unseen. Checked once per lead, on the batch that holds the entry.
  */
 function checkLastApplied(batch: Batch, last: { seq: number; ts: number | null; checked: boolean }): void {
-  if (last.checked || last.ts === null || batch.masterSeq === null || batch.entries.length === 0) return;
+  if (last.checked || last.ts === null || batch.masterSeq === null || batch.count === 0) return;
   // The log ends at the master's sequence, `remaining` entries after this batch.
   const lastSeq = batch.masterSeq - batch.remaining;
-  const firstSeq = lastSeq - batch.entries.length + 1;
+  const firstSeq = lastSeq - batch.count + 1;
   if (lastSeq < last.seq) return;
   last.checked = true;
   if (firstSeq > last.seq) return;

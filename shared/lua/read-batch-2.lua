@@ -24,9 +24,14 @@
             it has not confirmed (includes/replicas.lua), and the reply
             says how many entries before those the log still holds for
             other replicas; without it, ARGV[1] counts from the head
+    ARGV[6] 'joined' (with ARGV[5]): the entries come end to end in one
+            string, after their byte lengths as a msgpack array, the two
+            arguments the apply script takes (apply-batch-1.lua): the
+            consumer forwards them without handling each entry
 
   Output:
     {epoch or '', seq or '', entries left after this batch[, entries before], entry, entry, ...}
+    {epoch or '', seq or '', entries left, entries before, lengths, entries}  ('joined')
     entries left is -1, with nothing after it, for a replica detached from the log
 ]]
 local rcall = redis.call
@@ -64,4 +69,7 @@ while not full and #out - head < most and bytes < budget do
   offset = offset + #chunk
 end
 out[3] = math.max(0, backlog - (#out - head))
-return out
+if ARGV[6] ~= 'joined' then return out end
+local lengths = {}
+for i = head + 1, #out do lengths[i - head] = #out[i] end
+return { out[1], out[2], out[3], out[4], cmsgpack.pack(lengths), table.concat(out, '', head + 1) }
