@@ -368,60 +368,94 @@ local size = #entries
 -- bytes that are not msgpack.
 local decoding = nil
 
+-- After entry seq (time ts, decoded e when there is) ran: index and err
+-- name the command refused (nothing: every command ran). Returns the reply
+-- when the batch stops there.
+local function settle(pos, seq, ts, e, index, err)
+  if index then
+    local done = index - 1
+    if index == 0 then done = seq == part_seq and part_done or 0 end
+    if not park or about_the_replica(err) then
+      save()
+      rcall('HSET', KEYS[1], 'part', seq .. ':' .. done)
+      return { REFUSED, last, seq, index, err }
+    end
+    local at = now_ms()
+    fields[#fields + 1] = 'parked:' .. string.format('%.0f', seq)
+    fields[#fields + 1] = index .. ' ' .. done .. ' ' .. string.format('%.0f', at) .. ' ' .. err
+    dead[#dead + 1] = { pos, seq, index, done, at, err }
+  else
+    applied = applied + 1
+    if relay_log then relayed[#relayed + 1] = e end
+  end
+  last, last_ts, prev_ts = seq, ts, ts
+end
+
+-- The common entry, read from its bytes (quick_entry): the next one, of one
+-- command that is no flush, whose key, when the view names one, is as the
+-- master had it. Runs it: true, and the error when the replica refused it;
+-- false when the entry needs the full path (a gap, a broken chain, a part
+-- done, held keys, a key to align), nothing having run then.
+local function quick(seq, prev, edb, cmd, want)
+  if seq ~= last + 1 or seq == part_seq or (prev_ts and prev ~= prev_ts) or held_any
+    or cmd[1] == 'flushdb' or cmd[1] == 'flushall' or (edb ~= db and not use_db(edb)) then
+    return false
+  end
+  if want and pcall_redis('PEXPIRETIME', cmd[2]) ~= want then return false end
+  local r = pcall_redis(unpack(cmd))
+  if type(r) == 'table' and r.err then return true, r.err end
+  return true
+end
+
+-- A relay logs the decoded entries it applies: it always takes the full path.
+local quick_on = not relay_log
+
 -- Applies the entries from position `first` (starting at byte `offset`, 0
 -- based) on; returns the reply when the batch stops early, nothing when
 -- every entry was taken.
 local function apply_from(first, offset)
   for pos = first, #lengths do
     local ends = offset + lengths[pos]
-    decoding = pos
-    local after, e = unpack_next(entries, 1, offset)
-    decoding = nil
-    -- An entry is exactly its bytes: one that decodes past them is not one.
-    if after ~= ends and not (after == -1 and ends == size) then e = nil end
-    offset = ends
-    if not is_entry(e) then
-      local stop = not_an_entry(pos)
-      if stop then return stop end
-    elseif e[2] > last then
-      if e[2] ~= last + 1 then
-        save()
-        return { GAP, last, e[2] }
-      end
-      if prev_ts and e[6] ~= prev_ts then
-        save()
-        return { BROKEN_CHAIN, last, e[2] }
-      end
-      local index, err = run(e)
-      if index then
-        local done = index - 1
-        if index == 0 then done = e[2] == part_seq and part_done or 0 end
-        if not park or about_the_replica(err) then
+    local took, stop = false, nil
+    if quick_on and ends <= size then
+      local seq, ts, prev, edb, cmd, want = quick_entry(entries, offset + 1, ends)
+      local err
+      if seq then took, err = quick(seq, prev, edb, cmd, want) end
+      if took then stop = settle(pos, seq, ts, nil, err and 1, err) end
+    end
+    if not took then
+      decoding = pos
+      local after, e = unpack_next(entries, 1, offset)
+      decoding = nil
+      -- An entry is exactly its bytes: one that decodes past them is not one.
+      if after ~= ends and not (after == -1 and ends == size) then e = nil end
+      if not is_entry(e) then
+        stop = not_an_entry(pos)
+      elseif e[2] > last then
+        if e[2] ~= last + 1 then
           save()
-          rcall('HSET', KEYS[1], 'part', e[2] .. ':' .. done)
-          return { REFUSED, last, e[2], index, err }
+          return { GAP, last, e[2] }
         end
-        local at = now_ms()
-        fields[#fields + 1] = 'parked:' .. string.format('%.0f', e[2])
-        fields[#fields + 1] = index .. ' ' .. done .. ' ' .. string.format('%.0f', at) .. ' ' .. err
-        dead[#dead + 1] = { pos, e[2], index, done, at, err }
+        if prev_ts and e[6] ~= prev_ts then
+          save()
+          return { BROKEN_CHAIN, last, e[2] }
+        end
+        stop = settle(pos, e[2], e[3], e, run(e))
       else
-        applied = applied + 1
-        if relay_log then relayed[#relayed + 1] = e end
-      end
-      last, last_ts, prev_ts = e[2], e[3], e[3]
-    else
-      -- Pending records are in the queue db.
-      if db then
-        rcall('SELECT', queue_db)
-        db = nil
-      end
-      local rec = rcall('HMGET', KEYS[1], 'parked:' .. string.format('%.0f', e[2]))[1]
-      if rec then
-        local index, done, at, err = string.match(rec, '^(%d+) (%d+) (%d+) (.*)$')
-        dead[#dead + 1] = { pos, e[2], tonumber(index), tonumber(done), tonumber(at), err }
+        -- Pending records are in the queue db.
+        if db then
+          rcall('SELECT', queue_db)
+          db = nil
+        end
+        local rec = rcall('HMGET', KEYS[1], 'parked:' .. string.format('%.0f', e[2]))[1]
+        if rec then
+          local index, done, at, err = string.match(rec, '^(%d+) (%d+) (%d+) (.*)$')
+          dead[#dead + 1] = { pos, e[2], tonumber(index), tonumber(done), tonumber(at), err }
+        end
       end
     end
+    if stop then return stop end
+    offset = ends
   end
 end
 
