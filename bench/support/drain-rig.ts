@@ -54,10 +54,10 @@ export class DrainRig {
     return new DrainRig(master, replica, entries, masterClient, replicaClient, log, meta, commands);
   }
 
-  /** An empty replica and a master without queue state, between samples. */
+  /** An empty replica and a master without queue state (the replica's place in the log included), between samples. */
   private async reset(): Promise<void> {
     await this.replicaClient.flushall();
-    await this.masterClient.del(keys.log, keys.meta, keys.lease, keys.status);
+    await this.masterClient.del(keys.log, keys.meta, keys.replicas, keys.lease, keys.status);
     await Promise.all([this.masterClient.config('RESETSTAT'), this.replicaClient.config('RESETSTAT')]);
   }
 
