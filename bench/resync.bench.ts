@@ -6,10 +6,9 @@
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { fullSync } from './support/full-sync.js';
-import { runResync } from '../consumer/copy/resync.js';
+import { runResync, type ResyncMethod } from '../consumer/copy/resync.js';
 import { runRepair } from '../consumer/copy/repair.js';
 import { setLimits } from '../consumer/queue/limits.js';
-import type { CopyRunOptions } from '../consumer/copy/run.js';
 import { createProducer } from '../producer/index.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../shared/keys.js';
 import { createLogger } from '../shared/logger.js';
@@ -35,10 +34,10 @@ async function expectKeys(r: Redis, what: string): Promise<void> {
 
 /** qsync's own keys leave the master between runs, so that every run starts from the same dataset. */
 async function dropQueueState(m: Redis): Promise<void> {
-  await m.del(keys.log, keys.meta, keys.lease, keys.status, keys.dirty, keys.repairing);
+  await m.del(keys.log, keys.meta, keys.lease, keys.status, keys.dirty, keys.repairing, keys.replicas);
 }
 
-function options(master: RedisServer, replica: RedisServer): CopyRunOptions {
+function options(master: RedisServer, replica: RedisServer) {
   return {
     master: { host: master.host, port: master.port },
     replica: { host: replica.host, port: replica.port },
@@ -47,12 +46,14 @@ function options(master: RedisServer, replica: RedisServer): CopyRunOptions {
   };
 }
 
-/** Seconds qsync takes to copy the master to an empty replica (no writes meanwhile). */
-async function resync(master: RedisServer, replica: RedisServer, m: Redis, r: Redis): Promise<number> {
+/** Seconds qsync takes to copy the master to an empty replica (no writes meanwhile), by the method given. */
+async function resync(master: RedisServer, replica: RedisServer, m: Redis, r: Redis, method: ResyncMethod): Promise<number> {
+  await r.flushall();
   const t0 = performance.now();
-  await runResync(options(master, replica));
+  const result = await runResync({ ...options(master, replica), method });
   const seconds = (performance.now() - t0) / 1000;
-  await expectKeys(r, 'resync');
+  if (method === 'auto' && result.method !== 'replication') throw new Error(`resync --method auto copied by ${result.method}, expected replication`);
+  await expectKeys(r, `resync --method ${method}`);
   await dropQueueState(m);
   return seconds;
 }
@@ -94,11 +95,13 @@ export const scenario: Scenario = {
   title: 'Bootstrapping and repairing a replica: qsync resync and repair against a native full sync',
   method:
     `A master filled with ${KEYS / 1e6}M string keys of ${VALUE_BYTES} B (DEBUG POPULATE), no writes meanwhile. ` +
-    `\`qsync resync\` (SCAN COUNT ${SCAN_COUNT}, DUMP/RESTORE in atomic batches) to an empty replica, timed from the call to ` +
-    'the handover, against REPLICAOF on another empty server (repl-diskless-sync-delay 0), timed until the link is up and ' +
-    'the sync finished (the master forks for the RDB). Both over loopback on the same machine, alternating which goes first ' +
-    `each round. Then, on the resynced replica, \`qsync repair\` after ${DIRTY / 1000}k SETs went unqueued (a 1-entry cap under ` +
-    'mark-dirty, lifted before the repair), timed from the call to the handover, against the resync of the same round.',
+    '`qsync resync` by its default method (auto: the replica server REPLICAOFs the master, then qsync takes over at the ' +
+    'sequence the copy carries), timed from the call to the handover, against REPLICAOF on another server ' +
+    '(repl-diskless-sync-delay 0), timed until the link is up and the sync finished (the master forks for the RDB). Both over ' +
+    'loopback on the same machine, alternating which goes first each round. Then `qsync resync --method copy` (no fork: ' +
+    `SCAN COUNT ${SCAN_COUNT}, DUMP/RESTORE in atomic batches) to the same replica, and on it \`qsync repair\` after ` +
+    `${DIRTY / 1000}k SETs went unqueued (a 1-entry cap under mark-dirty, lifted before the repair), timed from the call to ` +
+    'the handover, against the default resync of the same round.',
   rounds: 3,
   async run(rounds) {
     const [master, replica, native] = await Promise.all([startRedis(), startRedis(), startRedis()]);
@@ -110,16 +113,18 @@ export const scenario: Scenario = {
       const datasetMB = Math.round(Number(/used_memory_dataset:(\d+)/.exec(await m.info('memory'))![1]) / 1e6);
       const n = await connected(native.client());
       const resyncs: number[] = [];
+      const copies: number[] = [];
       const fulls: number[] = [];
       const repairs: number[] = [];
       for (let round = 0; round < rounds; round++) {
         const [full, copy] = await backToBack(
           round % 2 === 0,
           () => within(fullSyncThenEmpty(master, n), TIMEOUT_MS, 'full sync'),
-          () => within(resync(master, replica, m, r), TIMEOUT_MS, 'resync'),
+          () => within(resync(master, replica, m, r, 'auto'), TIMEOUT_MS, 'resync'),
         );
         fulls.push(full);
         resyncs.push(copy);
+        copies.push(await within(resync(master, replica, m, r, 'copy'), TIMEOUT_MS, 'resync --method copy'));
         repairs.push(await within(repair(master, replica, m, r, round), TIMEOUT_MS, 'repair'));
         await dropQueueState(m);
       }
@@ -131,7 +136,14 @@ export const scenario: Scenario = {
         ),
         measured(`qsync resync: ${KEYS / 1e6}M keys`, 's', resyncs),
         measured(`native full sync (REPLICAOF): ${KEYS / 1e6}M keys`, 's', fulls),
-        ratio('qsync resync ÷ native full sync (time)', resyncs, fulls),
+        ratio('qsync resync ÷ native full sync (time)', resyncs, fulls, { op: '<=', value: 1.5 }),
+        measured(
+          'qsync resync --method copy: keys per second',
+          'keys/s',
+          copies.map((s) => KEYS / s),
+        ),
+        measured(`qsync resync --method copy: ${KEYS / 1e6}M keys`, 's', copies),
+        ratio('qsync resync --method copy ÷ native full sync (time)', copies, fulls),
         measured(`qsync repair: ${DIRTY / 1000}k dirty keys of ${KEYS / 1e6}M`, 's', repairs),
         ratio('qsync repair ÷ qsync resync (time)', repairs, resyncs),
       ];

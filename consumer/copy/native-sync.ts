@@ -32,6 +32,7 @@ import { ownKeyPrefixes } from '../../shared/keys.js';
 import { assertDistinct, connectedNode, infoFields } from '../../shared/probe.js';
 import { execAll, type RunContext } from './run.js';
 import type { Fail } from './log-follower.js';
+import type { Logger } from '../../shared/logger.js';
 
 /** How a resync copies the data: Redis's full sync, qsync's copy, or the first and then the second if it cannot. */
 export const RESYNC_METHODS = ['auto', 'replication', 'copy'] as const;
@@ -96,18 +97,30 @@ export interface NativeSyncResult {
   copied: number;
 }
 
+/** What a sync needs besides the connections. */
+export interface NativeSyncOptions {
+  /** the master's connection options: its address and credentials for the replica server */
+  master: RedisOptions;
+  /** how long the replica server may go without a sign of progress */
+  timeoutMs: number;
+  fail: Fail;
+  /** between steps: throws when the run must stop */
+  check: () => void;
+  log: Logger;
+}
+
 export class NativeSync {
   private readonly replica: Redis;
+  private readonly masterOptions: RedisOptions;
+  private readonly timeoutMs: number;
 
   constructor(
     private readonly ctx: RunContext,
-    private readonly masterOptions: RedisOptions,
-    private readonly timeoutMs: number,
-    private readonly fail: Fail,
-    /** between steps: throws when the run must stop */
-    private readonly check: () => void,
+    private readonly opts: NativeSyncOptions,
   ) {
     this.replica = ctx.replica;
+    this.masterOptions = opts.master;
+    this.timeoutMs = opts.timeoutMs;
   }
 
   /**
@@ -132,6 +145,7 @@ export class NativeSync {
     } finally {
       await this.replica.config('SET', ...saved).catch(() => {});
     }
+    this.opts.log.info({ from }, 'resync: the replica server holds the copy; handing over');
     return this.handover(from, epoch || '');
   }
 
@@ -180,7 +194,7 @@ export class NativeSync {
     let syncingSince = 0;
     let read = 0;
     for (;;) {
-      this.check();
+      this.opts.check();
       const info = await infoFields(this.replica, 'replication', 'persistence');
       const syncing = info.get('master_sync_in_progress') === '1';
       if (info.get('master_link_status') === 'up' && !syncing) return;
@@ -203,19 +217,15 @@ export class NativeSync {
     const [seqText, copiedEpoch, ts] = await this.replica.hmget(keys.meta, 'seq', 'epoch', 'ts');
     const seq = Number(seqText ?? 0);
     if (seq < from || (epoch && copiedEpoch !== epoch))
-      throw this.fail(
+      throw this.opts.fail(
         `the copy is at entry ${seq} of epoch ${copiedEpoch ?? '(none)'}, but the replica was attached after entry ${from} of epoch ${epoch || '(none)'}: the master's sequence started over meanwhile; run it again`,
       );
-    const own: string[] = [];
-    for (const prefix of ownKeyPrefixes(keys.prefix)) {
-      let cursor = '0';
-      do {
-        const [next, found] = await this.replica.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        own.push(...found);
-      } while (cursor !== '0');
-    }
-    this.check();
+    // One KEYS over the queue db (the replica serves no one else meanwhile, and
+    // KEYS matches as it goes where SCAN gathers every key first): every own
+    // prefix starts with the queue's prefix, which holds no glob characters.
+    const prefixes = ownKeyPrefixes(keys.prefix);
+    const own = (await this.replica.keys(`${keys.prefix}*`)).filter((k) => prefixes.some((p) => k.startsWith(p)));
+    this.opts.check();
     const multi = this.replica.multi();
     for (let i = 0; i < own.length; i += UNLINK_BATCH) multi.unlink(...own.slice(i, i + UNLINK_BATCH));
     const watermark = ['seq', String(seq), ...(copiedEpoch ? ['epoch', copiedEpoch] : []), ...(ts ? ['ts', ts] : [])];

@@ -86,9 +86,13 @@ class Resync extends CopyRun {
     for (const m of info.matchAll(/^db\d+:keys=(\d+)/gm)) this.progress.total += Number(m[1]);
     this.report('copy');
     await this.master.hset(this.keys.status, 'state', 'resyncing', 'stateSince', Date.now(), 'detail', JSON.stringify({ method: 'replication' }));
-    const sync = new NativeSync(this.ctx, this.options.master, this.options.replicationTimeoutMs ?? REPLICATION_TIMEOUT_MS, this.fail, () =>
-      this.checkLease(),
-    );
+    const sync = new NativeSync(this.ctx, {
+      master: this.options.master,
+      timeoutMs: this.options.replicationTimeoutMs ?? REPLICATION_TIMEOUT_MS,
+      fail: this.fail,
+      check: () => this.checkLease(),
+      log: this.log,
+    });
     this.log.info('resync: the replica server syncs from the master (REPLICAOF)');
     const { seq, copied } = await sync.run(JSON.stringify({ kind: 'resync', method: 'replication', startedAt: Date.now() }));
     this.count(copied);
