@@ -129,6 +129,19 @@ test('a replica server that is itself a Redis replica of another server is refus
   t.is((await replicationState(pair.replica)).role, 'slave', 'left as it was');
 });
 
+test('a replica server left replicating the master by a killed resync is taken over by the next one', async (t) => {
+  const pair = await pairFor(t);
+  await seed(pair.master, 500);
+  const replica = pair.replica.client();
+  await replica.replicaof(pair.master.host, pair.master.port);
+  await eventually(async () => /master_link_status:up/.test(await replica.info('replication')), 10_000, 'replicating');
+  const result = await runResync(options(pair, { method: 'replication' }));
+  t.is(result.method, 'replication');
+  t.is((await replicationState(pair.replica)).role, 'master');
+  t.deepEqual(await replica.keys('qsync*'), [keys.applied]);
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+});
+
 test('a resync where the replica is the master itself is refused before anything changes', async (t) => {
   const pair = await pairFor(t);
   await pair.master.client().set('k', 'v');

@@ -69,9 +69,8 @@ function masterAddress(master: Redis, options: RedisOptions): Address {
 /**
  * Refuses the master itself as the replica, and a replica server that is
  * itself a Redis replica of another server: its data would keep following
- * that one. A replica of this master (left by an interrupted resync by
- * replication) is detached for the copy method and taken over by the
- * replication method. Returns whether it is a replica of this master.
+ * that one. Returns whether it is a replica of this master (left by a
+ * resync by replication that was killed).
  */
 export async function checkReplicaServer(ctx: RunContext, masterOptions: RedisOptions, replicaOptions: RedisOptions): Promise<boolean> {
   await assertDistinct(ctx.master, ctx.replica, describeTarget(masterOptions), describeTarget(replicaOptions));

@@ -64,7 +64,8 @@ class Resync extends CopyRun {
 
   async run(): Promise<ResyncResult> {
     const method = this.options.method ?? 'copy';
-    const upstream = await checkReplicaServer(this.ctx, this.options.master, this.options.replica);
+    // A Redis replica of this master, left by a resync by replication that was killed: it would keep following the master.
+    if (await checkReplicaServer(this.ctx, this.options.master, this.options.replica)) await this.replica.replicaof('NO', 'ONE');
     if (method !== 'copy') {
       try {
         return await this.byReplication();
@@ -73,9 +74,6 @@ class Resync extends CopyRun {
         if (method === 'replication') throw this.fail(`${err.message}; the replica stays marked: run it again, or with --method copy`);
         this.log.warn({ reason: err.message }, `resync: ${err.message}; copying key by key instead`);
       }
-    } else if (upstream) {
-      // Left by an interrupted resync by replication: it would keep following the master.
-      await this.replica.replicaof('NO', 'ONE');
     }
     return { ...(await this.byCopy()), method: 'copy' };
   }
