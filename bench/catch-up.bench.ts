@@ -252,7 +252,7 @@ export const scenario: Scenario = {
         ),
         measured(`${defaultLabel}: ${KEYS / 1e6}M keys`, 's', byDefault),
         measured(`${zeroLabel}: ${KEYS / 1e6}M keys`, 's', byZero),
-        ratio(headline, seconds, faster, { op: '<=', value: 0.1 }),
+        ratio(headline, seconds, faster, { op: '<=', value: 0.05 }),
         measured(
           'producer writes per second during the outage',
           'writes/s',
