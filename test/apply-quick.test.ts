@@ -219,3 +219,63 @@ test('the quick reader reads what cmsgpack decodes, and declines whatever it can
     );
   }
 });
+
+test('a run of plain SETs lands in order with the entries around it, once, however often the batch is sent', async (t) => {
+  const pair = await pairFor(t);
+  const p = createProducer(pair.master.client());
+  await p.set('a', '1');
+  await p.set('a', '2');
+  await p.set('b', '1');
+  await p.incr('a');
+  await p.set('c', '1');
+  await p.set('a', '9');
+  await p.set('d', '1', 'KEEPTTL');
+  await createProducer(pair.master.client(2)).set('a', 'db2');
+  await p.set('e', '1');
+  const { entries, apply, replica } = await logOf(pair);
+  t.deepEqual(await apply(entries.slice(0, 3)), [ReplyCode.ok, 3, 3]);
+  t.deepEqual(await apply(entries), [ReplyCode.ok, 9, 6]);
+  t.deepEqual(await apply(entries), [ReplyCode.ok, 9, 0]);
+  t.is(await replica.get('a'), '9');
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+});
+
+test('a run of SETs the replica refuses as one MSET is taken again entry by entry, each once', async (t) => {
+  const pair = await pairFor(t);
+  const p = createProducer(pair.master.client());
+  await p.incr('n');
+  for (const k of ['a', 'b', 'c']) await p.set(k, k);
+  await p.incr('n');
+  for (const k of ['d', 'e']) await p.set(k, k);
+  const { entries } = await logOf(pair);
+  const admin = pair.replica.client();
+  await admin.acl('SETUSER', 'nomset', 'on', '>pw', '~*', '&*', '+@all', '-mset');
+  const replica = pair.replica.client(0, { username: 'nomset', password: 'pw' });
+  defineScripts(replica);
+  const epoch = (await pair.master.client().hget(keys.meta, 'epoch'))!;
+  const apply = () => replica.qsyncApplyBatch(keys.applied, epoch, '0', 'halt', ...frameBatch(entries));
+  t.deepEqual(await apply(), [ReplyCode.ok, 7, 7]);
+  t.deepEqual(await apply(), [ReplyCode.ok, 7, 0]);
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+});
+
+test('a run of SETs refused as one MSET and entry by entry halts at its first entry, the entries before it applied once', async (t) => {
+  const pair = await pairFor(t);
+  const p = createProducer(pair.master.client());
+  await p.incr('n');
+  for (const k of ['a', 'b', 'c']) await p.set(k, k);
+  const { entries, apply } = await logOf(pair, 'park');
+  const admin = pair.replica.client();
+  await admin.acl('SETUSER', 'noset', 'on', '>pw', '~*', '&*', '+@all', '-mset', '-set');
+  const replica = pair.replica.client(0, { username: 'noset', password: 'pw' });
+  defineScripts(replica);
+  const epoch = (await pair.master.client().hget(keys.meta, 'epoch'))!;
+  // Refused for want of a permission: about the replica, so it halts even under park.
+  const reply = await replica.qsyncApplyBatch(keys.applied, epoch, '0', 'park', ...frameBatch(entries));
+  t.deepEqual(reply.slice(0, 4), [ReplyCode.refused, 1, 2, 1]);
+  t.regex(String(reply[4]), /permission|can't run/i);
+  t.is(await admin.get('n'), '1');
+  t.is(await admin.get('a'), null);
+  t.deepEqual(await apply(entries), [ReplyCode.ok, 4, 3]);
+  t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
+});

@@ -410,52 +410,109 @@ end
 -- A relay logs the decoded entries it applies: it always takes the full path.
 local quick_on = not relay_log
 
--- Applies the entries from position `first` (starting at byte `offset`, 0
--- based) on; returns the reply when the batch stops early, nothing when
--- every entry was taken.
-local function apply_from(first, offset)
-  for pos = first, #lengths do
-    local ends = offset + lengths[pos]
-    local took, stop = false, nil
-    if quick_on and ends <= size then
-      local seq, ts, prev, edb, cmd, want = quick_entry(entries, offset + 1, ends)
-      local err
-      if seq then took, err = quick(seq, prev, edb, cmd, want) end
-      if took then stop = settle(pos, seq, ts, nil, err and 1, err) end
+-- Takes the entry at position pos (bytes offset to ends; seq... what
+-- quick_entry read of it, when it could): the quick way, or the full way.
+-- Returns the reply when the batch stops there.
+local function apply_one(pos, offset, ends, seq, ts, prev, edb, cmd, want)
+  if seq then
+    local took, err = quick(seq, prev, edb, cmd, want)
+    if took then return settle(pos, seq, ts, nil, err and 1, err) end
+  end
+  decoding = pos
+  local after, e = unpack_next(entries, 1, offset)
+  decoding = nil
+  -- An entry is exactly its bytes: one that decodes past them is not one.
+  if after ~= ends and not (after == -1 and ends == size) then e = nil end
+  if not is_entry(e) then return not_an_entry(pos) end
+  if e[2] > last then
+    if e[2] ~= last + 1 then
+      save()
+      return { GAP, last, e[2] }
     end
-    if not took then
-      decoding = pos
-      local after, e = unpack_next(entries, 1, offset)
-      decoding = nil
-      -- An entry is exactly its bytes: one that decodes past them is not one.
-      if after ~= ends and not (after == -1 and ends == size) then e = nil end
-      if not is_entry(e) then
-        stop = not_an_entry(pos)
-      elseif e[2] > last then
-        if e[2] ~= last + 1 then
-          save()
-          return { GAP, last, e[2] }
+    if prev_ts and e[6] ~= prev_ts then
+      save()
+      return { BROKEN_CHAIN, last, e[2] }
+    end
+    return settle(pos, e[2], e[3], e, run(e))
+  end
+  -- Pending records are in the queue db.
+  if db then
+    rcall('SELECT', queue_db)
+    db = nil
+  end
+  local rec = rcall('HMGET', KEYS[1], 'parked:' .. string.format('%.0f', e[2]))[1]
+  if rec then
+    local index, done, at, err = string.match(rec, '^(%d+) (%d+) (%d+) (.*)$')
+    dead[#dead + 1] = { pos, e[2], tonumber(index), tonumber(done), tonumber(at), err }
+  end
+end
+
+-- Plain SETs (three arguments, no key to check) in a row, in one db, reach
+-- the replica as one MSET when the run ends: the same writes in the same
+-- order, at a fraction of the cost of a call each. The run's entries count
+-- as applied meanwhile; MSET writes all of its keys or none (a refusal comes
+-- before it runs), so a refused run is taken again entry by entry, up to its
+-- last entry (replay_until), from the state before it (sets_*).
+local sets, sets_db, sets_pos, sets_offset = {}, nil, nil, nil
+local sets_last, sets_last_ts, sets_prev_ts, sets_applied = nil, nil, nil, nil
+local replay_until = 0
+-- unpack() takes at most ~8000 values
+local SETS_MAX = 2000
+
+-- Sends the run of SETs; false when the replica refused it (nothing was
+-- written), the watermark and the count then back to before the run.
+local function flush_sets()
+  if #sets == 0 then return true end
+  local r = pcall_redis('MSET', unpack(sets))
+  sets = {}
+  if type(r) == 'table' and r.err then
+    last, last_ts, prev_ts, applied = sets_last, sets_last_ts, sets_prev_ts, sets_applied
+    return false
+  end
+  return true
+end
+
+-- Whether entry seq at position pos, read by quick_entry, joins the run of SETs.
+local function joins_run(pos, seq, prev, edb, cmd, want)
+  if want or #cmd ~= 3 or cmd[1] ~= 'set' or pos <= replay_until or seq ~= last + 1 or seq == part_seq
+    or (prev_ts and prev ~= prev_ts) or held_any or #sets >= SETS_MAX then
+    return false
+  end
+  if #sets > 0 then return edb == sets_db end
+  return edb == db or use_db(edb)
+end
+
+-- Applies the entries from position `pos` (starting at byte `offset`, 0
+-- based) on; returns the reply when the batch stops early, nothing when
+-- every entry was taken. A run of SETs is sent before anything else runs
+-- or can fail, and before the end.
+local function apply_from(pos, offset)
+  while true do
+    if pos > #lengths then
+      if flush_sets() then return end
+      pos, offset, replay_until = sets_pos, sets_offset, pos - 1
+    else
+      local ends = offset + lengths[pos]
+      local seq, ts, prev, edb, cmd, want
+      if quick_on and ends <= size then seq, ts, prev, edb, cmd, want = quick_entry(entries, offset + 1, ends) end
+      if seq and joins_run(pos, seq, prev, edb, cmd, want) then
+        if #sets == 0 then
+          sets_db, sets_pos, sets_offset = edb, pos, offset
+          sets_last, sets_last_ts, sets_prev_ts, sets_applied = last, last_ts, prev_ts, applied
         end
-        if prev_ts and e[6] ~= prev_ts then
-          save()
-          return { BROKEN_CHAIN, last, e[2] }
-        end
-        stop = settle(pos, e[2], e[3], e, run(e))
+        sets[#sets + 1] = cmd[2]
+        sets[#sets + 1] = cmd[3]
+        applied = applied + 1
+        last, last_ts, prev_ts = seq, ts, ts
+        pos, offset = pos + 1, ends
+      elseif not flush_sets() then
+        pos, offset, replay_until = sets_pos, sets_offset, pos - 1
       else
-        -- Pending records are in the queue db.
-        if db then
-          rcall('SELECT', queue_db)
-          db = nil
-        end
-        local rec = rcall('HMGET', KEYS[1], 'parked:' .. string.format('%.0f', e[2]))[1]
-        if rec then
-          local index, done, at, err = string.match(rec, '^(%d+) (%d+) (%d+) (.*)$')
-          dead[#dead + 1] = { pos, e[2], tonumber(index), tonumber(done), tonumber(at), err }
-        end
+        local stop = apply_one(pos, offset, ends, seq, ts, prev, edb, cmd, want)
+        if stop then return stop end
+        pos, offset = pos + 1, ends
       end
     end
-    if stop then return stop end
-    offset = ends
   end
 end
 
