@@ -3,7 +3,8 @@
  * it was after a known log entry (the seq returned with it).
  *
  * Small keys travel whole (DUMP, RESTORE ... ABSTTL), a batch of them in one
- * atomic read on the master. A big key is first copied to a snapshot key on
+ * atomic read on the master, packed there and passed on to the replica as
+ * one value. A big key is first copied to a snapshot key on
  * the master in one atomic step, then read from the snapshot in chunks into a
  * temporary key on the replica that replaces the key at the end: writers
  * keep changing the original meanwhile, and this process never holds the
@@ -54,24 +55,20 @@ export class Copier {
 
   /** Copies keys of one db; returns, for each key copied, the seq its copy reflects. */
   async copy(db: number, keys: Buffer[]): Promise<Array<{ key: Buffer; seq: number }>> {
-    const reply = await this.read(db, '', keys);
-    const restore: Array<Buffer | string> = [];
-    const big: Buffer[] = [];
-    for (let i = 2; i < reply.length; i += 4) {
-      const [key, type, dump, at] = [reply[i] as Buffer, String(reply[i + 1]), reply[i + 2] as Buffer, String(reply[i + 3])];
-      if (type !== 'none' && dump.length === 0) big.push(key);
-      else restore.push(key, at, dump);
-    }
-    const seq = this.seqOf(reply);
+    const { bigMembers, bigBytes } = this.limits;
+    const reply = await this.master.qsyncResyncReadBuffer(this.keys.meta, this.queueDb, db, bigMembers, bigBytes, ...keys);
+    const seq = this.check(Number(String(reply[0])), String(reply[1]));
+    const big = reply.slice(3);
     // One batch in flight to the replica while the next is read from the
     // master; the replica runs them in the order sent.
     await this.writing;
-    if (restore.length) {
-      const writing = this.replica.qsyncResyncRestore(db, 'restore', ...restore);
+    if (big.length < keys.length) {
+      const writing = this.replica.qsyncResyncRestore(db, 'packed', reply[2]);
       writing.catch(() => {}); // reported where it is awaited
       this.writing = writing;
     }
-    const out = keys.filter((k) => !big.some((b) => b.equals(k))).map((key) => ({ key, seq }));
+    const whole = big.length === 0 ? keys : keys.filter((k) => !big.some((b) => b.equals(k)));
+    const out = whole.map((key) => ({ key, seq }));
     for (const key of big) out.push({ key, seq: await this.copyBig(db, key) });
     return out;
   }
@@ -81,17 +78,12 @@ export class Copier {
     await this.writing;
   }
 
-  /** One atomic read on the master: the keys (or a snapshot of one) and the seq they reflect. */
-  private async read(db: number, snapshot: string, keys: Buffer[]): Promise<Array<Buffer | number>> {
+  /** One atomic read on the master: a key copied to the snapshot key, and the seq it reflects. */
+  private async snapshotOf(db: number, key: Buffer): Promise<Array<Buffer | number>> {
     const { bigMembers, bigBytes } = this.limits;
-    return (await this.master.qsyncResyncCopyBuffer(this.keys.meta, this.queueDb, db, bigMembers, bigBytes, snapshot, ...keys)) as Array<
+    return (await this.master.qsyncResyncCopyBuffer(this.keys.meta, this.queueDb, db, bigMembers, bigBytes, this.snapshot, key)) as Array<
       Buffer | number
     >;
-  }
-
-  /** The seq of a read, checked against the master's history so far. */
-  private seqOf(reply: Array<Buffer | number>): number {
-    return this.check(Number(String(reply[0])), String(reply[1]));
   }
 
   /** Fails unless the master's seq and epoch continue the history seen so far; returns seq. */
@@ -107,8 +99,8 @@ export class Copier {
   private async copyBig(db: number, key: Buffer): Promise<number> {
     await this.settle();
     try {
-      const reply = await this.read(db, this.snapshot, [key]);
-      const seq = this.seqOf(reply);
+      const reply = await this.snapshotOf(db, key);
+      const seq = this.check(Number(String(reply[0])), String(reply[1]));
       const [type, at] = [String(reply[3]), String(reply[5])];
       if (type === 'none') {
         await this.replica.qsyncResyncRestore(db, 'restore', key, at, '');

@@ -106,9 +106,13 @@ export class Markers {
     this.max = Math.max(this.max, seq);
   }
 
-  /** A key was copied at seq: a true marker, kept only for a key touched so far (a key copied before any write reflects S0). */
-  copied(id: string, seq: number): void {
-    if (this.map.has(id)) this.set(id, seq);
+  /** Keys were copied at their seq: true markers, kept only for keys touched so far (a key copied before any write reflects S0). */
+  copied(db: number, copies: Array<{ key: Buffer; seq: number }>): void {
+    if (this.map.size === 0) return;
+    for (const { key, seq } of copies) {
+      const id = keyId(db, key);
+      if (this.map.has(id)) this.set(id, seq);
+    }
   }
 
   /** Keys touched with no copy since. */

@@ -31,7 +31,6 @@ import { ownKeyPrefixes } from '../../shared/keys.js';
 import type { Entry } from '../../shared/entry.js';
 import { CopyRun, execAll, withRunContext, type CopyProgress, type CopyRunOptions, type CopyRunResult } from './run.js';
 import { LogFollower, resyncFailure } from './log-follower.js';
-import { keyId } from '../../shared/entry-keys.js';
 import { checkReplicaServer, NativeSync, REPLICATION_TIMEOUT_MS, ReplicationUnavailable, type ResyncMethod } from './native-sync.js';
 
 export { ResyncError } from './log-follower.js';
@@ -161,7 +160,7 @@ class Resync extends CopyRun {
       if (batch.length === 0) continue;
       const copied = await this.copier.copy(db, batch);
       await follower.readTo(Math.max(...copied.map((c) => c.seq)), touch);
-      for (const { key, seq } of copied) this.markers.copied(keyId(db, key), seq);
+      this.markers.copied(db, copied);
       this.count(copied.length);
     } while (cursor !== '0');
   }

@@ -1,6 +1,7 @@
 #!lua
 --[[
-  Reads keys of the master for a resync of the replica (consumer/resync.ts),
+  Reads keys of the master (a big key for a resync's copy, consumer/copy/copier.ts;
+  the keys a consumer holds back, consumer/drain/held-keys.ts),
   together with the log sequence they reflect, in one atomic step: the copy
   of every key returned is exactly that key after entry 'seq'.
   A key too big to send whole is returned without its value. Given a
@@ -22,15 +23,9 @@
     copied to the snapshot key.
 ]]
 local rcall = redis.call
+--- @include "includes/too-big"
 local max_members, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local snapshot = ARGV[5]
-local COUNT = { list = 'LLEN', set = 'SCARD', zset = 'ZCARD', hash = 'HLEN' }
-local function too_big(key, t)
-  if t == 'string' then return rcall('STRLEN', key) > max_bytes end
-  -- Streams and module types have no chunked copy: always sent whole.
-  if not COUNT[t] then return false end
-  return rcall(COUNT[t], key) > max_members or (rcall('MEMORY', 'USAGE', key) or 0) > max_bytes
-end
 rcall('SELECT', ARGV[2])
 local out = { '', '' }
 for i = 6, #ARGV do
@@ -41,7 +36,7 @@ for i = 6, #ARGV do
     at = rcall('PEXPIRETIME', key)
     if snapshot ~= '' then
       rcall('COPY', key, snapshot, 'DB', ARGV[1], 'REPLACE')
-    elseif not too_big(key, t) then
+    elseif not too_big(key, t, max_members, max_bytes) then
       dump = rcall('DUMP', key)
     end
   end

@@ -1,9 +1,10 @@
 #!lua
 --[[
   Writes the copy of the master's keys on the replica during a resync
-  (consumer/resync.ts). Three operations:
+  (consumer/copy/copier.ts). Four operations:
     restore: ARGV[3...] triples key, abs expiry (ms, <= 0 none), DUMP value
              ('' deletes the key: it does not exist on the master)
+    packed:  ARGV[3] the same triples packed by the master (resync-read-1.lua)
     append:  ARGV[3] temporary key, ARGV[4] type, ARGV[5] '1' for the first
              chunk (starts the key afresh), ARGV[6...] a chunk as read from
              the master: HSCAN, SSCAN or ZSCAN pairs, LRANGE values, or one
@@ -24,6 +25,13 @@ if op == 'restore' then
     restore_copy(ARGV[i], ARGV[i + 1], ARGV[i + 2])
   end
   return (#ARGV - 2) / 3
+end
+if op == 'packed' then
+  local copies = cmsgpack.unpack(ARGV[3])
+  for i = 1, #copies, 3 do
+    restore_copy(copies[i], string.format('%.0f', copies[i + 1]), copies[i + 2])
+  end
+  return #copies / 3
 end
 if op == 'append' then
   local tmp, t = ARGV[3], ARGV[4]
