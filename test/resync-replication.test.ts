@@ -5,6 +5,7 @@
  * default method copies key by key instead. Real servers, writes through the
  * producer.
  */
+import { rmSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import { runResync, type ResyncError, type ResyncOptions } from '../consumer/copy/resync.js';
 import { ExitCode, type QsyncError } from '../shared/errors.js';
@@ -15,6 +16,9 @@ import { createWorkload } from './support/workload.js';
 import { capturedLogs } from './support/logs.js';
 import { runCli } from './support/cli.js';
 import { eventually } from './support/wait.js';
+import { startSentinelGroup } from './support/sentinel.js';
+import { makeCertificates } from './support/tls.js';
+import { redisOptionsFromUrl } from '../shared/config.js';
 
 const keys = new QueueKeys('qsync', 'default');
 
@@ -166,4 +170,40 @@ test('qsync resync uses the full sync by default; a bad --method is one line and
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   const help = await runCli(['resync', '--help']);
   t.regex(help.stdout.join('\n'), /--method <method>/);
+});
+
+test('through a Sentinel URL, the replica server syncs from the node the group names master', async (t) => {
+  const group = await startSentinelGroup();
+  t.teardown(() => group.destroy());
+  const replica = await startRedis();
+  t.teardown(() => replica.destroy());
+  const node = await group.master();
+  await seed(node, 300);
+  const result = await runResync({
+    master: group.options,
+    replica: { host: replica.host, port: replica.port },
+    method: 'replication',
+    leaseMs: 2000,
+  });
+  t.is(result.method, 'replication');
+  t.is((await replicationState(replica)).role, 'master');
+  t.deepEqual(await datasetDiff(node, replica), []);
+});
+
+test('a rediss:// master: the replica server syncs over TLS with its own certificates, and tls-replication is set back', async (t) => {
+  const certs = makeCertificates();
+  t.teardown(() => rmSync(certs.dir, { recursive: true, force: true }));
+  const args = ['--tls-auth-clients', 'optional'];
+  const [m, r] = await Promise.all([startRedis({ tls: certs, args }), startRedis({ tls: certs, args })]);
+  t.teardown(() => Promise.all([m.destroy(), r.destroy()]).then(() => {}));
+  await seed(m, 300);
+  const result = await runResync({
+    master: redisOptionsFromUrl(`rediss://127.0.0.1:${m.port}`, '--master', { ca: certs.caFile }),
+    replica: redisOptionsFromUrl(`rediss://127.0.0.1:${r.port}`, '--replica', { ca: certs.caFile }),
+    method: 'replication',
+    leaseMs: 2000,
+  });
+  t.is(result.method, 'replication');
+  t.deepEqual(await r.client().config('GET', 'tls-replication'), ['tls-replication', 'no']);
+  t.deepEqual(await datasetDiff(m, r), []);
 });
