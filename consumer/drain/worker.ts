@@ -105,6 +105,8 @@ export class SyncWorker extends EventEmitter {
   private appliedTotal = 0;
   private readonly expiry = { aligned: 0, heldBack: 0, copied: 0 };
   private watermark = 0;
+  /** the last wait for entries timed out: the queue is idle */
+  private waitTimedOut = false;
   /** since when this replica has had nothing to read while the log held entries other replicas need */
   private followingSince?: number;
   /** the server each side's connection is on (for a Sentinel group, its master when connected) */
@@ -491,14 +493,21 @@ export class SyncWorker extends EventEmitter {
     const last = { seq: this.watermark, ts: ts === null ? null : Number(ts), checked: false };
     let offset = 0;
     let gapSeenAt = -1;
+    // The batch read with the wake-up from the wait for entries, when there is (offset 0).
+    let first: Batch | undefined;
     const inflight: Promise<Outcome>[] = [];
+    // Confirmations sent whose answers are not in yet, in order.
+    const confirming: Promise<void>[] = [];
     try {
       // Once stopping (or pausing for an exclusive job), no new batch is
       // read, but the batches in flight are still confirmed so that what the
       // replica applied leaves the log.
       while (this.lease.valid() && (!this.yielding || inflight.length > 0)) {
         while (!this.yielding && inflight.length < this.opts.window) {
-          const batch = await this.read(offset);
+          const batch = first ?? (await this.read(offset));
+          first = undefined;
+          // The read went out after the trims (one connection): their answers are in.
+          await settle(confirming);
           this.checkMaster(batch, epoch);
           checkLastApplied(batch, last);
           if (batch.count === 0) break;
@@ -508,12 +517,14 @@ export class SyncWorker extends EventEmitter {
           if (batch.remaining === 0) break;
         }
         if (inflight.length === 0) {
+          await settle(confirming);
           if (this.yielding) break;
           // The blocking connection reconnects on its own schedule after an outage.
           await this.ready(this.blocker);
-          // Blocks until the log is non-empty; rotating its head onto itself changes nothing.
-          const woke = await onSide('master', this.blocker.blmove(this.keys.log, this.keys.log, 'LEFT', 'LEFT', BLOCK_SECONDS));
-          if (woke === null) {
+          const woken = await this.waitForEntries();
+          if (woken instanceof Batch) {
+            first = woken;
+          } else if (!woken) {
             // A fenced master gets no more entries: its replica may have been promoted meanwhile.
             const [promotedNow] = await onSide('replica', this.replica.hmget(this.keys.applied, 'promoted'));
             if (promotedNow) throw new ReplicaPromoted(promotedReason(promotedNow));
@@ -525,17 +536,30 @@ export class SyncWorker extends EventEmitter {
         if ('error' in outcome) throw outcome.error;
         const [code] = outcome.reply;
         if (code === ReplyCode.ok) {
-          await this.replicated();
-          await this.confirm(outcome.batch, outcome.reply, outcome.seconds);
-          // Before any further batch is read: the copies then reflect every
-          // entry sent to the replica so far (shared/lua/restore-held-1.lua).
-          if (Number(outcome.reply[4] ?? 0) > 0) await this.copyHeld(outcome.batch.epoch);
+          const held = Number(outcome.reply[4] ?? 0) > 0;
+          if (held || this.replicaCopies !== undefined) {
+            await settle(confirming);
+            await this.replicated();
+            await this.confirm(outcome.batch, outcome.reply, outcome.seconds);
+            // Before any further batch is read: the copies then reflect every
+            // entry sent to the replica so far (shared/lua/restore-held-1.lua).
+            if (held) await this.copyHeld(outcome.batch.epoch);
+          } else {
+            // The trim goes out now and the next read right behind it: the
+            // master runs them in that order, and the read's batch is used
+            // only once the trim succeeded.
+            const confirmed = this.confirm(outcome.batch, outcome.reply, outcome.seconds);
+            // Its failure is thrown where it is settled, not as an unhandled rejection meanwhile.
+            confirmed.catch(() => {});
+            confirming.push(confirmed);
+          }
           offset -= outcome.batch.count;
           this.failures = 0;
           this.lastUnexpected = undefined;
           continue;
         }
         // Anything but success: let the window drain, then start over from the head.
+        await settle(confirming);
         await Promise.all(inflight.splice(0));
         offset = 0;
         if (code === ReplyCode.gap) {
@@ -562,6 +586,7 @@ export class SyncWorker extends EventEmitter {
       }
     } finally {
       await Promise.all(inflight);
+      await Promise.allSettled(confirming);
     }
   }
 
@@ -571,7 +596,6 @@ export class SyncWorker extends EventEmitter {
     if (code === ReplyCode.detached) throw new ResyncNeeded(describeDetached(why, this.keys.name));
   }
 
-  /** Reads the entries after the `offset` this replica read but has not confirmed yet. */
   /**
    * Waits for the next write to the log (shared/wake-ups.ts) while it holds
    * entries other replicas need, where blocking on it would return at once.
@@ -594,20 +618,41 @@ export class SyncWorker extends EventEmitter {
     }
   }
 
+  /** The read script's arguments for the entries after the `offset` this replica read but has not confirmed yet. */
+  private readArgs(offset: number): (string | number)[] {
+    const { batchSize, batchBytes, window } = this.opts;
+    return [this.keys.log, this.keys.meta, offset, batchSize, batchBytes, Math.min(window, SPREAD), this.keys.name, 'joined'];
+  }
+
+  /** Reads the entries after the `offset` this replica read but has not confirmed yet. */
   private async read(offset: number): Promise<Batch> {
-    const reply = await onSide(
-      'master',
-      this.master.qsyncReadBatchBuffer(
-        this.keys.log,
-        this.keys.meta,
-        offset,
-        this.opts.batchSize,
-        this.opts.batchBytes,
-        Math.min(this.opts.window, SPREAD),
-        this.keys.name,
-        'joined',
-      ),
-    );
+    return this.batchOf(await onSide('master', this.master.qsyncReadBatchBuffer(...this.readArgs(offset))), offset);
+  }
+
+  /**
+   * Blocks until the log is non-empty: true, or false when nothing came
+   * within BLOCK_SECONDS. While writes keep coming (the last wait did not
+   * time out), the first batch is read in the same round trip, the read
+   * waiting behind the blocking pop on its connection: the batch then. An
+   * idle queue costs the master only the blocking pop, once a second.
+   */
+  private async waitForEntries(): Promise<Batch | boolean> {
+    const { log } = this.keys;
+    // Rotating the log's head onto itself changes nothing.
+    const pipeline = this.blocker.pipeline().blmove(log, log, 'LEFT', 'LEFT', BLOCK_SECONDS);
+    if (!this.waitTimedOut) pipeline.qsyncReadBatchBuffer(...this.readArgs(0));
+    const [[blockError, woke], read] = (await onSide('master', pipeline.exec()))!;
+    if (blockError) throw new SideError('master', blockError);
+    this.waitTimedOut = woke === null;
+    if (this.waitTimedOut) return false;
+    if (!read) return true;
+    const [readError, reply] = read;
+    if (readError) throw new SideError('master', readError);
+    return this.batchOf(reply as Buffer[], 0);
+  }
+
+  /** The batch in a reply of the read script, read from `offset`. */
+  private async batchOf(reply: Buffer[], offset: number): Promise<Batch> {
     const [epoch, seq, remaining, behind, lengths, joined] = reply;
     if (Number(remaining) < 0) throw new ResyncNeeded(await onSide('master', detachedReason(this.master, this.keys)));
     const batch = new Batch(epoch.toString(), seq.length ? Number(seq.toString()) : null, Number(remaining), lengths, joined);
@@ -712,6 +757,11 @@ export class SyncWorker extends EventEmitter {
       throw err;
     }
   }
+}
+
+/** Waits for the confirmations sent so far; throws the first one's failure. */
+async function settle(confirming: Promise<void>[]): Promise<void> {
+  if (confirming.length > 0) await Promise.all(confirming.splice(0));
 }
 
 /**
