@@ -133,13 +133,15 @@ export class NativeSync {
     const from = Number(seq || 0);
     await this.replica.hset(keys.applied, 'resyncing', mark);
     const saved = await this.configure();
+    // Both in one write: once the replica is a master again it carries the
+    // mark, which the copy from the master replaced.
+    const detach = () => execAll(this.replica.pipeline().replicaof('NO', 'ONE').hset(keys.applied, 'resyncing', mark));
     try {
       await this.replica.replicaof(address.host, address.port);
       await this.untilSynced(address);
-      // Both in one write: once the replica is a master again it carries the mark.
-      await execAll(this.replica.pipeline().replicaof('NO', 'ONE').hset(keys.applied, 'resyncing', mark));
+      await detach();
     } catch (err) {
-      await this.replica.replicaof('NO', 'ONE').catch(() => {});
+      await detach().catch(() => {});
       throw err;
     } finally {
       await this.replica.config('SET', ...saved).catch(() => {});
