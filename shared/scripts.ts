@@ -110,8 +110,8 @@ declare module 'ioredis' {
     qsyncRepairStart(meta: string, dirty: string, repairing: string, log: string): Result<unknown[], Context>;
     /** resync-copy-1.lua: seq, epoch, then key, type, dump, absolute expiry for each key */
     qsyncResyncCopyBuffer(...args: Arg[]): Result<unknown[], Context>;
-    /** resync-read-1.lua: seq, epoch, the packed copies, then the big keys */
-    qsyncResyncReadBuffer(...args: Arg[]): Result<Buffer[], Context>;
+    /** resync-read-1.lua: seq, epoch, n, n packed arrays of copies, then the big keys */
+    qsyncResyncReadBuffer(...args: Arg[]): Result<Array<Buffer | number>, Context>;
     /** resync-restore-0.lua: keys or members written */
     qsyncResyncRestore(...args: Arg[]): Result<number, Context>;
     /** resync-replay-1.lua */

@@ -58,12 +58,13 @@ export class Copier {
     const { bigMembers, bigBytes } = this.limits;
     const reply = await this.master.qsyncResyncReadBuffer(this.keys.meta, this.queueDb, db, bigMembers, bigBytes, ...keys);
     const seq = this.check(Number(String(reply[0])), String(reply[1]));
-    const big = reply.slice(3);
+    const packs = Number(reply[2]);
+    const big = reply.slice(3 + packs) as Buffer[];
     // One batch in flight to the replica while the next is read from the
     // master; the replica runs them in the order sent.
     await this.writing;
-    if (big.length < keys.length) {
-      const writing = this.replica.qsyncResyncRestore(db, 'packed', reply[2]);
+    if (packs > 0) {
+      const writing = Promise.all((reply.slice(3, 3 + packs) as Buffer[]).map((copies) => this.replica.qsyncResyncRestore(db, 'packed', copies)));
       writing.catch(() => {}); // reported where it is awaited
       this.writing = writing;
     }
