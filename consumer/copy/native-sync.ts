@@ -105,6 +105,8 @@ export interface NativeSyncOptions {
   fail: Fail;
   /** between steps: throws when the run must stop */
   check: () => void;
+  /** while the replica server loads the copy: the share loaded, 0 to 1 */
+  onLoading: (share: number) => void;
   log: Logger;
 }
 
@@ -202,7 +204,9 @@ export class NativeSync {
       const now = Date.now();
       syncingSince = syncing ? syncingSince || now : 0;
       const readNow = Number(info.get('master_sync_read_bytes') ?? 0);
-      if (readNow > read || info.get('loading') === '1' || (syncingSince && now - syncingSince > TRANSFER_MS)) since = now;
+      const loading = info.get('loading') === '1';
+      if (loading) this.opts.onLoading(Number(info.get('loading_loaded_perc') ?? 0) / 100);
+      if (readNow > read || loading || (syncingSince && now - syncingSince > TRANSFER_MS)) since = now;
       else if (now - since > this.timeoutMs)
         throw new ReplicationUnavailable(
           `the replica server did not sync from the master at ${address.host}:${address.port} within ${this.timeoutMs} ms (unreachable from the replica, or its user refused the replica's AUTH, PSYNC or REPLCONF)`,

@@ -88,11 +88,13 @@ class Resync extends CopyRun {
       timeoutMs: this.options.replicationTimeoutMs ?? REPLICATION_TIMEOUT_MS,
       fail: this.fail,
       check: () => this.checkLease(),
+      // An estimate from the master's key count, for the progress bar and log lines.
+      onLoading: (share) => this.count(Math.floor(share * this.progress.total) - this.progress.copied),
       log: this.log,
     });
     this.log.info('resync: the replica server syncs from the master (REPLICAOF)');
     const { seq, copied } = await sync.run(JSON.stringify({ kind: 'resync', method: 'replication', startedAt: Date.now() }));
-    this.count(copied);
+    this.count(copied - this.progress.copied);
     this.report('done');
     const result = { seq, copied, replayed: 0, skipped: 0, recopies: 0, seconds: (Date.now() - this.started) / 1000, method: 'replication' as const };
     this.log.info(result, 'resync: done; the consumer goes on from here');
