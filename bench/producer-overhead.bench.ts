@@ -10,10 +10,12 @@ import { startRedis } from '../test/support/redis-server.js';
 import type { Scenario } from './support/result.js';
 import { commandUsec, nodeCpu, SCRIPT_COMMANDS, usecOf } from './support/server-time.js';
 import { measured, median, ratio } from './support/stats.js';
-import { connected, runConcurrent, writeSets } from './support/workload.js';
+import { connected, runConcurrent, VALUE_BYTES, writeSets } from './support/workload.js';
 
 const OPS = 50_000;
 const CONCURRENCY = 64;
+/** The value size of the second pair of rows: a value copied once more into the log costs more when it is big */
+const LARGE = 1024;
 /** A rate limiter's counter, as such libraries write it: the script of the script rows. */
 const SCRIPT = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n";
 const SCRIPT_OPS = OPS / 2;
@@ -39,16 +41,19 @@ interface Contender {
   serverCommands: string[];
   /** log entries one sample leaves */
   logged: number;
+  /** bytes of each value */
+  valueBytes: number;
 }
 
 export const scenario: Scenario = {
   name: 'producer-overhead',
   title: 'Producer overhead',
   method:
-    `${OPS / 1000}k SETs with ${CONCURRENCY} in flight from one Node process, through a plain ioredis client (the baseline), ` +
+    `${OPS / 1000}k SETs of ${VALUE_BYTES} B values with ${CONCURRENCY} in flight from one Node process, through a plain ioredis client (the baseline), ` +
     'through a plain client with enableAutoPipelining (one socket write per tick, as the producer gathers the writes of a ' +
-    'tick into one script call) and through createProducer, each on its own connection to the same fresh redis-server. ' +
-    'Every round measures the three on a flushed server in a rotating order; one unmeasured warm-up round comes first. ' +
+    'tick into script calls) and through createProducer, each on its own connection to the same fresh redis-server; ' +
+    `then the same with ${LARGE} B values, plain and through createProducer. ` +
+    'Every round measures the five on a flushed server in a rotating order; one unmeasured warm-up round comes first. ' +
     `Then ${SCRIPT_OPS / 1000}k calls of a rate limiter's Lua script (INCR, PEXPIRE on the first hit) defined with defineCommand, ` +
     'through a plain client and through createProducer (the script runs in its wrapper and its writes are logged), alternating.',
   rounds: 9,
@@ -56,26 +61,31 @@ export const scenario: Scenario = {
     const server = await startRedis();
     try {
       const plain = await connected(server.client());
+      const producer = createProducer(await connected(server.client()));
       const contenders: Contender[] = [
-        { label: `plain ioredis SET, ${CONCURRENCY} in flight`, client: plain, serverCommands: ['set'], logged: 0 },
+        { label: `plain ioredis SET, ${CONCURRENCY} in flight`, client: plain, serverCommands: ['set'], logged: 0, valueBytes: VALUE_BYTES },
         {
           label: 'plain ioredis SET with enableAutoPipelining',
           client: await connected(server.client(0, { enableAutoPipelining: true })),
           serverCommands: ['set'],
           logged: 0,
+          valueBytes: VALUE_BYTES,
         },
         {
           label: 'createProducer SET (write + log entry)',
-          client: createProducer(await connected(server.client())),
+          client: producer,
           serverCommands: SCRIPT_COMMANDS,
           logged: OPS,
+          valueBytes: VALUE_BYTES,
         },
+        { label: `plain ioredis SET of ${LARGE} B values`, client: plain, serverCommands: ['set'], logged: 0, valueBytes: LARGE },
+        { label: `createProducer SET of ${LARGE} B values`, client: producer, serverCommands: SCRIPT_COMMANDS, logged: OPS, valueBytes: LARGE },
       ];
       const sample = async (c: Contender): Promise<Sample> => {
         await plain.flushall();
         await plain.config('RESETSTAT');
         const cpu = nodeCpu();
-        const perSecond = await writeSets(c.client, OPS, CONCURRENCY);
+        const perSecond = await writeSets(c.client, OPS, CONCURRENCY, c.valueBytes);
         const nodeUs = cpu() / OPS;
         const depth = await plain.llen('qsync:default:log');
         if (depth !== c.logged) throw new Error(`${depth} entries in the log after ${OPS} SETs through ${c.label}, expected ${c.logged}`);
@@ -89,7 +99,7 @@ export const scenario: Scenario = {
           samples[i].push(await sample(contenders[i]));
         }
       }
-      const [base, auto, cand] = samples;
+      const [base, auto, cand, largeBase, largeCand] = samples;
       const scripted = [plain, createProducer(await connected(server.client()))].map((c) => {
         c.defineCommand('hit', { numberOfKeys: 1, lua: SCRIPT });
         return c as Counter;
@@ -109,6 +119,7 @@ export const scenario: Scenario = {
           ...contenders.map((c, i) => measured(c.label, 'ops/s', perSecond(samples[i]))),
           ratio('producer ÷ plain', perSecond(cand), perSecond(base), { op: '>=', value: 0.9 }),
           ratio('producer ÷ plain with enableAutoPipelining', perSecond(cand), perSecond(auto)),
+          ratio(`producer ÷ plain, ${LARGE} B values`, perSecond(largeCand), perSecond(largeBase), { op: '>=', value: 0.9 }),
           measured('plain ioredis, a Lua script (defineCommand)', 'calls/s', scriptRuns[0]),
           measured('createProducer, the same script (wrapped, writes logged)', 'calls/s', scriptRuns[1]),
           ratio('script through the producer ÷ the same script plain', scriptRuns[1], scriptRuns[0]),
@@ -117,7 +128,9 @@ export const scenario: Scenario = {
           `CPU per write (median): redis-server ${us(base, 'serverUs').toFixed(2)} µs for a plain SET, ` +
             `${us(auto, 'serverUs').toFixed(2)} µs auto-pipelined, ${us(cand, 'serverUs').toFixed(2)} µs of log-write script; ` +
             `Node ${us(base, 'nodeUs').toFixed(2)} µs plain, ${us(auto, 'nodeUs').toFixed(2)} µs auto-pipelined, ` +
-            `${us(cand, 'nodeUs').toFixed(2)} µs through the producer.`,
+            `${us(cand, 'nodeUs').toFixed(2)} µs through the producer. With ${LARGE} B values: redis-server ` +
+            `${us(largeBase, 'serverUs').toFixed(2)} µs plain, ${us(largeCand, 'serverUs').toFixed(2)} µs of log-write script; ` +
+            `Node ${us(largeBase, 'nodeUs').toFixed(2)} µs plain, ${us(largeCand, 'nodeUs').toFixed(2)} µs through the producer.`,
         ],
         details: { samples: Object.fromEntries(contenders.map((c, i) => [c.label, samples[i]])) },
       };

@@ -13,8 +13,13 @@ import type { Redis } from 'ioredis';
 import { shapeReply, type LoggedCommand } from './calls.js';
 import type { WriteLog } from './write-log.js';
 
-/** Most writes in one call: keeps each call short on the master. */
-const MOST = 128;
+/**
+ * Most writes in one call. A tick's writes go out in calls of this many, as
+ * soon as each is full: the master runs one while the application still
+ * prepares the next (a single call per tick would leave each side waiting on
+ * the other), and each call stays short on the master.
+ */
+const MOST = 32;
 
 interface Waiting {
   cmd: LoggedCommand;

@@ -31,8 +31,14 @@ export function logArgs(c: LoggedCommand): (string | Buffer)[] {
   return [String(c.args.length + 1), spec ? logRule(c.name, spec, c.args.length) : '', spec ? viewSpec(spec) : '', c.name, ...c.args];
 }
 
+/** Commands whose replies ioredis reshapes (HGETALL to an object...), by name. */
+const REPLY_TRANSFORMERS = (Command as unknown as { _transformer: { reply: Record<string, unknown> } })._transformer.reply;
+
 /** A reply inside a group, shaped as ioredis shapes it (string decoding, HGETALL to an object). */
 export function shapeReply(c: LoggedCommand, reply: unknown): unknown {
+  // Most writes reply with a number or a status: no Command to build for them.
+  if (typeof reply === 'number' || reply === null) return reply;
+  if (Buffer.isBuffer(reply) && !Object.hasOwn(REPLY_TRANSFORMERS, c.name)) return c.replyEncoding ? reply.toString(c.replyEncoding) : reply;
   return new Command(c.name, [], { replyEncoding: c.replyEncoding }).transformReply(reply as Buffer);
 }
 

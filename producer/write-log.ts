@@ -3,7 +3,7 @@
  * master and appends their logged form to the queue in one atomic step.
  */
 import { ReplyError, type Redis, type ChainableCommander } from 'ioredis';
-import { commandSpec, isUnsupportedWrite, keyIndexes } from '../shared/commands.js';
+import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, viewSpec } from '../shared/commands.js';
 import { ConfigError, FencedError, QueueFullError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
 import { defineScripts } from '../shared/scripts.js';
@@ -31,7 +31,7 @@ export interface ProducerOptions {
   queueDb?: number;
 }
 
-type Sender = Pick<Redis, 'qsyncLogWrite' | 'qsyncLogWriteBuffer'> | ChainableCommander;
+type Sender = Pick<Redis, 'qsyncLogWrite' | 'qsyncLogWriteBuffer' | 'qsyncLogSimple' | 'qsyncLogSimpleBuffer'> | ChainableCommander;
 
 /** One call of the log-write script. */
 export interface LogCall {
@@ -54,6 +54,44 @@ export interface LogCall {
 const QUEUE_FULL = 'QSYNCFULL ';
 /** How its error reply for a fenced queue starts (qsync failover); the new master follows. */
 const FENCED = 'QSYNCFENCED ';
+/** The lean script's answer when the queue is marked dirty: nothing ran, the call goes to log-write.lua. */
+const SLOW = 'QSYNCSLOW ';
+
+type ScriptFn = (...args: unknown[]) => Promise<unknown>;
+
+/**
+ * True for a write the lean script (shared/lua/log-simple.lua) logs as
+ * log-write.lua would: one logged as it was sent, always or when it changed
+ * something.
+ */
+function isSimple(c: LoggedCommand): boolean {
+  if (!c.write) return false;
+  const spec = commandSpec(c.name);
+  if (!spec) return false;
+  const rule = logRule(c.name, spec, c.args.length);
+  return rule === 'always' || rule === 'changed';
+}
+
+/**
+ * The arguments of a call of the lean script: a command with the same name,
+ * rule and key spec as the one before it sends only -n and its arguments
+ * (a command's name decides both, for the writes the lean script takes).
+ */
+function leanArgs({ db, commands, as }: LogCall, queueDb: string): (string | Buffer)[] {
+  const argv: (string | Buffer)[] = [String(db), queueDb, as === 'batch' ? 'b' : '1'];
+  let name = '';
+  for (const c of commands) {
+    const n = c.args.length + 1;
+    if (c.name === name) argv.push(String(-n));
+    else {
+      const spec = commandSpec(c.name) as NonNullable<ReturnType<typeof commandSpec>>;
+      argv.push(String(n), logRule(c.name, spec, c.args.length), viewSpec(spec), c.name);
+      name = c.name;
+    }
+    for (const a of c.args) argv.push(a);
+  }
+  return argv;
+}
 
 export class WriteLog {
   readonly keys: QueueKeys;
@@ -98,7 +136,29 @@ export class WriteLog {
    * A full queue rejects the call with a QueueFullError (in a pipeline, that
    * command's result and callback get it).
    */
-  send(via: Sender, { db, commands, as, buffer, callback: cb }: LogCall): Promise<unknown> | ChainableCommander {
+  send(via: Sender, call: LogCall): Promise<unknown> | ChainableCommander {
+    const { commands, as, buffer, callback } = call;
+    // Writes sent on their own or in a batch, all logged as sent, take the lean script; the
+    // queue's state can still send them on to log-write.lua (a queue marked dirty).
+    if (via === this.client && !callback && as !== 'group' && commands.every(isSimple)) {
+      const client = this.client;
+      const lean = (buffer ? client.qsyncLogSimpleBuffer : client.qsyncLogSimple) as ScriptFn;
+      const sent = lean.call(client, 2, this.keys.meta, this.keys.log, ...leanArgs(call, this.queueDb));
+      return this.settled(
+        sent.then(
+          // A batch whose replies are all OK comes back as one OK.
+          (r) => (as === 'batch' && !Array.isArray(r) ? commands.map(() => r) : r),
+          (err: Error) => (err instanceof ReplyError && err.message.startsWith(SLOW) ? this.full(via, call) : Promise.reject(err)),
+        ),
+        commands,
+        as,
+      );
+    }
+    return this.full(via, call);
+  }
+
+  /** Sends a call to log-write.lua, which logs every write qsync supports. */
+  private full(via: Sender, { db, commands, as, buffer, callback: cb }: LogCall): Promise<unknown> | ChainableCommander {
     // The keys the writes touch follow the queue's: the script records them when the queue is marked dirty.
     const keys: (string | Buffer)[] = [this.keys.meta, this.keys.log, this.keys.dirty];
     const argv: (string | Buffer)[] = [String(db), this.queueDb, as === 'batch' ? 'b' : as === 'one' ? '1' : '0'];
@@ -116,7 +176,15 @@ export class WriteLog {
       : [];
     const sent = script.call(via, keys.length, ...keys, ...argv, ...tail);
     if (!(sent instanceof Promise)) return sent;
-    // A full queue refuses every write of the call: each is told to the client's listeners.
+    return this.settled(sent, commands, as);
+  }
+
+  /**
+   * A call's replies with integers past 2^53 made exact; its refusal as a
+   * QueueFullError or FencedError, told to the client's listeners once for
+   * each write it refused.
+   */
+  private settled(sent: Promise<unknown>, commands: LoggedCommand[], as: LogCall['as']): Promise<unknown> {
     const writes = as === 'batch' ? commands.length : 1;
     const refused = (err: Error) => {
       const e = this.refusal(err);

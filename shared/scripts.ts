@@ -80,6 +80,9 @@ declare module 'ioredis' {
     /** log-write.lua: the write's reply, or the array of a group's replies */
     qsyncLogWrite(numKeys: number, ...args: Arg[]): Result<unknown, Context>;
     qsyncLogWriteBuffer(numKeys: number, ...args: Arg[]): Result<unknown, Context>;
+    /** log-simple.lua: as log-write.lua, for writes logged as they were sent */
+    qsyncLogSimple(numKeys: number, ...args: Arg[]): Result<unknown, Context>;
+    qsyncLogSimpleBuffer(numKeys: number, ...args: Arg[]): Result<unknown, Context>;
     /** apply-batch-1.lua */
     qsyncApplyBatch(...args: Arg[]): Result<(number | string)[], Context>;
     /** read-batch-2.lua: epoch, seq, entries left[, entries before], then the entries (or their lengths and the entries end to end: consumer/drain/batch.ts) */

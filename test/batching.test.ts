@@ -11,7 +11,9 @@ test('writes issued in one tick share a script call but each gets its own entry,
   const master = pair.master.client();
   const db = createProducer(pair.master.client());
   await master.set('s', 'a string');
-  await db.set('warm', '1'); // loads the script, so that the calls below are all EVALSHA
+  // Loads both log scripts (SET k v takes the lean one, SETNX the full one), so that the calls below are all EVALSHA.
+  await db.set('warm', '1');
+  await db.setnx('warm', '1');
   await master.del(LOG);
   const before = await master.info('commandstats');
   const calls = (info: string) => Number(/cmdstat_evalsha:calls=(\d+)/.exec(info)?.[1] ?? 0);

@@ -22,13 +22,7 @@ end
 --- @include "includes/pop-rules"
 --- @include "includes/keyspace-rules"
 
-local function changed(reply)
-  local t = type(reply)
-  if t == 'number' then return reply > 0 end
-  if t == 'string' then return true end
-  if t == 'table' then return reply.ok ~= nil or #reply > 0 end
-  return false
-end
+--- @include "includes/changed"
 
 --- @include "includes/stream-rules"
 
