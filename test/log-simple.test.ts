@@ -45,7 +45,7 @@ test('entries of the lean script are what cmsgpack packs, and replay to an equal
   // The SADD that added nothing and the refused LPUSH log nothing.
   t.is(raw.length, SIZES.length + 10);
   for (const entry of raw) {
-    const repacked = (await master.evalBuffer('return cmsgpack.pack(cmsgpack.unpack(ARGV[1]))', 0, entry)) as Buffer;
+    const repacked = (await master.callBuffer('EVAL', 'return cmsgpack.pack(cmsgpack.unpack(ARGV[1]))', '0', entry)) as Buffer;
     t.true(repacked.equals(entry), 'packed as cmsgpack packs it');
   }
   const entries = raw.map(decodeEntry);
@@ -77,7 +77,7 @@ test('a run of one kind of write sends its name once and still replies to each w
   const master = pair.master.client();
   const db = createProducer(pair.master.client());
   await master.set('str', 'x');
-  const replies = await Promise.allSettled([db.hset('h', 'a', '1'), db.hset('str', 'b', '2'), db.hset('h', 'c', '3'), db.setBuffer('k', 'v')]);
+  const replies = await Promise.allSettled([db.hset('h', 'a', '1'), db.hset('str', 'b', '2'), db.hset('h', 'c', '3'), db.callBuffer('set', 'k', 'v')]);
   t.is(replies[0].status, 'fulfilled');
   t.regex(String((replies[1] as PromiseRejectedResult).reason), /WRONGTYPE/);
   t.deepEqual(
