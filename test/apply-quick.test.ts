@@ -10,6 +10,7 @@ import test, { type ExecutionContext } from 'ava';
 import type { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { QueueKeys } from '../shared/keys.js';
+import { flatBatch } from '../consumer/drain/flat.js';
 import { frameBatch } from '../shared/entry.js';
 import { ReplyCode } from '../shared/reply-codes.js';
 import { defineScripts, expandLua } from '../shared/scripts.js';
@@ -24,14 +25,23 @@ async function pairFor(t: ExecutionContext): Promise<Pair> {
   return pair;
 }
 
+/** How a batch reaches the apply script: every entry as bytes (a relay), or the common ones read by the worker. */
+type Frame = (entries: Buffer[]) => Buffer[] | [Buffer, Buffer, string, string, ...Buffer[]];
+const FRAMES: Record<string, Frame> = { bytes: frameBatch, flat: flatBatch };
+
+/** A test run once for each way a batch reaches the apply script. */
+function forms(title: string, fn: (t: ExecutionContext, frame: Frame) => Promise<void>): void {
+  for (const [name, frame] of Object.entries(FRAMES)) test(`${title} (${name})`, (t) => fn(t, frame));
+}
+
 /** The log's entries, and a function applying some of them on the replica as a worker does. */
-async function logOf(pair: Pair, onError: 'halt' | 'park' = 'halt') {
+async function logOf(pair: Pair, frame: Frame, onError: 'halt' | 'park' = 'halt') {
   const master = pair.master.client();
   const replica = pair.replica.client();
   defineScripts(replica);
   const epoch = (await master.hget(keys.meta, 'epoch'))!;
   const entries = await master.lrangeBuffer(keys.log, 0, -1);
-  const apply = (batch: Buffer[]) => replica.qsyncApplyBatch(keys.applied, epoch, '0', onError, ...frameBatch(batch));
+  const apply = (batch: Buffer[]) => replica.qsyncApplyBatch(keys.applied, epoch, '0', onError, ...frame(batch));
   return { entries, apply, replica };
 }
 
@@ -53,10 +63,10 @@ async function mixedWrites(pair: Pair): Promise<void> {
   await p.hset('h', 'g', 'w');
 }
 
-test('common and other entries in one batch apply once; the same batch, or a part of it, sent again changes nothing', async (t) => {
+forms('common and other entries in one batch apply once; the same batch, or a part of it, sent again changes nothing', async (t, frame) => {
   const pair = await pairFor(t);
   await mixedWrites(pair);
-  const { entries, apply, replica } = await logOf(pair);
+  const { entries, apply, replica } = await logOf(pair, frame);
   t.is(entries.length, 12);
   // Half the batch, then all of it twice: each entry once.
   t.deepEqual(await apply(entries.slice(0, 6)), [ReplyCode.ok, 6, 6]);
@@ -66,13 +76,13 @@ test('common and other entries in one batch apply once; the same batch, or a par
   t.is(await replica.get('n'), '8');
 });
 
-test('a common entry whose key the replica holds with another expiry is brought to the master’s view first', async (t) => {
+forms('a common entry whose key the replica holds with another expiry is brought to the master’s view first', async (t, frame) => {
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   await p.set('k', '1');
   await p.incr('k');
   await p.incr('k');
-  const { entries, apply, replica } = await logOf(pair);
+  const { entries, apply, replica } = await logOf(pair, frame);
   t.deepEqual(await apply(entries.slice(0, 2)), [ReplyCode.ok, 2, 2]);
   // The replica's key got an expiry the master's never had.
   await replica.pexpire('k', 600_000);
@@ -84,14 +94,14 @@ test('a common entry whose key the replica holds with another expiry is brought 
   t.is(await replica.get('k'), '3');
 });
 
-test('a common entry the replica refuses halts the batch there; the entries before it stay applied, once', async (t) => {
+forms('a common entry the replica refuses halts the batch there; the entries before it stay applied, once', async (t, frame) => {
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   await p.set('n', '1');
   await p.incr('a');
   await p.incr('n');
   await p.incr('b');
-  const { entries, apply, replica } = await logOf(pair);
+  const { entries, apply, replica } = await logOf(pair, frame);
   t.deepEqual(await apply(entries.slice(0, 1)), [ReplyCode.ok, 1, 1]);
   // The replica's n is not a number (the same key as the master's otherwise).
   await replica.set('n', 'text');
@@ -106,13 +116,13 @@ test('a common entry the replica refuses halts the batch there; the entries befo
   t.deepEqual([await replica.get('a'), await replica.get('n'), await replica.get('b')], ['1', '2', '1']);
 });
 
-test('under park, a refused common entry is a dead letter and the batch goes on', async (t) => {
+forms('under park, a refused common entry is a dead letter and the batch goes on', async (t, frame) => {
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   await p.set('n', '1');
   await p.incr('n');
   await p.incr('b');
-  const { entries, apply, replica } = await logOf(pair, 'park');
+  const { entries, apply, replica } = await logOf(pair, frame, 'park');
   t.deepEqual(await apply(entries.slice(0, 1)), [ReplyCode.ok, 1, 1]);
   await replica.set('n', 'text');
   const [code, watermark, applied, dead] = (await apply(entries)) as [number, number, number, unknown[][]];
@@ -132,12 +142,12 @@ test('under park, a refused common entry is a dead letter and the batch goes on'
   t.is(await replica.get('b'), '1');
 });
 
-test('a common entry cut short, or with bytes after it, is not an entry', async (t) => {
+forms('a common entry cut short, or with bytes after it, is not an entry', async (t, frame) => {
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   await p.set('a', '1');
   await p.set('b', '2');
-  const { entries, apply, replica } = await logOf(pair);
+  const { entries, apply, replica } = await logOf(pair, frame);
   const cut = entries[1].subarray(0, entries[1].length - 1);
   t.deepEqual(await apply([entries[0], cut]), [ReplyCode.notAnEntry, 2]);
   t.is(await replica.get('a'), '1');
@@ -220,7 +230,7 @@ test('the quick reader reads what cmsgpack decodes, and declines whatever it can
   }
 });
 
-test('a run of plain SETs lands in order with the entries around it, once, however often the batch is sent', async (t) => {
+forms('a run of plain SETs lands in order with the entries around it, once, however often the batch is sent', async (t, frame) => {
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   await p.set('a', '1');
@@ -232,7 +242,7 @@ test('a run of plain SETs lands in order with the entries around it, once, howev
   await p.set('d', '1', 'KEEPTTL');
   await createProducer(pair.master.client(2)).set('a', 'db2');
   await p.set('e', '1');
-  const { entries, apply, replica } = await logOf(pair);
+  const { entries, apply, replica } = await logOf(pair, frame);
   t.deepEqual(await apply(entries.slice(0, 3)), [ReplyCode.ok, 3, 3]);
   t.deepEqual(await apply(entries), [ReplyCode.ok, 9, 6]);
   t.deepEqual(await apply(entries), [ReplyCode.ok, 9, 0]);
@@ -240,38 +250,38 @@ test('a run of plain SETs lands in order with the entries around it, once, howev
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
 });
 
-test('a run of SETs the replica refuses as one MSET is taken again entry by entry, each once', async (t) => {
+forms('a run of SETs the replica refuses as one MSET is taken again entry by entry, each once', async (t, frame) => {
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   await p.incr('n');
   for (const k of ['a', 'b', 'c']) await p.set(k, k);
   await p.incr('n');
   for (const k of ['d', 'e']) await p.set(k, k);
-  const { entries } = await logOf(pair);
+  const { entries } = await logOf(pair, frame);
   const admin = pair.replica.client();
   await admin.acl('SETUSER', 'nomset', 'on', '>pw', '~*', '&*', '+@all', '-mset');
   const replica = pair.replica.client(0, { username: 'nomset', password: 'pw' });
   defineScripts(replica);
   const epoch = (await pair.master.client().hget(keys.meta, 'epoch'))!;
-  const apply = () => replica.qsyncApplyBatch(keys.applied, epoch, '0', 'halt', ...frameBatch(entries));
+  const apply = () => replica.qsyncApplyBatch(keys.applied, epoch, '0', 'halt', ...frame(entries));
   t.deepEqual(await apply(), [ReplyCode.ok, 7, 7]);
   t.deepEqual(await apply(), [ReplyCode.ok, 7, 0]);
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
 });
 
-test('a run of SETs refused as one MSET and entry by entry halts at its first entry, the entries before it applied once', async (t) => {
+forms('a run of SETs refused as one MSET and entry by entry halts at its first entry, the entries before it applied once', async (t, frame) => {
   const pair = await pairFor(t);
   const p = createProducer(pair.master.client());
   await p.incr('n');
   for (const k of ['a', 'b', 'c']) await p.set(k, k);
-  const { entries, apply } = await logOf(pair, 'park');
+  const { entries, apply } = await logOf(pair, frame, 'park');
   const admin = pair.replica.client();
   await admin.acl('SETUSER', 'noset', 'on', '>pw', '~*', '&*', '+@all', '-mset', '-set');
   const replica = pair.replica.client(0, { username: 'noset', password: 'pw' });
   defineScripts(replica);
   const epoch = (await pair.master.client().hget(keys.meta, 'epoch'))!;
   // Refused for want of a permission: about the replica, so it halts even under park.
-  const reply = await replica.qsyncApplyBatch(keys.applied, epoch, '0', 'park', ...frameBatch(entries));
+  const reply = await replica.qsyncApplyBatch(keys.applied, epoch, '0', 'park', ...frame(entries));
   t.deepEqual(reply.slice(0, 4), [ReplyCode.refused, 1, 2, 1]);
   t.regex(String(reply[4]), /permission|can't run/i);
   t.is(await admin.get('n'), '1');

@@ -1,8 +1,11 @@
+import { flatten } from './flat.js';
+
 /**
  * A batch of the master's log as the read script sends it ('joined',
  * shared/lua/read-batch-2.lua): the entries end to end in one buffer, after
- * their byte lengths as a msgpack array. The worker forwards both to the
- * apply script as they came; an entry is cut out of them only when one is
+ * their byte lengths as a msgpack array. The worker sends the apply script
+ * the common entries read (flat.ts) and the others as they came, or (a
+ * relay) every entry as it came; an entry is cut out of them only when one is
  * needed on its own (the last one, to confirm; a refused one, to say which).
  */
 export class Batch {
@@ -43,6 +46,11 @@ export class Batch {
       });
     }
     return this.cut;
+  }
+
+  /** The apply script's arguments from ARGV[4] on, its common entries read here (flat.ts). */
+  flat(): ReturnType<typeof flatten> {
+    return flatten(this.sizes, this.joined);
   }
 
   /** The last entry's bytes; an empty batch has none. */

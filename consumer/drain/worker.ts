@@ -716,10 +716,9 @@ export class SyncWorker extends EventEmitter {
         batch.epoch,
         String(this.opts.queueDb),
         this.opts.onError,
-        batch.lengths,
-        batch.joined,
-        // A relay logs what it applies in its own queue (shared/lua/includes/relay.lua).
-        ...(this.opts.relay ? [this.keys.log, this.keys.meta] : []),
+        // A relay logs what it applies in its own queue (shared/lua/includes/relay.lua),
+        // decoded from the bytes of every entry.
+        ...(this.opts.relay ? [batch.lengths, batch.joined, this.keys.log, this.keys.meta] : batch.flat()),
       ),
     ).then(
       (reply) => ({ batch, reply: reply as ApplyReply, seconds: Number(process.hrtime.bigint() - sent) / 1e9 }),

@@ -56,13 +56,23 @@
     ARGV[1] the master's epoch
     ARGV[2] queue db
     ARGV[3] on refusal: 'halt' or 'park'
-    ARGV[4] the byte length of each entry, as a msgpack array
-    ARGV[5] the entries as read from the log, one after the other (one
-            string rather than one argument each: a fifth of the cost of
-            applying an entry goes into making an argument a Lua string)
-    ARGV[6], ARGV[7] (a relay, qsync consume --relay) this server's own log
-            list and meta hash, in the queue db: each entry applied whole is
-            appended to it in the same step (includes/relay.lua)
+    ARGV[4] the batch's header, a msgpack array of numbers, in log order:
+            for an entry sent as bytes, its byte length in ARGV[5]; for a
+            common entry the worker read (one command, its first key's
+            view or none: consumer/drain/flat.ts), six numbers: its kind
+            (SET_KV: a SET of a key and a value, its two arguments sent;
+            -(n + 1): a command of n arguments, its name first), seq, ts,
+            prev ts, db and the master's view of its first key (ANY: none).
+            Its arguments are plain arguments from ARGV[8] on, in order, so
+            that a run of SETs needs no Lua string made for it.
+    ARGV[5] the entries sent as bytes, one after the other (one string
+            rather than one argument each: a fifth of the cost of applying
+            an entry goes into making an argument a Lua string)
+    ARGV[6], ARGV[7] (a relay, qsync consume --relay; '' otherwise) this
+            server's own log list and meta hash, in the queue db: each
+            entry applied whole is appended to it in the same step
+            (includes/relay.lua)
+    ARGV[8]... the arguments of the common entries of ARGV[4]
 
   Output:
     {OK, watermark, applied count[, dead, pending, aligned, held back]}
@@ -96,7 +106,7 @@ local rcall = redis.call
 --- @include "includes/flush"
 --- @include "includes/relay"
 
-local lengths = cmsgpack.unpack(ARGV[4])
+local header = cmsgpack.unpack(ARGV[4])
 local entries = ARGV[5]
 local epoch = ARGV[1]
 local queue_db = ARGV[2]
@@ -105,6 +115,7 @@ local prefix = string.match(KEYS[1], '^([^:]*):')
 local park = ARGV[3] == 'park'
 -- A relay's own log, and the entries applied whole so far, to append with the watermark.
 local relay_log, relay_meta, relayed = ARGV[6], ARGV[7], {}
+if relay_log == '' then relay_log, relay_meta = nil, nil end
 if not park and ARGV[3] ~= 'halt' then return redis.error_reply("ERR apply-batch: ARGV[3] must be 'halt' or 'park'") end
 local cur = rcall('HMGET', KEYS[1], 'seq', 'epoch', 'part', 'ts', 'resyncing', 'held', 'heldPending', 'promoted')
 -- A replica promoted to master follows no log any more: a stale consumer of
@@ -391,39 +402,31 @@ local function settle(pos, seq, ts, e, index, err)
   last, last_ts, prev_ts = seq, ts, ts
 end
 
--- The common entry, read from its bytes (quick_entry): the next one, of one
--- command that is no flush, whose key, when the view names one, is as the
--- master had it. Runs it: true, and the error when the replica refused it;
--- false when the entry needs the full path (a gap, a broken chain, a part
--- done, held keys, a key to align), nothing having run then.
-local function quick(seq, prev, edb, cmd, want)
-  if seq ~= last + 1 or seq == part_seq or (prev_ts and prev ~= prev_ts) or held_any
-    or cmd[1] == 'flushdb' or cmd[1] == 'flushall' or (edb ~= db and not use_db(edb)) then
-    return false
-  end
-  if want and pcall_redis('PEXPIRETIME', cmd[2]) ~= want then return false end
-  local r = pcall_redis(unpack(cmd))
-  if type(r) == 'table' and r.err then return true, r.err end
-  return true
-end
-
 -- A relay logs the decoded entries it applies: it always takes the full path.
 local quick_on = not relay_log
 
--- Takes the entry at position pos (bytes offset to ends; seq... what
--- quick_entry read of it, when it could): the quick way, or the full way.
--- Returns the reply when the batch stops there.
-local function apply_one(pos, offset, ends, seq, ts, prev, edb, cmd, want)
-  if seq then
-    local took, err = quick(seq, prev, edb, cmd, want)
-    if took then return settle(pos, seq, ts, nil, err and 1, err) end
+-- Whether the common entry seq (command name, first key key, the master's
+-- view of it want) can run at once: the next one, no flush, its key, when
+-- the view names one, as the master had it. False when it needs the full
+-- path (a gap, a broken chain, a part done, held keys, a key to align, a
+-- relay), nothing having run then. Leaves edb selected when true.
+local function quick_ok(seq, prev, edb, name, key, want)
+  if not quick_on or seq ~= last + 1 or seq == part_seq or (prev_ts and prev ~= prev_ts) or held_any
+    or name == 'flushdb' or name == 'flushall' or (edb ~= db and not use_db(edb)) then
+    return false
   end
-  decoding = pos
-  local after, e = unpack_next(entries, 1, offset)
-  decoding = nil
-  -- An entry is exactly its bytes: one that decodes past them is not one.
-  if after ~= ends and not (after == -1 and ends == size) then e = nil end
-  if not is_entry(e) then return not_an_entry(pos) end
+  return not want or pcall_redis('PEXPIRETIME', key) == want
+end
+
+-- The error of a reply, or nil.
+local function refusal(r)
+  if type(r) == 'table' and r.err then return r.err end
+  return nil
+end
+
+-- Takes the decoded entry e at position pos (the full way). Returns the
+-- reply when the batch stops there.
+local function take(pos, e)
   if e[2] > last then
     if e[2] ~= last + 1 then
       save()
@@ -447,13 +450,51 @@ local function apply_one(pos, offset, ends, seq, ts, prev, edb, cmd, want)
   end
 end
 
+-- Takes the entry at position pos sent as bytes (offset to ends; seq...
+-- what quick_entry read of it, when it could): the quick way, or the full
+-- way. Returns the reply when the batch stops there.
+local function apply_bytes(pos, offset, ends, seq, ts, prev, edb, cmd, want)
+  if seq and quick_ok(seq, prev, edb, cmd[1], cmd[2], want) then
+    local err = refusal(pcall_redis(unpack(cmd)))
+    return settle(pos, seq, ts, nil, err and 1, err)
+  end
+  decoding = pos
+  local after, e = unpack_next(entries, 1, offset)
+  decoding = nil
+  -- An entry is exactly its bytes: one that decodes past them is not one.
+  if after ~= ends and not (after == -1 and ends == size) then e = nil end
+  if not is_entry(e) then return not_an_entry(pos) end
+  return take(pos, e)
+end
+
+-- A common entry sent by the worker as numbers and arguments (ARGV[4]).
+local SET_KV = -1
+local nargs = #ARGV
+
+-- Takes the common entry at position pos, of the given kind, its arguments
+-- from ARGV[a] on (n of them): the quick way, or the full way, decoded from
+-- them as cmsgpack would have. Returns the reply when the batch stops there.
+local function apply_flat(pos, kind, a, n, seq, ts, prev, edb, want)
+  local set = kind == SET_KV
+  local name, key = 'set', ARGV[a]
+  if not set then name, key = ARGV[a], ARGV[a + 1] end
+  if quick_ok(seq, prev, edb, name, key, want) then
+    local r
+    if set then r = pcall_redis('SET', key, ARGV[a + 1]) else r = pcall_redis(unpack(ARGV, a, a + n - 1)) end
+    local err = refusal(r)
+    return settle(pos, seq, ts, nil, err and 1, err)
+  end
+  local cmd = set and { 'set', key, ARGV[a + 1] } or { unpack(ARGV, a, a + n - 1) }
+  return take(pos, { 1, seq, ts, edb, { cmd }, prev, { want and { 2, want } or FIRST_KEY_ANY } })
+end
+
 -- Plain SETs (three arguments, no key to check) in a row, in one db, reach
 -- the replica as one MSET when the run ends: the same writes in the same
 -- order, at a fraction of the cost of a call each. The run's entries count
 -- as applied meanwhile; MSET writes all of its keys or none (a refusal comes
 -- before it runs), so a refused run is taken again entry by entry, up to its
 -- last entry (replay_until), from the state before it (sets_*).
-local sets, sets_db, sets_pos, sets_offset = {}, nil, nil, nil
+local sets, sets_db, sets_at = {}, nil, nil
 local sets_last, sets_last_ts, sets_prev_ts, sets_applied = nil, nil, nil, nil
 local replay_until = 0
 -- unpack() takes at most ~8000 values
@@ -465,16 +506,16 @@ local function flush_sets()
   if #sets == 0 then return true end
   local r = pcall_redis('MSET', unpack(sets))
   sets = {}
-  if type(r) == 'table' and r.err then
+  if refusal(r) then
     last, last_ts, prev_ts, applied = sets_last, sets_last_ts, sets_prev_ts, sets_applied
     return false
   end
   return true
 end
 
--- Whether entry seq at position pos, read by quick_entry, joins the run of SETs.
-local function joins_run(pos, seq, prev, edb, cmd, want)
-  if want or #cmd ~= 3 or cmd[1] ~= 'set' or pos <= replay_until or seq ~= last + 1 or seq == part_seq
+-- Whether the plain SET seq at position pos joins the run of SETs.
+local function joins_run(pos, seq, prev, edb)
+  if not quick_on or pos <= replay_until or seq ~= last + 1 or seq == part_seq
     or (prev_ts and prev ~= prev_ts) or held_any or #sets >= SETS_MAX then
     return false
   end
@@ -482,45 +523,72 @@ local function joins_run(pos, seq, prev, edb, cmd, want)
   return edb == db or use_db(edb)
 end
 
--- Applies the entries from position `pos` (starting at byte `offset`, 0
--- based) on; returns the reply when the batch stops early, nothing when
--- every entry was taken. A run of SETs is sent before anything else runs
--- or can fail, and before the end.
-local function apply_from(pos, offset)
+-- A place in the batch: the entry's position, its index in the header, the
+-- byte offset (0 based) of the next entry sent as bytes, the argument of
+-- the next common entry.
+local function next_place(h, offset, a)
+  local kind = header[h]
+  if kind >= 0 then return h + 1, offset + kind, a end
+  return h + 6, offset, a + (kind == SET_KV and 2 or -kind - 1)
+end
+
+local function place_of(pos)
+  local h, offset, a = 1, 0, 8
+  for _ = 1, pos - 1 do h, offset, a = next_place(h, offset, a) end
+  return h, offset, a
+end
+
+-- Applies the entries from position pos (at place h, offset, a) on;
+-- returns the reply when the batch stops early, nothing when every entry
+-- was taken. A run of SETs is sent before anything else runs or can fail,
+-- and before the end.
+local function apply_from(pos, h, offset, a)
+  local nheader = #header
   while true do
-    if pos > #lengths then
+    if h > nheader then
       if flush_sets() then return end
-      pos, offset, replay_until = sets_pos, sets_offset, pos - 1
+      replay_until = pos - 1
+      pos, h, offset, a = sets_at[1], sets_at[2], sets_at[3], sets_at[4]
     else
-      local ends = offset + lengths[pos]
-      local seq, ts, prev, edb, cmd, want
-      if quick_on and ends <= size then seq, ts, prev, edb, cmd, want = quick_entry(entries, offset + 1, ends) end
-      if seq and joins_run(pos, seq, prev, edb, cmd, want) then
+      local kind = header[h]
+      local nh, noffset, na = next_place(h, offset, a)
+      local seq, ts, prev, edb, cmd, want, k, v
+      if kind >= 0 then
+        if quick_on and noffset <= size then seq, ts, prev, edb, cmd, want = quick_entry(entries, offset + 1, noffset) end
+        if seq and not want and #cmd == 3 and cmd[1] == 'set' then k, v = cmd[2], cmd[3] end
+      else
+        seq, ts, prev, edb, want = header[h + 1], header[h + 2], header[h + 3], header[h + 4], header[h + 5]
+        if type(want) ~= 'number' or na - 1 > nargs or na - 1 < a then
+          error('the common entry at position ' .. pos .. ' is cut short', 0)
+        end
+        if want == ANY then want = nil end
+        if kind == SET_KV and not want then k, v = ARGV[a], ARGV[a + 1] end
+      end
+      if k and joins_run(pos, seq, prev, edb) then
         if #sets == 0 then
-          sets_db, sets_pos, sets_offset = edb, pos, offset
+          sets_db, sets_at = edb, { pos, h, offset, a }
           sets_last, sets_last_ts, sets_prev_ts, sets_applied = last, last_ts, prev_ts, applied
         end
-        sets[#sets + 1] = cmd[2]
-        sets[#sets + 1] = cmd[3]
+        sets[#sets + 1] = k
+        sets[#sets + 1] = v
         applied = applied + 1
         last, last_ts, prev_ts = seq, ts, ts
-        pos, offset = pos + 1, ends
+        pos, h, offset, a = pos + 1, nh, noffset, na
       elseif not flush_sets() then
-        pos, offset, replay_until = sets_pos, sets_offset, pos - 1
+        replay_until = pos - 1
+        pos, h, offset, a = sets_at[1], sets_at[2], sets_at[3], sets_at[4]
       else
-        local stop = apply_one(pos, offset, ends, seq, ts, prev, edb, cmd, want)
+        local stop
+        if kind >= 0 then
+          stop = apply_bytes(pos, offset, noffset, seq, ts, prev, edb, cmd, want)
+        else
+          stop = apply_flat(pos, kind, a, na - a, seq, ts, prev, edb, want)
+        end
         if stop then return stop end
-        pos, offset = pos + 1, ends
+        pos, h, offset, a = pos + 1, nh, noffset, na
       end
     end
   end
-end
-
--- The byte offset (0 based) of the entry at position pos.
-local function offset_of(pos)
-  local offset = 0
-  for k = 1, pos - 1 do offset = offset + lengths[k] end
-  return offset
 end
 
 -- One pcall for the batch rather than one per entry (a tenth of the cost of
@@ -528,14 +596,16 @@ end
 -- batch goes on after them.
 local from = 1
 while true do
-  local ok, out = pcall(apply_from, from, offset_of(from))
+  local ok, out = pcall(apply_from, from, place_of(from))
   if ok then
     if out then return out end
     break
   end
   if not decoding then
     -- Anything else is unexpected: what ran is kept with the watermark, so
-    -- that a retry goes on after it rather than applying it twice.
+    -- that a retry goes on after it rather than applying it twice (a run of
+    -- SETs not sent did not run).
+    if #sets > 0 then last, last_ts, applied = sets_last, sets_last_ts, sets_applied end
     save()
     return redis.error_reply('ERR apply-batch: ' .. (type(out) == 'table' and tostring(out.err) or tostring(out)))
   end
