@@ -7,7 +7,8 @@
  * and refuses a batch whose numbers and arguments do not add up.
  */
 import test, { type ExecutionContext } from 'ava';
-import { flatBatch, readCommonEntry } from '../consumer/drain/flat.js';
+import { Command } from 'ioredis';
+import { flatBatch, flatRequest, readCommonEntry } from '../consumer/drain/flat.js';
 import { createProducer } from '../producer/index.js';
 import { decodeEntry, VIEW_ANY } from '../shared/entry.js';
 import { QueueKeys } from '../shared/keys.js';
@@ -153,4 +154,16 @@ test('a gap or a broken chain among common entries stops the batch there, as for
   other.writeBigUInt64BE(BigInt(e.prevTs + 1), at);
   t.deepEqual(await apply([other, entries[3]]), [ReplyCode.brokenChain, 2, 3]);
   t.deepEqual(await apply(entries), [ReplyCode.ok, 4, 2]);
+});
+
+test('the request the worker writes itself is the one the client would write for the same arguments', async (t) => {
+  const pair = await pairFor(t);
+  await writes(pair);
+  const { entries } = await logOf(pair);
+  const lead = [keys.applied, 'epoch', '0', 'park'];
+  const sha = 'a'.repeat(40);
+  for (const batch of [entries, entries.slice(7, 8), entries.slice(0, 2), []]) {
+    const client = new Command('evalsha', [sha, '1', ...lead, ...flatBatch(batch)]).toWritable(undefined as never);
+    t.true(Buffer.from(client).equals(flatRequest(sha, lead, batch)));
+  }
 });

@@ -1,4 +1,5 @@
-import { flatten } from './flat.js';
+import type { Redis } from 'ioredis';
+import { sendFlat } from './flat.js';
 
 /**
  * A batch of the master's log as the read script sends it ('joined',
@@ -48,9 +49,9 @@ export class Batch {
     return this.cut;
   }
 
-  /** The apply script's arguments from ARGV[4] on, its common entries read here (flat.ts). */
-  flat(): ReturnType<typeof flatten> {
-    return flatten(this.sizes, this.joined);
+  /** Runs the apply script on the batch, its common entries read here (flat.ts); lead: its arguments before ARGV[4]. */
+  applyOn(replica: Redis, lead: string[]): Promise<unknown> {
+    return sendFlat(replica, lead, this.sizes, this.joined);
   }
 
   /** The last entry's bytes; an empty batch has none. */

@@ -709,17 +709,14 @@ export class SyncWorker extends EventEmitter {
 
   private apply(batch: Batch): Promise<Outcome> {
     const sent = process.hrtime.bigint();
+    const lead = [this.keys.applied, batch.epoch, String(this.opts.queueDb), this.opts.onError];
     return onSide(
       'replica',
-      this.replica.qsyncApplyBatch(
-        this.keys.applied,
-        batch.epoch,
-        String(this.opts.queueDb),
-        this.opts.onError,
-        // A relay logs what it applies in its own queue (shared/lua/includes/relay.lua),
-        // decoded from the bytes of every entry.
-        ...(this.opts.relay ? [batch.lengths, batch.joined, this.keys.log, this.keys.meta] : batch.flat()),
-      ),
+      // A relay logs what it applies in its own queue (shared/lua/includes/relay.lua),
+      // decoded from the bytes of every entry.
+      this.opts.relay
+        ? this.replica.qsyncApplyBatch(...lead, batch.lengths, batch.joined, this.keys.log, this.keys.meta)
+        : batch.applyOn(this.replica, lead),
     ).then(
       (reply) => ({ batch, reply: reply as ApplyReply, seconds: Number(process.hrtime.bigint() - sent) / 1e9 }),
       (error: Error) => ({ batch, error }),
