@@ -1,8 +1,8 @@
 /**
  * The apply script's arguments for a batch (shared/lua/apply-batch-1.lua,
  * ARGV[4] on). The worker reads the common entries itself (one command, the
- * master's view of its first key or none: most writes) and sends each as six
- * numbers in the header and its arguments as plain arguments, so that the
+ * master's view of its first key or none: most writes) and sends each as
+ * five or six numbers in the header and its arguments as plain arguments, so that the
  * replica builds no Lua string to read them, and a run of SETs is one MSET
  * of the arguments as they came. Every other entry goes as its bytes, in
  * its place. The script checks what it applies (seqs, links, views) from the
@@ -53,8 +53,11 @@ class Flat {
         header.int(read.ts);
         header.int(read.prev);
         header.int(read.db);
-        header.int(read.want);
-        numbers += 6;
+        numbers += 5;
+        if (read.kind !== SET_KV) {
+          header.int(read.want);
+          numbers += 1;
+        }
       } else {
         header.int(size);
         numbers += 1;

@@ -59,10 +59,11 @@
     ARGV[4] the batch's header, a msgpack array of numbers, in log order:
             for an entry sent as bytes, its byte length in ARGV[5]; for a
             common entry the worker read (one command, its first key's
-            view or none: consumer/drain/flat.ts), six numbers: its kind
-            (SET_KV: a SET of a key and a value, its two arguments sent;
-            -(n + 1): a command of n arguments, its name first), seq, ts,
-            prev ts, db and the master's view of its first key (ANY: none).
+            view or none: consumer/drain/flat.ts), its kind, seq, ts, prev
+            ts and db, then for a kind -(n + 1) (a command of n arguments,
+            its name first) the master's view of its first key (ANY: none);
+            a kind SET_KV is a SET of a key and a value (its two arguments
+            sent), the view ANY.
             Its arguments are plain arguments from ARGV[8] on, in order, so
             that a run of SETs needs no Lua string made for it.
     ARGV[5] the entries sent as bytes, one after the other (one string
@@ -529,7 +530,8 @@ end
 local function next_place(h, offset, a)
   local kind = header[h]
   if kind >= 0 then return h + 1, offset + kind, a end
-  return h + 6, offset, a + (kind == SET_KV and 2 or -kind - 1)
+  if kind == SET_KV then return h + 5, offset, a + 2 end
+  return h + 6, offset, a - kind - 1
 end
 
 local function place_of(pos)
@@ -538,10 +540,79 @@ local function place_of(pos)
   return h, offset, a
 end
 
+-- A run of common SETs from position pos (place h, argument a): as many as
+-- follow one another (each the next seq, linked to the one before, in one
+-- db, all their arguments sent) reach the replica as one MSET of their
+-- arguments as they came, with no Lua value made for any of them. Returns
+-- the position, place and argument after the run; nothing when the entry at
+-- pos starts none (it takes the other way); false and the run's last
+-- position when the replica refused the MSET (nothing was written).
+local function set_run(pos, h, a)
+  local edb = header[h + 4]
+  if edb ~= db and not use_db(edb) then return nil end
+  local l, lts, p, from, max = last, prev_ts, pos, a, pos + SETS_MAX
+  local seq = header[h + 1]
+  while header[h] == SET_KV and seq == l + 1 and (not lts or header[h + 3] == lts) and header[h + 4] == edb
+    and seq ~= part_seq and a < nargs and p < max do
+    l, lts = seq, header[h + 2]
+    h, a, p = h + 5, a + 2, p + 1
+    seq = header[h + 1]
+  end
+  if p == pos then return nil end
+  if refusal(pcall_redis('MSET', unpack(ARGV, from, a - 1))) then return false, p - 1 end
+  applied = applied + (p - pos)
+  last, last_ts, prev_ts = l, lts, lts
+  return p, h, a
+end
+
+-- Takes the entry at position pos (place h, offset, a) any other way than
+-- a run of common SETs: returns the next position and place, or nothing
+-- and the reply when the batch stops there. A run of SETs read from bytes
+-- is sent before anything else runs or can fail.
+local function apply_next(pos, h, offset, a)
+  local kind = header[h]
+  local nh, noffset, na = next_place(h, offset, a)
+  local seq, ts, prev, edb, cmd, want, k, v
+  if kind >= 0 then
+    if quick_on and noffset <= size then seq, ts, prev, edb, cmd, want = quick_entry(entries, offset + 1, noffset) end
+    if seq and not want and #cmd == 3 and cmd[1] == 'set' then k, v = cmd[2], cmd[3] end
+  else
+    seq, ts, prev, edb, want = header[h + 1], header[h + 2], header[h + 3], header[h + 4], ANY
+    if kind ~= SET_KV then want = header[h + 5] end
+    if type(want) ~= 'number' or type(edb) ~= 'number' or na - 1 > nargs or na - 1 < a then
+      error('the common entry at position ' .. pos .. ' is cut short', 0)
+    end
+    if want == ANY then want = nil end
+    if kind == SET_KV then k, v = ARGV[a], ARGV[a + 1] end
+  end
+  if k and joins_run(pos, seq, prev, edb) then
+    if #sets == 0 then
+      sets_db, sets_at = edb, { pos, h, offset, a }
+      sets_last, sets_last_ts, sets_prev_ts, sets_applied = last, last_ts, prev_ts, applied
+    end
+    sets[#sets + 1] = k
+    sets[#sets + 1] = v
+    applied = applied + 1
+    last, last_ts, prev_ts = seq, ts, ts
+    return pos + 1, nh, noffset, na
+  end
+  if not flush_sets() then
+    replay_until = pos - 1
+    return sets_at[1], sets_at[2], sets_at[3], sets_at[4]
+  end
+  local stop
+  if kind >= 0 then
+    stop = apply_bytes(pos, offset, noffset, seq, ts, prev, edb, cmd, want)
+  else
+    stop = apply_flat(pos, kind, a, na - a, seq, ts, prev, edb, want)
+  end
+  if stop then return nil, stop end
+  return pos + 1, nh, noffset, na
+end
+
 -- Applies the entries from position pos (at place h, offset, a) on;
 -- returns the reply when the batch stops early, nothing when every entry
--- was taken. A run of SETs is sent before anything else runs or can fail,
--- and before the end.
+-- was taken. A run of SETs is sent before the end.
 local function apply_from(pos, h, offset, a)
   local nheader = #header
   while true do
@@ -550,42 +621,18 @@ local function apply_from(pos, h, offset, a)
       replay_until = pos - 1
       pos, h, offset, a = sets_at[1], sets_at[2], sets_at[3], sets_at[4]
     else
-      local kind = header[h]
-      local nh, noffset, na = next_place(h, offset, a)
-      local seq, ts, prev, edb, cmd, want, k, v
-      if kind >= 0 then
-        if quick_on and noffset <= size then seq, ts, prev, edb, cmd, want = quick_entry(entries, offset + 1, noffset) end
-        if seq and not want and #cmd == 3 and cmd[1] == 'set' then k, v = cmd[2], cmd[3] end
-      else
-        seq, ts, prev, edb, want = header[h + 1], header[h + 2], header[h + 3], header[h + 4], header[h + 5]
-        if type(want) ~= 'number' or na - 1 > nargs or na - 1 < a then
-          error('the common entry at position ' .. pos .. ' is cut short', 0)
-        end
-        if want == ANY then want = nil end
-        if kind == SET_KV and not want then k, v = ARGV[a], ARGV[a + 1] end
+      local after, after_h, after_a
+      if header[h] == SET_KV and #sets == 0 and pos > replay_until and quick_on and not held_any then
+        after, after_h, after_a = set_run(pos, h, a)
       end
-      if k and joins_run(pos, seq, prev, edb) then
-        if #sets == 0 then
-          sets_db, sets_at = edb, { pos, h, offset, a }
-          sets_last, sets_last_ts, sets_prev_ts, sets_applied = last, last_ts, prev_ts, applied
-        end
-        sets[#sets + 1] = k
-        sets[#sets + 1] = v
-        applied = applied + 1
-        last, last_ts, prev_ts = seq, ts, ts
-        pos, h, offset, a = pos + 1, nh, noffset, na
-      elseif not flush_sets() then
-        replay_until = pos - 1
-        pos, h, offset, a = sets_at[1], sets_at[2], sets_at[3], sets_at[4]
+      if after then
+        pos, h, a = after, after_h, after_a
+      elseif after == false then
+        -- Refused as one MSET: taken again entry by entry.
+        replay_until = after_h
       else
-        local stop
-        if kind >= 0 then
-          stop = apply_bytes(pos, offset, noffset, seq, ts, prev, edb, cmd, want)
-        else
-          stop = apply_flat(pos, kind, a, na - a, seq, ts, prev, edb, want)
-        end
-        if stop then return stop end
-        pos, h, offset, a = pos + 1, nh, noffset, na
+        pos, h, offset, a = apply_next(pos, h, offset, a)
+        if not pos then return h end
       end
     end
   end
