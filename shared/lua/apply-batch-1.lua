@@ -565,6 +565,39 @@ local function set_run(pos, h, a)
   return p, h, a
 end
 
+-- Common entries of other commands in a row from position pos (place h,
+-- argument a), each run at once while it can be (the next seq, linked, in
+-- the db selected, its key as the master had it): one tight pass over the
+-- header, with no Lua value made per entry. Returns the position, place
+-- and argument after the entries taken (none: the entry at pos takes the
+-- full way), or false and the reply when the batch stops there.
+local function quick_run(pos, h, a)
+  local p = pos
+  local kind = header[h]
+  local edb = header[h + 4]
+  if edb ~= db and not use_db(edb) then return p, h, a end
+  while kind and kind < SET_KV do
+    local seq, ts, n = header[h + 1], header[h + 2], -kind - 1
+    local want, name = header[h + 5], ARGV[a]
+    if seq ~= last + 1 or seq == part_seq or (prev_ts and header[h + 3] ~= prev_ts) or header[h + 4] ~= edb
+      or a + n - 1 > nargs or name == 'flushdb' or name == 'flushall'
+      or (want ~= ANY and pcall_redis('PEXPIRETIME', ARGV[a + 1]) ~= want) then
+      break
+    end
+    local err = refusal(pcall_redis(unpack(ARGV, a, a + n - 1)))
+    if err then
+      local stop = settle(p, seq, ts, nil, 1, err)
+      if stop then return false, stop end
+    else
+      applied = applied + 1
+      last, last_ts, prev_ts = seq, ts, ts
+    end
+    h, a, p = h + 6, a + n, p + 1
+    kind = header[h]
+  end
+  return p, h, a
+end
+
 -- Takes the entry at position pos (place h, offset, a) any other way than
 -- a run of common SETs: returns the next position and place, or nothing
 -- and the reply when the batch stops there. A run of SETs read from bytes
@@ -622,8 +655,13 @@ local function apply_from(pos, h, offset, a)
       pos, h, offset, a = sets_at[1], sets_at[2], sets_at[3], sets_at[4]
     else
       local after, after_h, after_a
-      if header[h] == SET_KV and #sets == 0 and pos > replay_until and quick_on and not held_any then
+      local kind = header[h]
+      if kind == SET_KV and #sets == 0 and pos > replay_until and quick_on and not held_any then
         after, after_h, after_a = set_run(pos, h, a)
+      elseif kind < SET_KV and #sets == 0 and quick_on and not held_any then
+        after, after_h, after_a = quick_run(pos, h, a)
+        if after == false then return after_h end
+        if after == pos then after = nil end
       end
       if after then
         pos, h, a = after, after_h, after_a
