@@ -93,7 +93,8 @@ export const scenario: Scenario = {
     '(client-side caching: an invalidation of that key, shared/wake-ups.ts) and at least every millisecond. Lag is from ' +
     "sending a write to the answer of the first read that covers its seq, so it includes that read's round trip, not a " +
     'poll interval. ' +
-    "The producer's own round trip (send to acknowledgement) is the baseline. Worker, writer and reader share one process.",
+    "The producer's own round trip (send to acknowledgement) is the baseline. Worker, writer and reader share one process. " +
+    'One unmeasured round comes first (from 2026-12-01 on).',
   rounds: 5,
   async run(rounds) {
     const pair = await startPair();
@@ -105,14 +106,15 @@ export const scenario: Scenario = {
       await untilWorkerWaits(master);
       const results: RoundResult[] = [];
       const total = RATE * SECONDS;
-      for (let r = 0; r < rounds; r++) {
+      // One unmeasured round first: the first seconds of a process run code not yet optimised.
+      for (let r = -1; r < rounds; r++) {
         const from = Number((await master.hget(keys.meta, 'seq')) ?? 0);
         const visible = watch(replica, from, total);
-        const { sent, acked, seconds } = await paced(producer, r * total, total);
+        const { sent, acked, seconds } = await paced(producer, (r + 1) * total, total);
         const seen = await within(visible, 60_000, 'the replica catching up');
         const lag = Array.from(seen, (t, i) => t - sent[i]).sort((a, b) => a - b);
         const ack = Array.from(acked, (t, i) => t - sent[i]).sort((a, b) => a - b);
-        results.push({ lag, ack, writesPerSecond: total / seconds });
+        if (r >= 0) results.push({ lag, ack, writesPerSecond: total / seconds });
       }
       const of = (pick: (r: RoundResult) => number) => results.map(pick);
       // The producer's own round trip stalls only when the machine does, which
