@@ -77,7 +77,12 @@ test('a run of one kind of write sends its name once and still replies to each w
   const master = pair.master.client();
   const db = createProducer(pair.master.client());
   await master.set('str', 'x');
-  const replies = await Promise.allSettled([db.hset('h', 'a', '1'), db.hset('str', 'b', '2'), db.hset('h', 'c', '3'), db.callBuffer('set', 'k', 'v')]);
+  const replies = await Promise.allSettled([
+    db.hset('h', 'a', '1'),
+    db.hset('str', 'b', '2'),
+    db.hset('h', 'c', '3'),
+    db.callBuffer('set', 'k', 'v'),
+  ]);
   t.is(replies[0].status, 'fulfilled');
   t.regex(String((replies[1] as PromiseRejectedResult).reason), /WRONGTYPE/);
   t.deepEqual(
