@@ -120,6 +120,12 @@ export const scenario: Scenario = {
           ratio('producer ÷ plain', perSecond(cand), perSecond(base), { op: '>=', value: 0.9 }),
           ratio('producer ÷ plain with enableAutoPipelining', perSecond(cand), perSecond(auto)),
           ratio(`producer ÷ plain, ${LARGE} B values`, perSecond(largeCand), perSecond(largeBase), { op: '>=', value: 0.9 }),
+          measured(
+            `log-write script, server time per logged SET of ${VALUE_BYTES} B (plain SET: ${us(base, 'serverUs').toFixed(2)} µs)`,
+            'µs',
+            cand.map((s) => s.serverUs),
+            { op: '<=', value: 1.5 },
+          ),
           measured('plain ioredis, a Lua script (defineCommand)', 'calls/s', scriptRuns[0]),
           measured('createProducer, the same script (wrapped, writes logged)', 'calls/s', scriptRuns[1]),
           ratio('script through the producer ÷ the same script plain', scriptRuns[1], scriptRuns[0]),
