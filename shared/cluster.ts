@@ -71,3 +71,15 @@ export function slotOfOwnKey(prefix: string, key: string): number | null {
   const slot = slotOf(key);
   return slotTag(slot) === key.slice(prefix.length + 2, end) ? slot : null;
 }
+
+/**
+ * A key of a cluster queue as a whole (not of one slot): the consumers'
+ * registry, the shard leases, the shards' status. All of them share the hash
+ * tag `{<queue>:cluster}` (never a slot tag, which has no colon), so they live
+ * in one slot together: the one part of qsync every shard's worker touches,
+ * a few times per lease period, never per entry. A named replica's keys carry
+ * its name as a suffix, as a standalone queue's do.
+ */
+export function clusterQueueKey(prefix: string, queue: string, type: 'consumers' | 'shards' | 'shard-status', name: string = DEFAULT_NAME): string {
+  return `${prefix}:{${queue}:cluster}:${type}${name === DEFAULT_NAME ? '' : `:${name}`}`;
+}
