@@ -9,7 +9,7 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Redis, Result } from 'ioredis';
+import type { Cluster, Redis, Result } from 'ioredis';
 import { replyCodesLua } from './reply-codes.js';
 
 const LUA_DIR = fileURLToPath(new URL('./lua/', import.meta.url));
@@ -62,7 +62,7 @@ export function scripts(): Script[] {
 }
 
 /** Defines every qsync script on a client (idempotent). */
-export function defineScripts(client: Redis): void {
+export function defineScripts(client: Redis | Cluster): void {
   for (const s of scripts()) {
     if (typeof (client as unknown as Record<string, unknown>)[s.command] === 'function') continue;
     client.defineCommand(s.command, { lua: s.lua, numberOfKeys: s.numberOfKeys });
@@ -121,5 +121,9 @@ declare module 'ioredis' {
     qsyncResyncReplay(...args: Arg[]): Result<[number, number, string?], Context>;
     /** restore-held-1.lua: code, then keys restored and keys still pending (or the replica's epoch) */
     qsyncRestoreHeld(...args: Arg[]): Result<[number, number | string, number?], Context>;
+    /** shard-leases-2.lua: the leases' expiry (server ms), live consumers, the share, then the node ids held */
+    qsyncShardLeases(...args: Arg[]): Result<[number, number, number, ...string[]], Context>;
+    /** shard-leases-release-2.lua: leases released */
+    qsyncShardLeasesRelease(...args: Arg[]): Result<number, Context>;
   }
 }

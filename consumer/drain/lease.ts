@@ -8,6 +8,15 @@ import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import type { QueueKeys } from '../../shared/keys.js';
 
+/**
+ * Until when, by this process's clock, a lease of `ms` taken by a call sent
+ * at `sentAt` surely holds: the server counted from no earlier than the call,
+ * and a margin covers the clocks' drift over the lease.
+ */
+export function heldUntil(sentAt: number, ms: number): number {
+  return sentAt + ms - Math.min(1000, ms / 10);
+}
+
 export class Lease {
   private validUntil = 0;
   readonly holder = `${hostname()} pid ${process.pid}`;
@@ -28,7 +37,7 @@ export class Lease {
     const [held, pttl] = await this.master.qsyncLease(this.keys.lease, this.keys.status, this.token, this.ms, this.holder);
     if (held === 1) {
       // Count from before the call: the server's expiry started no earlier.
-      this.validUntil = started + this.ms - Math.min(1000, this.ms / 10);
+      this.validUntil = heldUntil(started, this.ms);
       return 0;
     }
     this.validUntil = 0;
