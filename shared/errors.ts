@@ -29,6 +29,8 @@ export const ExitCode = {
   wrongRole: 11,
   /** failover: the replica did not apply everything within the timeout; the master was unfenced and nothing changed */
   notCaughtUp: 12,
+  /** a command that does not serve a Redis Cluster yet was given one; nothing changed */
+  clusterMode: 13,
   /** anything unexpected */
   internal: 70,
 } as const;
@@ -112,6 +114,11 @@ export class RoleError extends QsyncError {
 /** failover: the replica did not apply everything in time. The master was unfenced; nothing changed. */
 export class NotCaughtUpError extends QsyncError {
   override readonly exitCode = ExitCode.notCaughtUp;
+}
+
+/** A command that serves standalone queues only was pointed at a Redis Cluster node. Nothing changed. */
+export class ClusterModeError extends QsyncError {
+  override readonly exitCode = ExitCode.clusterMode;
 }
 
 /** A server could not be reached. */

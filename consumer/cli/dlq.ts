@@ -7,6 +7,7 @@ import type { QueueKeys } from '../../shared/keys.js';
 import { dropDeadLetters, formatDeadLetters, listDeadLetters, retryDeadLetters, type Selection } from '../dead-letters/dlq.js';
 import { common, open, openPair, queueOption, required, setExitCode, type CommonOpts } from './options.js';
 import { replicaKeys, replicaNameOption } from './replicas.js';
+import { refuseCluster } from './cluster.js';
 
 type DlqOpts = CommonOpts & { replica?: string; seq?: string; all?: boolean; garbage?: boolean; json?: boolean };
 
@@ -22,6 +23,7 @@ function selection(o: DlqOpts, command: string, garbage: boolean): Selection {
 async function dlq(o: DlqOpts, run: (keys: QueueKeys, master: Redis, replica?: Redis) => Promise<number>, replica = false): Promise<number> {
   const keys = replicaKeys(o);
   if (replica) required(o.replica, '--replica', 'QSYNC_REPLICA');
+  await refuseCluster(o, 'dlq', "a cluster's dead letters are kept per hash slot");
   const pair = replica ? await openPair(o) : undefined;
   const master = pair?.master ?? (await open(o, 'master'));
   try {

@@ -5,11 +5,13 @@ import { ExitCode } from '../../shared/errors.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../../shared/keys.js';
 import { formatLimits, limitChange, readUsage, setLimits, DEFAULT_MAX_DIRTY, type LimitFlags } from '../queue/limits.js';
 import { common, open, queueOption, setExitCode, type CommonOpts } from './options.js';
+import { refuseCluster } from './cluster.js';
 
 /** `qsync limit`: checks the flags before connecting, applies the change (if any) and prints the limits in force. */
 async function limit(o: CommonOpts & LimitFlags): Promise<number> {
   const keys = new QueueKeys(nameOption(o.prefix, '--prefix', DEFAULT_PREFIX), nameOption(o.queue, '--queue', DEFAULT_QUEUE));
   const change = limitChange(o);
+  await refuseCluster(o, 'limit', "a cluster's queue is one per hash slot, each with its own cap");
   const master = await open(o, 'master');
   try {
     const changes = Object.values(change).some((v) => v !== undefined && v !== false);

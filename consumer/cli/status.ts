@@ -5,6 +5,7 @@ import { ExitCode } from '../../shared/errors.js';
 import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
 import { findQueues, formatStatus, readStatus, replicaNames } from '../queue/status.js';
 import { common, open, setExitCode, type CommonOpts } from './options.js';
+import { clusterStatus } from './cluster.js';
 
 /** Exit code of `status`: the worst state among the queues (the consumers' and the queues' own), so that monitors can run it as a check. */
 function statusExitCode(states: string[]): number {
@@ -15,9 +16,11 @@ function statusExitCode(states: string[]): number {
   return ExitCode.ok;
 }
 
-async function status(o: CommonOpts & { json?: boolean }): Promise<number> {
+async function status(o: CommonOpts & { replica?: string; json?: boolean }): Promise<number> {
   const prefix = nameOption(o.prefix, '--prefix', DEFAULT_PREFIX);
   const only = o.queue === undefined ? undefined : nameOption(o.queue, '--queue', DEFAULT_QUEUE);
+  const cluster = await clusterStatus(o, prefix, only);
+  if (cluster) return statusExitCode(cluster);
   const master = await open(o, 'master');
   try {
     const queues = only !== undefined ? [only] : await findQueues(master, prefix);
@@ -38,6 +41,9 @@ export function statusCommand(program: Command): void {
     .description('show depth, lag, consumer and state of each queue')
     .addOption(new Option('--queue <name>', 'only this queue (default: every queue found)').env('QSYNC_QUEUE'))
     .addOption(new Option('--name <name>', 'only this replica (default: every replica the log feeds)').env('QSYNC_NAME'))
+    .addOption(
+      new Option('--replica <url>', "Redis Cluster source only: the target, to show how far each slot's replica is behind").env('QSYNC_REPLICA'),
+    )
     .option('--json', 'print JSON')
     .action(async (o) => {
       setExitCode(await status(o));

@@ -1,0 +1,74 @@
+/**
+ * The operator commands on a Redis Cluster: a side given as any node's URL is
+ * found to be a cluster node (INFO cluster) and read shard by shard. `status`
+ * and `verify` serve clusters; `limit` and `dlq`, which act on one queue's
+ * keys, refuse a cluster (whose queue is one per hash slot) rather than act
+ * on a single node.
+ */
+import type { Redis } from 'ioredis';
+import { redactUrl, queueDbOption, nameOption } from '../../shared/config.js';
+import { isClusterNode } from '../../shared/cluster-detect.js';
+import { ClusterModeError, ConfigError } from '../../shared/errors.js';
+import { DEFAULT_NAME, DEFAULT_QUEUE } from '../../shared/keys.js';
+import { clusterQueueDb, openCluster, type ClusterSide } from '../cluster/shard-map.js';
+import { clusterStates, formatClusterStatus, readClusterStatus } from '../cluster/status.js';
+import { open, sideOptions, type CommonOpts } from './options.js';
+
+const DETECT_TIMEOUT_MS = 5000;
+
+type SideOpts = CommonOpts & { replica?: string };
+
+/** Whether the server --master (or --replica) names is a Redis Cluster node. */
+export function isCluster(o: SideOpts, side: 'master' | 'replica'): Promise<boolean> {
+  return isClusterNode(sideOptions(o, side), DETECT_TIMEOUT_MS, side, redactUrl(o[side]!));
+}
+
+/** Every master of the cluster --master or --replica reaches; the queue db must be 0, a cluster's only db. */
+export function openClusterSide(o: SideOpts, side: 'master' | 'replica'): Promise<ClusterSide> {
+  clusterQueueDb(queueDbOption(o.queueDb, '--queue-db'), '--queue-db', `--${side} ${redactUrl(o[side]!)}`);
+  return openCluster(sideOptions(o, side), side, redactUrl(o[side]!));
+}
+
+/** A side as it is: every master of a cluster, or one checked connection to a standalone server. */
+export async function openEither(o: SideOpts, side: 'master' | 'replica'): Promise<{ target: Redis | ClusterSide; close(): void }> {
+  if (await isCluster(o, side)) {
+    const c = await openClusterSide(o, side);
+    return { target: c, close: () => c.close() };
+  }
+  const client = await open(o, side);
+  return { target: client, close: () => client.disconnect() };
+}
+
+/** Refuses a command that serves standalone queues only, when --master is a cluster node. */
+export async function refuseCluster(o: SideOpts, command: string, why: string): Promise<void> {
+  if (await isCluster(o, 'master')) {
+    throw new ClusterModeError(
+      `qsync: ${command} does not work on a Redis Cluster yet (--master ${redactUrl(o.master!)} is a cluster node): ${why}; nothing changed`,
+    );
+  }
+}
+
+/**
+ * `qsync status` of a queue on a Redis Cluster (--queue, or the default
+ * queue: a cluster's queues are not searched for), printed; the states it
+ * holds, for the exit code. Undefined when --master is not a cluster node.
+ */
+export async function clusterStatus(o: SideOpts & { json?: boolean }, prefix: string, queue: string | undefined): Promise<string[] | undefined> {
+  if (!(await isCluster(o, 'master'))) {
+    if (o.replica)
+      throw new ConfigError(`qsync: status reads --replica only for a Redis Cluster; --master ${redactUrl(o.master!)} is a standalone server`);
+    return undefined;
+  }
+  const name = nameOption(o.name, '--name', DEFAULT_NAME);
+  const source = await openClusterSide(o, 'master');
+  let target: Awaited<ReturnType<typeof openEither>> | undefined;
+  try {
+    if (o.replica) target = await openEither(o, 'replica');
+    const row = await readClusterStatus(source, prefix, queue ?? DEFAULT_QUEUE, name, target?.target);
+    process.stdout.write(`${o.json ? JSON.stringify([row], null, 2) : formatClusterStatus([row])}\n`);
+    return [row.state, ...clusterStates(row)];
+  } finally {
+    source.close();
+    target?.close();
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * A Redis Cluster as the operator commands see it: its masters (the shards),
+ * the slots each owns, and one plain connection per master, so that a
+ * command reads every shard's part of a queue with one pipeline per node.
+ */
+import type { Redis, RedisOptions } from 'ioredis';
+import { ConfigError } from '../../shared/errors.js';
+import { SLOTS } from '../../shared/cluster.js';
+import { probe } from '../../shared/probe.js';
+
+export interface Shard {
+  /** the master's node ID (CLUSTER MYID) */
+  id: string;
+  /** `host:port` as the cluster announces it */
+  address: string;
+  /** the hash slots it owns, ascending */
+  slots: number[];
+  /** a connection to this master */
+  client: Redis;
+}
+
+export interface ClusterSide {
+  shards: Shard[];
+  /** the shard that owns a slot, undefined for a slot no master serves */
+  ownerOf(slot: number): Shard | undefined;
+  close(): void;
+}
+
+type SlotRange = [number, number, [string, number, string, ...unknown[]], ...unknown[]];
+
+/** A Redis Cluster has db 0 only: a queue db other than 0 cannot be on one. */
+export function clusterQueueDb(queueDb: number, flag: string, where: string): void {
+  if (queueDb !== 0) throw new ConfigError(`qsync: ${flag} ${queueDb} cannot be used with ${where}, a Redis Cluster node (a cluster has db 0 only)`);
+}
+
+/**
+ * Connects to every master of the cluster `options` reaches (any node of it),
+ * each checked as probe() checks a server. `what` and `where` name the side in
+ * messages (`master`, the URL given).
+ */
+export async function openCluster(options: RedisOptions, what: string, where: string, timeoutMs?: number): Promise<ClusterSide> {
+  const clients: Redis[] = [];
+  const close = () => {
+    for (const c of clients) c.disconnect();
+  };
+  try {
+    const first = await probe({ ...options, db: 0 }, what, where, timeoutMs);
+    clients.push(first);
+    const ranges = (await first.call('CLUSTER', 'SLOTS')) as SlotRange[];
+    const byId = new Map<string, { address: string; host: string; port: number; slots: number[] }>();
+    for (const [start, end, [host, port, id]] of ranges) {
+      const shard = byId.get(id) ?? { address: `${host}:${port}`, host, port, slots: [] };
+      for (let s = start; s <= end; s++) shard.slots.push(s);
+      byId.set(id, shard);
+    }
+    const own = `${first.options.host}:${first.options.port}`;
+    const shards: Shard[] = [];
+    for (const [id, s] of [...byId].sort(([, a], [, b]) => a.slots[0] - b.slots[0])) {
+      let client = first;
+      if (s.address !== own) {
+        client = await probe({ ...options, db: 0, host: s.host, port: s.port }, `${what} shard`, `${s.address} (of ${where})`, timeoutMs);
+        clients.push(client);
+      }
+      shards.push({ id, address: s.address, slots: s.slots.sort((a, b) => a - b), client });
+    }
+    const owners: (Shard | undefined)[] = new Array(SLOTS);
+    for (const shard of shards) for (const s of shard.slots) owners[s] = shard;
+    return { shards, ownerOf: (slot) => owners[slot], close };
+  } catch (err) {
+    close();
+    throw err;
+  }
+}
