@@ -49,10 +49,15 @@ export function waitMs(cmd: LoggedCommand): number | undefined {
 }
 
 export class BlockingPops {
-  private readonly wakeups: KeyWakeups;
+  private readonly wakeups?: KeyWakeups;
 
-  constructor(client: Redis) {
-    this.wakeups = new KeyWakeups(client);
+  /**
+   * `client` hears of writes to the keys waited on; without one (a Redis
+   * Cluster, whose writes each node tells only its own connections of) a
+   * wait tries again every RETRY_MS.
+   */
+  constructor(client: Redis | undefined) {
+    if (client) this.wakeups = new KeyWakeups(client);
   }
 
   /**
@@ -71,20 +76,21 @@ export class BlockingPops {
     const ms = first === null ? waitMs(cmd) : undefined;
     if (ms === undefined) return first;
     const deadline = Date.now() + ms;
-    const wait = this.wakeups.watch(popKeys(cmd));
+    const wait = this.wakeups?.watch(popKeys(cmd));
     try {
       // From here on, a write to a key wakes the wait, so none is missed between a try and the next.
-      await wait.ready;
+      await wait?.ready;
       for (;;) {
         const reply = await send();
         if (reply !== null) return reply;
         const left = deadline - Date.now();
         if (left <= 0) return null;
-        await wait.next(Math.min(left, RETRY_MS));
-        this.wakeups.cover();
+        const pause = Math.min(left, RETRY_MS);
+        await (wait ? wait.next(pause) : new Promise((resolve) => setTimeout(resolve, pause)));
+        this.wakeups?.cover();
       }
     } finally {
-      wait.close();
+      wait?.close();
     }
   }
 }

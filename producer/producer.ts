@@ -6,7 +6,7 @@
  * the log-write script; any other write, and any write to a key in qsync's
  * own namespace, is refused before anything is sent (producer/write-guard.ts).
  */
-import type { Redis, ChainableCommander, Command } from 'ioredis';
+import type { Redis, Cluster, ChainableCommander, Command } from 'ioredis';
 import { exists } from '@ioredis/commands';
 import { commandSpec, isReadCall, isUnsupportedWrite } from '../shared/commands.js';
 import type { UnsupportedCommandError } from '../shared/errors.js';
@@ -17,11 +17,12 @@ import { toLoggedCommand, parseMethod, takeCallback, flattenArgs, refusal, type 
 import { ScriptSender, rememberScript, readOnlyScript, scriptItem, wrapScripts, scriptCall, isScriptMethod } from './user-scripts.js';
 import { createMulti } from './multi.js';
 import { createPipeline } from './pipeline.js';
-import { refuseLater } from './refusals.js';
+import { refuseLater, rejectLater } from './refusals.js';
 import { WriteBatcher } from './batcher.js';
 import { WriteGuard } from './write-guard.js';
 import { BlockingPops } from './blocking.js';
 import { ReplicationWaiter, type WaitReplicated } from './wait-replicated.js';
+import { clusterParts, isCluster, WAIT_REPLICATED_REFUSAL } from './cluster.js';
 
 export interface ProducerOptions extends LogOptions {
   /**
@@ -46,6 +47,20 @@ function settle(promise: Promise<unknown>, cb: Callback | undefined): Promise<un
   return promise;
 }
 
+/** The producer's parts on a standalone master (or one reached through Sentinel). */
+function standaloneParts(
+  client: Redis,
+  { prefix, queue, queueDb, allowEviction }: { prefix: string; queue: string; queueDb: number; allowEviction: boolean },
+) {
+  const log = new WriteLog(client, { prefix, queue, queueDb });
+  return {
+    log,
+    guard: new WriteGuard(client, log.keys, queueDb, allowEviction),
+    blocking: new BlockingPops(client),
+    scripts: new ScriptSender(log.keys, log.queueDb),
+  };
+}
+
 /**
  * Wraps an ioredis client so that every write is logged to the qsync queue on
  * the same server, atomically with the write.
@@ -54,15 +69,18 @@ function settle(promise: Promise<unknown>, cb: Callback | undefined): Promise<un
  * const db = createProducer(new Redis(process.env.MASTER_URL));
  * await db.set('user:1:name', 'Zhangsan', 'EX', 3600);
  * await db.multi().incr('visits').lpush('recent', 'u1').exec();
+ *
+ * A Redis Cluster (`new Cluster([...])`) logs each write in the queue of its
+ * keys' hash slot (producer/cluster.ts).
  */
-export function createProducer<T extends Redis>(client: T, options: ProducerOptions = {}): T & WaitReplicated {
+export function createProducer<T extends Redis | Cluster>(given: T, options: ProducerOptions = {}): T & WaitReplicated {
+  const client = given as unknown as Redis;
   // The same checks as the CLI's flags: a queue the producer writes to must be one a consumer can drain.
   const prefix = checkName(options.prefix ?? DEFAULT_PREFIX, 'the prefix option');
   const queue = checkName(options.queue ?? DEFAULT_QUEUE, 'the queue option');
   const queueDb = queueDbOption(options.queueDb, 'the queueDb option');
-  const log = new WriteLog(client, { prefix, queue, queueDb });
-  const guard = new WriteGuard(client, log.keys, queueDb, options.allowEviction === true);
-  const blocking = new BlockingPops(client);
+  const settings = { prefix, queue, queueDb, allowEviction: options.allowEviction === true };
+  const { log, guard, blocking, scripts } = isCluster(given) ? clusterParts(given, settings) : standaloneParts(client, settings);
   // The db the connection is in, as ioredis itself tracks it: it emits 'select'
   // for every SELECT sent (by select(), call(), a pipeline, a reconnect), so the
   // log names the db the write really ran in.
@@ -72,7 +90,6 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
   });
   const methods = new Map<string | symbol, unknown>();
   const batcher = new WriteBatcher(log, client);
-  const scripts = new ScriptSender(log.keys, log.queueDb);
 
   const write =
     (name: string, buffer: boolean) =>
@@ -167,6 +184,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     },
     // waitReplicated(numReplicas, timeoutMs): producer/wait-replicated.ts, one watcher per producer.
     waitReplicated: (numReplicas: unknown, timeoutMs: unknown) => {
+      if (isCluster(given)) return rejectLater(WAIT_REPLICATED_REFUSAL);
       waiter ??= new ReplicationWaiter(client, log.keys, log.queueDb, inOrder);
       return waiter.wait(Number(numReplicas), Number(timeoutMs));
     },
@@ -210,7 +228,7 @@ export function createProducer<T extends Redis>(client: T, options: ProducerOpti
     });
   }
 
-  return new Proxy(client as T & WaitReplicated, {
+  return new Proxy(given as T & WaitReplicated, {
     get(target, prop) {
       if (typeof prop !== 'string') return Reflect.get(target, prop, target);
       const cached = methods.get(prop);

@@ -189,8 +189,13 @@ export class ScriptSender {
    * script, whose reply and error are the call's; else a group's replies.
    */
   args(db: number, single: boolean, items: (string | Buffer)[]): (string | Buffer)[] {
+    return [...this.declared(items), String(db), this.queueDb, single ? '1' : '0', String(this.own.length), ...this.own, ...items];
+  }
+
+  /** The key count and the keys the wrapper is called with: the queue's meta, log and dirty set. */
+  protected declared(_items: (string | Buffer)[]): (string | Buffer)[] {
     const k = this.keys;
-    return ['3', k.meta, k.log, k.dirty, String(db), this.queueDb, single ? '1' : '0', String(this.own.length), ...this.own, ...items];
+    return ['3', k.meta, k.log, k.dirty];
   }
 
   /**

@@ -27,16 +27,16 @@ type Waiting = (err: Error | undefined) => void;
 
 export class WriteGuard {
   private readonly prefixes: { text: string; bytes: Buffer }[];
-  private fit = false;
+  protected fit = false;
   private refusal?: { err: ConfigError; at: number };
   private checking = false;
   private waiting: Waiting[] = [];
 
   constructor(
-    private readonly client: Redis,
+    protected readonly client: Redis,
     private readonly keys: QueueKeys,
     private readonly queueDb: number,
-    private readonly allowEviction: boolean,
+    protected readonly allowEviction: boolean,
   ) {
     this.prefixes = ownKeyPrefixes(keys.prefix).map((text) => ({ text, bytes: Buffer.from(text) }));
     // A new connection may reach another server (after a failover): check it again.
@@ -102,7 +102,7 @@ export class WriteGuard {
   }
 
   /** Rejects with a ConfigError when the master may evict keys or lacks the queue's db; other errors (the link) as they are. */
-  private async check(): Promise<void> {
+  protected async check(): Promise<void> {
     const [selected, policy] = await Promise.all([
       this.client.eval(SELECT_DB, 0, this.queueDb).then(
         () => undefined,
@@ -114,14 +114,19 @@ export class WriteGuard {
       throw new ConfigError(`qsync: queueDb ${this.queueDb} does not exist on the master (its 'databases' setting is lower); nothing was written`);
     }
     if (selected) throw selected;
+    if (policy !== undefined) this.refuseEviction(policy, "the master's", this.keys.log);
+  }
+
+  /** Throws a ConfigError when a master (`whose`: "the master's") may evict keys, or its policy cannot be read. */
+  protected refuseEviction(policy: string | null, whose: string, log: string): void {
     if (policy === null) {
       throw new ConfigError(
-        "qsync: cannot read the master's maxmemory-policy (INFO and CONFIG GET were refused); grant the producer's user +info, or pass allowEviction: true to createProducer; nothing was written",
+        `qsync: cannot read ${whose} maxmemory-policy (INFO and CONFIG GET were refused); grant the producer's user +info, or pass allowEviction: true to createProducer; nothing was written`,
       );
     }
-    if (policy !== undefined && canEvict(policy)) {
+    if (canEvict(policy)) {
       throw new ConfigError(
-        `qsync: the master's maxmemory-policy is ${policy}: Redis may evict the queue's log (${this.keys.log}) or keys whose writes were logged, and the replica would silently differ; set maxmemory-policy noeviction, or pass allowEviction: true to createProducer; nothing was written`,
+        `qsync: ${whose} maxmemory-policy is ${policy}: Redis may evict the queue's log (${log}) or keys whose writes were logged, and the replica would silently differ; set maxmemory-policy noeviction, or pass allowEviction: true to createProducer; nothing was written`,
       );
     }
   }

@@ -2,7 +2,7 @@
  * Sends writes through the log-write script: each call runs its writes on the
  * master and appends their logged form to the queue in one atomic step.
  */
-import { ReplyError, type Redis, type ChainableCommander } from 'ioredis';
+import { ReplyError, type Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { commandSpec, isUnsupportedWrite, keyIndexes, logRule, viewSpec } from '../shared/commands.js';
 import { ConfigError, FencedError, QueueFullError } from '../shared/errors.js';
 import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../shared/keys.js';
@@ -48,6 +48,13 @@ export interface LogCall {
   buffer: boolean;
   /** a node-style callback, for a call queued in a pipeline */
   callback?: Callback;
+  /**
+   * Every key the commands touch, declared to Redis with the queue's keys
+   * (Redis Cluster: producer/cluster.ts), so that Redis answers MOVED, ASK,
+   * TRYAGAIN or CROSSSLOT before the script runs. Without it the log-write
+   * script is told the written keys alone, and the lean script none.
+   */
+  keys?: (string | Buffer)[];
 }
 
 /** How the log-write script's error reply for a full queue starts; the cap follows. */
@@ -96,6 +103,8 @@ function leanArgs({ db, commands, as }: LogCall, queueDb: string): (string | Buf
 export class WriteLog {
   readonly keys: QueueKeys;
   readonly queueDb: string;
+  /** The options the client's connections parse replies with (a Redis Cluster keeps them apart, as redisOptions). */
+  private readonly replyOptions: RedisOptions;
 
   constructor(
     readonly client: Redis,
@@ -108,6 +117,7 @@ export class WriteLog {
     }
     this.keys = new QueueKeys(options.prefix ?? DEFAULT_PREFIX, options.queue ?? DEFAULT_QUEUE);
     this.queueDb = String(queueDb);
+    this.replyOptions = client.isCluster ? ((client.options as ClusterOptions).redisOptions ?? {}) : client.options;
     defineScripts(client);
   }
 
@@ -143,7 +153,10 @@ export class WriteLog {
     if (via === this.client && !callback && as !== 'group' && commands.every(isSimple)) {
       const client = this.client;
       const lean = (buffer ? client.qsyncLogSimpleBuffer : client.qsyncLogSimple) as ScriptFn;
-      const sent = lean.call(client, 2, this.keys.meta, this.keys.log, ...leanArgs(call, this.queueDb));
+      const { meta, log } = this.keys;
+      const sent = call.keys
+        ? lean.call(client, 2 + call.keys.length, meta, log, ...call.keys, ...leanArgs(call, this.queueDb))
+        : lean.call(client, 2, meta, log, ...leanArgs(call, this.queueDb));
       return this.settled(
         sent.then(
           // A batch whose replies are all OK comes back as one OK.
@@ -158,21 +171,19 @@ export class WriteLog {
   }
 
   /** Sends a call to log-write.lua, which logs every write qsync supports. */
-  private full(via: Sender, { db, commands, as, buffer, callback: cb }: LogCall): Promise<unknown> | ChainableCommander {
+  private full(via: Sender, { db, commands, as, buffer, callback: cb, keys: declared }: LogCall): Promise<unknown> | ChainableCommander {
     // The keys the writes touch follow the queue's: the script records them when the queue is marked dirty.
     const keys: (string | Buffer)[] = [this.keys.meta, this.keys.log, this.keys.dirty];
+    if (declared) keys.push(...declared);
     const argv: (string | Buffer)[] = [String(db), this.queueDb, as === 'batch' ? 'b' : as === 'one' ? '1' : '0'];
     for (const c of commands) {
       const spec = commandSpec(c.name);
-      if (spec) for (const i of keyIndexes(spec.keys, c.args)) keys.push(c.args[i]);
+      if (spec && !declared) for (const i of keyIndexes(spec.keys, c.args)) keys.push(c.args[i]);
       argv.push(...logArgs(c));
     }
     const script = (buffer ? via.qsyncLogWriteBuffer : via.qsyncLogWrite) as (...args: unknown[]) => Promise<unknown> | ChainableCommander;
     const tail = cb
-      ? [
-          (err: Error | null, result?: unknown) =>
-            cb(err && this.refusal(err), err ? result : exactReplies(commands, as, result, this.client.options)),
-        ]
+      ? [(err: Error | null, result?: unknown) => cb(err && this.refusal(err), err ? result : exactReplies(commands, as, result, this.replyOptions))]
       : [];
     const sent = script.call(via, keys.length, ...keys, ...argv, ...tail);
     if (!(sent instanceof Promise)) return sent;
@@ -191,6 +202,6 @@ export class WriteLog {
       for (let i = 0; i < writes; i++) reportRefusal(this.client, e);
       return Promise.reject(e);
     };
-    return mayCarryDigits(commands) ? sent.then((r) => exactReplies(commands, as, r, this.client.options), refused) : sent.catch(refused);
+    return mayCarryDigits(commands) ? sent.then((r) => exactReplies(commands, as, r, this.replyOptions), refused) : sent.catch(refused);
   }
 }

@@ -38,12 +38,20 @@ export interface LocalCluster {
    * --cluster reshard does, `batch` keys per MIGRATE; waits until every node
    * agrees. Writes may go on meanwhile (clients get ASK/TRYAGAIN).
    */
-  migrate(from: ClusterNode, to: ClusterNode, slots: number[], batch?: number): Promise<void>;
+  migrate(from: ClusterNode, to: ClusterNode, slots: number[], batch?: number, pace?: MigratePace): Promise<void>;
   /** Promotes a cluster replica with CLUSTER FAILOVER and waits until every node sees it as the master. */
   failover(replica: ClusterNode): Promise<void>;
   /** Waits until every node reports cluster_state:ok and the same owner for every slot. */
   settled(timeoutMs?: number): Promise<void>;
   destroy(): Promise<void>;
+}
+
+/** How a migration goes, for tests that write while it runs. */
+export interface MigratePace {
+  /** keys moved first, in one MIGRATE, before the rest of their slot */
+  first?: string[];
+  /** a pause after each MIGRATE, ms */
+  pauseMs?: number;
 }
 
 export interface ClusterSpec {
@@ -147,14 +155,17 @@ export async function startCluster(spec: ClusterSpec = {}): Promise<LocalCluster
       if (!node) throw new Error(`slot ${slot} is owned by port ${range[2][1]}, not a node of this cluster`);
       return node;
     },
-    async migrate(from, to, slots, batch = 100) {
+    async migrate(from, to, slots, batch = 100, pace = {}) {
       for (const slot of slots) {
         await to.admin.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', from.id);
         await from.admin.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', to.id);
+        let first = pace.first ?? [];
         for (;;) {
-          const keys = (await from.admin.call('CLUSTER', 'GETKEYSINSLOT', slot, batch)) as string[];
+          const keys = first.length > 0 ? first : ((await from.admin.call('CLUSTER', 'GETKEYSINSLOT', slot, batch)) as string[]);
+          first = [];
           if (keys.length === 0) break;
           await from.admin.call('MIGRATE', '127.0.0.1', to.server.port, '', 0, 10_000, 'REPLACE', 'KEYS', ...keys);
+          if (pace.pauseMs) await new Promise((resolve) => setTimeout(resolve, pace.pauseMs));
         }
         // The owner learns first, then the old owner, then everyone (as redis-cli does).
         await to.admin.call('CLUSTER', 'SETSLOT', slot, 'NODE', to.id);

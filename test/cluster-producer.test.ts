@@ -1,0 +1,269 @@
+/**
+ * The producer on a Redis Cluster: each write and its entry are one script on
+ * the shard that owns the write's hash slot, in that slot's log; groups and
+ * scripts work within one slot, and fail whole with CROSSSLOT across slots.
+ */
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { ReplyError } from 'ioredis';
+import { createProducer, ConfigError, ReservedKeyError, UnsupportedCommandError } from '../producer/index.js';
+import { slotKeys, slotOf } from '../shared/cluster.js';
+import { decodeEntry } from '../shared/entry.js';
+import { startCluster, type LocalCluster } from './support/redis-cluster.js';
+
+const PREFIX = 'qsync';
+
+/** A queue of its own for each test. */
+const newQueue = () => `q${randomBytes(4).toString('hex')}`;
+
+/** Slot `slot`'s entries, read on the node that owns the slot: seq and commands as text. */
+async function slotLog(cluster: LocalCluster, queue: string, slot: number): Promise<{ seq: number; commands: string[][] }[]> {
+  const owner = await cluster.ownerOf(slot);
+  const raw = await owner.admin.lrangeBuffer(slotKeys(PREFIX, queue, slot).log, 0, -1);
+  return raw.map((r) => {
+    const e = decodeEntry(r);
+    return { seq: e.seq, commands: e.commands.map((c) => c.map(String)) };
+  });
+}
+
+/** Keys on every master, qsync's or not. */
+async function keysEverywhere(cluster: LocalCluster): Promise<string[]> {
+  const all = await Promise.all(cluster.masters.map((m) => m.admin.keys('*')));
+  return all.flat().sort();
+}
+
+let shared: LocalCluster;
+test.before(async () => {
+  shared = await startCluster({ masters: 3 });
+});
+test.after.always(async () => {
+  await shared?.destroy();
+});
+
+test('writes of many kinds to keys on every shard land with one entry each in their own slot’s log, seqs 1..n per slot', async (t) => {
+  const queue = newQueue();
+  const db = createProducer(shared.client(), { queue });
+  const keys = Array.from({ length: 30 }, (_, i) => `${queue}:k${i}`);
+  // Issued in the same tick: the writes of several slots share the tick and go out one call per slot.
+  const replies = await Promise.all(
+    keys.flatMap((k) => [db.set(k, 'v'), db.incr(`${k}:n`), db.hset(`${k}:h`, 'f', '1'), db.sadd(`${k}:s`, 'a', 'b'), db.sadd(`${k}:s`, 'a')]),
+  );
+  t.deepEqual(
+    replies,
+    keys.flatMap(() => ['OK', 1, 1, 2, 0]),
+  );
+  // A write logged in its deterministic form (the full script) and one whose key has an expiry.
+  t.is(await db.set(keys[0], 'w', 'EX', 100), 'OK');
+  t.is(await db.getdel(keys[1]), 'v');
+
+  const expected = new Map<number, string[][]>();
+  const expect = (key: string, ...command: string[]) => {
+    const slot = slotOf(key);
+    expected.set(slot, [...(expected.get(slot) ?? []), command]);
+  };
+  for (const k of keys) {
+    expect(k, 'set', k, 'v');
+    expect(`${k}:n`, 'incr', `${k}:n`);
+  }
+  for (const k of keys) {
+    expect(`${k}:h`, 'hset', `${k}:h`, 'f', '1');
+    expect(`${k}:s`, 'sadd', `${k}:s`, 'a', 'b');
+  }
+  const owners = new Set<number>();
+  for (const [slot, commands] of expected) {
+    const log = await slotLog(shared, queue, slot);
+    owners.add((await shared.ownerOf(slot)).server.port);
+    t.deepEqual(
+      log.map((e) => e.seq),
+      log.map((_, i) => i + 1),
+      `slot ${slot}: seqs 1..n`,
+    );
+    const logged = log.map((e) => e.commands);
+    t.true(
+      logged.every((c) => c.length === 1),
+      `slot ${slot}: one command an entry`,
+    );
+    // Leaves out the two writes checked below.
+    const plain = logged.map((c) => c[0]).filter((c) => c[0] !== 'del' && (c[0] !== 'set' || c.length === 3));
+    // Per key, the order the writes were issued in; the slot's own writes only.
+    for (const key of new Set(commands.map((c) => c[1]))) {
+      t.deepEqual(
+        plain.filter((c) => c[1] === key),
+        commands.filter((c) => c[1] === key),
+        `slot ${slot}, key ${key}`,
+      );
+    }
+  }
+  t.is(owners.size, 3, 'the keys are spread over every shard');
+  const first = await slotLog(shared, queue, slotOf(keys[0]));
+  t.is(first.at(-1)?.commands[0][0], 'set');
+  t.regex(first.at(-1)?.commands[0].join(' ') ?? '', new RegExp(`^set ${keys[0]} w PXAT \\d+$`));
+  const second = await slotLog(shared, queue, slotOf(keys[1]));
+  t.deepEqual(second.at(-1)?.commands, [['del', keys[1]]]);
+});
+
+test('a hash-tagged multi(), pipeline() and user scripts in one slot each make one entry in that slot’s log', async (t) => {
+  const queue = newQueue();
+  const client = shared.client();
+  client.defineCommand('setBoth', { numberOfKeys: 2, lua: "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('SET', KEYS[2], ARGV[1])" });
+  const db = createProducer(client, { queue });
+  const tag = `{${queue}}`;
+  const slot = slotOf(tag);
+
+  t.deepEqual(await db.multi().set(`${tag}:a`, '1').incr(`${tag}:b`).get(`${tag}:a`).exec(), [
+    [null, 'OK'],
+    [null, 1],
+    [null, '1'],
+  ]);
+  t.is(await db.eval("redis.call('SET', KEYS[1], ARGV[1]) return redis.call('INCR', KEYS[2])", 2, `${tag}:c`, `${tag}:b`, 'x'), 2);
+  t.is(await (db as unknown as { setBoth: (...a: string[]) => Promise<string> }).setBoth(`${tag}:d`, `${tag}:e`, 'y'), 'OK');
+  t.deepEqual(await db.pipeline().set(`${tag}:f`, 'z').incr(`${tag}:b`).exec(), [
+    [null, 'OK'],
+    [null, 3],
+  ]);
+  t.deepEqual(await db.multi().eval("return redis.call('INCR', KEYS[1])", 1, `${tag}:b`).lpush(`${tag}:l`, 'e').exec(), [
+    [null, 4],
+    [null, 1],
+  ]);
+
+  t.deepEqual(await slotLog(shared, queue, slot), [
+    {
+      seq: 1,
+      commands: [
+        ['set', `${tag}:a`, '1'],
+        ['incr', `${tag}:b`],
+      ],
+    },
+    {
+      seq: 2,
+      commands: [
+        ['set', `${tag}:c`, 'x'],
+        ['incr', `${tag}:b`],
+      ],
+    },
+    {
+      seq: 3,
+      commands: [
+        ['set', `${tag}:d`, 'y'],
+        ['set', `${tag}:e`, 'y'],
+      ],
+    },
+    { seq: 4, commands: [['set', `${tag}:f`, 'z']] },
+    { seq: 5, commands: [['incr', `${tag}:b`]] },
+    {
+      seq: 6,
+      commands: [
+        ['incr', `${tag}:b`],
+        ['lpush', `${tag}:l`, 'e'],
+      ],
+    },
+  ]);
+});
+
+test('a multi(), MSET or script across slots fails with CROSSSLOT and nothing is written or logged; a write without a key is refused', async (t) => {
+  const queue = newQueue();
+  const db = createProducer(shared.client(), { queue });
+  const [a, b] = [`${queue}:a`, `${queue}:b`];
+  t.not(slotOf(a), slotOf(b));
+  const crossSlot = { instanceOf: ReplyError, message: /^CROSSSLOT / };
+  await t.throwsAsync(db.multi().set(a, '1').incr(b).exec(), crossSlot);
+  await t.throwsAsync(db.mset(a, '1', b, '2'), crossSlot);
+  await t.throwsAsync(db.eval("redis.call('SET', KEYS[1], '1') return redis.call('SET', KEYS[2], '1')", 2, a, b), crossSlot);
+  await t.throwsAsync(db.multi().incr(a).eval("return redis.call('SET', KEYS[1], '1')", 1, b).exec(), crossSlot);
+  await t.throwsAsync(db.flushall(), { instanceOf: UnsupportedCommandError, message: /FLUSHALL has no key/ });
+  await t.throwsAsync(db.eval("return redis.call('SET', 'k', '1')", 0), { instanceOf: UnsupportedCommandError, message: /names no key/ });
+  const ours = (await keysEverywhere(shared)).filter((k) => k.includes(queue));
+  t.deepEqual(ours, []);
+});
+
+test('the producer refuses keys in qsync’s per-slot namespace, and waitReplicated, and a queueDb other than 0', async (t) => {
+  const queue = newQueue();
+  const client = shared.client();
+  const db = createProducer(client, { queue });
+  const own = slotKeys(PREFIX, queue, 42).log;
+  await t.throwsAsync(db.rpush(own, 'x'), { instanceOf: ReservedKeyError });
+  await t.throwsAsync(db.waitReplicated(1, 10), { instanceOf: ConfigError, message: /not available on a Redis Cluster/ });
+  t.throws(() => createProducer(client, { queueDb: 1 }), {
+    instanceOf: ConfigError,
+    message: 'qsync: queueDb must be 0 on a Redis Cluster (a cluster has db 0 only), got 1',
+  });
+  t.is(await shared.masters[0].admin.exists(own), 0);
+});
+
+test('a blocking pop waits for a write from another producer and logs what it popped', async (t) => {
+  const queue = newQueue();
+  const db = createProducer(shared.client(), { queue });
+  const other = createProducer(shared.client(), { queue });
+  const list = `${queue}:list`;
+  const popped = db.blpop(list, 5);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await other.rpush(list, 'job');
+  t.deepEqual(await popped, [list, 'job']);
+  t.deepEqual(
+    (await slotLog(shared, queue, slotOf(list))).map((e) => e.commands),
+    [[['rpush', list, 'job']], [['lpop', list, '1']]],
+  );
+});
+
+test('a master of the cluster that may evict keys refuses every write, naming that master', async (t) => {
+  const cluster = await startCluster({ masters: 2 });
+  t.teardown(() => cluster.destroy());
+  const last = cluster.masters[1];
+  await last.admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+  const db = createProducer(cluster.client(), { queue: newQueue() });
+  await t.throwsAsync(db.set('k', '1'), {
+    instanceOf: ConfigError,
+    message: new RegExp(`the master 127.0.0.1:${last.server.port}'s maxmemory-policy is allkeys-lru`),
+  });
+  t.deepEqual(await keysEverywhere(cluster), []);
+});
+
+test('writes during a slot migration each land exactly once, with their entry, in the slot’s log that moved with the slot', async (t) => {
+  const cluster = await startCluster({ masters: 2 });
+  t.teardown(() => cluster.destroy());
+  const queue = newQueue();
+  const client = cluster.client({ retryDelayOnTryAgain: 5, maxRedirections: 1000 });
+  const db = createProducer(client, { queue });
+  // Writes to new keys wait (TRYAGAIN) until the slot has moved; on a producer of their own, they hold up no one else's.
+  const creator = createProducer(client, { queue });
+  const tag = `{${queue}}`;
+  const slot = slotOf(tag);
+  const from = await cluster.ownerOf(slot);
+  const to = cluster.masters.find((m) => m !== from) ?? cluster.masters[0];
+  // Keys of the slot, so that the migration takes a while.
+  for (let i = 0; i < 1000; i += 100) await db.mset(Object.fromEntries(Array.from({ length: 100 }, (_, j) => [`${tag}:f${i + j}`, 'x'])));
+  let done = false;
+  const counts = { incr: 0, set: 0, rpush: 0 };
+  // Writes to an existing key, to new keys, and to a list, each writer one at a time.
+  const writer = async (write: (n: number) => Promise<unknown>, name: keyof typeof counts) => {
+    while (!done) {
+      await write(counts[name]);
+      counts[name]++;
+    }
+  };
+  const writers = Promise.all([
+    writer(() => db.incr(`${tag}:n`), 'incr'),
+    writer((n) => creator.set(`${tag}:new${n}`, String(n)), 'set'),
+    writer((n) => db.rpush(`${tag}:list`, String(n)), 'rpush'),
+  ]);
+  // The slot's queue keys, the counter and the list move first: writes to them go on, on the new owner (ASK).
+  const own = slotKeys(PREFIX, queue, slot);
+  await cluster.migrate(from, to, [slot], 20, { first: [own.meta, own.log, `${tag}:n`, `${tag}:list`], pauseMs: 10 });
+  done = true;
+  await writers;
+  t.log(`writes during the migration: ${JSON.stringify(counts)}`);
+  t.is((await cluster.ownerOf(slot)).id, to.id);
+  t.true(counts.incr > 0 && counts.set > 0 && counts.rpush > 0);
+  t.is(await to.admin.get(`${tag}:n`), String(counts.incr));
+  t.is(await to.admin.llen(`${tag}:list`), counts.rpush);
+  t.is(await to.admin.exists(...Array.from({ length: counts.set }, (_, n) => `${tag}:new${n}`)), counts.set);
+  const log = await slotLog(cluster, queue, slot);
+  t.deepEqual(
+    log.map((e) => e.seq),
+    log.map((_, i) => i + 1),
+  );
+  for (const name of ['incr', 'set', 'rpush'] as const) {
+    t.is(log.filter((e) => e.commands[0][0] === name).length, counts[name], `${name} entries`);
+  }
+  t.is(await from.admin.call('CLUSTER', 'COUNTKEYSINSLOT', slot), 0);
+});
