@@ -172,6 +172,13 @@ test('a multi(), MSET or script across slots fails with CROSSSLOT and nothing is
   await t.throwsAsync(db.multi().incr(a).eval("return redis.call('SET', KEYS[1], '1')", 1, b).exec(), crossSlot);
   await t.throwsAsync(db.flushall(), { instanceOf: UnsupportedCommandError, message: /FLUSHALL has no key/ });
   await t.throwsAsync(db.eval("return redis.call('SET', 'k', '1')", 0), { instanceOf: UnsupportedCommandError, message: /names no key/ });
+  // A pipeline whose writes go to two masters: ioredis refuses it before sending anything.
+  const owners = await Promise.all([a, b].map((k) => shared.ownerOf(slotOf(k))));
+  const elsewhere = Array.from({ length: 100 }, (_, i) => `${queue}:p${i}`);
+  const c = await Promise.all(elsewhere.map((k) => shared.ownerOf(slotOf(k))));
+  const other = elsewhere[c.findIndex((o) => o !== owners[0])];
+  await t.throwsAsync(db.pipeline().set(a, '1').set(other, '1').exec(), { message: /same slots allocation group/ });
+  await t.throwsAsync(db.pipeline().incr(a).mset(a, '1', b, '2').exec(), { message: /should belong to the same slot/ });
   const ours = (await keysEverywhere(shared)).filter((k) => k.includes(queue));
   t.deepEqual(ours, []);
 });
