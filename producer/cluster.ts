@@ -18,12 +18,12 @@ import { callKeyIndexes, commandSpec } from '../shared/commands.js';
 import { ConfigError, UnsupportedCommandError } from '../shared/errors.js';
 import { QueueKeys } from '../shared/keys.js';
 import { evictionPolicy } from '../shared/probe.js';
-import { slotKeys, slotOf, slotPrefix } from '../shared/cluster.js';
+import { slotKeys, slotOf } from '../shared/cluster.js';
 import type { LoggedCommand } from './calls.js';
 import { BlockingPops } from './blocking.js';
 import { ScriptSender, type WrappedScript } from './user-scripts.js';
 import { WriteGuard } from './write-guard.js';
-import { WriteLog, type LogCall } from './write-log.js';
+import { WriteLog, type LogCall, type LogKeys } from './write-log.js';
 
 /** Redis's own error for keys in several slots. */
 const CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -86,28 +86,42 @@ function itemKeys(items: (string | Buffer)[]): (string | Buffer)[] {
 }
 
 /**
- * The log of a cluster's queue: each call goes to the log of its keys' slot,
- * made at the slot's first write. A batch of independent writes (a tick's,
- * producer/batcher.ts) is split into one call per slot, the replies put back
- * in order; a call of one slot that fails fails its own writes only.
+ * The keys the log scripts take for each slot's queue, made at the slot's
+ * first write: three strings a slot (a whole QueueKeys for each of 16,384
+ * slots would hold some 30 MB).
  */
-export class ClusterWriteLog extends WriteLog {
-  private readonly slots = new Map<number, WriteLog>();
+class SlotQueues {
+  private readonly bySlot = new Map<number, LogKeys>();
+  /** the queue's keys outside any slot: their prefix is what the guards refuse */
+  readonly base: QueueKeys;
 
-  constructor(
-    private readonly cluster: Cluster,
-    private readonly names: { prefix: string; queue: string },
-  ) {
-    super(cluster as unknown as Redis, { ...names, queueDb: 0 });
+  constructor(prefix: string, queue: string) {
+    this.base = new QueueKeys(prefix, queue);
   }
 
-  private slot(slot: number): WriteLog {
-    let log = this.slots.get(slot);
-    if (!log) {
-      log = new WriteLog(this.cluster as unknown as Redis, { prefix: slotPrefix(this.names.prefix, slot), queue: this.names.queue, queueDb: 0 });
-      this.slots.set(slot, log);
+  get(slot: number): LogKeys {
+    let keys = this.bySlot.get(slot);
+    if (!keys) {
+      const { meta, log, dirty } = slotKeys(this.base.prefix, this.base.queue, slot);
+      keys = { meta, log, dirty };
+      this.bySlot.set(slot, keys);
     }
-    return log;
+    return keys;
+  }
+}
+
+/**
+ * The log of a cluster's queue: each call goes to the queue of its keys'
+ * slot. A batch of independent writes (a tick's, producer/batcher.ts) is
+ * split into one call per slot, the replies put back in order; a call of one
+ * slot that fails fails its own writes only.
+ */
+export class ClusterWriteLog extends WriteLog {
+  constructor(
+    private readonly cluster: Cluster,
+    private readonly queues: SlotQueues,
+  ) {
+    super(cluster as unknown as Redis, { prefix: queues.base.prefix, queue: queues.base.queue, queueDb: 0 });
   }
 
   override send(via: Parameters<WriteLog['send']>[0], call: LogCall): Promise<unknown> | ChainableCommander {
@@ -123,34 +137,33 @@ export class ClusterWriteLog extends WriteLog {
       return via as ChainableCommander;
     }
     // A group of reads without keys logs nothing: any slot's queue serves it.
-    return this.slot(Math.max(slot, 0)).send(via, { ...call, keys });
+    return super.send(via, { ...call, queue: this.queues.get(Math.max(slot, 0)), keys });
   }
 
   private async batch(call: LogCall): Promise<unknown[]> {
-    const bySlot = new Map<number, LoggedCommand[]>();
-    const places = new Map<number, number[]>();
+    const bySlot = new Map<number, { commands: LoggedCommand[]; places: number[] }>();
     call.commands.forEach((c, i) => {
       const slot = slotOfKeys(commandKeys(c.name, c.args));
-      if (!bySlot.has(slot)) {
-        bySlot.set(slot, []);
-        places.set(slot, []);
+      let part = bySlot.get(slot);
+      if (!part) {
+        part = { commands: [], places: [] };
+        bySlot.set(slot, part);
       }
-      bySlot.get(slot)?.push(c);
-      places.get(slot)?.push(i);
+      part.commands.push(c);
+      part.places.push(i);
     });
     const replies: unknown[] = new Array(call.commands.length);
     await Promise.all(
-      [...bySlot].map(([slot, commands]) => {
-        const at = places.get(slot) ?? [];
-        const sent = this.slot(slot).send(this.cluster as unknown as Redis, { ...call, commands, keys: callKeys(commands) }) as Promise<unknown[]>;
-        return sent.then(
+      [...bySlot].map(([slot, { commands, places }]) => {
+        const sent = super.send(this.cluster as unknown as Redis, { ...call, commands, queue: this.queues.get(slot), keys: callKeys(commands) });
+        return (sent as Promise<unknown[]>).then(
           (r) => {
-            at.forEach((place, j) => {
+            places.forEach((place, j) => {
               replies[place] = r[j];
             });
           },
           (err: Error) => {
-            for (const place of at) replies[place] = err;
+            for (const place of places) replies[place] = err;
           },
         );
       }),
@@ -199,15 +212,15 @@ export class ClusterWriteGuard extends WriteGuard {
 
 /** User scripts on a cluster: each call with the queue keys of its keys' slot, all its keys declared. */
 class ClusterScripts extends ScriptSender {
-  constructor(private readonly names: { prefix: string; queue: string }) {
-    super(new QueueKeys(names.prefix, names.queue), '0');
+  constructor(private readonly queues: SlotQueues) {
+    super(queues.base, '0');
   }
 
   protected override declared(items: (string | Buffer)[]): (string | Buffer)[] {
     const keys = itemKeys(items);
     const slot = slotOfKeys(keys);
     if (slot < 0) throw new UnsupportedCommandError('eval', KEYLESS_SCRIPT);
-    const k = slotKeys(this.names.prefix, this.names.queue, slot);
+    const k = this.queues.get(slot);
     return [String(3 + keys.length), k.meta, k.log, k.dirty, ...keys];
   }
 
@@ -227,11 +240,12 @@ export const WAIT_REPLICATED_REFUSAL = new ConfigError(
 export function clusterParts(cluster: Cluster, settings: { prefix: string; queue: string; queueDb: number; allowEviction: boolean }) {
   const { prefix, queue, queueDb } = settings;
   if (queueDb !== 0) throw new ConfigError(`qsync: queueDb must be 0 on a Redis Cluster (a cluster has db 0 only), got ${queueDb}`);
-  const log = new ClusterWriteLog(cluster, { prefix, queue });
+  const queues = new SlotQueues(prefix, queue);
+  const log = new ClusterWriteLog(cluster, queues);
   return {
     log,
     guard: new ClusterWriteGuard(cluster, log.keys, settings.allowEviction),
     blocking: new BlockingPops(undefined),
-    scripts: new ClusterScripts({ prefix, queue }),
+    scripts: new ClusterScripts(queues),
   };
 }

@@ -31,6 +31,9 @@ export interface ProducerOptions {
   queueDb?: number;
 }
 
+/** The queue keys the log scripts take. */
+export type LogKeys = Pick<QueueKeys, 'meta' | 'log' | 'dirty'>;
+
 type Sender = Pick<Redis, 'qsyncLogWrite' | 'qsyncLogWriteBuffer' | 'qsyncLogSimple' | 'qsyncLogSimpleBuffer'> | ChainableCommander;
 
 /** One call of the log-write script. */
@@ -48,6 +51,8 @@ export interface LogCall {
   buffer: boolean;
   /** a node-style callback, for a call queued in a pipeline */
   callback?: Callback;
+  /** the queue's keys to log to, when not the log's own (a Redis Cluster's slot: producer/cluster.ts) */
+  queue?: LogKeys;
   /**
    * Every key the commands touch, declared to Redis with the queue's keys
    * (Redis Cluster: producer/cluster.ts), so that Redis answers MOVED, ASK,
@@ -153,7 +158,7 @@ export class WriteLog {
     if (via === this.client && !callback && as !== 'group' && commands.every(isSimple)) {
       const client = this.client;
       const lean = (buffer ? client.qsyncLogSimpleBuffer : client.qsyncLogSimple) as ScriptFn;
-      const { meta, log } = this.keys;
+      const { meta, log } = call.queue ?? this.keys;
       const sent = call.keys
         ? lean.call(client, 2 + call.keys.length, meta, log, ...call.keys, ...leanArgs(call, this.queueDb))
         : lean.call(client, 2, meta, log, ...leanArgs(call, this.queueDb));
@@ -171,9 +176,12 @@ export class WriteLog {
   }
 
   /** Sends a call to log-write.lua, which logs every write qsync supports. */
-  private full(via: Sender, { db, commands, as, buffer, callback: cb, keys: declared }: LogCall): Promise<unknown> | ChainableCommander {
+  private full(
+    via: Sender,
+    { db, commands, as, buffer, callback: cb, queue = this.keys, keys: declared }: LogCall,
+  ): Promise<unknown> | ChainableCommander {
     // The keys the writes touch follow the queue's: the script records them when the queue is marked dirty.
-    const keys: (string | Buffer)[] = [this.keys.meta, this.keys.log, this.keys.dirty];
+    const keys: (string | Buffer)[] = [queue.meta, queue.log, queue.dirty];
     if (declared) keys.push(...declared);
     const argv: (string | Buffer)[] = [String(db), this.queueDb, as === 'batch' ? 'b' : as === 'one' ? '1' : '0'];
     for (const c of commands) {
