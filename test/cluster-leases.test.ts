@@ -119,6 +119,19 @@ test('three consumers balance to one shard each, a dead one’s shard moves to t
   await Promise.all(all.map((c) => c.leases.close()));
 });
 
+test('four shards and three consumers: two hold one each, one holds two, none stays idle', async (t) => {
+  const queue = `q-${randomUUID()}`;
+  const all = consumers(queue, 3);
+  const shards = [...shardIds(), 'f'.repeat(40)];
+  t.deepEqual(await round(t, queue, all, all.slice(0, 1), shards), { 'consumer-1': 4 });
+  for (let i = 0; i < 3; i++) await round(t, queue, all, all.slice(0, 2), shards);
+  let counts: Record<string, number> = {};
+  for (let i = 0; i < 4; i++) counts = await round(t, queue, all, all, shards);
+  t.deepEqual(Object.values(counts).sort(), [1, 1, 2]);
+  t.is((await holders(queue)).size, 4, 'every shard is held');
+  await Promise.all(all.map((c) => c.leases.close()));
+});
+
 test('a closed consumer’s shards are free at once and taken by the next balance', async (t) => {
   const queue = `q-${randomUUID()}`;
   const all = consumers(queue, 2, 60_000);

@@ -1,10 +1,13 @@
 #!lua
 --[[
   Heartbeats a consumer of a cluster queue and gives it its fair share of the
-  shard leases: with C live consumers and S shards, at most ceil(S / C). A
-  free or expired lease is taken, a consumer over its share gives up the
-  excess (keeping the shards it holds first in the list), and the leases of
-  shards that are no longer masters are dropped once they expire.
+  shard leases: with C live consumers and S shards, floor(S / C), or one more
+  for the S mod C consumers that hold the most now (ties by id), so that no
+  consumer holds more than ceil(S / C) and none stays idle while another
+  holds more than its share. A free or expired lease is taken, a consumer
+  over its share gives up the excess (keeping the shards it holds first in
+  the list), and the leases of shards that are no longer masters are dropped
+  once they expire.
 
   Input:
     KEYS[1] consumers (sorted set: consumer id -> heartbeat expiry, ms)
@@ -15,7 +18,7 @@
     ARGV[4...] the source's master node ids now
 
   Output:
-    {expiry (ms, server time), live consumers, share, held node ids...}
+    {expiry (ms, server time), live consumers, this consumer's share, held node ids...}
     an error naming the field when a lease is not "<consumer id> <expiry ms>"
 ]]
 local rcall = redis.call
@@ -26,13 +29,28 @@ local now = now_ms()
 local expiry = now + tonumber(ARGV[2])
 rcall('ZADD', KEYS[1], string.format('%.0f', expiry), me)
 rcall('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', now - tonumber(ARGV[3])))
-local live = rcall('ZCOUNT', KEYS[1], '(' .. string.format('%.0f', now), '+inf')
-
-local wanted = {}
-for i = 4, #ARGV do wanted[ARGV[i]] = true end
-local share = math.ceil((#ARGV - 3) / live)
+local consumers = rcall('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.0f', now), '+inf')
 
 local leases = read_shard_leases(KEYS[2])
+local wanted, holding = {}, {}
+for _, c in ipairs(consumers) do holding[c] = 0 end
+for i = 4, #ARGV do
+  local lease = leases[ARGV[i]]
+  wanted[ARGV[i]] = true
+  if lease and holding[lease.holder] and (lease.expiry > now or lease.holder == me) then
+    holding[lease.holder] = holding[lease.holder] + 1
+  end
+end
+table.sort(consumers, function(a, b)
+  if holding[a] ~= holding[b] then return holding[a] > holding[b] end
+  return a < b
+end)
+local shards, live = #ARGV - 3, #consumers
+local share = math.floor(shards / live)
+for rank, c in ipairs(consumers) do
+  if c == me and rank <= shards % live then share = share + 1 end
+end
+
 for node, lease in pairs(leases) do
   if not wanted[node] and (lease.holder == me or lease.expiry <= now) then
     rcall('HDEL', KEYS[2], node)
