@@ -3,3 +3,4 @@ export { readStatus, findQueues, formatStatus, type QueueStatus } from './queue/
 export { runResync, ResyncError, type ResyncOptions, type ResyncResult, type ResyncProgress } from './copy/resync.js';
 export { runRepair, RepairError, type RepairOptions, type RepairResult, type RepairProgress } from './copy/repair.js';
 export { verify, type VerifyOptions } from './verify/verify.js';
+export { ClusterConsumer, type ClusterConsumerOptions, type ShardState } from './cluster/consumer.js';

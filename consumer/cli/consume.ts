@@ -21,6 +21,7 @@ import { ServerMonitor } from '../queue/server-monitor.js';
 import './job-types.js';
 import { common, openPair, required, tlsFiles, withoutDb, type CommonOpts } from './options.js';
 import { replicaNameOption } from './replicas.js';
+import { consumeCluster, isClusterPair } from './consume-cluster.js';
 
 /**
  * Checks both servers once up front (credentials, TLS, the queue db, two
@@ -65,6 +66,12 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   const metricsPort = o.metricsPort === undefined ? undefined : intOption(o.metricsPort, '--metrics-port', 0, 0, 65_535);
   const maxClockOffsetMs = durationOption(o.maxClockOffsetMs, '--max-clock-offset-ms', MAX_CLOCK_OFFSET_MS, { max: 86_400_000 });
   const log = createLogger(level);
+  const sides = { master, replica, masterUrl, replicaUrl };
+  if (await isClusterPair(sides, options.timeoutMs)) {
+    const { relay, keepApplied, ...clusterOptions } = options;
+    if (relay || keepApplied !== undefined) throw new ConfigError('qsync: --relay and --keep-applied are not supported on a Redis Cluster');
+    return consumeCluster(sides, clusterOptions, log);
+  }
   await checkAtStart(o, options.timeoutMs, log);
   log.info({ master: redactUrl(masterUrl), replica: redactUrl(replicaUrl), ...options }, 'qsync consumer starting');
   // The servers' warnings are logged before the worker starts.

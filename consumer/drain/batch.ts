@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { sendFlat } from './flat.js';
 
 /**
@@ -50,7 +50,7 @@ export class Batch {
   }
 
   /** Runs the apply script on the batch, its common entries read here (flat.ts); lead: its arguments before ARGV[4]. */
-  applyOn(replica: Redis, lead: string[]): Promise<unknown> {
+  applyOn(replica: Redis | Cluster, lead: string[]): Promise<unknown> {
     return sendFlat(replica, lead, this.sizes, this.joined);
   }
 

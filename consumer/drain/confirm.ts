@@ -8,7 +8,7 @@
  * entry or parks it, never both and never neither, is set out in
  * shared/lua/apply-batch-1.lua.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import { decodeEntry, describeCommand, type Entry } from '../../shared/entry.js';
@@ -102,7 +102,7 @@ export class Confirmer {
 
   constructor(
     private readonly master: Redis,
-    private readonly replica: Redis,
+    private readonly replica: Redis | Cluster,
     private readonly keys: QueueKeys,
     private readonly token: string,
     private readonly log: Logger,

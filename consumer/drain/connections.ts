@@ -120,3 +120,14 @@ function followMaster(backoff: BackoffOptions | undefined, commandTimeoutMs: num
     reconnectOnError: (err) => /^READONLY\b/.test(err.message),
   };
 }
+
+/** Closes connections politely (QUIT), or at once when that fails. */
+export async function closeConnections(clients: { quit(): Promise<unknown>; disconnect(): void }[]): Promise<void> {
+  for (const c of clients) {
+    try {
+      await c.quit();
+    } catch {
+      c.disconnect();
+    }
+  }
+}

@@ -13,7 +13,7 @@
  * own encoding would cost the worker more than the replica saves.
  */
 import { createHash } from 'node:crypto';
-import { Command, type Redis } from 'ioredis';
+import { Command, type Cluster, type Redis } from 'ioredis';
 import { scripts } from '../../shared/scripts.js';
 
 /** A SET of a key and a value: its two arguments are sent, not its name. */
@@ -184,9 +184,17 @@ function apply(): { lua: string; sha: string } {
 
 /** A command whose request is written already. */
 class Written extends Command {
-  constructor(private readonly bytes: Buffer) {
+  constructor(
+    private readonly bytes: Buffer,
+    /** the script's first key: a Redis Cluster client sends the command to the node of its slot */
+    private readonly key: string,
+  ) {
     // Its name for the client's own checks; what is sent is bytes.
     super('evalsha', [], { replyEncoding: 'utf8' });
+  }
+
+  override getKeys(): string[] {
+    return [this.key];
   }
 
   override toWritable(): Buffer {
@@ -201,14 +209,14 @@ class Written extends Command {
  * itself (EVAL) when the server does not have it, as the client's script
  * commands do: qsync's users may run scripts, not load them.
  */
-export async function sendFlat(client: Redis, lead: string[], sizes: number[], joined: Buffer): Promise<unknown> {
+export async function sendFlat(client: Redis | Cluster, lead: string[], sizes: number[], joined: Buffer): Promise<unknown> {
   const { lua, sha } = apply();
   const flat = new Flat(sizes, joined);
   try {
-    return await client.sendCommand(new Written(flat.request('evalsha', sha, lead)));
+    return await client.sendCommand(new Written(flat.request('evalsha', sha, lead), lead[0]));
   } catch (err) {
     if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-    return client.sendCommand(new Written(flat.request('eval', lua, lead)));
+    return client.sendCommand(new Written(flat.request('eval', lua, lead), lead[0]));
   }
 }
 

@@ -8,7 +8,7 @@
  * keys from pending into marked (shared/lua/restore-held-1.lua), after
  * which the replica skips the entries already in the copies.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { QueueKeys } from '../../shared/keys.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
 import { onSide } from './connections.js';
@@ -33,7 +33,7 @@ export class HeldCopyRefused extends Error {}
 export class HeldKeys {
   constructor(
     private readonly master: Redis,
-    private readonly replica: Redis,
+    private readonly replica: Redis | Cluster,
     private readonly keys: QueueKeys,
     private readonly queueDb: number,
   ) {}

@@ -7,6 +7,7 @@ import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
 import type { BackoffOptions } from './backoff.js';
 import type { OnError } from './confirm.js';
+import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB } from '../../shared/keys.js';
 
 export const WORKER_DEFAULTS = {
   batchSize: 1000,
@@ -72,4 +73,18 @@ export interface WorkerOptions {
   logger?: Logger;
   /** identifies this worker in the lease and status. @default a random UUID */
   id?: string;
+}
+
+/** The options given (those undefined left out) over the defaults. */
+export function withDefaults(options: Partial<WorkerOptions>) {
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<WorkerOptions>;
+  return {
+    ...WORKER_DEFAULTS,
+    queue: DEFAULT_QUEUE,
+    prefix: DEFAULT_PREFIX,
+    queueDb: DEFAULT_QUEUE_DB,
+    name: DEFAULT_NAME,
+    backoff: {} as BackoffOptions,
+    ...given,
+  };
 }

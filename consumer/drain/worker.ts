@@ -12,25 +12,37 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { QueueKeys, DEFAULT_PREFIX, DEFAULT_QUEUE, DEFAULT_QUEUE_DB, DEFAULT_NAME } from '../../shared/keys.js';
+import { QueueKeys, DEFAULT_NAME } from '../../shared/keys.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { KeyWakeups, type Wait } from '../../shared/wake-ups.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
-import { connect, describeError, isLinkError, onSide, SideError, type Side } from './connections.js';
+import { closeConnections, connect, describeError, isLinkError, onSide, SideError, type Side } from './connections.js';
 import { connectedNode } from '../../shared/probe.js';
 import { Lease, LeaseLost } from './lease.js';
 import { haltDetail, refusalDetail, Confirmer, type ApplyReply } from './confirm.js';
-import { markKind } from './mark.js';
 import { HeldKeys, HeldCopyRefused } from './held-keys.js';
 import { Detached, describeDetached, detachedReason } from './detached.js';
-import { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
-import { decodeEntry } from '../../shared/entry.js';
+import { withDefaults, type WorkerOptions } from './options.js';
 import { Batch } from './batch.js';
 import { isSentinel } from '../../shared/config.js';
 import { describeDivergence, findDivergence, KEEP_APPLIED_SENTINEL, recordApplied } from './divergence.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
 
+import {
+  APPLIED_FIELDS,
+  appliedAtStart,
+  applyFailure,
+  checkLastApplied,
+  checkMaster,
+  MasterLostWrites,
+  promotedReason,
+  ReplicaPromoted,
+  ResyncNeeded,
+  type LastApplied,
+} from './checks.js';
+
 export { WORKER_DEFAULTS, type WorkerOptions } from './options.js';
+export { MasterLostWrites, ReplicaPromoted, ResyncNeeded } from './checks.js';
 
 export type WorkerState = 'starting' | 'standby' | 'streaming' | 'idle' | 'backing-off' | 'halted' | 'resync-needed' | 'replica-promoted' | 'stopped';
 
@@ -42,20 +54,6 @@ type Outcome = { batch: Batch; reply: ApplyReply; seconds: number } | { batch: B
  * backlog into slivers that each cost a script call on both sides.
  */
 const SPREAD = 4;
-
-/** The replica cannot be brought up to date from the queue. */
-export class ResyncNeeded extends Error {}
-
-/** The master's history parts from the replica's: it lost writes the replica applied (drain/divergence.ts). */
-export class MasterLostWrites extends ResyncNeeded {}
-
-/** The replica was promoted to master of the queue (qsync failover, qsync promote): this consumer must not touch it. */
-export class ReplicaPromoted extends Error {}
-
-/** Why a consumer of the old master stops at a promoted replica, from its applied hash's `promoted` (the new epoch). */
-function promotedReason(epoch: string): string {
-  return `the replica was promoted to master of the queue (its own log, epoch ${epoch}): it follows this master no more and nothing is applied to it; stop this consumer, or rejoin this server as the new master's replica (qsync rejoin)`;
-}
 
 const BLOCK_SECONDS = 1;
 
@@ -116,16 +114,7 @@ export class SyncWorker extends EventEmitter {
 
   constructor(options: WorkerOptions) {
     super();
-    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as Partial<WorkerOptions>;
-    this.opts = {
-      ...WORKER_DEFAULTS,
-      queue: DEFAULT_QUEUE,
-      prefix: DEFAULT_PREFIX,
-      queueDb: DEFAULT_QUEUE_DB,
-      name: DEFAULT_NAME,
-      backoff: {},
-      ...given,
-    };
+    this.opts = withDefaults(options);
     this.id = options.id ?? randomUUID();
     this.keys = new QueueKeys(this.opts.prefix, this.opts.queue, this.opts.name);
     const named = this.opts.name === DEFAULT_NAME ? {} : { replica: this.opts.name };
@@ -229,13 +218,7 @@ export class SyncWorker extends EventEmitter {
         this.log.warn({ err: (err as Error).message }, 'could not release the lease; it expires by itself');
       }
       this.setState('stopped');
-      for (const c of [this.master, this.replica]) {
-        try {
-          await c.quit();
-        } catch {
-          c.disconnect();
-        }
-      }
+      await closeConnections([this.master, this.replica]);
     })();
     return this.closing;
   }
@@ -476,21 +459,14 @@ export class SyncWorker extends EventEmitter {
 
   /** Drains while this worker holds the lease. */
   private async lead(): Promise<void> {
-    const [seq, epoch, resyncing, heldPending, promoted, ts] = await onSide(
-      'replica',
-      this.replica.hmget(this.keys.applied, 'seq', 'epoch', 'resyncing', 'heldPending', 'promoted', 'ts'),
-    );
-    if (promoted) throw new ReplicaPromoted(promotedReason(promoted));
-    if (resyncing)
-      throw new ResyncNeeded(
-        `a ${markKind(resyncing)} of the replica started (${resyncing}) and did not finish; run qsync ${markKind(resyncing)} again`,
-      );
-    this.watermark = Number(seq ?? 0);
+    const applied = appliedAtStart(await onSide('replica', this.replica.hmget(this.keys.applied, ...APPLIED_FIELDS)));
+    const { epoch } = applied;
+    this.watermark = applied.seq;
     await this.attach();
     // Keys left pending by a worker that stopped before it copied them.
-    if (epoch && Number(heldPending ?? 0) > 0) await this.copyHeld(epoch);
+    if (epoch && applied.heldPending > 0) await this.copyHeld(epoch);
     // The entry the replica applied last, until the master's is seen to be the same one.
-    const last = { seq: this.watermark, ts: ts === null ? null : Number(ts), checked: false };
+    const last: LastApplied = { seq: this.watermark, ts: applied.ts, checked: false };
     let offset = 0;
     let gapSeenAt = -1;
     // The batch read with the wake-up from the wait for entries, when there is (offset 0).
@@ -508,7 +484,7 @@ export class SyncWorker extends EventEmitter {
           first = undefined;
           // The read went out after the trims (one connection): their answers are in.
           await settle(confirming);
-          this.checkMaster(batch, epoch);
+          checkMaster(batch, this.watermark, epoch);
           checkLastApplied(batch, last);
           if (batch.count === 0) break;
           offset += batch.count;
@@ -562,23 +538,10 @@ export class SyncWorker extends EventEmitter {
         await settle(confirming);
         await Promise.all(inflight.splice(0));
         offset = 0;
-        if (code === ReplyCode.gap) {
-          const [, wm, next] = outcome.reply.map(Number);
-          if (gapSeenAt === wm) {
-            throw new ResyncNeeded(`entries ${wm + 1} to ${next - 1} are gone from the master's log; rebuild the replica from a copy of the master`);
-          }
-          gapSeenAt = wm;
-          this.watermark = wm;
-        } else if (code === ReplyCode.resyncing) {
-          throw new ResyncNeeded('a resync or repair of the replica is under way or did not finish; run it again if none is running');
-        } else if (code === ReplyCode.brokenChain) {
-          throw new MasterLostWrites(
-            `entry ${outcome.reply[2]} on the master does not follow the entry the replica applied last (${outcome.reply[1]}): the master lost its last writes and reused their sequence numbers`,
-          );
-        } else if (code === ReplyCode.promoted) {
-          throw new ReplicaPromoted(promotedReason(String(outcome.reply[1])));
-        } else if (code === ReplyCode.otherLog) {
-          throw new ResyncNeeded(`the replica follows another log (epoch ${outcome.reply[1]}); the master's sequence started over`);
+        const failure = applyFailure(outcome.reply, gapSeenAt);
+        if (failure !== 'halted') {
+          gapSeenAt = failure.gapAt;
+          this.watermark = failure.gapAt;
         } else {
           this.setState('halted', haltDetail(outcome.reply, outcome.batch.entries, this.keys.log));
           await sleep(this.opts.recheckMs, this.stop.signal);
@@ -680,33 +643,6 @@ export class SyncWorker extends EventEmitter {
     }
   }
 
-  /** Stops on a master that lost its log (restarted without persistence). */
-  private checkMaster(batch: Batch, replicaEpoch: string | null): void {
-    if (this.watermark === 0) {
-      if (batch.count === 0 && batch.masterSeq !== null && batch.masterSeq > 0) {
-        throw new ResyncNeeded(
-          `the replica has never been synchronised and the master's log is already at ${batch.masterSeq}; rebuild the replica from a copy of the master`,
-        );
-      }
-      return;
-    }
-    if (batch.masterSeq === null) {
-      throw new ResyncNeeded(
-        `the master has no log sequence but the replica applied up to ${this.watermark}: the master lost its data (restarted without persistence?)`,
-      );
-    }
-    if (batch.masterSeq < this.watermark && (!replicaEpoch || batch.epoch === replicaEpoch)) {
-      throw new MasterLostWrites(
-        `the master's sequence is behind the replica (master at ${batch.masterSeq}, replica at ${this.watermark}): the master lost writes the replica applied`,
-      );
-    }
-    if (replicaEpoch && batch.epoch && batch.epoch !== replicaEpoch) {
-      throw new ResyncNeeded(
-        `the master's sequence started over (master at ${batch.masterSeq}, replica at ${this.watermark}): the master lost its data`,
-      );
-    }
-  }
-
   private apply(batch: Batch): Promise<Outcome> {
     const sent = process.hrtime.bigint();
     const lead = [this.keys.applied, batch.epoch, String(this.opts.queueDb), this.opts.onError];
@@ -758,35 +694,4 @@ export class SyncWorker extends EventEmitter {
 /** Waits for the confirmations sent so far; throws the first one's failure. */
 async function settle(confirming: Promise<void>[]): Promise<void> {
   if (confirming.length > 0) await Promise.all(confirming.splice(0));
-}
-
-/**
- * Stops on a master whose entry at the replica's watermark is not the one
- * the replica applied (another time): it lost the replica's last entries
- * and reused their sequence numbers. The apply script skips entries at or
- * below the watermark unseen, and checks only the link of the next one: a
- * master that reused exactly as many numbers as it lost would otherwise be
- * trimmed unseen. Checked once per lead, on the batch that holds the entry.
- */
-function checkLastApplied(batch: Batch, last: { seq: number; ts: number | null; checked: boolean }): void {
-  if (last.checked || last.ts === null || batch.masterSeq === null || batch.count === 0) return;
-  // The log ends at the master's sequence, `remaining` entries after this batch.
-  const lastSeq = batch.masterSeq - batch.remaining;
-  const firstSeq = lastSeq - batch.count + 1;
-  if (lastSeq < last.seq) return;
-  last.checked = true;
-  if (firstSeq > last.seq) return;
-  let ts: number;
-  try {
-    const e = decodeEntry(batch.entries[last.seq - firstSeq]);
-    if (e.seq !== last.seq) return;
-    ts = e.ts;
-  } catch {
-    return;
-  }
-  if (ts !== last.ts) {
-    throw new MasterLostWrites(
-      `the master does not follow the entry the replica applied last (${last.seq}): its entry ${last.seq} was written at ${ts}, the replica's at ${last.ts}; the master lost its last writes and reused their sequence numbers`,
-    );
-  }
 }

@@ -216,13 +216,16 @@ end
 
 -- Errors that are about the replica itself, not about the entry. An ACL refusal
 -- inside a script is 'ERR The user executing the script can't run this
--- command' on Redis 7.0, NOPERM on later versions.
+-- command' on Redis 7.0, NOPERM on later versions. In a Redis Cluster, a key
+-- whose slot is moving to another node meanwhile ('a non local key') or a
+-- cluster that is down: the batch is sent again once the topology settles.
 local NOT_THE_ENTRY = { READONLY = true, OOM = true, MISCONF = true, NOPERM = true, LOADING = true,
-  MASTERDOWN = true, NOREPLICAS = true }
+  MASTERDOWN = true, NOREPLICAS = true, MOVED = true, ASK = true, TRYAGAIN = true, CLUSTERDOWN = true }
 local function about_the_replica(err)
   local lower = string.lower(err)
   return NOT_THE_ENTRY[string.match(err, '^(%u+)')] or string.find(lower, "can't run this command", 1, true)
-    or string.find(lower, 'permission', 1, true)
+    or string.find(lower, 'permission', 1, true) or string.find(lower, 'non local key', 1, true)
+    or string.find(lower, 'cluster is down', 1, true)
 end
 
 -- A key's held state ('p<seq>', 'm<seq>' or false), as this batch left it.

@@ -1,0 +1,57 @@
+/**
+ * `qsync consume` on a Redis Cluster: when the master given is a cluster
+ * node, its queue (one per hash slot) is drained by a ClusterConsumer, a
+ * worker per source shard, to the replica given (a cluster or a standalone
+ * server), until SIGTERM or SIGINT.
+ */
+import type { RedisOptions } from 'ioredis';
+import { isClusterNode } from '../../shared/cluster-detect.js';
+import { redactUrl } from '../../shared/config.js';
+import { ConfigError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import { ClusterConsumer, type ClusterConsumerOptions } from '../cluster/consumer.js';
+
+export interface Sides {
+  master: RedisOptions;
+  replica: RedisOptions;
+  masterUrl: string;
+  replicaUrl: string;
+}
+
+/**
+ * Whether the pair is drained as a cluster: the master is a cluster node.
+ * A standalone master with a cluster replica is refused: its one queue
+ * cannot be applied slot by slot.
+ */
+export async function isClusterPair(sides: Sides, timeoutMs: number): Promise<boolean> {
+  const [master, replica] = await Promise.all([
+    isClusterNode(sides.master, timeoutMs, 'master', redactUrl(sides.masterUrl)),
+    isClusterNode(sides.replica, timeoutMs, 'replica', redactUrl(sides.replicaUrl)),
+  ]);
+  if (!master && replica) {
+    throw new ConfigError(
+      `qsync: --replica ${redactUrl(sides.replicaUrl)} is a Redis Cluster node but --master ${redactUrl(sides.masterUrl)} is a standalone server: a standalone queue cannot be applied to a cluster; use a cluster as the master too, or a standalone replica`,
+    );
+  }
+  return master;
+}
+
+/** Drains the cluster until SIGTERM or SIGINT. */
+export async function consumeCluster(
+  sides: Sides,
+  options: Omit<ClusterConsumerOptions, 'master' | 'replica' | 'logger'>,
+  log: Logger,
+): Promise<void> {
+  log.info({ master: redactUrl(sides.masterUrl), replica: redactUrl(sides.replicaUrl), ...options }, 'qsync consumer starting (Redis Cluster)');
+  const consumer = new ClusterConsumer({ ...options, master: sides.master, replica: sides.replica, logger: log });
+  await consumer.start();
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping: finishing the batches in flight');
+      void consumer.close().then(() => resolve());
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  log.info({ applied: consumer.applied }, 'stopped');
+}

@@ -1,0 +1,68 @@
+/**
+ * Which of a source master's slots have entries, without reading 16,384
+ * keys per poll: keyspace notifications on the slots' logs wake the shard's
+ * worker (a hint: pub/sub drops messages when the link breaks), and a sweep
+ * once a second (one pipelined LLEN per owned slot) covers any lost one.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../shared/logger.js';
+import { slotOfOwnKey } from '../../shared/cluster.js';
+
+/** The keyspace events the wake-ups need: K (keyspace channel) and l (list commands), or A (all) for l. */
+function withListEvents(flags: string): string | undefined {
+  const hasK = flags.includes('K');
+  const hasL = flags.includes('l') || flags.includes('A');
+  if (hasK && hasL) return undefined;
+  return `${flags}${hasK ? '' : 'K'}${hasL ? '' : 'l'}`;
+}
+
+/** A pattern that matches `text` literally (glob characters escaped). */
+function literal(text: string): string {
+  return text.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
+}
+
+/** Appends to a log are what wake a worker; its own trims and attaches do not. */
+const APPENDS = new Set(['rpush', 'lpush']);
+
+/**
+ * Turns on keyspace notifications for list commands on a node when they are
+ * off (CONFIG SET, logged), and subscribes to its slots' logs of the queue:
+ * `onWrite(slot)` for each append heard. Returns false when the node refuses
+ * CONFIG (then only the sweep finds entries).
+ */
+export async function subscribeLogs(
+  admin: Redis,
+  subscriber: Redis,
+  prefix: string,
+  queue: string,
+  log: Logger,
+  onWrite: (slot: number) => void,
+): Promise<boolean> {
+  let enabled = true;
+  try {
+    const [, flags] = (await admin.config('GET', 'notify-keyspace-events')) as [string, string];
+    const wanted = withListEvents(flags ?? '');
+    if (wanted !== undefined) {
+      await admin.config('SET', 'notify-keyspace-events', wanted);
+      log.info(
+        { node: `${admin.options.host}:${admin.options.port}`, from: flags, to: wanted },
+        "turned on keyspace notifications of list commands (notify-keyspace-events) so that writes to the slots' logs wake the consumer",
+      );
+    }
+  } catch (err) {
+    enabled = false;
+    log.warn(
+      { node: `${admin.options.host}:${admin.options.port}`, err: (err as Error).message },
+      'cannot turn on keyspace notifications (CONFIG refused): the consumer finds entries by its sweep of the logs, once a second',
+    );
+  }
+  const pattern = `__keyspace@0__:${literal(prefix)}:{*}:${literal(queue)}:log`;
+  const channelStart = '__keyspace@0__:'.length;
+  subscriber.on('pmessage', (_pattern: string, channel: string, event: string) => {
+    if (!APPENDS.has(event)) return;
+    const slot = slotOfOwnKey(prefix, channel.slice(channelStart));
+    if (slot !== null) onWrite(slot);
+  });
+  await subscriber.psubscribe(pattern);
+  return enabled;
+}

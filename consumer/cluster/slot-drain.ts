@@ -1,0 +1,153 @@
+/**
+ * One hash slot's queue, drained a batch at a time by the worker of the
+ * source shard that owns the slot now. A slot's queue is a standalone
+ * queue under the slot's keys (shared/cluster.ts slotKeys), so this runs the
+ * same scripts and the same checks as SyncWorker (drain/checks.ts): the
+ * slot's lease for its trims, its watermark on the target (in the same slot,
+ * so that a cluster target applies the batch and moves the watermark on one
+ * node, atomically), the gap, lost-writes and promoted checks, dead letters.
+ */
+import type { Cluster, Redis } from 'ioredis';
+import type { QueueKeys } from '../../shared/keys.js';
+import type { Logger } from '../../shared/logger.js';
+import { ReplyCode } from '../../shared/reply-codes.js';
+import { Batch } from '../drain/batch.js';
+import { APPLIED_FIELDS, appliedAtStart, applyFailure, checkLastApplied, checkMaster, ResyncNeeded, type LastApplied } from '../drain/checks.js';
+import { Confirmer, haltDetail, type ApplyReply, type OnError } from '../drain/confirm.js';
+import { onSide, SideError } from '../drain/connections.js';
+import { Detached, describeDetached, detachedReason } from '../drain/detached.js';
+import { HeldCopyRefused, HeldKeys } from '../drain/held-keys.js';
+import { Lease } from '../drain/lease.js';
+import { isTopologyError } from './topology.js';
+
+/** The slot's lease is held by another consumer for this many more ms. */
+export class SlotLeased extends Error {
+  constructor(readonly waitMs: number) {
+    super(`another consumer holds the slot's lease for ${waitMs} ms more`);
+  }
+}
+
+/** The replica refused an entry, or the log holds bytes that are not one (under --on-error halt): the slot waits. */
+export class SlotHalted extends Error {
+  constructor(readonly detail: Record<string, unknown>) {
+    super(String(detail.reason));
+  }
+}
+
+/** The batch met a slot that is moving (target or source): it goes again once the topology settles. */
+export class SlotMoving extends Error {}
+
+export interface SlotDrainOptions {
+  batchSize: number;
+  batchBytes: number;
+  onError: OnError;
+  leaseMs: number;
+  /** the lease token: the consumer's id */
+  token: string;
+  log: Logger;
+}
+
+/** What one step did: entries applied, and whether the slot's log holds more. */
+export interface Step {
+  applied: number;
+  watermark: number;
+  more: boolean;
+  seconds: number;
+}
+
+export class SlotDrain {
+  private readonly lease: Lease;
+  private readonly confirmer: Confirmer;
+  private readonly held: HeldKeys;
+  /** the replica's epoch and last entry, read when the drain of this slot (re)starts */
+  private started?: { epoch: string | null; last: LastApplied };
+  private watermark = 0;
+  private gapSeenAt = -1;
+
+  constructor(
+    readonly slot: number,
+    readonly keys: QueueKeys,
+    private readonly master: Redis,
+    private readonly target: Redis | Cluster,
+    private readonly opts: SlotDrainOptions,
+  ) {
+    this.lease = new Lease(master, keys, opts.token, opts.leaseMs);
+    this.confirmer = new Confirmer(master, target, keys, opts.token, opts.log);
+    this.held = new HeldKeys(master, target, keys, 0);
+  }
+
+  /** Starts over from the replica's watermark at the next step (after any failure). */
+  restart(): void {
+    this.started = undefined;
+  }
+
+  /** Releases the slot's lease, if held. */
+  async release(): Promise<void> {
+    if (this.lease.valid()) await this.lease.release();
+  }
+
+  /** Reads, applies and confirms one batch of the slot's log. */
+  async step(): Promise<Step> {
+    if (!this.lease.valid()) {
+      const wait = await onSide('master', this.lease.acquire());
+      if (wait > 0) throw new SlotLeased(wait);
+    }
+    this.started ??= await this.start();
+    const { epoch, last } = this.started;
+    const { keys, opts } = this;
+    const reply = await onSide(
+      'master',
+      this.master.qsyncReadBatchBuffer(keys.log, keys.meta, 0, opts.batchSize, opts.batchBytes, 1, keys.name, 'joined'),
+    );
+    const [batchEpoch, seq, remaining, , lengths, joined] = reply;
+    if (Number(remaining) < 0) throw new ResyncNeeded(await onSide('master', detachedReason(this.master, keys)));
+    const batch = new Batch(batchEpoch.toString(), seq.length ? Number(seq.toString()) : null, Number(remaining), lengths, joined);
+    checkMaster(batch, this.watermark, epoch);
+    checkLastApplied(batch, last);
+    if (batch.count === 0) return { applied: 0, watermark: this.watermark, more: false, seconds: 0 };
+    const sent = process.hrtime.bigint();
+    const applied = (await onSide('replica', batch.applyOn(this.target, [keys.applied, batch.epoch, '0', opts.onError]))) as ApplyReply;
+    const seconds = Number(process.hrtime.bigint() - sent) / 1e9;
+    if (applied[0] !== ReplyCode.ok) return this.failed(batch, applied);
+    await this.confirmer.confirm(batch, applied).catch((err: Error) => {
+      throw err instanceof Detached ? new ResyncNeeded(err.message) : err;
+    });
+    this.watermark = Number(applied[1]);
+    if (Number(applied[4] ?? 0) > 0) await this.copyHeld(batch.epoch);
+    return { applied: Number(applied[2]), watermark: this.watermark, more: batch.remaining > 0, seconds };
+  }
+
+  /** The replica's watermark and state before the first batch; attaches to the log. */
+  private async start(): Promise<{ epoch: string | null; last: LastApplied }> {
+    const at = appliedAtStart(await onSide('replica', this.target.hmget(this.keys.applied, ...APPLIED_FIELDS)));
+    this.watermark = at.seq;
+    const { keys } = this;
+    const [code, why] = await onSide('master', this.master.qsyncAttach(keys.meta, keys.log, keys.name, 'head', this.watermark));
+    if (code === ReplyCode.detached) throw new ResyncNeeded(describeDetached(why, keys.name));
+    if (at.epoch && at.heldPending > 0) await this.copyHeld(at.epoch);
+    return { epoch: at.epoch, last: { seq: at.seq, ts: at.ts, checked: false } };
+  }
+
+  /** An apply that did not succeed: a gap to read again, a slot that moved, or a halt; throws the rest. */
+  private failed(batch: Batch, reply: ApplyReply): Step {
+    const failure = applyFailure(reply, this.gapSeenAt);
+    if (failure === 'halted') {
+      // A refusal because the slot is moving on the target is no refusal of the entry.
+      if (reply[0] === ReplyCode.refused && isTopologyError(String(reply[4]))) throw new SlotMoving(String(reply[4]));
+      throw new SlotHalted(haltDetail(reply, batch.entries, this.keys.log));
+    }
+    this.gapSeenAt = failure.gapAt;
+    this.watermark = failure.gapAt;
+    return { applied: 0, watermark: this.watermark, more: true, seconds: 0 };
+  }
+
+  private async copyHeld(epoch: string): Promise<void> {
+    try {
+      const { copied, pending } = await this.held.copy(epoch);
+      this.opts.log.info({ slot: this.slot, copied, pending }, 'copied from the master keys that had expired on the replica first');
+    } catch (err) {
+      if (err instanceof HeldCopyRefused) throw new ResyncNeeded(err.message);
+      throw err instanceof SideError ? err : new SideError('replica', err as Error);
+    }
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * qsync consume on Redis Cluster: a 3-shard source drained to a 2-shard
+ * cluster and to a standalone server, through reshards of thousands of slots
+ * on either side, a source shard failing over and a consumer killed; each
+ * ends with the same data on both sides, counters proving every entry was
+ * applied once.
+ */
+import test, { type ExecutionContext } from 'ava';
+import type { Cluster, Redis } from 'ioredis';
+import { createProducer } from '../producer/index.js';
+import { ClusterConsumer } from '../consumer/cluster/consumer.js';
+import { slotKeys } from '../shared/cluster.js';
+import { createLogger } from '../shared/logger.js';
+import { startCluster, type ClusterNode, type LocalCluster } from './support/redis-cluster.js';
+import { startRedis, type RedisServer } from './support/redis-server.js';
+import { spawnCli } from './support/cli.js';
+import { eventually } from './support/wait.js';
+
+const PREFIX = 'qsync';
+const QUEUE = 'default';
+
+/** Keys in many slots of every shard; `counters` INCR keys and plain SETs. */
+function workloadKeys(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `user:${i}`);
+}
+
+/** A workload of INCRs (exactly-once shows in the counts) and SETs, `rounds` writes per key, sequential per key. */
+async function workload(producer: Cluster, keys: string[], rounds: number, concurrency = 16): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= keys.length * rounds) return;
+      const key = keys[i % keys.length];
+      const round = Math.floor(i / keys.length);
+      await producer.incr(`${key}:count`);
+      if (round % 3 === 0) await producer.set(`${key}:last`, `r${round}`);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+/** Every key of the nodes (qsync's own left out), as key -> DUMP hex and expiry. */
+async function dataset(nodes: Redis[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'COUNT', 1000);
+      cursor = next;
+      for (const key of keys) {
+        if (key.startsWith(`${PREFIX}:`)) continue;
+        const [dump, expiry] = await Promise.all([node.dumpBuffer(key), node.pexpiretime(key)]);
+        out.set(key, `${dump?.toString('hex')} ${expiry}`);
+      }
+    } while (cursor !== '0');
+  }
+  return out;
+}
+
+function mastersOf(cluster: LocalCluster): Redis[] {
+  return cluster.masters.map((m) => m.admin);
+}
+
+/** The differences between the source's data and the target's. */
+async function differences(source: LocalCluster, target: Redis[]): Promise<string[]> {
+  const [a, b] = await Promise.all([dataset(mastersOf(source)), dataset(target)]);
+  const diffs: string[] = [];
+  for (const [k, v] of a) if (b.get(k) !== v) diffs.push(`${k}: ${b.has(k) ? 'differs' : 'missing on the target'}`);
+  for (const k of b.keys()) if (!a.has(k)) diffs.push(`${k}: only on the target`);
+  return diffs;
+}
+
+/** Waits until every slot's log of the source is empty and the target's watermark of each slot is at its sequence. */
+async function drained(source: LocalCluster, target: Redis[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let behind = 0;
+    const seqs = new Map<number, string>();
+    for (const m of source.masters) {
+      const slots = await slotsOf(m);
+      const pipe = m.admin.pipeline();
+      for (const s of slots) pipe.hget(slotKeys(PREFIX, QUEUE, s).meta, 'seq');
+      const replies = (await pipe.exec()) ?? [];
+      replies.forEach(([err, seq], i) => {
+        if (!err && seq !== null) seqs.set(slots[i], String(seq));
+      });
+    }
+    for (const [slot, seq] of seqs) {
+      const key = slotKeys(PREFIX, QUEUE, slot).applied;
+      let applied: string | null = null;
+      for (const t of target) {
+        applied = await t.hget(key, 'seq').catch(() => null);
+        if (applied !== null) break;
+      }
+      if (applied !== seq) behind++;
+    }
+    if (behind === 0) return;
+    if (Date.now() > deadline) throw new Error(`${behind} slots not drained after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function slotsOf(node: ClusterNode): Promise<number[]> {
+  const ranges = (await node.admin.call('CLUSTER', 'SLOTS')) as [number, number, [string, number, string]][];
+  const out: number[] = [];
+  for (const [a, b, [, , id]] of ranges) if (id === node.id) for (let s = a; s <= b; s++) out.push(s);
+  return out;
+}
+
+function consumerOf(source: LocalCluster, target: { host: string; port: number }, id?: string): ClusterConsumer {
+  return new ClusterConsumer({
+    master: { host: '127.0.0.1', port: source.masters[1].server.port },
+    replica: target,
+    logger: createLogger(process.env.QSYNC_TEST_LOGS ? 'info' : 'silent'),
+    leaseMs: 1000,
+    timeoutMs: 2000,
+    recheckMs: 200,
+    backoff: { minMs: 20, maxMs: 200 },
+    id,
+  });
+}
+
+async function counts(source: LocalCluster, keys: string[]): Promise<number[]> {
+  const client = source.client();
+  try {
+    return await Promise.all(keys.map(async (k) => Number(await client.get(`${k}:count`))));
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** A source cluster and a producer on it (the cluster producer: each write logged in its slot's queue). */
+async function sourceAndProducer(
+  t: ExecutionContext,
+  spec = { masters: 3, replicasPerMaster: 0 },
+): Promise<{ source: LocalCluster; producer: Cluster }> {
+  const source = await startCluster(spec);
+  t.teardown(() => source.destroy());
+  return { source, producer: createProducer(source.client()) };
+}
+
+test('a 3-shard source drains to a 2-shard target: equal data, every INCR applied once', async (t) => {
+  const { source, producer } = await sourceAndProducer(t);
+  const target = await startCluster({ masters: 2 });
+  t.teardown(() => target.destroy());
+  const keys = workloadKeys(300);
+  await workload(producer, keys.slice(0, 150), 4);
+  const consumer = consumerOf(source, { host: '127.0.0.1', port: target.masters[0].server.port });
+  t.teardown(() => consumer.close());
+  await consumer.start();
+  await workload(producer, keys, 4);
+  await drained(source, mastersOf(target));
+  t.deepEqual(await differences(source, mastersOf(target)), []);
+  t.deepEqual(
+    await counts(source, keys),
+    keys.map((_, i) => (i < 150 ? 8 : 4)),
+  );
+  t.is(consumer.shards.length, 3);
+  t.true(
+    consumer.shards.every((s) => s.state === 'streaming' || s.state === 'idle'),
+    JSON.stringify(consumer.shards),
+  );
+  t.is(consumer.applied, keys.length * 4 + 150 * 4 + Math.ceil(4 / 3) * 300 + 2 * 150);
+});
+
+test('a 3-shard source drains to a standalone target, and the shards publish their status', async (t) => {
+  const { source, producer } = await sourceAndProducer(t);
+  const target: RedisServer = await startRedis();
+  t.teardown(() => target.destroy());
+  const consumer = consumerOf(source, { host: target.host, port: target.port });
+  t.teardown(() => consumer.close());
+  await consumer.start();
+  const keys = workloadKeys(200);
+  await workload(producer, keys, 3);
+  const replica = target.client();
+  await drained(source, [replica]);
+  t.deepEqual(await differences(source, [replica]), []);
+  t.deepEqual(
+    await counts(source, keys),
+    keys.map(() => 3),
+  );
+  const status = await source.client().hgetall(`${PREFIX}:{${QUEUE}:cluster}:shard-status`);
+  t.deepEqual(Object.keys(status).sort(), source.masters.map((m) => m.id).sort());
+  for (const v of Object.values(status)) t.is(JSON.parse(v).consumer, consumer.id);
+});
+
+test('qsync consume drains a cluster; killed mid-stream (SIGKILL), a new one finishes with every INCR applied once', async (t) => {
+  const { source, producer } = await sourceAndProducer(t);
+  const target = await startCluster({ masters: 2 });
+  t.teardown(() => target.destroy());
+  const args = ['consume', '--master', source.url, '--replica', target.url, '--lease-ms', '1000', '--timeout-ms', '2000'];
+  const first = spawnCli(args);
+  t.teardown(() => first.kill('SIGKILL'));
+  await first.waitForLog((l) => l.msg === 'shard worker starts', 20_000, 'a shard worker starting');
+  const keys = workloadKeys(200);
+  const writing = workload(producer, keys, 12, 8);
+  await eventually(
+    async () => (await Promise.all(target.masters.map((m) => m.admin.dbsize()))).reduce((a, b) => a + b) > 50 || undefined,
+    20_000,
+    'entries on the target',
+  );
+  first.kill('SIGKILL');
+  t.is((await first.exited).signal, 'SIGKILL');
+  const second = spawnCli(args);
+  t.teardown(() => second.kill('SIGKILL'));
+  await writing;
+  await drained(source, mastersOf(target), 60_000);
+  t.deepEqual(await differences(source, mastersOf(target)), []);
+  t.deepEqual(
+    await counts(source, keys),
+    keys.map(() => 12),
+  );
+  second.kill('SIGTERM');
+  t.is((await second.exited).code, 0);
+});
