@@ -87,8 +87,9 @@ function itemKeys(items: (string | Buffer)[]): (string | Buffer)[] {
 
 /**
  * The keys the log scripts take for each slot's queue, made at the slot's
- * first write: three strings a slot (a whole QueueKeys for each of 16,384
- * slots would hold some 30 MB).
+ * first write and kept (making them costs about 0.6 µs): three strings a
+ * slot, about 8 MB once all 16,384 slots were written to (a whole QueueKeys
+ * a slot would hold some 30 MB).
  */
 class SlotQueues {
   private readonly bySlot = new Map<number, LogKeys>();
