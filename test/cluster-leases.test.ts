@@ -4,7 +4,7 @@
  * expire, free a closed consumer's shards at once, and never hold one shard
  * two at a time.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
 import { ShardLeases } from '../consumer/cluster/leases.js';
 import { clusterQueueKey } from '../shared/cluster.js';
@@ -62,13 +62,7 @@ async function holders(queue: string): Promise<Map<string, string>> {
  * consumers (by what each one believes it holds) and each belief matches the
  * hash. Returns how many shards each consumer holds, by id.
  */
-async function round(
-  t: import('ava').ExecutionContext,
-  queue: string,
-  all: Consumer[],
-  running: Consumer[],
-  shards: string[],
-): Promise<Record<string, number>> {
+async function round(t: ExecutionContext, queue: string, all: Consumer[], running: Consumer[], shards: string[]): Promise<Record<string, number>> {
   const held = await Promise.all(running.map((c) => c.leases.balance(shards)));
   const hash = await holders(queue);
   for (const shard of shards) {
