@@ -24,6 +24,8 @@ import { BlockingPops } from './blocking.js';
 import { ScriptSender, type WrappedScript } from './user-scripts.js';
 import { WriteGuard } from './write-guard.js';
 import { WriteLog, type LogCall, type LogKeys } from './write-log.js';
+import { ClusterReplicationWaiter } from './cluster-wait.js';
+import type { InOrder } from './wait-replicated.js';
 
 /** Redis's own error for keys in several slots. */
 const CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -91,13 +93,18 @@ function itemKeys(items: (string | Buffer)[]): (string | Buffer)[] {
  * slot, about 8 MB once all 16,384 slots were written to (a whole QueueKeys
  * a slot would hold some 30 MB).
  */
-class SlotQueues {
+export class SlotQueues {
   private readonly bySlot = new Map<number, LogKeys>();
   /** the queue's keys outside any slot: their prefix is what the guards refuse */
   readonly base: QueueKeys;
 
   constructor(prefix: string, queue: string) {
     this.base = new QueueKeys(prefix, queue);
+  }
+
+  /** The slots written to (or tried) so far. */
+  written(): IterableIterator<number> {
+    return this.bySlot.keys();
   }
 
   get(slot: number): LogKeys {
@@ -137,8 +144,8 @@ export class ClusterWriteLog extends WriteLog {
       call.callback(err as Error);
       return via as ChainableCommander;
     }
-    // A group of reads without keys logs nothing: any slot's queue serves it.
-    return super.send(via, { ...call, queue: this.queues.get(Math.max(slot, 0)), keys });
+    // A group of reads without keys logs nothing: any slot's queue serves it, and it is no slot written to.
+    return super.send(via, { ...call, queue: slot < 0 ? slotKeys(this.queues.base.prefix, this.queues.base.queue, 0) : this.queues.get(slot), keys });
   }
 
   private async batch(call: LogCall): Promise<unknown[]> {
@@ -232,11 +239,6 @@ class ClusterScripts extends ScriptSender {
   }
 }
 
-/** What waitReplicated answers on a cluster. */
-export const WAIT_REPLICATED_REFUSAL = new ConfigError(
-  "qsync: waitReplicated is not available on a Redis Cluster yet (each hash slot has its own log, and each replica its own watermark per slot); check a replica's progress with qsync status",
-);
-
 /** The producer's parts for a cluster: the queue in db 0, one log per slot. */
 export function clusterParts(cluster: Cluster, settings: { prefix: string; queue: string; queueDb: number; allowEviction: boolean }) {
   const { prefix, queue, queueDb } = settings;
@@ -248,5 +250,6 @@ export function clusterParts(cluster: Cluster, settings: { prefix: string; queue
     guard: new ClusterWriteGuard(cluster, log.keys, settings.allowEviction),
     blocking: new BlockingPops(undefined),
     scripts: new ClusterScripts(queues),
+    waiter: (inOrder: InOrder) => new ClusterReplicationWaiter(cluster, queues, inOrder),
   };
 }

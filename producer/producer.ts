@@ -17,12 +17,12 @@ import { toLoggedCommand, parseMethod, takeCallback, flattenArgs, refusal, type 
 import { ScriptSender, rememberScript, readOnlyScript, scriptItem, wrapScripts, scriptCall, isScriptMethod } from './user-scripts.js';
 import { createMulti } from './multi.js';
 import { createPipeline } from './pipeline.js';
-import { refuseLater, rejectLater } from './refusals.js';
+import { refuseLater } from './refusals.js';
 import { WriteBatcher } from './batcher.js';
 import { WriteGuard } from './write-guard.js';
 import { BlockingPops } from './blocking.js';
-import { ReplicationWaiter, type WaitReplicated } from './wait-replicated.js';
-import { clusterParts, isCluster, WAIT_REPLICATED_REFUSAL } from './cluster.js';
+import { ReplicationWaiter, type InOrder, type WaitReplicated } from './wait-replicated.js';
+import { clusterParts, isCluster } from './cluster.js';
 
 export interface ProducerOptions extends LogOptions {
   /**
@@ -58,6 +58,7 @@ function standaloneParts(
     guard: new WriteGuard(client, log.keys, queueDb, allowEviction),
     blocking: new BlockingPops(client),
     scripts: new ScriptSender(log.keys, log.queueDb),
+    waiter: (inOrder: InOrder) => new ReplicationWaiter(client, log.keys, log.queueDb, inOrder),
   };
 }
 
@@ -80,7 +81,7 @@ export function createProducer<T extends Redis | Cluster>(given: T, options: Pro
   const queue = checkName(options.queue ?? DEFAULT_QUEUE, 'the queue option');
   const queueDb = queueDbOption(options.queueDb, 'the queueDb option');
   const settings = { prefix, queue, queueDb, allowEviction: options.allowEviction === true };
-  const { log, guard, blocking, scripts } = isCluster(given) ? clusterParts(given, settings) : standaloneParts(client, settings);
+  const { log, guard, blocking, scripts, waiter: newWaiter } = isCluster(given) ? clusterParts(given, settings) : standaloneParts(client, settings);
   // The db the connection is in, as ioredis itself tracks it: it emits 'select'
   // for every SELECT sent (by select(), call(), a pipeline, a reconnect), so the
   // log names the db the write really ran in.
@@ -160,7 +161,7 @@ export function createProducer<T extends Redis | Cluster>(given: T, options: Pro
       settle(refuseLater(client, err), takeCallback(args));
 
   const groupContext = { log, guard, client, db: () => db, scripts, blocking };
-  let waiter: ReplicationWaiter | undefined;
+  let waiter: Pick<ReplicationWaiter, 'wait'> | undefined;
   const group =
     (create: typeof createMulti) =>
     (...args: unknown[]) => {
@@ -184,8 +185,7 @@ export function createProducer<T extends Redis | Cluster>(given: T, options: Pro
     },
     // waitReplicated(numReplicas, timeoutMs): producer/wait-replicated.ts, one watcher per producer.
     waitReplicated: (numReplicas: unknown, timeoutMs: unknown) => {
-      if (isCluster(given)) return rejectLater(WAIT_REPLICATED_REFUSAL);
-      waiter ??= new ReplicationWaiter(client, log.keys, log.queueDb, inOrder);
+      waiter ??= newWaiter(inOrder);
       return waiter.wait(Number(numReplicas), Number(timeoutMs));
     },
     // A second connection must log its writes too.

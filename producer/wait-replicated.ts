@@ -30,6 +30,9 @@ export interface WaitReplicated {
   waitReplicated(numReplicas: number, timeoutMs: number): Promise<number>;
 }
 
+/** Sends a command after the writes issued before it (the producer's order). */
+export type InOrder = (send: () => unknown) => unknown;
+
 /** How often the watcher reads the replicas' watermarks while someone waits: with wake-ups on the hash's writes, and without. */
 const WAKE_MS = 100;
 const WATCH_MS = 10;
@@ -44,14 +47,24 @@ interface Waiter {
   timer?: NodeJS.Timeout;
 }
 
-/** How many attached replicas (a position, not 'detached:...') have a watermark at or past seq. */
+/** The names of the attached replicas (a position, not 'detached:...') whose watermark is at or past seq. */
+export function appliedBy(replicas: Record<string, string>, seq: number): string[] {
+  return Object.keys(replicas).filter((name) => {
+    const m = /^\d+:\d+:(\d+)$/.exec(replicas[name]);
+    return m !== null && Number(m[1]) >= seq;
+  });
+}
+
+/** How many attached replicas have a watermark at or past seq. */
 function countAt(replicas: Record<string, string>, seq: number): number {
-  let n = 0;
-  for (const v of Object.values(replicas)) {
-    const m = /^\d+:\d+:(\d+)$/.exec(v);
-    if (m && Number(m[1]) >= seq) n++;
-  }
-  return n;
+  return appliedBy(replicas, seq).length;
+}
+
+/** Throws a ConfigError for waitReplicated's arguments out of range. */
+export function checkWaitArgs(numReplicas: number, timeoutMs: number): void {
+  if (!Number.isInteger(numReplicas) || numReplicas < 0)
+    throw new ConfigError(`waitReplicated: numReplicas must be a whole number from 0, got ${numReplicas}`);
+  if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new ConfigError(`waitReplicated: timeoutMs must be 0 or more ms, got ${timeoutMs}`);
 }
 
 export class ReplicationWaiter {
@@ -68,16 +81,13 @@ export class ReplicationWaiter {
     private readonly client: Redis,
     private readonly keys: QueueKeys,
     private readonly queueDb: string,
-    /** sends a command after the writes issued before it (the producer's order) */
-    private readonly inOrder: (send: () => unknown) => unknown,
+    private readonly inOrder: InOrder,
   ) {
     client.once('end', () => this.close());
   }
 
   async wait(numReplicas: number, timeoutMs: number): Promise<number> {
-    if (!Number.isInteger(numReplicas) || numReplicas < 0)
-      throw new ConfigError(`waitReplicated: numReplicas must be a whole number from 0, got ${numReplicas}`);
-    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new ConfigError(`waitReplicated: timeoutMs must be 0 or more ms, got ${timeoutMs}`);
+    checkWaitArgs(numReplicas, timeoutMs);
     const seq = Number((await this.inOrder(() => this.client.eval(READ_SEQ, 1, this.keys.meta, this.queueDb))) ?? 0);
     // Woken by the writes to the hash from here on: none between this read and the next is missed.
     await this.wakeup().ready;

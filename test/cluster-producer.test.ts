@@ -10,6 +10,9 @@ import { createProducer, ConfigError, ReservedKeyError, UnsupportedCommandError 
 import { slotKeys, slotOf } from '../shared/cluster.js';
 import { decodeEntry } from '../shared/entry.js';
 import { startCluster, type LocalCluster } from './support/redis-cluster.js';
+import { startRedis } from './support/redis-server.js';
+import { ClusterConsumer } from '../consumer/cluster/consumer.js';
+import { createLogger } from '../shared/logger.js';
 
 const PREFIX = 'qsync';
 
@@ -183,18 +186,78 @@ test('a multi(), MSET or script across slots fails with CROSSSLOT and nothing is
   t.deepEqual(ours, []);
 });
 
-test('the producer refuses keys in qsync’s per-slot namespace, and waitReplicated, and a queueDb other than 0', async (t) => {
+test('the producer refuses keys in qsync’s per-slot namespace, and a queueDb other than 0', async (t) => {
   const queue = newQueue();
   const client = shared.client();
   const db = createProducer(client, { queue });
   const own = slotKeys(PREFIX, queue, 42).log;
   await t.throwsAsync(db.rpush(own, 'x'), { instanceOf: ReservedKeyError });
-  await t.throwsAsync(db.waitReplicated(1, 10), { instanceOf: ConfigError, message: /not available on a Redis Cluster/ });
   t.throws(() => createProducer(client, { queueDb: 1 }), {
     instanceOf: ConfigError,
     message: 'qsync: queueDb must be 0 on a Redis Cluster (a cluster has db 0 only), got 1',
   });
   t.is(await shared.masters[0].admin.exists(own), 0);
+});
+
+test('waitReplicated counts the replicas that applied, in every slot this producer wrote to, the slot’s log up to its last write', async (t) => {
+  const queue = newQueue();
+  const db = createProducer(shared.client(), { queue });
+  t.is(await db.waitReplicated(2, 10), 2, 'nothing logged yet: nothing to wait for');
+  const [a, b] = [`${queue}:a`, `${queue}:b`];
+  t.not(slotOf(a), slotOf(b));
+  await db.set(a, '1');
+  await db.set(a, '2');
+  await db.incr(b);
+  /** Records a replica's watermark in a slot's replicas hash, as its consumer's confirm does. */
+  const confirm = async (key: string, name: string, value: string) => {
+    const slot = slotOf(key);
+    await (await shared.ownerOf(slot)).admin.hset(slotKeys(PREFIX, queue, slot).replicas, name, value);
+  };
+  await confirm(a, 'r1', '2:20:2');
+  await confirm(a, 'r2', '1:10:1');
+  let settled = false;
+  const waiting = db.waitReplicated(1, 0).finally(() => {
+    settled = true;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.false(settled, "r1 has not confirmed b's slot yet");
+  await confirm(b, 'r1', '1:10:1');
+  t.is(await waiting, 1);
+  await confirm(b, 'r2', 'detached:1:too far behind');
+  t.is(await db.waitReplicated(2, 100), 1, 'r2 is behind in the first slot and detached in the second');
+  await confirm(a, 'r2', '2:20:2');
+  await confirm(b, 'r2', '1:10:1');
+  t.is(await db.waitReplicated(2, 0), 2);
+  await t.throwsAsync(db.waitReplicated(-1, 0), {
+    instanceOf: ConfigError,
+    message: 'waitReplicated: numReplicas must be a whole number from 0, got -1',
+  });
+});
+
+test('waitReplicated resolves once qsync consume applied every write of the producer, from every shard', async (t) => {
+  const queue = newQueue();
+  const target = await startRedis();
+  t.teardown(() => target.destroy());
+  const consumer = await new ClusterConsumer({
+    master: { host: '127.0.0.1', port: shared.masters[0].server.port },
+    replica: { host: '127.0.0.1', port: target.port },
+    queue,
+    logger: createLogger('silent'),
+    leaseMs: 1000,
+    timeoutMs: 2000,
+  }).start();
+  t.teardown(() => consumer.close());
+  const db = createProducer(shared.client(), { queue });
+  const replica = target.client();
+  const keys = Array.from({ length: 20 }, (_, i) => `${queue}:k${i}`);
+  for (const value of ['1', '2']) {
+    await Promise.all(keys.map((k) => db.set(k, value)));
+    t.is(await db.waitReplicated(1, 20_000), 1);
+    t.deepEqual(
+      await replica.mget(...keys),
+      keys.map(() => value),
+    );
+  }
 });
 
 test('a blocking pop waits for a write from another producer and logs what it popped', async (t) => {
