@@ -6,19 +6,22 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
+import type { Cluster } from 'ioredis';
 import { ShardLeases } from '../consumer/cluster/leases.js';
 import { clusterQueueKey } from '../shared/cluster.js';
 import { ConfigError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
-import { startCluster, type LocalCluster } from './support/redis-cluster.js';
+import { liveShardLeases, startCluster, type LocalCluster } from './support/redis-cluster.js';
 
 const PREFIX = 'qsync';
 const NAME = 'default';
 const LEASE_MS = 1000;
 
 let cluster: LocalCluster;
+let admin: Cluster;
 test.before(async () => {
   cluster = await startCluster({ masters: 3 });
+  admin = cluster.client();
 });
 test.after.always(async () => {
   await cluster?.destroy();
@@ -43,18 +46,9 @@ function consumers(queue: string, n: number, leaseMs = LEASE_MS): Consumer[] {
   });
 }
 
-/** The `shards` hash as node id -> holder, for leases not yet expired by the server's clock. */
-async function holders(queue: string): Promise<Map<string, string>> {
-  const admin = cluster.client();
-  const [seconds, micros] = await admin.time();
-  const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-  const hash = await admin.hgetall(clusterQueueKey(PREFIX, queue, 'shards', NAME));
-  const live = new Map<string, string>();
-  for (const [node, value] of Object.entries(hash)) {
-    const [holder, expiry] = value.split(' ');
-    if (Number(expiry) > now) live.set(node, holder);
-  }
-  return live;
+/** Live shard leases of the queue: node id -> holder. */
+function holders(queue: string): Promise<Map<string, string>> {
+  return liveShardLeases(admin, clusterQueueKey(PREFIX, queue, 'shards', NAME));
 }
 
 /**
@@ -141,7 +135,7 @@ test('a closed consumer’s shards are free at once and taken by the next balanc
     'no lease is left to consumer-2',
   );
   for (const id of shards) t.false(all[1].leases.holds(id));
-  t.is(await cluster.client().zscore(clusterQueueKey(PREFIX, queue, 'consumers', NAME), 'consumer-2'), null, 'consumer-2 left the registry');
+  t.is(await admin.zscore(clusterQueueKey(PREFIX, queue, 'consumers', NAME), 'consumer-2'), null, 'consumer-2 left the registry');
   // With a lease of a minute, only the release can make its shards free so soon.
   t.deepEqual(await round(t, queue, all, all.slice(0, 1), shards), { 'consumer-1': 3 });
   t.deepEqual((await all[1].leases.balance(shards)).size, 0, 'a closed consumer takes nothing');
@@ -164,7 +158,7 @@ test('a new shard is taken by one of the consumers, a shard that is no master an
   // The node is no master any more: its holder gives it up on its next balance.
   await round(t, queue, all, all, shards);
   t.false((await holders(queue)).has(added));
-  t.is(await cluster.client().hexists(clusterQueueKey(PREFIX, queue, 'shards', NAME), added), 0);
+  t.is(await admin.hexists(clusterQueueKey(PREFIX, queue, 'shards', NAME), added), 0);
   await Promise.all(all.map((c) => c.leases.close()));
 });
 
@@ -172,7 +166,6 @@ test('an expired lease of a node that is no master any more leaves the hash', as
   const queue = `q-${randomUUID()}`;
   const shardsKey = clusterQueueKey(PREFIX, queue, 'shards', NAME);
   const gone = 'e'.repeat(40);
-  const admin = cluster.client();
   await admin.hset(shardsKey, gone, 'someone-else 1', shardIds()[0], 'someone-else 99999999999999');
   const [c] = consumers(queue, 1);
   t.deepEqual([...(await c.leases.balance(shardIds()))].sort(), shardIds().slice(1).sort(), 'a lease held by another consumer is left alone');
@@ -185,7 +178,6 @@ test('an expired lease of a node that is no master any more leaves the hash', as
 test('a lease that is not "<consumer id> <expiry ms>" is an error naming it, and nothing is overwritten', async (t) => {
   const queue = `q-${randomUUID()}`;
   const shardsKey = clusterQueueKey(PREFIX, queue, 'shards', NAME);
-  const admin = cluster.client();
   await admin.hset(shardsKey, shardIds()[1], 'garbage');
   const [c] = consumers(queue, 1);
   await t.throwsAsync(c.leases.balance(shardIds()), { message: new RegExp(`shard lease ${shardIds()[1]} in .* is "garbage"`) });

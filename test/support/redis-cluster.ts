@@ -224,3 +224,19 @@ export async function startCluster(spec: ClusterSpec = {}): Promise<LocalCluster
   }
   return cluster;
 }
+
+/**
+ * The shard leases of a cluster queue not yet expired by the server's clock,
+ * as source master node ID -> consumer ID, read from its `shards` hash
+ * (`<consumer id> <expiry ms>` per node).
+ */
+export async function liveShardLeases(client: Cluster, shardsKey: string): Promise<Map<string, string>> {
+  const [seconds, micros] = await client.time();
+  const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  const live = new Map<string, string>();
+  for (const [node, value] of Object.entries(await client.hgetall(shardsKey))) {
+    const space = value.lastIndexOf(' ');
+    if (Number(value.slice(space + 1)) > now) live.set(node, value.slice(0, space));
+  }
+  return live;
+}
