@@ -6,13 +6,15 @@
  * and `dlq` refuse a cluster without touching it.
  */
 import test, { type ExecutionContext } from 'ava';
+import type { Cluster, Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { clusterQueueKey, slotKeys, slotOf } from '../shared/cluster.js';
 import { isClusterNode } from '../shared/cluster-detect.js';
 import { ExitCode } from '../shared/errors.js';
-import { runCli } from './support/cli.js';
+import { runCli, spawnCli } from './support/cli.js';
 import { startCluster, type LocalCluster } from './support/redis-cluster.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';
+import { eventually } from './support/wait.js';
 
 async function clusterFor(t: ExecutionContext, masters: number): Promise<LocalCluster> {
   const cluster = await startCluster({ masters });
@@ -150,4 +152,129 @@ test('on a cluster, status refuses a queue db other than 0, limit and dlq refuse
     t.regex(run.stderr[0], /Redis Cluster/);
   }
   for (const m of cluster.masters) t.is(await m.admin.dbsize(), 0);
+});
+
+interface VerifyOutput {
+  keysChecked: number;
+  differences: number;
+  inFlight: number;
+  examples: { key: string; kind: string; found?: string }[];
+}
+
+async function verify(source: string, target: string, ...extra: string[]): Promise<{ code: number | null; result: VerifyOutput }> {
+  const run = await runCli(['verify', '--master', source, '--replica', target, '--json', ...extra], {}, 60_000);
+  return { code: run.code, result: JSON.parse(run.stdout.join('\n')) };
+}
+
+/** The same application keys on both sides, written without the producer; qsync's own keys on each side differ and must be left out. */
+async function sameData(source: Redis | Cluster, target: Redis | Cluster, count: number): Promise<void> {
+  for (const side of [source, target]) {
+    for (let i = 0; i < count; i++) await side.set(`user:${i}`, `name ${i}`);
+    await side.hset('{g}:profile', 'a', '1', 'b', '2');
+    await side.zadd('{g}:scores', 1, 'x', 2, 'y');
+  }
+  await source.hset(slotKeys('qsync', 'default', 42).meta, 'seq', 0);
+  await target.hset(slotKeys('qsync', 'default', 42).applied, 'seq', 0);
+  await source.hset(clusterQueueKey('qsync', 'default', 'shards'), 'node', 'c 1');
+}
+
+async function diverge(target: Redis | Cluster): Promise<void> {
+  await target.set('user:3', 'changed');
+  await target.del('user:7');
+  await target.set('only-on-target', 'x');
+}
+
+const kinds = (r: VerifyOutput) => r.examples.map((d) => `${d.kind} ${d.key}`).sort();
+const DIVERGED = ['missing-on-master only-on-target', 'missing-on-replica user:7', 'value user:3'];
+
+test('verify compares a 3-shard source cluster with a 2-shard target cluster, both ways, leaving qsync keys out', async (t) => {
+  const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
+  const [s, c] = [source.client(), target.client()];
+  await sameData(s, c, 200);
+
+  let run = await verify(source.url, target.url);
+  t.is(run.code, ExitCode.ok);
+  t.is(run.result.keysChecked, 202);
+  t.is(run.result.differences, 0);
+
+  await diverge(c);
+  run = await verify(source.url, target.url);
+  t.is(run.code, ExitCode.different);
+  t.is(run.result.differences, 3);
+  t.deepEqual(kinds(run.result), DIVERGED);
+});
+
+test('verify compares a cluster with a standalone server, either way round', async (t) => {
+  const [source, server] = await Promise.all([clusterFor(t, 3), serverFor(t)]);
+  const s = source.client();
+  const standalone = server.client();
+  t.teardown(() => standalone.disconnect());
+  await sameData(s, standalone, 100);
+  t.is((await verify(source.url, server.url)).code, ExitCode.ok);
+
+  await diverge(standalone);
+  const run = await verify(source.url, server.url);
+  t.is(run.code, ExitCode.different);
+  t.deepEqual(kinds(run.result), DIVERGED);
+
+  // A standalone source and a cluster target: the same keys, seen from the other side.
+  const back = await verify(server.url, source.url);
+  t.is(back.code, ExitCode.different);
+  t.deepEqual(back.result.examples.map((d) => `${d.kind} ${d.key}`).sort(), [
+    'missing-on-master user:7',
+    'missing-on-replica only-on-target',
+    'value user:3',
+  ]);
+});
+
+test('verify on a cluster tells an entry still queued in its slot from a difference', async (t) => {
+  const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
+  await writeInSlot(source, 'q', 1);
+  await target.client().set('k:{z}:0', 'x');
+  const run = await verify(source.url, target.url, '--drain-timeout-ms', '300');
+  t.is(run.code, ExitCode.different);
+  t.deepEqual(run.result.examples.map((d) => `${d.kind} ${d.found ?? ''} ${d.key}`).sort(), [
+    'in-flight missing-on-replica k:{q}:0',
+    'missing-on-master  k:{z}:0',
+  ]);
+});
+
+test('verify refuses the same cluster on both sides, and control jobs on a cluster', async (t) => {
+  const cluster = await clusterFor(t, 3);
+  const other = `redis://127.0.0.1:${cluster.masters[1].server.port}`;
+  const same = await runCli(['verify', '--master', cluster.url, '--replica', other]);
+  t.is(same.code, ExitCode.usage);
+  t.regex(same.stderr.join('\n'), /same Redis Cluster/);
+  const job = await runCli(['verify', '--master', cluster.url, '--job']);
+  t.is(job.code, ExitCode.clusterMode);
+  t.is(job.stderr.length, 1);
+});
+
+test('while qsync consume drains a 3-shard cluster into a 2-shard one, status shows every shard held and caught up, and verify finds them equal', async (t) => {
+  const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
+  const producer = createProducer(source.client());
+  for (let i = 0; i < 300; i++) await producer.set(`user:${i}`, `v${i}`);
+  const consumer = spawnCli(['consume', '--master', source.url, '--replica', target.url, '--lease-ms', '1000']);
+  t.teardown(() => consumer.kill('SIGKILL'));
+
+  const caughtUp = await eventually(
+    async () => {
+      const run = await status('--master', source.url, '--replica', target.url);
+      const [row] = run.rows;
+      return row.depth === 0 && row.lagEntries === 0 && row.shards.every((s) => s.lease && ['streaming', 'idle'].includes(s.state)) ? run : undefined;
+    },
+    60_000,
+    'every shard held and the queue drained',
+  );
+  t.is(caughtUp.code, ExitCode.ok);
+  t.is(new Set(caughtUp.rows[0].shards.map((s) => s.lease?.consumer)).size, 1);
+
+  const equal = await verify(source.url, target.url);
+  t.is(equal.code, ExitCode.ok);
+  t.is(equal.result.keysChecked, 300);
+  consumer.kill('SIGKILL');
+  await target.client().set('user:5', 'changed');
+  const changed = await verify(source.url, target.url);
+  t.is(changed.code, ExitCode.different);
+  t.deepEqual(kinds(changed.result), ['value user:5']);
 });

@@ -29,14 +29,53 @@ export function openClusterSide(o: SideOpts, side: 'master' | 'replica'): Promis
   return openCluster(sideOptions(o, side), side, redactUrl(o[side]!));
 }
 
+interface OpenSide {
+  side: Redis | ClusterSide;
+  close(): void;
+}
+
 /** A side as it is: every master of a cluster, or one checked connection to a standalone server. */
-export async function openEither(o: SideOpts, side: 'master' | 'replica'): Promise<{ target: Redis | ClusterSide; close(): void }> {
-  if (await isCluster(o, side)) {
+async function openSide(o: SideOpts, side: 'master' | 'replica', cluster: boolean): Promise<OpenSide> {
+  if (cluster) {
     const c = await openClusterSide(o, side);
-    return { target: c, close: () => c.close() };
+    return { side: c, close: () => c.close() };
   }
   const client = await open(o, side);
-  return { target: client, close: () => client.disconnect() };
+  return { side: client, close: () => client.disconnect() };
+}
+
+/**
+ * The source and the target of a command that reads both, when either is a
+ * Redis Cluster; undefined when neither is. Two clusters must be two: one
+ * that shares a master with the other is the same cluster.
+ */
+export async function openClusterPair(o: SideOpts): Promise<{ source: Redis | ClusterSide; target: Redis | ClusterSide; close(): void } | undefined> {
+  const [sourceIsCluster, targetIsCluster] = await Promise.all([isCluster(o, 'master'), isCluster(o, 'replica')]);
+  if (!sourceIsCluster && !targetIsCluster) return undefined;
+  const source = await openSide(o, 'master', sourceIsCluster);
+  let target: OpenSide | undefined;
+  try {
+    target = await openSide(o, 'replica', targetIsCluster);
+    const ids = new Set('shards' in source.side ? source.side.shards.map((s) => s.id) : []);
+    const shared = 'shards' in target.side ? target.side.shards.find((s) => ids.has(s.id)) : undefined;
+    if (shared) {
+      throw new ConfigError(
+        `qsync: --master ${redactUrl(o.master!)} and --replica ${redactUrl(o.replica!)} are the same Redis Cluster (both have node ${shared.id.slice(0, 12)}); the replica must be another cluster or server`,
+      );
+    }
+  } catch (err) {
+    source.close();
+    target?.close();
+    throw err;
+  }
+  return {
+    source: source.side,
+    target: target.side,
+    close: () => {
+      source.close();
+      target.close();
+    },
+  };
 }
 
 /** Refuses a command that serves standalone queues only, when --master is a cluster node. */
@@ -61,10 +100,10 @@ export async function clusterStatus(o: SideOpts & { json?: boolean }, prefix: st
   }
   const name = nameOption(o.name, '--name', DEFAULT_NAME);
   const source = await openClusterSide(o, 'master');
-  let target: Awaited<ReturnType<typeof openEither>> | undefined;
+  let target: OpenSide | undefined;
   try {
-    if (o.replica) target = await openEither(o, 'replica');
-    const row = await readClusterStatus(source, prefix, queue ?? DEFAULT_QUEUE, name, target?.target);
+    if (o.replica) target = await openSide(o, 'replica', await isCluster(o, 'replica'));
+    const row = await readClusterStatus(source, prefix, queue ?? DEFAULT_QUEUE, name, target?.side);
     process.stdout.write(`${o.json ? JSON.stringify([row], null, 2) : formatClusterStatus([row])}\n`);
     return [row.state, ...clusterStates(row)];
   } finally {

@@ -7,13 +7,15 @@ import { choiceOption, intOption } from '../../shared/config.js';
 import { ConfigError, ExitCode, QsyncError, UnreachableError } from '../../shared/errors.js';
 import { jobsPrefix } from '../../shared/keys.js';
 import { describeError, isLinkError } from '../drain/connections.js';
-import { common, openPair, queueOption, queuePlace, setExitCode, sideOptions } from './options.js';
+import { common, openPair, queueOption, queuePlace, setExitCode, sideOptions, type QueuePlace } from './options.js';
 import { openQueue } from './jobs.js';
 import { replicaNameOption } from './replicas.js';
 import { followJob, JOB_OPTIONS, type JobProgress } from '../jobs/runner.js';
 import { durationOption } from '../../shared/units.js';
 import { progressBar } from './progress-bar.js';
-import { verify, VERIFY_DEFAULTS, type VerifySettings } from '../verify/verify.js';
+import { verify, VERIFY_DEFAULTS, type VerifyOptions, type VerifySettings } from '../verify/verify.js';
+import { verifyCluster } from '../cluster/verify.js';
+import { openClusterPair, refuseCluster } from './cluster.js';
 import { VERIFY_JOB } from '../verify/job.js';
 import { formatResult, ReportFile, VERIFY_MODES, type VerifyResult } from '../verify/result.js';
 
@@ -64,34 +66,39 @@ function summary({ examples, ...rest }: VerifyResult, fromJob: boolean): Omit<Ve
 async function direct(o: VerifyFlags, s: VerifySettings, report?: ReportFile): Promise<number> {
   const where = queuePlace(o);
   const [master, replica] = [sideOptions(o, 'master'), sideOptions(o, 'replica')];
-  (await openPair(o)).close();
+  // A Redis Cluster on either side is walked shard by shard (cluster/verify.ts).
+  const cluster = await openClusterPair(o);
+  if (!cluster) (await openPair(o)).close();
   const bar = progressBar(!o.json && process.stdout.isTTY === true, 'verify');
   let result: VerifyResult;
   try {
-    result = await verify({
+    const run: Pick<VerifyOptions, 'onProgress' | 'onDifference' | 'onWaiting'> & VerifySettings & QueuePlace = {
       ...s,
       ...where,
-      master,
-      replica,
       onProgress: (p) => bar.update(p.scanned, p.total, p.differences),
       onDifference: (d) => report?.add(d),
       onWaiting: (w) =>
         process.stderr.write(
           `qsync: ${w.keys} keys differ while entries touching them wait in the queue; waiting up to ${Math.ceil(w.timeoutMs / 1000)} s for the consumer to apply up to ${w.target} (replica at ${w.watermark})\n`,
         ),
-    });
+    };
+    result = await (cluster ? verifyCluster({ ...run, source: cluster.source, target: cluster.target }) : verify({ ...run, master, replica }));
   } catch (err) {
     if (err instanceof QsyncError || !isLinkError(err)) throw err;
     throw new UnreachableError(`qsync: verify lost a connection: ${describeError(err as Error)}`);
   } finally {
     bar.stop();
+    cluster?.close();
   }
   report?.finish(summary(result, false));
   return print(result, o.json);
 }
 
+const NO_CLUSTER_JOBS = 'a consumer runs no control jobs on a cluster';
+
 async function viaJob(o: VerifyFlags, s: VerifySettings, report?: ReportFile): Promise<number> {
   const where = queuePlace(o);
+  await refuseCluster(o, 'verify --job', NO_CLUSTER_JOBS);
   const queue = await openQueue(o, where);
   const detach = new AbortController();
   const onSigint = () => detach.abort();
@@ -136,6 +143,7 @@ async function viaJob(o: VerifyFlags, s: VerifySettings, report?: ReportFile): P
 async function schedule(o: VerifyFlags, s: VerifySettings, every: string): Promise<number> {
   const everyMs = every === 'off' ? null : durationOption(every, "--every (or 'off')", 0, { min: 1000 });
   const where = queuePlace(o);
+  await refuseCluster(o, 'verify --every', NO_CLUSTER_JOBS);
   const queue = await openQueue(o, where);
   try {
     if (everyMs === null) {

@@ -5,7 +5,7 @@
  */
 import type { Redis, RedisOptions } from 'ioredis';
 import { ConfigError } from '../../shared/errors.js';
-import { SLOTS } from '../../shared/cluster.js';
+import { slotKeys, SLOTS } from '../../shared/cluster.js';
 import { probe } from '../../shared/probe.js';
 
 export interface Shard {
@@ -70,4 +70,32 @@ export async function openCluster(options: RedisOptions, what: string, where: st
     close();
     throw err;
   }
+}
+
+/** The replica's watermark of each slot (0 where it has none), one pipeline per target node. */
+export async function slotWatermarks(
+  target: Redis | ClusterSide,
+  prefix: string,
+  queue: string,
+  name: string,
+  slots: number[],
+): Promise<Map<number, number>> {
+  const groups = new Map<Redis, number[]>();
+  for (const slot of slots) {
+    const client = 'shards' in target ? target.ownerOf(slot)?.client : target;
+    if (!client) continue;
+    groups.set(client, [...(groups.get(client) ?? []), slot]);
+  }
+  const marks = new Map<number, number>();
+  for (const [client, group] of groups) {
+    const pipeline = client.pipeline();
+    for (const slot of group) pipeline.hget(slotKeys(prefix, queue, slot, name).applied, 'seq');
+    const replies = (await pipeline.exec()) ?? [];
+    group.forEach((slot, i) => {
+      const [err, v] = replies[i];
+      if (err) throw err;
+      marks.set(slot, Number(v ?? 0));
+    });
+  }
+  return marks;
 }

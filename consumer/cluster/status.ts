@@ -11,7 +11,7 @@ import type { Redis } from 'ioredis';
 import { clusterQueueKey, slotKeys, slotOf } from '../../shared/cluster.js';
 import { DEFAULT_NAME } from '../../shared/keys.js';
 import { age } from '../queue/status.js';
-import type { ClusterSide, Shard } from './shard-map.js';
+import { slotWatermarks, type ClusterSide, type Shard } from './shard-map.js';
 
 /** A slot the consumer reports in trouble (halted, resync-needed...). */
 export interface SlotTrouble {
@@ -20,7 +20,7 @@ export interface SlotTrouble {
   reason: string | null;
 }
 
-export interface ShardStatus {
+export interface ShardQueueStatus {
   /** the source master's node ID: the field of its lease and status */
   node: string;
   address: string;
@@ -58,7 +58,7 @@ export interface ClusterQueueStatus {
   lagEntries: number | null;
   /** consumers whose heartbeat has not run out */
   consumers: { id: string; expiresInMs: number }[];
-  shards: ShardStatus[];
+  shards: ShardQueueStatus[];
 }
 
 /** States from the worst down, as `qsync status` ranks them for its exit code; the rest are fine. */
@@ -105,34 +105,6 @@ async function readSlots(shard: Shard, prefix: string, queue: string, name: stri
   return shard.slots.map((_s, i) => ({ depth: replies[3 * i], seq: replies[3 * i + 1], dlq: replies[3 * i + 2] }));
 }
 
-/** The replica's watermark of each slot (0 where it has none), one pipeline per target node. */
-async function readWatermarks(
-  target: Redis | ClusterSide,
-  prefix: string,
-  queue: string,
-  name: string,
-  slots: number[],
-): Promise<Map<number, number>> {
-  const groups = new Map<Redis, number[]>();
-  for (const slot of slots) {
-    const client = 'shards' in target ? target.ownerOf(slot)?.client : target;
-    if (!client) continue;
-    groups.set(client, [...(groups.get(client) ?? []), slot]);
-  }
-  const marks = new Map<number, number>();
-  for (const [client, group] of groups) {
-    const pipeline = client.pipeline();
-    for (const slot of group) pipeline.hget(slotKeys(prefix, queue, slot, name).applied, 'seq');
-    const replies = (await pipeline.exec()) ?? [];
-    group.forEach((slot, i) => {
-      const [err, v] = replies[i];
-      if (err) throw err;
-      marks.set(slot, Number(v ?? 0));
-    });
-  }
-  return marks;
-}
-
 /** A cluster queue's status, read from every source master (and each slot's watermark from `target`, when given). */
 export async function readClusterStatus(
   source: ClusterSide,
@@ -153,10 +125,10 @@ export async function readClusterStatus(
   const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
 
   const shards = await Promise.all(
-    source.shards.map(async (shard): Promise<ShardStatus> => {
+    source.shards.map(async (shard): Promise<ShardQueueStatus> => {
       const slots = await readSlots(shard, prefix, queue, name);
       const behind = target
-        ? await readWatermarks(
+        ? await slotWatermarks(
             target,
             prefix,
             queue,
@@ -197,7 +169,7 @@ export async function readClusterStatus(
     const at = Number(consumers[i + 1]);
     if (at > now) alive.push({ id: consumers[i], expiresInMs: at - now });
   }
-  const sum = (pick: (s: ShardStatus) => number) => shards.reduce((a, s) => a + pick(s), 0);
+  const sum = (pick: (s: ShardQueueStatus) => number) => shards.reduce((a, s) => a + pick(s), 0);
   const row: ClusterQueueStatus = {
     queue,
     replica: name,
@@ -215,7 +187,7 @@ export async function readClusterStatus(
   return row;
 }
 
-function leaseText(s: ShardStatus): string {
+function leaseText(s: ShardQueueStatus): string {
   if (!s.lease) return 'no consumer holds the shard';
   return `${s.lease.consumer}, lease ${age(s.lease.expiresInMs)} left${s.consumerNode ? `, reading ${s.consumerNode}` : ''}`;
 }

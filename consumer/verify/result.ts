@@ -7,7 +7,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { QueueKeys } from '../../shared/keys.js';
 import { ConfigError } from '../../shared/errors.js';
-import { DIFF_KINDS, type DiffKind, type KeySide } from './compare.js';
+import { DIFF_KINDS, type DiffKind, type KeyDiff, type KeySide } from './compare.js';
 
 export type VerifyMode = 'full' | 'sample' | 'recent';
 export const VERIFY_MODES: readonly VerifyMode[] = ['full', 'sample', 'recent'];
@@ -55,6 +55,35 @@ export const EXAMPLES = 100;
 
 export function emptyCounts(): Record<ReportKind, number> {
   return Object.fromEntries([...DIFF_KINDS, 'in-flight'].map((k) => [k, 0])) as Record<ReportKind, number>;
+}
+
+/** A new result of a verification in `mode` starting now. */
+export function emptyResult(mode: VerifyMode): VerifyResult {
+  const now = Date.now();
+  return { mode, startedAt: now, finishedAt: now, dbs: [], keysChecked: 0, differences: 0, inFlight: 0, byKind: emptyCounts(), examples: [] };
+}
+
+function printable(key: Buffer): boolean {
+  return /^[\x20-\x7e]*$/.test(key.toString('latin1'));
+}
+
+/** Counts a decided difference in the result (the first EXAMPLES as examples) and returns it as reports show it. */
+export function recordDifference(result: VerifyResult, db: number, { key, kind, master, replica }: KeyDiff, inFlight: boolean): Difference {
+  const text = printable(key);
+  const d: Difference = {
+    db,
+    key: text ? key.toString('latin1') : key.toString('hex'),
+    encoding: text ? 'text' : 'hex',
+    kind: inFlight ? 'in-flight' : kind,
+    ...(inFlight ? { found: kind } : {}),
+    master,
+    replica,
+  };
+  result.byKind[d.kind]++;
+  if (inFlight) result.inFlight++;
+  else result.differences++;
+  if (result.examples.length < EXAMPLES) result.examples.push(d);
+  return d;
 }
 
 /** A key for people: as text when printable, else 0x and hex. */

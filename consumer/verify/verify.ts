@@ -17,7 +17,7 @@ import { readLogView, recentKeys } from './log-view.js';
 import { byDb, keyId } from '../../shared/entry-keys.js';
 import { Settler, type Pending } from './settle.js';
 import { resyncNeeded } from './stuck.js';
-import { emptyCounts, EXAMPLES, storeLastVerify, type Difference, type VerifyMode, type VerifyResult } from './result.js';
+import { emptyResult, recordDifference, storeLastVerify, type Difference, type VerifyMode, type VerifyResult } from './result.js';
 
 /** What a verification does; a control job carries these. Defaults: VERIFY_DEFAULTS, right below. */
 export interface VerifySettings {
@@ -74,10 +74,6 @@ const SCAN_COUNT = 1000;
 /** Differences held before they are settled. */
 const PENDING_MAX = 10_000;
 
-function printable(key: Buffer): boolean {
-  return /^[\x20-\x7e]*$/.test(key.toString('latin1'));
-}
-
 /** Compares the master and the replica; resolves with what differs. */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const run = new Verification(options);
@@ -107,18 +103,7 @@ class Verification {
     this.queueDb = o.queueDb ?? DEFAULT_QUEUE_DB;
     // qsync's keys and the control jobs' (BullMQ's) are not replicated data.
     this.own = ownKeyPrefixes(prefix);
-    const now = Date.now();
-    this.result = {
-      mode: this.s.mode,
-      startedAt: now,
-      finishedAt: now,
-      dbs: [],
-      keysChecked: 0,
-      differences: 0,
-      inFlight: 0,
-      byKind: emptyCounts(),
-      examples: [],
-    };
+    this.result = emptyResult(this.s.mode);
     this.settler = new Settler(
       {
         watermark: () => this.watermark(),
@@ -281,22 +266,8 @@ class Verification {
   }
 
   private add(p: Pending, inFlight: boolean): void {
-    const { key, kind, master, replica } = p.diff;
-    const text = printable(key);
-    const d: Difference = {
-      db: p.db,
-      key: text ? key.toString('latin1') : key.toString('hex'),
-      encoding: text ? 'text' : 'hex',
-      kind: inFlight ? 'in-flight' : kind,
-      ...(inFlight ? { found: kind } : {}),
-      master,
-      replica,
-    };
-    this.result.byKind[d.kind]++;
-    if (inFlight) this.result.inFlight++;
-    else this.result.differences++;
+    const d = recordDifference(this.result, p.db, p.diff, inFlight);
     this.progress.differences++;
-    if (this.result.examples.length < EXAMPLES) this.result.examples.push(d);
     this.o.onDifference?.(d);
   }
 }
