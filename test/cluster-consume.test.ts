@@ -108,6 +108,16 @@ async function slotsOf(node: ClusterNode): Promise<number[]> {
   return out;
 }
 
+/** Waits until the target caught up, then checks both sides hold the same data and each key's counter its count. */
+async function endsEqual(t: ExecutionContext, source: LocalCluster, target: Redis[], keys: string[], count: (i: number) => number): Promise<void> {
+  await drained(source, target, 60_000);
+  t.deepEqual(await differences(source, target), []);
+  t.deepEqual(
+    await counts(source, keys),
+    keys.map((_, i) => count(i)),
+  );
+}
+
 function consumerOf(source: LocalCluster, target: { host: string; port: number }, id?: string): ClusterConsumer {
   return new ClusterConsumer({
     master: { host: '127.0.0.1', port: source.masters[1].server.port },
@@ -150,12 +160,7 @@ test('a 3-shard source drains to a 2-shard target: equal data, every INCR applie
   t.teardown(() => consumer.close());
   await consumer.start();
   await workload(producer, keys, 4);
-  await drained(source, mastersOf(target));
-  t.deepEqual(await differences(source, mastersOf(target)), []);
-  t.deepEqual(
-    await counts(source, keys),
-    keys.map((_, i) => (i < 150 ? 8 : 4)),
-  );
+  await endsEqual(t, source, mastersOf(target), keys, (i) => (i < 150 ? 8 : 4));
   t.is(consumer.shards.length, 3);
   t.true(
     consumer.shards.every((s) => s.state === 'streaming' || s.state === 'idle'),
@@ -174,12 +179,7 @@ test('a 3-shard source drains to a standalone target, and the shards publish the
   const keys = workloadKeys(200);
   await workload(producer, keys, 3);
   const replica = target.client();
-  await drained(source, [replica]);
-  t.deepEqual(await differences(source, [replica]), []);
-  t.deepEqual(
-    await counts(source, keys),
-    keys.map(() => 3),
-  );
+  await endsEqual(t, source, [replica], keys, () => 3);
   const status = await source.client().hgetall(`${PREFIX}:{${QUEUE}:cluster}:shard-status`);
   t.deepEqual(Object.keys(status).sort(), source.masters.map((m) => m.id).sort());
   for (const v of Object.values(status)) t.is(JSON.parse(v).consumer, consumer.id);
@@ -205,12 +205,67 @@ test('qsync consume drains a cluster; killed mid-stream (SIGKILL), a new one fin
   const second = spawnCli(args);
   t.teardown(() => second.kill('SIGKILL'));
   await writing;
-  await drained(source, mastersOf(target), 60_000);
-  t.deepEqual(await differences(source, mastersOf(target)), []);
-  t.deepEqual(
-    await counts(source, keys),
-    keys.map(() => 12),
-  );
+  await endsEqual(t, source, mastersOf(target), keys, () => 12);
   second.kill('SIGTERM');
   t.is((await second.exited).code, 0);
+});
+
+/** `count` slots of a master, from its first. */
+async function someSlots(node: ClusterNode, count: number): Promise<number[]> {
+  return (await slotsOf(node)).slice(0, count);
+}
+
+/**
+ * A 3-shard source drained to a 2-shard target by a consumer in this process
+ * while a workload runs and `change` changes the topology: both sides end
+ * equal, every counter at its count.
+ */
+async function drainsThrough(
+  t: ExecutionContext,
+  change: (source: LocalCluster, target: LocalCluster, consumer: ClusterConsumer) => Promise<void>,
+  spec = { masters: 3, replicasPerMaster: 0 },
+): Promise<ClusterConsumer> {
+  const { source, producer } = await sourceAndProducer(t, spec);
+  const target = await startCluster({ masters: 2 });
+  t.teardown(() => target.destroy());
+  const consumer = consumerOf(source, { host: '127.0.0.1', port: target.masters[0].server.port });
+  t.teardown(() => consumer.close());
+  await consumer.start();
+  const keys = workloadKeys(300);
+  const writing = workload(producer, keys, 10, 8);
+  await change(source, target, consumer);
+  await writing;
+  await endsEqual(t, source, mastersOf(target), keys, () => 10);
+  return consumer;
+}
+
+test('thousands of slots resharded on the source under load: drained by their new owner, every INCR once', async (t) => {
+  await drainsThrough(t, async (source) => {
+    await source.migrate(source.masters[0], source.masters[1], await someSlots(source.masters[0], 3000));
+    t.is((await slotsOf(source.masters[1])).length, 5461 + 3000);
+  });
+});
+
+test('thousands of slots resharded on the target under load: each batch applies where its slot is, every INCR once', async (t) => {
+  await drainsThrough(t, async (_source, target) => {
+    await target.migrate(target.masters[0], target.masters[1], await someSlots(target.masters[0], 4000));
+  });
+});
+
+test('a source shard failing over to its cluster replica gets a worker on the promoted node, with no restart', async (t) => {
+  let promoted: ClusterNode | undefined;
+  const consumer = await drainsThrough(
+    t,
+    async (source) => {
+      promoted = source.replicas[0];
+      await source.failover(promoted);
+    },
+    { masters: 3, replicasPerMaster: 1 },
+  );
+  const shards = consumer.shards;
+  t.true(
+    shards.some((s) => s.id === promoted!.id && s.state !== 'standby'),
+    JSON.stringify(shards),
+  );
+  t.is(shards.length, 3);
 });

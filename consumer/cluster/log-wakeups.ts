@@ -58,11 +58,11 @@ export async function subscribeLogs(
   }
   const pattern = `__keyspace@0__:${literal(prefix)}:{*}:${literal(queue)}:log`;
   const channelStart = '__keyspace@0__:'.length;
+  await subscriber.psubscribe(pattern);
   subscriber.on('pmessage', (_pattern: string, channel: string, event: string) => {
     if (!APPENDS.has(event)) return;
     const slot = slotOfOwnKey(prefix, channel.slice(channelStart));
     if (slot !== null) onWrite(slot);
   });
-  await subscriber.psubscribe(pattern);
   return enabled;
 }

@@ -14,7 +14,7 @@ import { backoffDelay, sleep, type BackoffOptions } from '../drain/backoff.js';
 import { MasterLostWrites, ReplicaPromoted, ResyncNeeded } from '../drain/checks.js';
 import type { OnError } from '../drain/confirm.js';
 import { refusalDetail } from '../drain/confirm.js';
-import { closeConnections, connect, describeError, isLinkError, onSide, SideError } from '../drain/connections.js';
+import { closeConnections, connect, whenReady, describeError, isLinkError, onSide, SideError } from '../drain/connections.js';
 import { LeaseLost } from '../drain/lease.js';
 import type { WorkerState } from '../drain/worker.js';
 import { subscribeLogs } from './log-wakeups.js';
@@ -85,6 +85,7 @@ export class ShardWorker extends EventEmitter {
   private failures = 0;
   private appliedTotal = 0;
   private lastApplyAt = 0;
+  private subscribed = false;
 
   constructor(
     readonly shard: SourceShard,
@@ -172,18 +173,16 @@ export class ShardWorker extends EventEmitter {
   }
 
   private async run(): Promise<void> {
-    const { prefix, queue } = this.opts;
-    await subscribeLogs(this.master, this.subscriber, prefix, queue, this.log, (slot) => this.noteWrite(slot)).catch((err: Error) =>
-      this.log.warn({ err: err.message }, 'no wake-ups on the logs yet: the sweep finds entries meanwhile'),
-    );
+    await Promise.all([this.master, this.subscriber].map((c) => whenReady(c, this.opts.timeoutMs, this.stop.signal)));
     let nextSweep = 0;
     while (!this.stopping) {
       try {
         if (Date.now() >= nextSweep) {
+          await this.subscribe();
           await this.sweep();
           nextSweep = Date.now() + SWEEP_MS;
         }
-        if (this.ready().length === 0) {
+        if (this.readySlots().length === 0) {
           if (this.current === 'streaming' && Date.now() - this.lastApplyAt > SWEEP_MS) this.setState('idle');
           if (this.current === 'starting' || this.current === 'backing-off') this.setState('idle');
           await this.sleepUntil(Math.min(nextSweep, this.nextRetry()));
@@ -194,6 +193,18 @@ export class ShardWorker extends EventEmitter {
       } catch (err) {
         await this.backOff(err as Error);
       }
+    }
+  }
+
+  /** Subscribes to the wake-ups on the slots' logs, once; tried again at each sweep until it succeeds. */
+  private async subscribe(): Promise<void> {
+    if (this.subscribed) return;
+    const { prefix, queue } = this.opts;
+    try {
+      await subscribeLogs(this.master, this.subscriber, prefix, queue, this.log, (slot) => this.noteWrite(slot));
+      this.subscribed = true;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'no wake-ups on the logs yet: the sweep finds entries meanwhile');
     }
   }
 
@@ -222,7 +233,7 @@ export class ShardWorker extends EventEmitter {
   }
 
   /** Busy slots that may be drained now: not in flight, not waiting. */
-  private ready(): number[] {
+  private readySlots(): number[] {
     const now = Date.now();
     return [...this.busy].filter((s) => !this.running.has(s) && (this.waiting.get(s)?.until ?? 0) <= now);
   }
@@ -249,7 +260,7 @@ export class ShardWorker extends EventEmitter {
   private async runner(): Promise<void> {
     for (;;) {
       if (this.stopping) return;
-      const slot = this.ready()[0];
+      const slot = this.readySlots()[0];
       if (slot === undefined) return;
       this.busy.delete(slot);
       this.running.add(slot);

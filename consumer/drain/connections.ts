@@ -131,3 +131,19 @@ export async function closeConnections(clients: { quit(): Promise<unknown>; disc
     }
   }
 }
+
+/** Waits until a connection is ready, for at most `timeoutMs`, or until `signal` aborts. */
+export function whenReady(client: Redis, timeoutMs: number, signal: AbortSignal): Promise<void> {
+  if (client.status === 'ready' || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      client.off('ready', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    client.once('ready', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -16,7 +16,7 @@ import { QueueKeys, DEFAULT_NAME } from '../../shared/keys.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { KeyWakeups, type Wait } from '../../shared/wake-ups.js';
 import { backoffDelay, sleep, type BackoffOptions } from './backoff.js';
-import { closeConnections, connect, describeError, isLinkError, onSide, SideError, type Side } from './connections.js';
+import { closeConnections, connect, whenReady, describeError, isLinkError, onSide, SideError, type Side } from './connections.js';
 import { connectedNode } from '../../shared/probe.js';
 import { Lease, LeaseLost } from './lease.js';
 import { haltDetail, refusalDetail, Confirmer, type ApplyReply } from './confirm.js';
@@ -334,18 +334,7 @@ export class SyncWorker extends EventEmitter {
 
   /** Waits until a connection is ready, for at most the link timeout, or until the worker stops. */
   private ready(client: Redis): Promise<void> {
-    if (client.status === 'ready' || this.stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        client.off('ready', done);
-        this.stop.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, this.opts.timeoutMs);
-      client.once('ready', done);
-      this.stop.signal.addEventListener('abort', done, { once: true });
-    });
+    return whenReady(client, this.opts.timeoutMs, this.stop.signal);
   }
 
   private async run(): Promise<void> {
