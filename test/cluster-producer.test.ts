@@ -337,3 +337,36 @@ test('writes during a slot migration each land exactly once, with their entry, i
   }
   t.is(await from.admin.call('CLUSTER', 'COUNTKEYSINSLOT', slot), 0);
 });
+
+test('writes go on through a shard’s failover to its cluster replica, each once, the slot’s log continuing its seqs', async (t) => {
+  const cluster = await startCluster({ masters: 2, replicasPerMaster: 1 });
+  t.teardown(() => cluster.destroy());
+  const queue = newQueue();
+  const db = createProducer(cluster.client({ retryDelayOnFailover: 20, retryDelayOnClusterDown: 20, maxRedirections: 100 }), { queue });
+  const tag = `{${queue}}`;
+  const slot = slotOf(tag);
+  const before = await cluster.ownerOf(slot);
+  const replica = cluster.replicas[cluster.masters.indexOf(before)];
+  let done = false;
+  let writes = 0;
+  const writer = (async () => {
+    while (!done) {
+      await db.incr(`${tag}:n`);
+      writes++;
+    }
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await cluster.failover(replica);
+  const at = writes;
+  // Writes after the failover, on the promoted replica.
+  while (writes < at + 50) await new Promise((resolve) => setTimeout(resolve, 20));
+  done = true;
+  await writer;
+  t.is((await cluster.ownerOf(slot)).id, replica.id);
+  t.is(await replica.admin.get(`${tag}:n`), String(writes));
+  const log = await slotLog(cluster, queue, slot);
+  t.deepEqual(
+    log.map((e) => e.seq),
+    Array.from({ length: writes }, (_, i) => i + 1),
+  );
+});
