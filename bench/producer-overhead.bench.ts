@@ -7,10 +7,11 @@
 import type { Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { startRedis } from '../test/support/redis-server.js';
+import { startCluster } from '../test/support/redis-cluster.js';
 import type { Scenario } from './support/result.js';
 import { commandUsec, nodeCpu, SCRIPT_COMMANDS, usecOf } from './support/server-time.js';
-import { measured, median, ratio } from './support/stats.js';
-import { connected, runConcurrent, VALUE_BYTES, writeSets } from './support/workload.js';
+import { measured, median, ratio, type Row } from './support/stats.js';
+import { connected, key, runConcurrent, value, VALUE_BYTES, writeSets } from './support/workload.js';
 
 const OPS = 50_000;
 const CONCURRENCY = 64;
@@ -21,6 +22,72 @@ const SCRIPT = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call(
 const SCRIPT_OPS = OPS / 2;
 
 type Counter = Redis & { hit(key: string, ttlMs: number): Promise<number> };
+
+/** Masters of the cluster rows. */
+const CLUSTER_MASTERS = 3;
+
+/**
+ * The producer on a Redis Cluster of CLUSTER_MASTERS masters against a plain
+ * Cluster client: SETs of keys spread over every slot (about one script call
+ * a write: a call holds one slot's writes) and of keys of one slot (one hash
+ * tag: a tick's writes share a call, as on a standalone master).
+ */
+async function clusterRows(rounds: number): Promise<{ rows: Row[]; note: string }> {
+  const cluster = await startCluster({ masters: CLUSTER_MASTERS });
+  try {
+    const masters = cluster.masters.map((m) => m.admin);
+    const plain = cluster.client();
+    const producer = createProducer(cluster.client());
+    const contenders = [
+      { label: `plain ioredis Cluster SET, ${CLUSTER_MASTERS} masters, keys over every slot`, client: plain, commands: ['set'], keyOf: key },
+      {
+        label: `createProducer on a ${CLUSTER_MASTERS}-master Cluster, keys over every slot`,
+        client: producer,
+        commands: SCRIPT_COMMANDS,
+        keyOf: key,
+      },
+      {
+        label: `createProducer on a ${CLUSTER_MASTERS}-master Cluster, keys of one slot`,
+        client: producer,
+        commands: SCRIPT_COMMANDS,
+        keyOf: (i: number) => `{bench}:${i}`,
+      },
+    ];
+    const sample = async (c: (typeof contenders)[number]): Promise<Sample> => {
+      await Promise.all(masters.map(async (m) => m.flushall().then(() => m.config('RESETSTAT'))));
+      const cpu = nodeCpu();
+      const perSecond = await runConcurrent(OPS, CONCURRENCY, (i) => c.client.set(c.keyOf(i), value(i)));
+      const nodeUs = cpu() / OPS;
+      let serverUs = 0;
+      for (const m of masters) serverUs += usecOf(await commandUsec(m), c.commands);
+      return { perSecond, nodeUs, serverUs: serverUs / OPS };
+    };
+    for (const c of contenders) await sample(c);
+    const samples = contenders.map(() => [] as Sample[]);
+    for (let r = 0; r < rounds; r++) {
+      for (let k = 0; k < contenders.length; k++) {
+        const i = (k + r) % contenders.length;
+        samples[i].push(await sample(contenders[i]));
+      }
+    }
+    const [base, spread, oneSlot] = samples;
+    const perSecond = (of: Sample[]) => of.map((s) => s.perSecond);
+    const us = (of: Sample[], side: 'serverUs' | 'nodeUs') => median(of.map((s) => s[side])).toFixed(2);
+    return {
+      rows: [
+        ...contenders.map((c, i) => measured(c.label, 'ops/s', perSecond(samples[i]))),
+        ratio('cluster producer ÷ plain Cluster client, keys over every slot', perSecond(spread), perSecond(base)),
+        ratio('cluster producer, keys of one slot ÷ keys over every slot', perSecond(oneSlot), perSecond(spread)),
+      ],
+      note:
+        `On a ${CLUSTER_MASTERS}-master cluster, CPU per write (median, the masters summed): redis-server ${us(base, 'serverUs')} µs for a plain SET, ` +
+        `${us(spread, 'serverUs')} µs of log scripts with keys over every slot, ${us(oneSlot, 'serverUs')} µs with keys of one slot; ` +
+        `Node ${us(base, 'nodeUs')} µs plain, ${us(spread, 'nodeUs')} µs and ${us(oneSlot, 'nodeUs')} µs through the producer.`,
+    };
+  } finally {
+    await cluster.destroy();
+  }
+}
 
 /** Calls of SCRIPT per second through a client that defined it. */
 function hits(client: Counter): Promise<number> {
@@ -55,7 +122,9 @@ export const scenario: Scenario = {
     `then the same with ${LARGE} B values, plain and through createProducer. ` +
     'Every round measures the five on a flushed server in a rotating order; one unmeasured warm-up round comes first. ' +
     `Then ${SCRIPT_OPS / 1000}k calls of a rate limiter's Lua script (INCR, PEXPIRE on the first hit) defined with defineCommand, ` +
-    'through a plain client and through createProducer (the script runs in its wrapper and its writes are logged), alternating.',
+    'through a plain client and through createProducer (the script runs in its wrapper and its writes are logged), alternating. ' +
+    `Last, on a local Redis Cluster of ${CLUSTER_MASTERS} masters, the same ${OPS / 1000}k SETs through a plain Cluster client and through ` +
+    'createProducer, keys spread over every slot and keys of one slot (one hash tag), in a rotating order after a warm-up round.',
   rounds: 9,
   async run(rounds) {
     const server = await startRedis();
@@ -114,6 +183,7 @@ export const scenario: Scenario = {
       }
       const us = (of: Sample[], side: 'serverUs' | 'nodeUs') => median(of.map((s) => s[side]));
       const perSecond = (of: Sample[]) => of.map((s) => s.perSecond);
+      const onCluster = await clusterRows(rounds);
       return {
         rows: [
           ...contenders.map((c, i) => measured(c.label, 'ops/s', perSecond(samples[i]))),
@@ -129,6 +199,7 @@ export const scenario: Scenario = {
           measured('plain ioredis, a Lua script (defineCommand)', 'calls/s', scriptRuns[0]),
           measured('createProducer, the same script (wrapped, writes logged)', 'calls/s', scriptRuns[1]),
           ratio('script through the producer ÷ the same script plain', scriptRuns[1], scriptRuns[0]),
+          ...onCluster.rows,
         ],
         notes: [
           `CPU per write (median): redis-server ${us(base, 'serverUs').toFixed(2)} µs for a plain SET, ` +
@@ -137,6 +208,7 @@ export const scenario: Scenario = {
             `${us(cand, 'nodeUs').toFixed(2)} µs through the producer. With ${LARGE} B values: redis-server ` +
             `${us(largeBase, 'serverUs').toFixed(2)} µs plain, ${us(largeCand, 'serverUs').toFixed(2)} µs of log-write script; ` +
             `Node ${us(largeBase, 'nodeUs').toFixed(2)} µs plain, ${us(largeCand, 'nodeUs').toFixed(2)} µs through the producer.`,
+          onCluster.note,
         ],
         details: { samples: Object.fromEntries(contenders.map((c, i) => [c.label, samples[i]])) },
       };
