@@ -15,10 +15,11 @@ import { scenario as resync } from './resync.bench.js';
 import { scenario as catchUp } from './catch-up.bench.js';
 import { scenario as rejoin } from './rejoin.bench.js';
 import { scenario as replicas } from './replicas.bench.js';
+import { scenario as cluster } from './cluster.bench.js';
 import { writeReport } from './report.js';
 import { environment, loadAverage, verdictOf, writeResult, type Outcome, type Scenario } from './support/result.js';
 
-const SCENARIOS: Scenario[] = [producerOverhead, drain, drainLatency, lag, memory, resync, catchUp, rejoin, replicas];
+const SCENARIOS: Scenario[] = [producerOverhead, drain, drainLatency, lag, memory, resync, catchUp, rejoin, replicas, cluster];
 
 function usage(message: string): never {
   console.error(`${message}\nusage: npm run bench [-- <scenario>...] [--rounds N]\nscenarios: ${SCENARIOS.map((s) => s.name).join(', ')}`);
