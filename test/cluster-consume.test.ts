@@ -9,7 +9,7 @@ import test, { type ExecutionContext } from 'ava';
 import type { Cluster, Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { ClusterConsumer } from '../consumer/cluster/consumer.js';
-import { slotKeys } from '../shared/cluster.js';
+import { slotKeys, slotOf } from '../shared/cluster.js';
 import { createLogger } from '../shared/logger.js';
 import { startCluster, type ClusterNode, type LocalCluster } from './support/redis-cluster.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';
@@ -268,4 +268,31 @@ test('a source shard failing over to its cluster replica gets a worker on the pr
     JSON.stringify(shards),
   );
   t.is(shards.length, 3);
+});
+
+test('a batch meeting its target slot half moved (the watermark moved, a key it writes not yet) waits for the move, and applies once', async (t) => {
+  const { source, producer } = await sourceAndProducer(t);
+  const target = await startCluster({ masters: 2 });
+  t.teardown(() => target.destroy());
+  const key = 'moving:count';
+  const slot = slotOf(key);
+  const [from, to] = (await target.ownerOf(slot)) === target.masters[0] ? target.masters : [target.masters[1], target.masters[0]];
+  const consumer = consumerOf(source, { host: '127.0.0.1', port: from.server.port });
+  t.teardown(() => consumer.close());
+  await consumer.start();
+  for (let i = 0; i < 5; i++) await producer.incr(key);
+  await drained(source, mastersOf(target));
+  // The slot starts moving: the watermark goes first, the key stays behind for now.
+  await to.admin.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', from.id);
+  await from.admin.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', to.id);
+  await from.admin.call('MIGRATE', '127.0.0.1', to.server.port, '', 0, 5000, 'REPLACE', 'KEYS', slotKeys(PREFIX, QUEUE, slot).applied);
+  for (let i = 0; i < 5; i++) await producer.incr(key);
+  await new Promise((r) => setTimeout(r, 1500));
+  t.is(await to.admin.call('CLUSTER', 'COUNTKEYSINSLOT', slot), 1, 'the watermark alone on the node the key has not reached');
+  const rest = (await from.admin.call('CLUSTER', 'GETKEYSINSLOT', slot, 1000)) as string[];
+  await from.admin.call('MIGRATE', '127.0.0.1', to.server.port, '', 0, 5000, 'REPLACE', 'KEYS', ...rest);
+  for (const node of [to, from, ...target.masters.filter((m) => m !== to && m !== from)])
+    await node.admin.call('CLUSTER', 'SETSLOT', slot, 'NODE', to.id);
+  await target.settled();
+  await endsEqual(t, source, mastersOf(target), [key.replace(/:count$/, '')], () => 10);
 });

@@ -7,7 +7,9 @@
  * so that a cluster target applies the batch and moves the watermark on one
  * node, atomically), the gap, lost-writes and promoted checks, dead letters.
  */
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
+import { decodeEntry } from '../../shared/entry.js';
+import { entryKeys } from '../../shared/entry-keys.js';
 import type { QueueKeys } from '../../shared/keys.js';
 import type { Logger } from '../../shared/logger.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
@@ -106,7 +108,8 @@ export class SlotDrain {
     checkLastApplied(batch, last);
     if (batch.count === 0) return { applied: 0, watermark: this.watermark, more: false, seconds: 0 };
     const sent = process.hrtime.bigint();
-    const applied = (await onSide('replica', batch.applyOn(this.target, [keys.applied, batch.epoch, '0', opts.onError]))) as ApplyReply;
+    const lead = [keys.applied, batch.epoch, '0', opts.onError];
+    const applied = (await onSide('replica', batch.applyOn(this.target, lead, this.declared(batch)))) as ApplyReply;
     const seconds = Number(process.hrtime.bigint() - sent) / 1e9;
     if (applied[0] !== ReplyCode.ok) return this.failed(batch, applied);
     await this.confirmer.confirm(batch, applied).catch((err: Error) => {
@@ -115,6 +118,29 @@ export class SlotDrain {
     this.watermark = Number(applied[1]);
     if (Number(applied[4] ?? 0) > 0) await this.copyHeld(batch.epoch);
     return { applied: Number(applied[2]), watermark: this.watermark, more: batch.remaining > 0, seconds };
+  }
+
+  /**
+   * On a cluster target, every key the batch writes, declared to the apply
+   * script besides the watermark's: the node checks them all before the
+   * script runs, so that while the slot moves between target nodes the batch
+   * is redirected (ASK) or waits (TRYAGAIN) instead of running where some of
+   * its keys are not. Bytes that are not an entry declare nothing (they are
+   * refused or parked as ever).
+   */
+  private declared(batch: Batch): Buffer[] {
+    if (!(this.target instanceof Cluster)) return [];
+    const keys = new Map<string, Buffer>();
+    for (const raw of batch.entries) {
+      let found: Buffer[];
+      try {
+        found = entryKeys(decodeEntry(raw)).map((k) => k.key);
+      } catch {
+        continue;
+      }
+      for (const key of found) keys.set(key.toString('latin1'), key);
+    }
+    return [...keys.values()];
   }
 
   /** The replica's watermark and state before the first batch; attaches to the log. */

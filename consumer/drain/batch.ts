@@ -49,9 +49,12 @@ export class Batch {
     return this.cut;
   }
 
-  /** Runs the apply script on the batch, its common entries read here (flat.ts); lead: its arguments before ARGV[4]. */
-  applyOn(replica: Redis | Cluster, lead: string[]): Promise<unknown> {
-    return sendFlat(replica, lead, this.sizes, this.joined);
+  /**
+   * Runs the apply script on the batch, its common entries read here (flat.ts); lead: its
+   * arguments before ARGV[4]; keys: more keys to declare (a Redis Cluster checks them first).
+   */
+  applyOn(replica: Redis | Cluster, lead: string[], keys: Buffer[] = []): Promise<unknown> {
+    return sendFlat(replica, lead, this.sizes, this.joined, keys);
   }
 
   /** The last entry's bytes; an empty batch has none. */

@@ -79,10 +79,21 @@ class Flat {
     return [this.header, Buffer.concat(cut(this.bytes)), '', '', ...cut(this.args)];
   }
 
-  /** The whole request in the protocol: EVALSHA sha (or EVAL script) 1 <lead...> then ARGV[4] on. */
-  request(command: 'evalsha' | 'eval', script: string, lead: string[]): Buffer {
+  /**
+   * The whole request in the protocol: EVALSHA sha (or EVAL script) 1 <lead...> then ARGV[4] on.
+   * `keys`, declared after the watermark's key (the script reads KEYS[1] only), have a
+   * Redis Cluster check them all before the script runs.
+   */
+  request(command: 'evalsha' | 'eval', script: string, lead: string[], keys: Buffer[] = []): Buffer {
     const { args, joined } = this;
-    const words = [command, script, '1', ...lead, ...NO_RELAY].map((w) => Buffer.from(w));
+    const [watermark, ...argv] = lead.map((w) => Buffer.from(w));
+    const words = [
+      ...[command, script, String(1 + keys.length)].map((w) => Buffer.from(w)),
+      watermark,
+      ...keys,
+      ...argv,
+      ...NO_RELAY.map((w) => Buffer.from(w)),
+    ];
     let size = 16;
     for (const w of words) size += bulkSize(w.length);
     size += bulkSize(this.header.length) + bulkSize(this.bytesLength);
@@ -205,18 +216,19 @@ class Written extends Command {
 /**
  * Runs the apply script on entries of the given sizes, end to end in joined,
  * with the arguments before ARGV[4] (the watermark's key, epoch, queue db,
- * on refusal): the reply, as the script's command gives it. Sends the script
+ * on refusal) and the keys to declare besides (on a Redis Cluster): the
+ * reply, as the script's command gives it. Sends the script
  * itself (EVAL) when the server does not have it, as the client's script
  * commands do: qsync's users may run scripts, not load them.
  */
-export async function sendFlat(client: Redis | Cluster, lead: string[], sizes: number[], joined: Buffer): Promise<unknown> {
+export async function sendFlat(client: Redis | Cluster, lead: string[], sizes: number[], joined: Buffer, keys: Buffer[] = []): Promise<unknown> {
   const { lua, sha } = apply();
   const flat = new Flat(sizes, joined);
   try {
-    return await client.sendCommand(new Written(flat.request('evalsha', sha, lead), lead[0]));
+    return await client.sendCommand(new Written(flat.request('evalsha', sha, lead, keys), lead[0]));
   } catch (err) {
     if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-    return client.sendCommand(new Written(flat.request('eval', lua, lead), lead[0]));
+    return client.sendCommand(new Written(flat.request('eval', lua, lead, keys), lead[0]));
   }
 }
 
