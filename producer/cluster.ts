@@ -17,6 +17,7 @@ import { ReplyError, type ChainableCommander, type Cluster, type Redis } from 'i
 import { callKeyIndexes, commandSpec } from '../shared/commands.js';
 import { ConfigError, UnsupportedCommandError } from '../shared/errors.js';
 import { QueueKeys } from '../shared/keys.js';
+import { scripts } from '../shared/scripts.js';
 import { evictionPolicy } from '../shared/probe.js';
 import { slotKeys, slotOf } from '../shared/cluster.js';
 import type { LoggedCommand } from './calls.js';
@@ -243,6 +244,17 @@ class ClusterScripts extends ScriptSender {
 export function clusterParts(cluster: Cluster, settings: { prefix: string; queue: string; queueDb: number; allowEviction: boolean }) {
   const { prefix, queue, queueDb } = settings;
   if (queueDb !== 0) throw new ConfigError(`qsync: queueDb must be 0 on a Redis Cluster (a cluster has db 0 only), got ${queueDb}`);
+  // ioredis's auto-pipelining would gather a defined script's calls by the slot of their first argument, the
+  // key count, and then refuse the pipeline whose keys live elsewhere: qsync's scripts go out on their own.
+  if (cluster.options.enableAutoPipelining) {
+    const ignored = cluster.options.autoPipeliningIgnoredCommands ?? [];
+    cluster.options.autoPipeliningIgnoredCommands = [
+      ...ignored,
+      ...scripts()
+        .map((s) => s.command)
+        .filter((name) => !ignored.includes(name)),
+    ];
+  }
   const queues = new SlotQueues(prefix, queue);
   const log = new ClusterWriteLog(cluster, queues);
   return {

@@ -105,6 +105,25 @@ test('writes of many kinds to keys on every shard land with one entry each in th
   t.deepEqual(second.at(-1)?.commands, [['del', keys[1]]]);
 });
 
+test('a Cluster client with enableAutoPipelining logs each write in its own slot’s log', async (t) => {
+  const queue = newQueue();
+  const client = shared.client({ enableAutoPipelining: true });
+  client.defineCommand('bump', { numberOfKeys: 1, lua: "return redis.call('INCRBY', KEYS[1], ARGV[1])" });
+  const db = createProducer(client, { queue });
+  const keys = Array.from({ length: 30 }, (_, i) => `${queue}:k${i}`);
+  t.deepEqual(
+    await Promise.all(
+      keys.flatMap((k) => [db.set(k, 'v'), db.get(k), (db as unknown as { bump: (k: string, n: number) => Promise<number> }).bump(`${k}:n`, 2)]),
+    ),
+    keys.flatMap(() => ['OK', 'v', 2]),
+  );
+  const loggedFor = async (key: string) => (await slotLog(shared, queue, slotOf(key))).filter((e) => e.commands[0][1] === key).map((e) => e.commands);
+  for (const k of keys) {
+    t.deepEqual(await loggedFor(k), [[['set', k, 'v']]]);
+    t.deepEqual(await loggedFor(`${k}:n`), [[['incrby', `${k}:n`, '2']]]);
+  }
+});
+
 test('a hash-tagged multi(), pipeline() and user scripts in one slot each make one entry in that slot’s log', async (t) => {
   const queue = newQueue();
   const client = shared.client();
