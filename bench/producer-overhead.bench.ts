@@ -23,6 +23,19 @@ const SCRIPT_OPS = OPS / 2;
 
 type Counter = Redis & { hit(key: string, ttlMs: number): Promise<number> };
 
+/** Samples of each contender: one unmeasured warm-up round, then `rounds` in a rotating order. */
+async function rotatingRounds<C>(contenders: C[], rounds: number, sample: (c: C) => Promise<Sample>): Promise<Sample[][]> {
+  for (const c of contenders) await sample(c);
+  const samples = contenders.map(() => [] as Sample[]);
+  for (let r = 0; r < rounds; r++) {
+    for (let k = 0; k < contenders.length; k++) {
+      const i = (k + r) % contenders.length;
+      samples[i].push(await sample(contenders[i]));
+    }
+  }
+  return samples;
+}
+
 /** Masters of the cluster rows. */
 const CLUSTER_MASTERS = 3;
 
@@ -62,14 +75,7 @@ async function clusterRows(rounds: number): Promise<{ rows: Row[]; note: string 
       for (const m of masters) serverUs += usecOf(await commandUsec(m), c.commands);
       return { perSecond, nodeUs, serverUs: serverUs / OPS };
     };
-    for (const c of contenders) await sample(c);
-    const samples = contenders.map(() => [] as Sample[]);
-    for (let r = 0; r < rounds; r++) {
-      for (let k = 0; k < contenders.length; k++) {
-        const i = (k + r) % contenders.length;
-        samples[i].push(await sample(contenders[i]));
-      }
-    }
+    const samples = await rotatingRounds(contenders, rounds, sample);
     const [base, spread, oneSlot] = samples;
     const perSecond = (of: Sample[]) => of.map((s) => s.perSecond);
     const us = (of: Sample[], side: 'serverUs' | 'nodeUs') => median(of.map((s) => s[side])).toFixed(2);
@@ -160,14 +166,7 @@ export const scenario: Scenario = {
         if (depth !== c.logged) throw new Error(`${depth} entries in the log after ${OPS} SETs through ${c.label}, expected ${c.logged}`);
         return { perSecond, nodeUs, serverUs: usecOf(await commandUsec(plain), c.serverCommands) / OPS };
       };
-      for (const c of contenders) await sample(c);
-      const samples = contenders.map(() => [] as Sample[]);
-      for (let r = 0; r < rounds; r++) {
-        for (let k = 0; k < contenders.length; k++) {
-          const i = (k + r) % contenders.length;
-          samples[i].push(await sample(contenders[i]));
-        }
-      }
+      const samples = await rotatingRounds(contenders, rounds, sample);
       const [base, auto, cand, largeBase, largeCand] = samples;
       const scripted = [plain, createProducer(await connected(server.client()))].map((c) => {
         c.defineCommand('hit', { numberOfKeys: 1, lua: SCRIPT });
