@@ -7,7 +7,10 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import type { Cluster, Redis } from 'ioredis';
+import { ClusterConsumer } from '../consumer/cluster/consumer.js';
+import { clusterMetrics } from '../consumer/metrics/cluster.js';
 import { createProducer } from '../producer/index.js';
+import { createLogger } from '../shared/logger.js';
 import { clusterQueueKey, slotKeys, slotOf } from '../shared/cluster.js';
 import { isClusterNode } from '../shared/cluster-detect.js';
 import { ExitCode } from '../shared/errors.js';
@@ -250,12 +253,13 @@ test('verify refuses the same cluster on both sides, and control jobs on a clust
   t.is(job.stderr.length, 1);
 });
 
-test('while qsync consume drains a 3-shard cluster into a 2-shard one, status shows every shard held and caught up, and verify finds them equal', async (t) => {
+test('while qsync consume drains a 3-shard cluster into a 2-shard one, status and the consumer metrics show every shard held and caught up, and verify finds them equal', async (t) => {
   const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
   const producer = createProducer(source.client());
   for (let i = 0; i < 300; i++) await producer.set(`user:${i}`, `v${i}`);
-  const consumer = spawnCli(['consume', '--master', source.url, '--replica', target.url, '--lease-ms', '1000']);
+  const consumer = spawnCli(['consume', '--master', source.url, '--replica', target.url, '--lease-ms', '1000', '--metrics-port', '0']);
   t.teardown(() => consumer.kill('SIGKILL'));
+  const { port } = await consumer.waitForLog((l) => typeof l.port === 'number', 15_000, 'the metrics port');
 
   const caughtUp = await eventually(
     async () => {
@@ -268,6 +272,9 @@ test('while qsync consume drains a 3-shard cluster into a 2-shard one, status sh
   );
   t.is(caughtUp.code, ExitCode.ok);
   t.is(new Set(caughtUp.rows[0].shards.map((s) => s.lease?.consumer)).size, 1);
+  const scraped = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  t.regex(scraped, /^qsync_queue_depth\{queue="default"\} 0$/m);
+  t.is(scraped.match(/^qsync_shard_queue_depth\{/gm)?.length, 3);
 
   const equal = await verify(source.url, target.url);
   t.is(equal.code, ExitCode.ok);
@@ -277,4 +284,52 @@ test('while qsync consume drains a 3-shard cluster into a 2-shard one, status sh
   const changed = await verify(source.url, target.url);
   t.is(changed.code, ExitCode.different);
   t.deepEqual(kinds(changed.result), ['value user:5']);
+});
+
+test('the metrics of a consumer draining a cluster: depth per source shard and in total, shard states, entries applied per shard', async (t) => {
+  const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
+  const producer = createProducer(source.client());
+  for (let i = 0; i < 90; i++) await producer.set(`user:${i}`, `v${i}`);
+  const consumer = new ClusterConsumer({
+    master: { host: '127.0.0.1', port: source.masters[0].server.port },
+    replica: { host: '127.0.0.1', port: target.masters[0].server.port },
+    logger: createLogger('silent'),
+    leaseMs: 1000,
+  });
+  const metrics = clusterMetrics(
+    consumer,
+    { host: '127.0.0.1', port: source.masters[1].server.port },
+    { prefix: 'qsync', queue: 'default', name: 'default' },
+  );
+  t.teardown(async () => {
+    metrics.close();
+    await consumer.close();
+  });
+  const value = (text: string, series: string) =>
+    Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+
+  let text = await metrics.registry.metrics();
+  t.is(value(text, 'qsync_queue_depth{queue="default"}'), 90);
+  const shards = source.masters.map((m) => m.id);
+  t.is(
+    shards.reduce((a, id) => a + value(text, `qsync_shard_queue_depth{queue="default",shard="${id}"}`), 0),
+    90,
+  );
+
+  await consumer.start();
+  const held = (now: string, id: string) =>
+    ['streaming', 'idle'].reduce((a, state) => a + value(now, `qsync_shard_state{queue="default",shard="${id}",state="${state}"}`), 0);
+  text = await eventually(
+    async () => {
+      const now = await metrics.registry.metrics();
+      return value(now, 'qsync_queue_depth{queue="default"}') === 0 && shards.every((id) => held(now, id) === 1) ? now : undefined;
+    },
+    30_000,
+    'every shard held and every entry applied and trimmed',
+  );
+  // The counters are the consumer's own counts, in total and per shard.
+  t.true(consumer.applied > 0);
+  t.is(value(text, 'qsync_entries_applied_total{queue="default"}'), consumer.applied);
+  for (const s of consumer.shards)
+    t.is(value(text, `qsync_shard_entries_applied_total{queue="default",shard="${s.id}"}`), s.applied, `shard ${s.id}`);
 });

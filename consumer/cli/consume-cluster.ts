@@ -10,6 +10,8 @@ import { redactUrl } from '../../shared/config.js';
 import { ConfigError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { ClusterConsumer, type ClusterConsumerOptions } from '../cluster/consumer.js';
+import { clusterMetrics } from '../metrics/cluster.js';
+import { serveMetrics, type MetricsServer } from '../metrics/metrics.js';
 
 export interface Sides {
   master: RedisOptions;
@@ -41,10 +43,12 @@ export async function consumeCluster(
   sides: Sides,
   options: Omit<ClusterConsumerOptions, 'master' | 'replica' | 'logger'>,
   log: Logger,
+  metricsPort?: number,
 ): Promise<void> {
   log.info({ master: redactUrl(sides.masterUrl), replica: redactUrl(sides.replicaUrl), ...options }, 'qsync consumer starting (Redis Cluster)');
   const consumer = new ClusterConsumer({ ...options, master: sides.master, replica: sides.replica, logger: log });
   await consumer.start();
+  const metrics = metricsPort === undefined ? undefined : await startClusterMetrics(consumer, sides.master, options, metricsPort, log);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping: finishing the batches in flight');
@@ -53,5 +57,31 @@ export async function consumeCluster(
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  await metrics?.close();
   log.info({ applied: consumer.applied }, 'stopped');
+}
+
+/** Serves the cluster consumer's metrics (metrics/cluster.ts) on /metrics. */
+async function startClusterMetrics(
+  consumer: ClusterConsumer,
+  master: RedisOptions,
+  o: { prefix?: string; queue?: string; name?: string },
+  port: number,
+  log: Logger,
+): Promise<{ close(): Promise<void> }> {
+  const metrics = clusterMetrics(consumer, master, o);
+  let server: MetricsServer;
+  try {
+    server = await serveMetrics(metrics.registry, port);
+  } catch (err) {
+    metrics.close();
+    throw new ConfigError(`qsync: cannot serve metrics on --metrics-port ${port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  log.info({ port: server.port }, 'metrics on /metrics');
+  return {
+    close: async () => {
+      await server.close();
+      metrics.close();
+    },
+  };
 }

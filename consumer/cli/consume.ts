@@ -70,7 +70,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   if (await isClusterPair(sides, options.timeoutMs)) {
     const { relay, keepApplied, ...clusterOptions } = options;
     if (relay || keepApplied !== undefined) throw new ConfigError('qsync: --relay and --keep-applied are not supported on a Redis Cluster');
-    return consumeCluster(sides, clusterOptions, log);
+    return consumeCluster(sides, clusterOptions, log, metricsPort);
   }
   await checkAtStart(o, options.timeoutMs, log);
   log.info({ master: redactUrl(masterUrl), replica: redactUrl(replicaUrl), ...options }, 'qsync consumer starting');
