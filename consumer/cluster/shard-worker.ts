@@ -18,7 +18,7 @@ import { closeConnections, connect, whenReady, describeError, isLinkError, onSid
 import { LeaseLost } from '../drain/lease.js';
 import type { WorkerState } from '../drain/worker.js';
 import { subscribeLogs } from './log-wakeups.js';
-import { SlotDrain, SlotHalted, SlotLeased, SlotMoving } from './slot-drain.js';
+import { SlotDrain, SlotHalted, SlotLeased, SlotMoving, type Applied } from './slot-drain.js';
 import { isTopologyError, type SourceShard } from './topology.js';
 
 /** How often the logs of every owned slot are swept for entries (a notification may be lost). */
@@ -188,7 +188,10 @@ export class ShardWorker extends EventEmitter {
           await this.sleepUntil(Math.min(nextSweep, this.nextRetry()));
           continue;
         }
-        await Promise.all(Array.from({ length: this.opts.window }, () => this.runner()));
+        // Every runner finishes its batch before a failure backs the shard off.
+        const ends = await Promise.allSettled(Array.from({ length: this.opts.window }, () => this.runner()));
+        const failed = ends.find((e) => e.status === 'rejected');
+        if (failed) throw failed.reason;
         this.failures = 0;
       } catch (err) {
         await this.backOff(err as Error);
@@ -283,19 +286,21 @@ export class ShardWorker extends EventEmitter {
       this.drains.set(slot, drain);
     }
     try {
-      const step = await drain.step();
+      const more = await drain.step((applied) => this.noteApplied(slot, applied));
       this.recovered(slot);
-      if (step.applied > 0) {
-        this.appliedTotal += step.applied;
-        this.lastApplyAt = Date.now();
-        if (this.current !== 'streaming') this.setState('streaming');
-        this.emit('applied', { slot, count: step.applied, watermark: step.watermark, seconds: step.seconds });
-      }
-      return step.more;
+      return more;
     } catch (err) {
       drain.restart();
       return this.slotFailed(slot, err as Error);
     }
+  }
+
+  private noteApplied(slot: number, { count, watermark, seconds }: Applied): void {
+    if (count === 0) return;
+    this.appliedTotal += count;
+    this.lastApplyAt = Date.now();
+    if (this.current !== 'streaming') this.setState('streaming');
+    this.emit('applied', { slot, count, watermark, seconds });
   }
 
   private recovered(slot: number): void {

@@ -49,11 +49,10 @@ export interface SlotDrainOptions {
   log: Logger;
 }
 
-/** What one step did: entries applied, and whether the slot's log holds more. */
-export interface Step {
-  applied: number;
+/** A batch the target applied: entries applied (those skipped, at or below the watermark, left out), the watermark after it, the apply's time. */
+export interface Applied {
+  count: number;
   watermark: number;
-  more: boolean;
   seconds: number;
 }
 
@@ -65,6 +64,8 @@ export class SlotDrain {
   private started?: { epoch: string | null; last: LastApplied };
   private watermark = 0;
   private gapSeenAt = -1;
+  /** when the slot's lease is renewed next */
+  private renewAt = 0;
 
   constructor(
     readonly slot: number,
@@ -88,11 +89,18 @@ export class SlotDrain {
     if (this.lease.valid()) await this.lease.release();
   }
 
-  /** Reads, applies and confirms one batch of the slot's log. */
-  async step(): Promise<Step> {
-    if (!this.lease.valid()) {
+  /**
+   * Reads, applies and confirms one batch of the slot's log; true when the
+   * log holds more. `onApplied` hears of the batch as soon as the target
+   * applied it, before its trim on the source.
+   */
+  async step(onApplied: (applied: Applied) => void): Promise<boolean> {
+    // Renewed once a third of it has gone, as SyncWorker renews its own: a
+    // batch started near the end of the lease would find it gone at its trim.
+    if (!this.lease.valid() || Date.now() >= this.renewAt) {
       const wait = await onSide('master', this.lease.acquire());
       if (wait > 0) throw new SlotLeased(wait);
+      this.renewAt = Date.now() + this.opts.leaseMs / 3;
     }
     this.started ??= await this.start();
     const { epoch, last } = this.started;
@@ -106,18 +114,19 @@ export class SlotDrain {
     const batch = new Batch(batchEpoch.toString(), seq.length ? Number(seq.toString()) : null, Number(remaining), lengths, joined);
     checkMaster(batch, this.watermark, epoch);
     checkLastApplied(batch, last);
-    if (batch.count === 0) return { applied: 0, watermark: this.watermark, more: false, seconds: 0 };
+    if (batch.count === 0) return false;
     const sent = process.hrtime.bigint();
     const lead = [keys.applied, batch.epoch, '0', opts.onError];
     const applied = (await onSide('replica', batch.applyOn(this.target, lead, this.declared(batch)))) as ApplyReply;
     const seconds = Number(process.hrtime.bigint() - sent) / 1e9;
     if (applied[0] !== ReplyCode.ok) return this.failed(batch, applied);
+    onApplied({ count: Number(applied[2]), watermark: Number(applied[1]), seconds });
     await this.confirmer.confirm(batch, applied).catch((err: Error) => {
       throw err instanceof Detached ? new ResyncNeeded(err.message) : err;
     });
     this.watermark = Number(applied[1]);
     if (Number(applied[4] ?? 0) > 0) await this.copyHeld(batch.epoch);
-    return { applied: Number(applied[2]), watermark: this.watermark, more: batch.remaining > 0, seconds };
+    return batch.remaining > 0;
   }
 
   /**
@@ -155,7 +164,7 @@ export class SlotDrain {
   }
 
   /** An apply that did not succeed: a gap to read again, a slot that moved, or a halt; throws the rest. */
-  private failed(batch: Batch, reply: ApplyReply): Step {
+  private failed(batch: Batch, reply: ApplyReply): boolean {
     const failure = applyFailure(reply, this.gapSeenAt);
     if (failure === 'halted') {
       // A refusal because the slot is moving on the target is no refusal of the entry.
@@ -164,7 +173,7 @@ export class SlotDrain {
     }
     this.gapSeenAt = failure.gapAt;
     this.watermark = failure.gapAt;
-    return { applied: 0, watermark: this.watermark, more: true, seconds: 0 };
+    return true;
   }
 
   private async copyHeld(epoch: string): Promise<void> {
