@@ -333,3 +333,20 @@ test('the metrics of a consumer draining a cluster: depth per source shard and i
   for (const s of consumer.shards)
     t.is(value(text, `qsync_shard_entries_applied_total{queue="default",shard="${s.id}"}`), s.applied, `shard ${s.id}`);
 });
+
+test('status reads a slot while it migrates: the log already moved is read where it went', async (t) => {
+  const cluster = await clusterFor(t, 3);
+  const slot = await writeInSlot(cluster, 'a', 4);
+  const from = await cluster.ownerOf(slot);
+  const to = cluster.masters.find((m) => m !== from)!;
+  await to.admin.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', from.id);
+  await from.admin.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', to.id);
+  const log = slotKeys('qsync', 'default', slot).log;
+  await from.admin.call('MIGRATE', '127.0.0.1', to.server.port, log, 0, 5000);
+  t.false(((await from.admin.call('CLUSTER', 'GETKEYSINSLOT', slot, 100)) as string[]).includes(log));
+
+  const { code, rows } = await status('--master', cluster.url);
+  t.is(code, ExitCode.ok);
+  t.is(rows[0].depth, 4);
+  t.is(rows[0].shards.find((s) => s.node === from.id)?.depth, 4);
+});

@@ -72,6 +72,42 @@ export async function openCluster(options: RedisOptions, what: string, where: st
   }
 }
 
+/** A read command: its name and arguments. */
+export type Read = [string, ...string[]];
+
+const REDIRECT = /^(MOVED|ASK) \d+ (\S+)/;
+
+/**
+ * The replies of read commands sent to one node in one pipeline, as numbers
+ * (nil: 0). A command whose slot moved since the slot map was read (MOVED),
+ * or is moving now and whose key has left (ASK), is sent again to the node
+ * the error names, when that is a master of `side`; any other error fails.
+ */
+export async function readNumbers(client: Redis, reads: Read[], side?: ClusterSide): Promise<number[]> {
+  const pipeline = client.pipeline();
+  for (const [name, ...args] of reads) pipeline.call(name, ...args);
+  const replies = (await pipeline.exec()) ?? [];
+  return Promise.all(
+    replies.map(async ([err, value], i) => {
+      if (!err) return Number(value ?? 0);
+      const to = REDIRECT.exec(err.message);
+      const node = to && side?.shards.find((s) => s.address === to[2])?.client;
+      if (!node) throw err;
+      const [name, ...args] = reads[i];
+      const again =
+        to[1] === 'ASK'
+          ? node
+              .pipeline()
+              .call('ASKING')
+              .call(name, ...args)
+          : node.pipeline().call(name, ...args);
+      const [err2, reply] = ((await again.exec()) ?? []).at(-1) ?? [null, null];
+      if (err2) throw err2;
+      return Number(reply ?? 0);
+    }),
+  );
+}
+
 /** The replica's watermark of each slot (0 where it has none), one pipeline per target node. */
 export async function slotWatermarks(
   target: Redis | ClusterSide,
@@ -80,22 +116,21 @@ export async function slotWatermarks(
   name: string,
   slots: number[],
 ): Promise<Map<number, number>> {
+  const side = 'shards' in target ? target : undefined;
   const groups = new Map<Redis, number[]>();
   for (const slot of slots) {
-    const client = 'shards' in target ? target.ownerOf(slot)?.client : target;
+    const client = side ? side.ownerOf(slot)?.client : (target as Redis);
     if (!client) continue;
     groups.set(client, [...(groups.get(client) ?? []), slot]);
   }
   const marks = new Map<number, number>();
   for (const [client, group] of groups) {
-    const pipeline = client.pipeline();
-    for (const slot of group) pipeline.hget(slotKeys(prefix, queue, slot, name).applied, 'seq');
-    const replies = (await pipeline.exec()) ?? [];
-    group.forEach((slot, i) => {
-      const [err, v] = replies[i];
-      if (err) throw err;
-      marks.set(slot, Number(v ?? 0));
-    });
+    const seqs = await readNumbers(
+      client,
+      group.map((slot) => ['HGET', slotKeys(prefix, queue, slot, name).applied, 'seq']),
+      side,
+    );
+    for (const [i, slot] of group.entries()) marks.set(slot, seqs[i]);
   }
   return marks;
 }

@@ -11,7 +11,7 @@ import type { Redis } from 'ioredis';
 import { clusterQueueKey, slotKeys, slotOf } from '../../shared/cluster.js';
 import { DEFAULT_NAME } from '../../shared/keys.js';
 import { age } from '../queue/status.js';
-import { slotWatermarks, type ClusterSide, type Shard } from './shard-map.js';
+import { readNumbers, slotWatermarks, type ClusterSide, type Read, type Shard } from './shard-map.js';
 
 /** A slot the consumer reports in trouble (halted, resync-needed...). */
 export interface SlotTrouble {
@@ -92,16 +92,22 @@ function parseReport(text: string | undefined): ShardReport {
 }
 
 /** Every slot's depth, sequence and dead letters on the shard that owns it, in one pipeline. */
-async function readSlots(shard: Shard, prefix: string, queue: string, name: string): Promise<{ depth: number; seq: number; dlq: number }[]> {
-  const pipeline = shard.client.pipeline();
-  for (const slot of shard.slots) {
+async function readSlots(
+  source: ClusterSide,
+  shard: Shard,
+  prefix: string,
+  queue: string,
+  name: string,
+): Promise<{ depth: number; seq: number; dlq: number }[]> {
+  const reads = shard.slots.flatMap((slot): Read[] => {
     const keys = slotKeys(prefix, queue, slot, name);
-    pipeline.llen(keys.log).hget(keys.meta, 'seq').llen(keys.dlq);
-  }
-  const replies = ((await pipeline.exec()) ?? []).map(([err, v]) => {
-    if (err) throw err;
-    return Number(v ?? 0);
+    return [
+      ['LLEN', keys.log],
+      ['HGET', keys.meta, 'seq'],
+      ['LLEN', keys.dlq],
+    ];
   });
+  const replies = await readNumbers(shard.client, reads, source);
   return shard.slots.map((_s, i) => ({ depth: replies[3 * i], seq: replies[3 * i + 1], dlq: replies[3 * i + 2] }));
 }
 
@@ -126,7 +132,7 @@ export async function readClusterStatus(
 
   const shards = await Promise.all(
     source.shards.map(async (shard): Promise<ShardQueueStatus> => {
-      const slots = await readSlots(shard, prefix, queue, name);
+      const slots = await readSlots(source, shard, prefix, queue, name);
       const behind = target
         ? await slotWatermarks(
             target,
