@@ -326,7 +326,7 @@ test('a slot whose entry the target refuses halts alone, reported in the shard s
       const values = await Promise.all(keys.map((k) => targetClient.get(`${k}:count`)));
       return values.every((v) => v === '2') ? values : undefined;
     },
-    10_000,
+    30_000,
     'the other slots drained',
   );
   t.is(copies.length, keys.length);
