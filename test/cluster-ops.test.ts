@@ -40,6 +40,7 @@ async function writeInSlot(cluster: LocalCluster, tag: string, count: number, va
 
 interface ShardRow {
   node: string;
+  deadLetterSlots: number[];
   depth: number;
   busySlots: number;
   state: string;
@@ -51,7 +52,7 @@ interface ShardRow {
 
 async function status(
   ...args: string[]
-): Promise<{ code: number | null; rows: { depth: number; lagEntries: number | null; state: string; shards: ShardRow[] }[] }> {
+): Promise<{ code: number | null; rows: { depth: number; deadLetters: number; lagEntries: number | null; state: string; shards: ShardRow[] }[] }> {
   const run = await runCli(['status', ...args, '--json']);
   return { code: run.code, rows: JSON.parse(run.stdout.join('\n')) };
 }
@@ -138,23 +139,45 @@ test('status shows shard leases and states, and a slot in trouble makes it exit 
   t.regex(text.stdout.join('\n'), /slot 6000\s+halted: the replica refused entry 7/);
 });
 
-test('on a cluster, status refuses a queue db other than 0, limit and dlq refuse to act, each with one line', async (t) => {
+test('on a cluster, status refuses a queue db other than 0 and limit refuses to act, each with one line', async (t) => {
   const cluster = await clusterFor(t, 3);
   const db = await runCli(['status', '--master', cluster.url, '--queue-db', '1']);
   t.is(db.code, ExitCode.usage);
   t.deepEqual(db.stderr.length, 1);
   t.regex(db.stderr[0], /--queue-db 1 .*Redis Cluster/);
-  for (const args of [
-    ['limit', '--max-entries', '10'],
-    ['dlq', 'list'],
-    ['dlq', 'drop', '--all'],
-  ]) {
-    const run = await runCli([...args, '--master', cluster.url]);
-    t.is(run.code, ExitCode.clusterMode, args.join(' '));
-    t.is(run.stderr.length, 1, args.join(' '));
-    t.regex(run.stderr[0], /Redis Cluster/);
-  }
+  const limit = await runCli(['limit', '--max-entries', '10', '--master', cluster.url]);
+  t.is(limit.code, ExitCode.clusterMode);
+  t.is(limit.stderr.length, 1);
+  t.regex(limit.stderr[0], /Redis Cluster/);
   for (const m of cluster.masters) t.is(await m.admin.dbsize(), 0);
+});
+
+test('dlq on a cluster acts on the dead letters of the hash slot --slot names, which status lists per shard', async (t) => {
+  const cluster = await clusterFor(t, 3);
+  const slot = slotOf('d');
+  const owner = await cluster.ownerOf(slot);
+  const dlqKey = slotKeys('qsync', 'default', slot).dlq;
+  await owner.admin.rpush(dlqKey, 'not an entry');
+
+  const { rows } = await status('--master', cluster.url);
+  t.is(rows[0].deadLetters, 1);
+  t.deepEqual(rows[0].shards.find((s) => s.node === owner.id)?.deadLetterSlots, [slot]);
+
+  const without = await runCli(['dlq', 'list', '--master', cluster.url]);
+  t.is(without.code, ExitCode.usage);
+  t.is(without.stderr.length, 1);
+  t.regex(without.stderr[0], /--slot N/);
+  const bad = await runCli(['dlq', 'list', '--master', cluster.url, '--slot', '16384']);
+  t.is(bad.code, ExitCode.usage);
+  t.regex(bad.stderr.join('\n'), /--slot.*16384/);
+
+  const list = await runCli(['dlq', 'list', '--master', cluster.url, '--slot', String(slot), '--json']);
+  t.is(list.code, ExitCode.ok, list.stderr.join('\n'));
+  t.like(JSON.parse(list.stdout.join('\n')), [{ seq: null }]);
+  const drop = await runCli(['dlq', 'drop', '--garbage', '--master', cluster.url, '--slot', String(slot)]);
+  t.is(drop.code, ExitCode.ok, drop.stderr.join('\n'));
+  t.regex(drop.stdout.join('\n'), /dropped 1 dead letters/);
+  t.is(await owner.admin.llen(dlqKey), 0);
 });
 
 interface VerifyOutput {

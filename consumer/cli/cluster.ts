@@ -1,15 +1,16 @@
 /**
  * The operator commands on a Redis Cluster: a side given as any node's URL is
  * found to be a cluster node (INFO cluster) and read shard by shard. `status`
- * and `verify` serve clusters; `limit` and `dlq`, which act on one queue's
- * keys, refuse a cluster (whose queue is one per hash slot) rather than act
- * on a single node.
+ * and `verify` serve clusters; `limit`, which acts on one queue's keys,
+ * refuses a cluster (whose queue is one per hash slot) rather than act
+ * on a single node; `dlq` acts on one hash slot's dead letters (--slot).
  */
 import type { Redis } from 'ioredis';
-import { redactUrl, queueDbOption, nameOption } from '../../shared/config.js';
+import { intOption, redactUrl, queueDbOption, nameOption } from '../../shared/config.js';
+import { slotKeys, SLOTS } from '../../shared/cluster.js';
 import { isClusterNode } from '../../shared/cluster-detect.js';
 import { ClusterModeError, ConfigError } from '../../shared/errors.js';
-import { DEFAULT_NAME, DEFAULT_QUEUE } from '../../shared/keys.js';
+import { DEFAULT_NAME, DEFAULT_QUEUE, type QueueKeys } from '../../shared/keys.js';
 import { clusterQueueDb, openCluster, type ClusterSide } from '../cluster/shard-map.js';
 import { clusterStates, formatClusterStatus, readClusterStatus } from '../cluster/status.js';
 import { open, sideOptions, type CommonOpts } from './options.js';
@@ -106,6 +107,42 @@ export async function clusterStatus(o: SideOpts & { json?: boolean }, prefix: st
     const row = await readClusterStatus(source, prefix, queue ?? DEFAULT_QUEUE, name, target?.side);
     process.stdout.write(`${o.json ? JSON.stringify([row], null, 2) : formatClusterStatus([row])}\n`);
     return [row.state, ...clusterStates(row)];
+  } finally {
+    source.close();
+    target?.close();
+  }
+}
+
+/** What a dlq command does with one queue's keys, its master and (for retry) its replica. */
+type DlqRun = (keys: QueueKeys, master: Redis, replica?: Redis) => Promise<number>;
+
+/**
+ * `qsync dlq` on a Redis Cluster, whose dead letters are kept per hash slot:
+ * the queue of the slot --slot names, on the source master that owns it (and
+ * for retry, on the target server that owns it). Undefined when --master is
+ * not a cluster node.
+ */
+export async function clusterDlq(o: SideOpts & { slot?: string }, keys: QueueKeys, run: DlqRun, withReplica: boolean): Promise<number | undefined> {
+  if (!(await isCluster(o, 'master'))) {
+    if (o.slot !== undefined) throw new ConfigError(`qsync: --slot is for a Redis Cluster; --master ${redactUrl(o.master!)} is a standalone server`);
+    return undefined;
+  }
+  if (o.slot === undefined) {
+    throw new ConfigError(
+      `qsync: --master ${redactUrl(o.master!)} is a Redis Cluster node, whose dead letters are kept per hash slot: give --slot N (qsync status shows each shard's slots with dead letters)`,
+    );
+  }
+  const slot = intOption(o.slot, '--slot', 0, 0, SLOTS - 1);
+  const source = await openClusterSide(o, 'master');
+  let target: OpenSide | undefined;
+  try {
+    const owner = source.ownerOf(slot);
+    if (!owner) throw new ConfigError(`qsync: no master of the cluster --master ${redactUrl(o.master!)} reaches serves hash slot ${slot}`);
+    if (withReplica) target = await openSide(o, 'replica', await isCluster(o, 'replica'));
+    const replica = target && ('shards' in target.side ? target.side.ownerOf(slot)?.client : target.side);
+    if (target && !replica)
+      throw new ConfigError(`qsync: no master of the cluster --replica ${redactUrl(o.replica!)} reaches serves hash slot ${slot}`);
+    return await run(slotKeys(keys.prefix, keys.queue, slot, keys.name), owner.client, replica);
   } finally {
     source.close();
     target?.close();

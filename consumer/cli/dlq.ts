@@ -7,9 +7,9 @@ import type { QueueKeys } from '../../shared/keys.js';
 import { dropDeadLetters, formatDeadLetters, listDeadLetters, retryDeadLetters, type Selection } from '../dead-letters/dlq.js';
 import { common, open, openPair, queueOption, required, setExitCode, type CommonOpts } from './options.js';
 import { replicaKeys, replicaNameOption } from './replicas.js';
-import { refuseCluster } from './cluster.js';
+import { clusterDlq } from './cluster.js';
 
-type DlqOpts = CommonOpts & { replica?: string; seq?: string; all?: boolean; garbage?: boolean; json?: boolean };
+type DlqOpts = CommonOpts & { replica?: string; seq?: string; all?: boolean; garbage?: boolean; json?: boolean; slot?: string };
 
 /** Exactly one of --seq N, --all (and --garbage for drop). */
 function selection(o: DlqOpts, command: string, garbage: boolean): Selection {
@@ -23,7 +23,8 @@ function selection(o: DlqOpts, command: string, garbage: boolean): Selection {
 async function dlq(o: DlqOpts, run: (keys: QueueKeys, master: Redis, replica?: Redis) => Promise<number>, replica = false): Promise<number> {
   const keys = replicaKeys(o);
   if (replica) required(o.replica, '--replica', 'QSYNC_REPLICA');
-  await refuseCluster(o, 'dlq', "a cluster's dead letters are kept per hash slot");
+  const cluster = await clusterDlq(o, keys, run, replica);
+  if (cluster !== undefined) return cluster;
   const pair = replica ? await openPair(o) : undefined;
   const master = pair?.master ?? (await open(o, 'master'));
   try {
@@ -34,11 +35,15 @@ async function dlq(o: DlqOpts, run: (keys: QueueKeys, master: Redis, replica?: R
   }
 }
 
+/** `--slot <n>`: on a Redis Cluster, the hash slot whose dead letters a command acts on. */
+const slotOption = (cmd: Command) =>
+  cmd.option('--slot <n>', 'Redis Cluster: the hash slot whose dead letters these are (qsync status shows the slots with dead letters)');
+
 export function dlqCommands(program: Command): void {
   const group = program.command('dlq').description('dead letters: entries a consumer run with --on-error park set aside');
   const pick = (cmd: Command) => cmd.option('--seq <n>', 'the dead letter of this entry').option('--all', 'every dead letter');
 
-  common(group.command('list'))
+  slotOption(common(group.command('list')))
     .description('show the dead letters: seq, age, db, commands, error, when parked')
     .addOption(queueOption())
     .addOption(replicaNameOption('the replica whose dead letters these are'))
@@ -53,7 +58,7 @@ export function dlqCommands(program: Command): void {
       );
     });
 
-  pick(common(group.command('retry')))
+  pick(slotOption(common(group.command('retry'))))
     .description('apply dead letters on the replica now (after the commands already applied) and remove those that applied')
     .addOption(new Option('--replica <url>', 'replica URL, redis://, rediss:// or redis+sentinel://').env('QSYNC_REPLICA'))
     .addOption(queueOption())
@@ -74,7 +79,7 @@ export function dlqCommands(program: Command): void {
       );
     });
 
-  pick(common(group.command('drop')))
+  pick(slotOption(common(group.command('drop'))))
     .description('remove dead letters without applying them')
     .addOption(queueOption())
     .addOption(replicaNameOption('the replica whose dead letters these are'))

@@ -29,6 +29,8 @@ export interface ShardQueueStatus {
   busySlots: number;
   depth: number;
   deadLetters: number;
+  /** the slots that hold dead letters (`qsync dlq list --slot N`) */
+  deadLetterSlots: number[];
   /** entries the replica has not applied, summed over the slots; null without --replica */
   lagEntries: number | null;
   /** the most entries one slot is behind; null without --replica */
@@ -159,6 +161,7 @@ export async function readClusterStatus(
         busySlots: slots.filter((s) => s.depth > 0).length,
         depth: slots.reduce((a, s) => a + s.depth, 0),
         deadLetters: slots.reduce((a, s) => a + s.dlq, 0),
+        deadLetterSlots: shard.slots.filter((_s, i) => slots[i].dlq > 0),
         lagEntries: lags ? lags.reduce((a, b) => a + b, 0) : null,
         maxSlotLagEntries: lags ? Math.max(0, ...lags) : null,
         lease: live ? { consumer: holder, expiresInMs: Number(expires) - now } : null,
@@ -207,7 +210,7 @@ export function formatClusterStatus(rows: ClusterQueueStatus[]): string {
         `  state           ${q.state}`,
         `  depth           ${q.depth} entries in ${q.busySlots} of ${q.slots} slots`,
         `  replica behind  ${q.lagEntries === null ? '- (give --replica)' : `${q.lagEntries} entries`}`,
-        `  dead letters    ${q.deadLetters}${q.deadLetters ? '  (per slot)' : ''}`,
+        `  dead letters    ${q.deadLetters}`,
         `  consumers       ${q.consumers.length ? q.consumers.map((c) => c.id).join(', ') : 'none alive'}`,
       ];
       for (const s of q.shards) {
@@ -216,7 +219,7 @@ export function formatClusterStatus(rows: ClusterQueueStatus[]): string {
           `    state         ${s.state}${s.stateSinceMs ? ` since ${age(Math.max(0, Date.now() - s.stateSinceMs))} ago` : ''}`,
           `    consumer      ${leaseText(s)}${s.applied !== null ? `, ${s.applied} entries applied` : ''}`,
           `    depth         ${s.depth} entries in ${s.busySlots} slots${s.maxSlotLagEntries === null ? '' : `, behind ${s.lagEntries} (at most ${s.maxSlotLagEntries} in one slot)`}`,
-          `    dead letters  ${s.deadLetters}`,
+          `    dead letters  ${s.deadLetters}${s.deadLetterSlots.length ? `  (slots ${s.deadLetterSlots.slice(0, 10).join(', ')}${s.deadLetterSlots.length > 10 ? ', ...' : ''}: qsync dlq list --slot N)` : ''}`,
           ...s.troubleSlots.map(
             (t) => `    slot ${t.slot}${' '.repeat(Math.max(1, 9 - String(t.slot).length))}${t.state}${t.reason ? `: ${t.reason}` : ''}`,
           ),
