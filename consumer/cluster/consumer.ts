@@ -122,7 +122,10 @@ export class ClusterConsumer extends EventEmitter {
 
   /** The whole consumer's state: the worst of its shards' (halted, resync-needed, backing-off), else streaming or idle. */
   get state(): WorkerState {
-    const states = new Set(this.shards.map((s) => (s.detail?.slots ? 'halted' : s.state)));
+    // A slot in trouble is its shard's worst state.
+    const states = new Set(
+      this.shards.flatMap((s) => [s.state, ...Object.values((s.detail?.slots ?? {}) as Record<string, { state: WorkerState }>).map((t) => t.state)]),
+    );
     for (const worst of ['halted', 'resync-needed', 'replica-promoted', 'backing-off', 'streaming', 'idle', 'starting'] as const) {
       if (states.has(worst)) return worst;
     }

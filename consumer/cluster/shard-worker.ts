@@ -86,6 +86,8 @@ export class ShardWorker extends EventEmitter {
   private appliedTotal = 0;
   private lastApplyAt = 0;
   private subscribed = false;
+  /** when the logs of the owned slots are swept next */
+  private nextSweep = 0;
 
   constructor(
     readonly shard: SourceShard,
@@ -119,13 +121,14 @@ export class ShardWorker extends EventEmitter {
     this.owned = new Set(slots);
     for (const slot of [...this.drains.keys()]) if (!this.owned.has(slot) && !this.running.has(slot)) this.drains.delete(slot);
     for (const slot of this.busy) if (!this.owned.has(slot)) this.busy.delete(slot);
+    for (const slot of this.waiting.keys()) if (!this.owned.has(slot)) this.waiting.delete(slot);
     this.shard.slots = slots;
   }
 
   /** The shard's status as the cluster's `shard-status` hash holds it. */
   status(): ShardStatus {
     const slots: Record<string, { state: WorkerState; reason: string }> = {};
-    for (const [slot, t] of this.waiting) if (t.state !== 'backing-off') slots[slot] = { state: t.state, reason: t.reason };
+    for (const [slot, t] of this.waiting) if (t.state !== 'backing-off' && t.state !== 'standby') slots[slot] = { state: t.state, reason: t.reason };
     const detail = { ...(this.reason ? { reason: this.reason } : {}), ...(Object.keys(slots).length ? { slots } : {}) };
     return {
       state: this.current,
@@ -174,18 +177,17 @@ export class ShardWorker extends EventEmitter {
 
   private async run(): Promise<void> {
     await Promise.all([this.master, this.subscriber].map((c) => whenReady(c, this.opts.timeoutMs, this.stop.signal)));
-    let nextSweep = 0;
     while (!this.stopping) {
       try {
-        if (Date.now() >= nextSweep) {
+        if (Date.now() >= this.nextSweep) {
           await this.subscribe();
           await this.sweep();
-          nextSweep = Date.now() + SWEEP_MS;
+          this.nextSweep = Date.now() + SWEEP_MS;
         }
-        if (this.readySlots().length === 0) {
+        if (this.nextReady() === undefined) {
           if (this.current === 'streaming' && Date.now() - this.lastApplyAt > SWEEP_MS) this.setState('idle');
           if (this.current === 'starting' || this.current === 'backing-off') this.setState('idle');
-          await this.sleepUntil(Math.min(nextSweep, this.nextRetry()));
+          await this.sleepUntil(Math.min(this.nextSweep, this.nextRetry()));
           continue;
         }
         // Every runner finishes its batch before a failure backs the shard off.
@@ -235,10 +237,11 @@ export class ShardWorker extends EventEmitter {
     return this.drains.get(slot)?.keys ?? slotKeys(this.opts.prefix, this.opts.queue, slot, this.opts.name);
   }
 
-  /** Busy slots that may be drained now: not in flight, not waiting. */
-  private readySlots(): number[] {
+  /** The first busy slot that may be drained now (not in flight, not waiting), in turn. */
+  private nextReady(): number | undefined {
     const now = Date.now();
-    return [...this.busy].filter((s) => !this.running.has(s) && (this.waiting.get(s)?.until ?? 0) <= now);
+    for (const slot of this.busy) if (!this.running.has(slot) && (this.waiting.get(slot)?.until ?? 0) <= now) return slot;
+    return undefined;
   }
 
   private nextRetry(): number {
@@ -259,11 +262,11 @@ export class ShardWorker extends EventEmitter {
     });
   }
 
-  /** Drains ready slots one batch at a time until none is ready; a link failure ends every runner. */
+  /** Drains ready slots one batch at a time until none is ready or the sweep is due. */
   private async runner(): Promise<void> {
     for (;;) {
-      if (this.stopping) return;
-      const slot = this.readySlots()[0];
+      if (this.stopping || Date.now() >= this.nextSweep) return;
+      const slot = this.nextReady();
       if (slot === undefined) return;
       this.busy.delete(slot);
       this.running.add(slot);
