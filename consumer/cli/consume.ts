@@ -30,10 +30,14 @@ import { consumeCluster, isClusterPair } from './consume-cluster.js';
  * checked once both answer.
  */
 async function checkAtStart(o: CommonOpts & { replica?: string }, timeoutMs: number, log: Logger): Promise<void> {
+  await whenReachable(async () => (await openPair(o, timeoutMs)).close(), log);
+}
+
+/** Runs `check` until both servers answer it: an unreachable server is waited for, anything else thrown. */
+async function whenReachable<T>(check: () => Promise<T>, log: Logger): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      (await openPair(o, timeoutMs)).close();
-      return;
+      return await check();
     } catch (err) {
       if (!(err instanceof QsyncError && err.exitCode === ExitCode.unreachable)) throw err;
       if (attempt === 1) log.warn({ err: err.message }, 'unreachable at start; retrying until both servers answer');
@@ -67,7 +71,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   const maxClockOffsetMs = durationOption(o.maxClockOffsetMs, '--max-clock-offset-ms', MAX_CLOCK_OFFSET_MS, { max: 86_400_000 });
   const log = createLogger(level);
   const sides = { master, replica, masterUrl, replicaUrl };
-  if (await isClusterPair(sides, options.timeoutMs)) {
+  if (await whenReachable(() => isClusterPair(sides, options.timeoutMs), log)) {
     const { relay, keepApplied, ...clusterOptions } = options;
     if (relay || keepApplied !== undefined) throw new ConfigError('qsync: --relay and --keep-applied are not supported on a Redis Cluster');
     return consumeCluster(sides, clusterOptions, log, metricsPort);
