@@ -136,7 +136,7 @@ export async function readClusterStatus(
     .multi()
     .hgetall(clusterQueueKey(prefix, queue, 'shards', name))
     .hgetall(clusterQueueKey(prefix, queue, 'shard-status', name))
-    .zrange(clusterQueueKey(prefix, queue, 'consumers', name), 0, -1, 'WITHSCORES')
+    .zrange(clusterQueueKey(prefix, queue, 'consumers', name), '0', '-1', 'WITHSCORES')
     .time()
     .exec()) as [null, unknown][] as [[null, Record<string, string>], [null, Record<string, string>], [null, string[]], [null, [string, string]]];
   const now = Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000);
