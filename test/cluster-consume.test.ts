@@ -6,6 +6,7 @@
  * applied once.
  */
 import test, { type ExecutionContext } from 'ava';
+import { Writable } from 'node:stream';
 import type { Cluster, Redis } from 'ioredis';
 import { createProducer } from '../producer/index.js';
 import { ClusterConsumer } from '../consumer/cluster/consumer.js';
@@ -118,11 +119,24 @@ async function endsEqual(t: ExecutionContext, source: LocalCluster, target: Redi
   );
 }
 
-function consumerOf(source: LocalCluster, target: { host: string; port: number }, id?: string): ClusterConsumer {
+function consumerOf(
+  source: LocalCluster,
+  target: { host: string; port: number },
+  id?: string,
+  { user, logs }: { user?: { username: string; password: string }; logs?: string[] } = {},
+): ClusterConsumer {
+  const destination =
+    logs &&
+    new Writable({
+      write(chunk, _encoding, done) {
+        logs.push(String(chunk));
+        done();
+      },
+    });
   return new ClusterConsumer({
-    master: { host: '127.0.0.1', port: source.masters[1].server.port },
+    master: { host: '127.0.0.1', port: source.masters[1].server.port, ...user },
     replica: target,
-    logger: createLogger(process.env.QSYNC_TEST_LOGS ? 'info' : 'silent'),
+    logger: logs ? createLogger('info', destination) : createLogger(process.env.QSYNC_TEST_LOGS ? 'info' : 'silent'),
     leaseMs: 1000,
     timeoutMs: 2000,
     recheckMs: 200,
@@ -183,6 +197,11 @@ test('a 3-shard source drains to a standalone target, and the shards publish the
   await workload(producer, keys, 3);
   const replica = target.client();
   await endsEqual(t, source, [replica], keys, () => 3);
+  for (const m of source.masters) {
+    const [, flags] = (await m.admin.config('GET', 'notify-keyspace-events')) as [string, string];
+    t.regex(flags, /K/, 'keyspace events on');
+    t.regex(flags, /l|A/, 'list events on');
+  }
   const status = await source.client().hgetall(`${PREFIX}:{${QUEUE}:cluster}:shard-status`);
   t.deepEqual(Object.keys(status).sort(), source.masters.map((m) => m.id).sort());
   for (const v of Object.values(status)) t.is(JSON.parse(v).consumer, consumer.id);
@@ -368,4 +387,21 @@ test('two consumers share the source shards; when one closes, the other drains t
   await workload(producer, keys, 3);
   await eventually(() => working(b).length === 3 || undefined, 10_000, 'every shard with the consumer left');
   await endsEqual(t, source, mastersOf(target), keys, () => 6);
+});
+
+test('a source whose ACL refuses CONFIG is drained by the sweep of the logs alone, with a warning', async (t) => {
+  const { source, producer } = await sourceAndProducer(t);
+  for (const n of [...source.masters, ...source.replicas]) await n.admin.call('ACL', 'SETUSER', 'sync', 'on', '>pw', '~*', '&*', '+@all', '-config');
+  const target = await startRedis();
+  t.teardown(() => target.destroy());
+  const logs: string[] = [];
+  const consumer = consumerOf(source, { host: target.host, port: target.port }, undefined, { user: { username: 'sync', password: 'pw' }, logs });
+  t.teardown(() => consumer.close());
+  await consumer.start();
+  const keys = workloadKeys(100);
+  await workload(producer, keys, 3);
+  await endsEqual(t, source, [target.client()], keys, () => 3);
+  const warnings = logs.map((l) => JSON.parse(l)).filter((l) => /cannot turn on keyspace notifications/.test(l.msg));
+  t.is(warnings.length, 3, 'one warning per source master');
+  for (const m of source.masters) t.is(((await m.admin.config('GET', 'notify-keyspace-events')) as string[])[1], '');
 });
