@@ -1,9 +1,10 @@
 /**
  * The operator commands on a Redis Cluster: a side given as any node's URL is
  * found to be a cluster node (INFO cluster) and read shard by shard. `status`
- * and `verify` serve clusters; `limit`, which acts on one queue's keys,
- * refuses a cluster (whose queue is one per hash slot) rather than act
- * on a single node; `dlq` acts on one hash slot's dead letters (--slot).
+ * and `verify` serve clusters; `dlq` acts on one hash slot's dead letters
+ * (--slot); every other command, which acts on one queue's keys, refuses a
+ * cluster (whose queue is one per hash slot) rather than act on a single
+ * node (refuseCluster).
  */
 import type { Redis } from 'ioredis';
 import { intOption, redactUrl, queueDbOption, nameOption } from '../../shared/config.js';
@@ -79,11 +80,21 @@ export async function openClusterPair(o: SideOpts): Promise<{ source: Redis | Cl
   };
 }
 
-/** Refuses a command that serves standalone queues only, when --master is a cluster node. */
-export async function refuseCluster(o: SideOpts, command: string, why: string): Promise<void> {
-  if (await isCluster(o, 'master')) {
+/**
+ * Refuses a command that serves standalone queues only, when --master or
+ * --replica (those given, of `sides`) is a Redis Cluster node: one line
+ * naming the command and the node, exit code 13, before anything changes.
+ */
+export async function refuseCluster(
+  o: SideOpts,
+  command: string,
+  why: string,
+  sides: ('master' | 'replica')[] = ['master', 'replica'],
+): Promise<void> {
+  for (const side of sides) {
+    if (o[side] === undefined || !(await isCluster(o, side))) continue;
     throw new ClusterModeError(
-      `qsync: ${command} does not work on a Redis Cluster yet (--master ${redactUrl(o.master!)} is a cluster node): ${why}; nothing changed`,
+      `qsync: ${command} does not work on a Redis Cluster yet (--${side} ${redactUrl(o[side]!)} is a cluster node): ${why}; nothing changed`,
     );
   }
 }

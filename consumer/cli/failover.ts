@@ -9,6 +9,10 @@ import { abortFailover, runFailover } from '../failover/failover.js';
 import { runPromote } from '../failover/promote.js';
 import { runRejoin, TAIL_ACTIONS } from '../failover/rejoin.js';
 import { common, open, queueOption, queuePlace, required, setExitCode, type CommonOpts } from './options.js';
+import { refuseCluster } from './cluster.js';
+
+/** Why failover, promote and rejoin refuse a Redis Cluster node. */
+const CLUSTER_ROLES = "a Redis Cluster moves a shard's master role by its own failover (CLUSTER FAILOVER), which the cluster consumer follows";
 
 type RoleOpts = CommonOpts & { replica?: string; timeoutMs?: string; tail?: string; json?: boolean; abort?: boolean };
 
@@ -38,6 +42,7 @@ async function failover(o: RoleOpts): Promise<number> {
   const timeoutMs = durationOption(o.timeoutMs, '--timeout-ms', FAILOVER_TIMEOUT_MS, { min: 1 });
   const { prefix, queue } = queuePlace(o);
   const [a, b] = [redactUrl(o.master!), redactUrl(o.replica!)];
+  await refuseCluster(o, 'failover', CLUSTER_ROLES);
   const master = await open(o, 'master');
   const replica = await open(o, 'replica').catch((err: Error) => {
     master.disconnect();
@@ -65,6 +70,7 @@ async function promote(o: RoleOpts): Promise<number> {
   const { prefix, queue } = queuePlace(o);
   const b = redactUrl(o.replica!);
   const a = o.master ? redactUrl(o.master) : '';
+  await refuseCluster(o, 'promote', CLUSTER_ROLES, ['replica']);
   const replica = await open(o, 'replica');
   // The old master is fenced when it answers; an emergency promotion does not wait for it.
   let master: Redis | null = null;
@@ -72,6 +78,11 @@ async function promote(o: RoleOpts): Promise<number> {
   if (o.master) {
     try {
       master = await open(o, 'master', OLD_MASTER_TIMEOUT_MS);
+      // Reached: it is fenced below, so it must not be a cluster node.
+      await refuseCluster(o, 'promote', CLUSTER_ROLES, ['master']).catch((err) => {
+        master?.disconnect();
+        throw err;
+      });
     } catch (err) {
       if (!(err instanceof UnreachableError)) {
         replica.disconnect();
@@ -105,6 +116,7 @@ async function rejoin(o: RoleOpts): Promise<number> {
   const tail = choiceOption(o.tail, '--tail', TAIL_ACTIONS, 'park');
   const { prefix, queue, queueDb } = queuePlace(o);
   const [b, a] = [redactUrl(o.master!), redactUrl(o.replica!)];
+  await refuseCluster(o, 'rejoin', CLUSTER_ROLES);
   const master = await open(o, 'master');
   const replica = await open(o, 'replica').catch((err: Error) => {
     master.disconnect();

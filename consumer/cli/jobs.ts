@@ -5,6 +5,7 @@ import { jobsPrefix } from '../../shared/keys.js';
 import { controlQueue } from '../jobs/runner.js';
 import { formatJobs, listJobs } from '../jobs/view.js';
 import { replicaNameOption } from './replicas.js';
+import { refuseCluster } from './cluster.js';
 import { common, open, queueOption, queuePlace, setExitCode, sideOptions, type CommonOpts, type QueuePlace } from './options.js';
 
 /** The control jobs' queue on a checked master. */
@@ -16,6 +17,7 @@ export async function openQueue(o: CommonOpts & { replica?: string }, where: Que
 
 async function jobs(o: CommonOpts & { json?: boolean }): Promise<number> {
   const where = queuePlace(o);
+  await refuseCluster(o, 'jobs', "control jobs run inside a standalone queue's consumer", ['master']);
   const queue = await openQueue(o, where);
   try {
     const list = await listJobs(queue);

@@ -5,6 +5,10 @@ import { ConfigError, ExitCode } from '../../shared/errors.js';
 import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE, QueueKeys } from '../../shared/keys.js';
 import { detachReplica, formatReplicas, listReplicas } from '../replicas/replicas.js';
 import { common, open, queueOption, setExitCode, type CommonOpts } from './options.js';
+import { refuseCluster } from './cluster.js';
+
+/** Why replicas and replicas detach refuse a Redis Cluster node. */
+const CLUSTER_REPLICAS = "a cluster's queue is one per hash slot, each with its own replicas";
 
 type ReplicasOpts = CommonOpts & { name?: string; json?: boolean };
 
@@ -29,6 +33,7 @@ export function replicasCommand(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (o: ReplicasOpts) => {
       const keys = replicaKeys(o);
+      await refuseCluster(o, 'replicas', CLUSTER_REPLICAS);
       const master = await open(o, 'master');
       try {
         const views = await listReplicas(master, keys);
@@ -48,6 +53,7 @@ export function replicasCommand(program: Command): void {
       const o = cmd.optsWithGlobals<ReplicasOpts>();
       if (o.name === undefined) throw new ConfigError('qsync: replicas detach needs --name (or QSYNC_NAME)');
       const keys = replicaKeys(o);
+      await refuseCluster(o, 'replicas detach', CLUSTER_REPLICAS);
       const master = await open(o, 'master');
       try {
         if (!(await detachReplica(master, keys, keys.name)))
