@@ -405,3 +405,37 @@ test('a source whose ACL refuses CONFIG is drained by the sweep of the logs alon
   t.is(warnings.length, 3, 'one warning per source master');
   for (const m of source.masters) t.is(((await m.admin.config('GET', 'notify-keyspace-events')) as string[])[1], '');
 });
+
+test('three qsync consume processes share three shards; the shard of one SIGKILLed moves to the others, every INCR once', async (t) => {
+  const { source, producer } = await sourceAndProducer(t);
+  const target = await startCluster({ masters: 2 });
+  t.teardown(() => target.destroy());
+  const args = ['consume', '--master', source.url, '--replica', target.url, '--lease-ms', '1000', '--timeout-ms', '2000'];
+  const processes = [spawnCli(args), spawnCli(args), spawnCli(args)];
+  t.teardown(() => {
+    for (const p of processes) p.kill('SIGKILL');
+  });
+  const client = source.client();
+  const holders = async () =>
+    Object.values(await client.hgetall(`${PREFIX}:{${QUEUE}:cluster}:shard-status`)).map((v) => JSON.parse(v).consumer as string);
+  await eventually(async () => new Set(await holders()).size === 3 || undefined, 30_000, 'a shard for each process');
+  const keys = workloadKeys(200);
+  const writing = workload(producer, keys, 6, 8);
+  // The consumer id is in every log line of a process.
+  const victim = (await holders())[0];
+  const index = processes.findIndex((p) => p.logs().some((l) => l.consumer === victim));
+  t.true(index >= 0, 'the process holding the first shard');
+  processes[index].kill('SIGKILL');
+  await eventually(
+    async () => (!(await holders()).includes(victim) && new Set(await holders()).size === 2) || undefined,
+    30_000,
+    'its shard taken over',
+  );
+  await writing;
+  await endsEqual(t, source, mastersOf(target), keys, () => 6);
+  for (const [i, p] of processes.entries()) {
+    if (i === index) continue;
+    p.kill('SIGTERM');
+    t.is((await p.exited).code, 0);
+  }
+});
