@@ -79,9 +79,10 @@ export class SlotDrain {
     this.held = new HeldKeys(master, target, keys, 0);
   }
 
-  /** Starts over from the replica's watermark at the next step (after any failure). */
+  /** Starts over at the next step (after any failure): the lease taken again, then from the replica's watermark. */
   restart(): void {
     this.started = undefined;
+    this.renewAt = 0;
   }
 
   /** Releases the slot's lease, if held. */
