@@ -14,8 +14,9 @@ import { slotKeys, slotOf } from '../shared/cluster.js';
 import { createLogger } from '../shared/logger.js';
 import { startCluster, type ClusterNode, type LocalCluster } from './support/redis-cluster.js';
 import { startRedis, type RedisServer } from './support/redis-server.js';
-import { spawnCli } from './support/cli.js';
+import { runCli, spawnCli } from './support/cli.js';
 import { eventually } from './support/wait.js';
+import { ExitCode } from '../shared/errors.js';
 
 const PREFIX = 'qsync';
 const QUEUE = 'default';
@@ -438,4 +439,19 @@ test('three qsync consume processes share three shards; the shard of one SIGKILL
     p.kill('SIGTERM');
     t.is((await p.exited).code, 0);
   }
+});
+
+test('qsync consume refuses a standalone master with a cluster replica, and a queue db other than 0 on a cluster, in one line', async (t) => {
+  const target = await startCluster({ masters: 1 });
+  t.teardown(() => target.destroy());
+  const standalone = await startRedis();
+  t.teardown(() => standalone.destroy());
+  const mixed = await runCli(['consume', '--master', standalone.url, '--replica', target.url]);
+  t.is(mixed.code, ExitCode.usage);
+  t.is(mixed.stderr.length, 1, mixed.stderr.join('\n'));
+  t.regex(mixed.stderr[0], /--replica .* is a Redis Cluster node but --master .* is a standalone server/);
+  const db = await runCli(['consume', '--master', target.url, '--replica', standalone.url, '--queue-db', '2']);
+  t.is(db.code, ExitCode.usage);
+  t.is(db.stderr.length, 1, db.stderr.join('\n'));
+  t.regex(db.stderr[0], /--queue-db 2 cannot be used with --master .*, a Redis Cluster node/);
 });

@@ -22,6 +22,7 @@ import './job-types.js';
 import { common, openPair, required, tlsFiles, withoutDb, type CommonOpts } from './options.js';
 import { replicaNameOption } from './replicas.js';
 import { consumeCluster, isClusterPair } from './consume-cluster.js';
+import { clusterQueueDb } from '../cluster/shard-map.js';
 
 /**
  * Checks both servers once up front (credentials, TLS, the queue db, two
@@ -74,6 +75,7 @@ async function consume(o: CommonOpts & Record<string, string | undefined> & { jo
   if (await whenReachable(() => isClusterPair(sides, options.timeoutMs), log)) {
     const { relay, keepApplied, ...clusterOptions } = options;
     if (relay || keepApplied !== undefined) throw new ConfigError('qsync: --relay and --keep-applied are not supported on a Redis Cluster');
+    clusterQueueDb(options.queueDb, '--queue-db', `--master ${redactUrl(masterUrl)}`);
     return consumeCluster(sides, clusterOptions, log, metricsPort);
   }
   await checkAtStart(o, options.timeoutMs, log);
