@@ -125,5 +125,7 @@ declare module 'ioredis' {
     qsyncShardLeases(...args: Arg[]): Result<[number, number, number, ...string[]], Context>;
     /** shard-leases-release-2.lua: leases released */
     qsyncShardLeasesRelease(...args: Arg[]): Result<number, Context>;
+    /** sweep-logs-0.lua: the positions of the arguments (slot logs) that are not empty */
+    qsyncSweepLogs(...logs: Arg[]): Result<number[], Context>;
   }
 }

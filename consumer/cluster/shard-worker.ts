@@ -9,7 +9,6 @@ import { EventEmitter } from 'node:events';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
 import { slotKeys } from '../../shared/cluster.js';
-import type { QueueKeys } from '../../shared/keys.js';
 import { backoffDelay, sleep, type BackoffOptions } from '../drain/backoff.js';
 import { MasterLostWrites, ReplicaPromoted, ResyncNeeded } from '../drain/checks.js';
 import type { OnError } from '../drain/confirm.js';
@@ -88,6 +87,7 @@ export class ShardWorker extends EventEmitter {
   private subscribed = false;
   /** when the logs of the owned slots are swept next */
   private nextSweep = 0;
+  private readonly logKeys: string[] = [];
 
   constructor(
     readonly shard: SourceShard,
@@ -217,24 +217,36 @@ export class ShardWorker extends EventEmitter {
     return this.stop.signal.aborted;
   }
 
-  /** One pipelined LLEN per owned slot: every slot whose log holds entries is busy. */
+  /**
+   * Every owned slot whose log holds entries is busy: one script call on the
+   * master (shared/lua/sweep-logs-0.lua), or, when it fails (a slot moving
+   * off the node), one LLEN per slot.
+   */
   private async sweep(): Promise<void> {
     const slots = [...this.owned];
+    const keys = slots.map((slot) => this.logKey(slot));
+    try {
+      const busy = await onSide('master', this.master.qsyncSweepLogs(...keys));
+      for (const i of busy) this.busy.add(slots[i - 1]);
+      return;
+    } catch (err) {
+      if (isLinkError(err)) throw err;
+      if (isTopologyError((err as SideError).cause.message)) this.opts.onMoved();
+    }
     const pipeline = this.master.pipeline();
-    for (const slot of slots) pipeline.llen(this.keysOf(slot).log);
+    for (const key of keys) pipeline.llen(key);
     const replies = (await onSide('master', pipeline.exec())) ?? [];
-    let moved = false;
     replies.forEach(([err, length], i) => {
-      if (err) moved ||= isTopologyError(err.message);
-      else if (Number(length) > 0) this.busy.add(slots[i]);
+      if (!err && Number(length) > 0) this.busy.add(slots[i]);
     });
-    if (moved) this.opts.onMoved();
-    const linkError = replies.find(([err]) => err && !isTopologyError(err.message))?.[0];
+    const linkError = replies.find(([err]) => err && isLinkError(err))?.[0];
     if (linkError) throw new SideError('master', linkError);
   }
 
-  private keysOf(slot: number): QueueKeys {
-    return this.drains.get(slot)?.keys ?? slotKeys(this.opts.prefix, this.opts.queue, slot, this.opts.name);
+  /** A slot's log key, made once per slot. */
+  private logKey(slot: number): string {
+    this.logKeys[slot] ??= slotKeys(this.opts.prefix, this.opts.queue, slot).log;
+    return this.logKeys[slot];
   }
 
   /** The first busy slot that may be drained now (not in flight, not waiting), in turn. */
