@@ -16,7 +16,7 @@ import { startCluster, type ClusterNode, type LocalCluster } from './support/red
 import { startRedis, type RedisServer } from './support/redis-server.js';
 import { runCli, spawnCli } from './support/cli.js';
 import { eventually } from './support/wait.js';
-import { ExitCode } from '../shared/errors.js';
+import { ConfigError, ExitCode } from '../shared/errors.js';
 
 const PREFIX = 'qsync';
 const QUEUE = 'default';
@@ -454,4 +454,17 @@ test('qsync consume refuses a standalone master with a cluster replica, and a qu
   t.is(db.code, ExitCode.usage);
   t.is(db.stderr.length, 1, db.stderr.join('\n'));
   t.regex(db.stderr[0], /--queue-db 2 cannot be used with --master .*, a Redis Cluster node/);
+});
+
+test('ClusterConsumer refuses a master that is not a cluster node, in one line', async (t) => {
+  const standalone = await startRedis();
+  t.teardown(() => standalone.destroy());
+  const consumer = new ClusterConsumer({
+    master: { host: standalone.host, port: standalone.port },
+    replica: { host: standalone.host, port: standalone.port },
+    logger: createLogger('silent'),
+  });
+  const err = await t.throwsAsync(consumer.start(), { instanceOf: ConfigError });
+  t.regex(err!.message, new RegExp(`master 127\\.0\\.0\\.1:${standalone.port} is not a Redis Cluster node`));
+  await consumer.close();
 });

@@ -91,8 +91,15 @@ export class ClusterConsumer extends EventEmitter {
   /** Connects to both sides, reads the source's shards and starts a worker for each one this consumer holds. */
   async start(): Promise<this> {
     const { master, replica, timeoutMs, queue } = this.opts;
+    const [sourceIsCluster, targetIsCluster] = await Promise.all([
+      isClusterNode(master, timeoutMs, 'master'),
+      isClusterNode(replica, timeoutMs, 'replica'),
+    ]);
+    if (!sourceIsCluster)
+      throw new ConfigError(
+        `qsync: the master ${master.host ?? '127.0.0.1'}:${master.port ?? 6379} is not a Redis Cluster node; drain it with a SyncWorker`,
+      );
     this.source = clusterClient(master, `qsync:${queue}:cluster`);
-    const targetIsCluster = await isClusterNode(replica, timeoutMs, 'replica');
     this.target = targetIsCluster
       ? clusterClient(replica, `qsync:${queue}:replica`)
       : connect({ ...replica, db: 0 }, { backoff: this.opts.backoff, commandTimeoutMs: timeoutMs }, `qsync:${queue}:replica`);
