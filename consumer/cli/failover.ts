@@ -77,12 +77,13 @@ async function promote(o: RoleOpts): Promise<number> {
   let unreachable = '';
   if (o.master) {
     try {
-      master = await open(o, 'master', OLD_MASTER_TIMEOUT_MS);
+      const reached = await open(o, 'master', OLD_MASTER_TIMEOUT_MS);
       // Reached: it is fenced below, so it must not be a cluster node.
       await refuseCluster(o, 'promote', CLUSTER_ROLES, ['master']).catch((err) => {
-        master?.disconnect();
+        reached.disconnect();
         throw err;
       });
+      master = reached;
     } catch (err) {
       if (!(err instanceof UnreachableError)) {
         replica.disconnect();
