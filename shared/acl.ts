@@ -10,6 +10,12 @@ export const ACL_ROLES: readonly AclRole[] = ['consumer-master', 'consumer-repli
 /** What every ioredis connection sends: AUTH/HELLO, CLIENT SETNAME, SELECT, INFO (ready check). */
 const CONNECT = ['+ping', '+auth', '+hello', '+quit', '+select', '+client|setname', '+info'];
 const SCRIPTS = ['+evalsha', '+eval'];
+/**
+ * What a client of a Redis Cluster sends besides: the slot map (CLUSTER
+ * SLOTS, SHARDS, MYID), the ready check of an ioredis Cluster (CLUSTER INFO)
+ * and ASKING before a command redirected while a slot moves. Read-only.
+ */
+const CLUSTER_CLIENT = ['+cluster|slots', '+cluster|shards', '+cluster|myid', '+cluster|info', '+asking'];
 
 const CONSUMER_MASTER = [
   // lease-2, release-1: take, renew and give up the lease
@@ -41,7 +47,7 @@ const CONSUMER_MASTER = [
 const HELD_COPY = '(%R~* +type +pexpiretime +dump +strlen +llen +scard +zcard +hlen +memory|usage)';
 
 /** What each of qsync's own users starts from: its keys, no channels, no command but connecting and running qsync's scripts. */
-const base = (keys: string): string[] => ['resetkeys', keys, 'resetchannels', '-@all', ...CONNECT, ...SCRIPTS];
+const base = (keys: string): string[] => ['resetkeys', keys, 'resetchannels', '-@all', ...CONNECT, ...CLUSTER_CLIENT, ...SCRIPTS];
 
 /** The rules after `ACL SETUSER name on >password`, as one string per rule. */
 export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
@@ -61,6 +67,14 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
         '+client|tracking',
         '+subscribe',
         '&__redis__:invalidate',
+        // on a Redis Cluster: the shard leases' registry of consumers, and the
+        // keyspace notifications of the slots' logs that wake a shard's worker
+        '+zadd',
+        '+zrangebyscore',
+        '+zremrangebyscore',
+        '+zrem',
+        '+psubscribe',
+        `&__keyspace@0__:${prefix}:{*}:*`,
         `(~${prefix}-jobs:* +@all -@dangerous)`,
         HELD_COPY,
       ];
@@ -95,8 +109,9 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // keys under the prefix (COPY) and reads the log; repair turns the dirty
       // set into its repair set (RENAME, SUNIONSTORE), adds to it the keys of
       // entries a master lost (SADD), and clears the queue's state; control
-      // jobs use BullMQ's keys under '<prefix>-jobs:', all covered by ~*.
-      return [...base('~*'), ...CONSUMER_MASTER, '+@read', '+copy', '+memory|usage', '+rename', '+sunionstore', '+sadd', '+hdel'];
+      // jobs use BullMQ's keys under '<prefix>-jobs:', all covered by ~*;
+      // status reads a cluster's slots in transactions (MULTI, EXEC).
+      return [...base('~*'), ...CONSUMER_MASTER, '+@read', '+copy', '+memory|usage', '+rename', '+sunionstore', '+sadd', '+hdel', '+multi', '+exec'];
     case 'operator-replica':
       // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every replicated write.
       return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec'];
@@ -113,6 +128,9 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       return [
         own,
         ...SCRIPTS,
+        // an ioredis Cluster client: its slot map, ready check and redirects, its connections' names
+        ...CLUSTER_CLIENT,
+        '+client|setname',
         '+info',
         '+client|id',
         '+client|tracking',

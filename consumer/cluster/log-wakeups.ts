@@ -6,7 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
-import { slotOfOwnKey } from '../../shared/cluster.js';
+import { slotOfOwnKey, slotPrefix } from '../../shared/cluster.js';
 
 /** The keyspace events the wake-ups need: K (keyspace channel) and l (list commands), or A (all) for l. */
 function withListEvents(flags: string): string | undefined {
@@ -53,16 +53,22 @@ export async function subscribeLogs(
     enabled = false;
     log.warn(
       { node: `${admin.options.host}:${admin.options.port}`, err: (err as Error).message },
-      'cannot turn on keyspace notifications (CONFIG refused): the consumer finds entries by its sweep of the logs, once a second',
+      'cannot turn on keyspace notifications (CONFIG refused): appends wake the consumer only if notify-keyspace-events already has K and l (or A); the sweep of the logs finds entries once a second regardless',
     );
   }
-  const pattern = `__keyspace@0__:${literal(prefix)}:{*}:${literal(queue)}:log`;
+  // Every queue's slot keys, not only this queue's logs: an ACL allows a
+  // PSUBSCRIBE only of a pattern it names word for word, and one pattern per
+  // prefix lets `qsync acl consumer-master` serve every queue. With the list
+  // events only (l), what comes is the slots' lists: their logs, and dead letters.
+  const pattern = `__keyspace@0__:${literal(prefix)}:{*}:*`;
   const channelStart = '__keyspace@0__:'.length;
+  const suffix = `:${queue}:log`;
   await subscriber.psubscribe(pattern);
   subscriber.on('pmessage', (_pattern: string, channel: string, event: string) => {
-    if (!APPENDS.has(event)) return;
-    const slot = slotOfOwnKey(prefix, channel.slice(channelStart));
-    if (slot !== null) onWrite(slot);
+    if (!APPENDS.has(event) || !channel.endsWith(suffix)) return;
+    const key = channel.slice(channelStart);
+    const slot = slotOfOwnKey(prefix, key);
+    if (slot !== null && key.length === slotPrefix(prefix, slot).length + suffix.length) onWrite(slot);
   });
   return enabled;
 }
