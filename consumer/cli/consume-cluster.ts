@@ -30,12 +30,15 @@ export async function isClusterPair(sides: Sides, timeoutMs: number): Promise<bo
     isClusterNode(sides.master, timeoutMs, 'master', redactUrl(sides.masterUrl)),
     isClusterNode(sides.replica, timeoutMs, 'replica', redactUrl(sides.replicaUrl)),
   ]);
-  if (!master && replica) {
-    throw new ConfigError(
-      `qsync: --replica ${redactUrl(sides.replicaUrl)} is a Redis Cluster node but --master ${redactUrl(sides.masterUrl)} is a standalone server: a standalone queue cannot be applied to a cluster; use a cluster as the master too, or a standalone replica`,
-    );
-  }
+  if (!master && replica) throw standaloneToCluster(sides.masterUrl, sides.replicaUrl);
   return master;
+}
+
+/** The refusal of a standalone master with a cluster replica (consume, resync, repair). */
+export function standaloneToCluster(masterUrl: string, replicaUrl: string): ConfigError {
+  return new ConfigError(
+    `qsync: --replica ${redactUrl(replicaUrl)} is a Redis Cluster node but --master ${redactUrl(masterUrl)} is a standalone server: a standalone queue cannot be applied to a cluster; use a cluster as the master too, or a standalone replica`,
+  );
 }
 
 /** Drains the cluster until SIGTERM or SIGINT. */

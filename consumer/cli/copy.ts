@@ -23,7 +23,7 @@ import { describeCopy } from '../copy/jobs.js';
 import { sizeOption, durationOption } from '../../shared/units.js';
 import { common, openPair, setExitCode, sideOptions } from './options.js';
 import { replicaNameOption } from './replicas.js';
-import { refuseCluster } from './cluster.js';
+import { copyOnCluster } from './copy-cluster.js';
 
 type What = 'resync' | 'repair';
 
@@ -184,12 +184,6 @@ const COMMANDS: Record<What, { description: string; run: (o: ResyncOptions) => P
   },
 };
 
-/** Why a command refuses a Redis Cluster node on either side. */
-const CLUSTER_WHY: Record<What, string> = {
-  resync: "a cluster's queue is one per hash slot, each rebuilt from its own copy",
-  repair: 'writes go unqueued (dirty keys to repair) only under the mark-dirty policy of qsync limit, which a cluster refuses',
-};
-
 /** The options only a resync takes: how it copies the data. */
 function methodOptions(cmd: Command): Command {
   return cmd
@@ -258,7 +252,12 @@ export function copyCommand(program: Command, what: What): void {
         leaseMs: durationOption(o.leaseMs, '--lease-ms', COPY_DEFAULTS.leaseMs, { min: 300 }),
         ...methodSettings(what, o),
       };
-      await refuseCluster(o, what, CLUSTER_WHY[what]);
+      // A Redis Cluster source: every hash slot's queue on its own.
+      const onCluster = await copyOnCluster(what, o, options, log, reporter(what, log));
+      if (onCluster !== undefined) {
+        setExitCode(onCluster);
+        return;
+      }
       // Next to a running consumer, only the consumer can pause its drain for the run.
       const running = await consumerRunning(master, options);
       if (o.job || running) {

@@ -19,7 +19,7 @@
  */
 import { ExitCode, QsyncError } from '../../shared/errors.js';
 import { ReplyCode } from '../../shared/reply-codes.js';
-import { CopyRun, withRunContext, type CopyProgress, type CopyRunOptions, type CopyRunResult } from './run.js';
+import { CopyRun, withRunContext, type CopyProgress, type CopyRunOptions, type CopyRunResult, type RunContext } from './run.js';
 import { ResyncError, type Fail } from './log-follower.js';
 import { keyId } from '../../shared/entry-keys.js';
 import { markKind } from '../drain/mark.js';
@@ -30,7 +30,7 @@ export class RepairError extends QsyncError {
   override readonly exitCode = ExitCode.repairNeeded;
 }
 
-const repairFailure: Fail = (detail) => new RepairError(`qsync: repair: ${detail}`);
+export const repairFailure: Fail = (detail) => new RepairError(`qsync: repair: ${detail}`);
 /** Only a resync can bring the replica back. */
 const needsResync = (detail: string) => new ResyncError(`qsync: repair: ${detail}; rebuild the replica with qsync resync`);
 
@@ -50,7 +50,12 @@ export interface RepairResult extends CopyRunResult {
 
 /** Copies the dirty keys to the replica and leaves it ready for the consumer. */
 export function runRepair(options: RepairOptions): Promise<RepairResult> {
-  return withRunContext(options, 'repair', repairFailure, (ctx) => new Repair(ctx, options, 'repair', repairFailure).run());
+  return withRunContext(options, 'repair', repairFailure, (ctx) => repairWith(ctx, options));
+}
+
+/** The repair on connections and a lease the caller holds (a Redis Cluster's hash slot: consumer/cluster/copy.ts). */
+export function repairWith(ctx: RunContext, options: RepairOptions): Promise<RepairResult> {
+  return new Repair(ctx, options, 'repair', repairFailure).run();
 }
 
 class Repair extends CopyRun {

@@ -58,7 +58,87 @@ export function runResync(options: ResyncOptions): Promise<ResyncResult> {
   return withRunContext(options, 'resync', resyncFailure, (ctx) => new Resync(ctx, options, 'resync', resyncFailure).run());
 }
 
-class Resync extends CopyRun {
+/**
+ * The copy (steps 1 to 4 above); how the replica is cleared and where the
+ * keys are found are for each kind of queue to say: here a standalone
+ * master's dbs, SCANned, and a replica FLUSHALLed.
+ */
+export class CopyResync extends CopyRun {
+  /** qsync copies every key and replays the log written meanwhile. */
+  async byCopy(): Promise<CopyRunResult> {
+    const [, seq, epoch, ts] = await this.master.qsyncAttach(this.keys.meta, this.keys.log, this.keys.name, 'tail', 0);
+    const s0 = Number(seq || 0);
+    this.copier.start(s0, epoch || '');
+    await this.master.hset(this.keys.status, 'state', 'resyncing', 'stateSince', Date.now(), 'detail', JSON.stringify({ from: s0 }));
+    await this.clearReplica(JSON.stringify({ kind: 'resync', from: s0, startedAt: Date.now() }));
+    this.log.info({ from: s0 }, 'resync: replica flushed; copying');
+    const follower = new LogFollower(this.master, this.keys, s0);
+    const touch = (e: Entry) => this.markers.touch(e);
+    await this.copyEveryKey(follower, touch);
+    // A key the scan missed was absent at some point of it: deleted or renamed
+    // (then touched by an entry up to now), or created later (absent at S0 too).
+    await follower.readTo(await this.masterSeq(), touch);
+    // Keys touched during the scan but not copied since: copy them now.
+    this.progress.phase = 'recopy';
+    const stale = this.markers.stale();
+    for (let i = 0; i < stale.length; i += this.scanCount) await this.copyIds(stale.slice(i, i + this.scanCount));
+    return this.finish(s0, Number(ts || 0));
+  }
+
+  /** Empties the replica and marks it `resyncing` (`mark`), in one step: a replica is never empty without the mark. */
+  protected async clearReplica(mark: string): Promise<void> {
+    await execAll(this.replica.multi().flushall().hset(this.keys.applied, 'resyncing', mark));
+  }
+
+  /** Copies every key of the master once, reading the log as it goes (scanDb). */
+  protected async copyEveryKey(follower: LogFollower, touch: (e: Entry) => void): Promise<void> {
+    for (const db of await this.keyspace()) await this.scanDb(db, follower, touch);
+  }
+
+  /** Copies a batch of keys found on the master, then reads the log up to the latest copy, so that keys touched meanwhile get markers. */
+  protected async copyFound(db: number, batch: Buffer[], follower: LogFollower, touch: (e: Entry) => void): Promise<void> {
+    const copied = await this.copier.copy(db, batch);
+    await follower.readTo(Math.max(...copied.map((c) => c.seq)), touch);
+    this.markers.copied(db, copied);
+    this.count(copied.length);
+  }
+
+  /** The dbs holding keys, and the total key count for progress. */
+  private async keyspace(): Promise<number[]> {
+    const info = await this.master.info('keyspace');
+    const dbs: number[] = [];
+    for (const m of info.matchAll(/^db(\d+):keys=(\d+)/gm)) {
+      dbs.push(Number(m[1]));
+      this.progress.total += Number(m[2]);
+    }
+    return dbs;
+  }
+
+  private async scanDb(db: number, follower: LogFollower, touch: (e: Entry) => void): Promise<void> {
+    const { scanner, queueDb } = this.ctx;
+    await scanner.select(db);
+    const own = ownKeyPrefixes(this.keys.prefix);
+    const scan = (cursor: string) => {
+      const reply = scanner.scanBuffer(cursor, 'COUNT', this.scanCount);
+      reply.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
+      return reply;
+    };
+    // The next SCAN runs on its own connection while this batch is copied.
+    let pending = scan('0');
+    let cursor: string;
+    do {
+      this.checkLease();
+      const [next, found] = await pending;
+      cursor = next.toString();
+      if (cursor !== '0') pending = scan(cursor);
+      // qsync's own keys (log, meta, lease, control jobs...) stay on the master.
+      const batch = db === queueDb ? found.filter((k) => !own.some((o) => k.toString('latin1').startsWith(o))) : found;
+      if (batch.length > 0) await this.copyFound(db, batch, follower, touch);
+    } while (cursor !== '0');
+  }
+}
+
+class Resync extends CopyResync {
   declare protected readonly options: ResyncOptions;
 
   async run(): Promise<ResyncResult> {
@@ -99,71 +179,5 @@ class Resync extends CopyRun {
     const result = { seq, copied, replayed: 0, skipped: 0, recopies: 0, seconds: (Date.now() - this.started) / 1000, method: 'replication' as const };
     this.log.info(result, 'resync: done; the consumer goes on from here');
     return result;
-  }
-
-  /** qsync copies every key and replays the log written meanwhile. */
-  private async byCopy(): Promise<CopyRunResult> {
-    const [, seq, epoch, ts] = await this.master.qsyncAttach(this.keys.meta, this.keys.log, this.keys.name, 'tail', 0);
-    const s0 = Number(seq || 0);
-    this.copier.start(s0, epoch || '');
-    await this.master.hset(this.keys.status, 'state', 'resyncing', 'stateSince', Date.now(), 'detail', JSON.stringify({ from: s0 }));
-    // One step: a replica is never empty without the mark.
-    await execAll(
-      this.replica
-        .multi()
-        .flushall()
-        .hset(this.keys.applied, 'resyncing', JSON.stringify({ kind: 'resync', from: s0, startedAt: Date.now() })),
-    );
-    this.log.info({ from: s0 }, 'resync: replica flushed; copying');
-    const dbs = await this.keyspace();
-    const follower = new LogFollower(this.master, this.keys, s0);
-    const touch = (e: Entry) => this.markers.touch(e);
-    for (const db of dbs) await this.scanDb(db, follower, touch);
-    // A key the scan missed was absent at some point of it: deleted or renamed
-    // (then touched by an entry up to now), or created later (absent at S0 too).
-    await follower.readTo(await this.masterSeq(), touch);
-    // Keys touched during the scan but not copied since: copy them now.
-    this.progress.phase = 'recopy';
-    const stale = this.markers.stale();
-    for (let i = 0; i < stale.length; i += this.scanCount) await this.copyIds(stale.slice(i, i + this.scanCount));
-    return this.finish(s0, Number(ts || 0));
-  }
-
-  /** The dbs holding keys, and the total key count for progress. */
-  private async keyspace(): Promise<number[]> {
-    const info = await this.master.info('keyspace');
-    const dbs: number[] = [];
-    for (const m of info.matchAll(/^db(\d+):keys=(\d+)/gm)) {
-      dbs.push(Number(m[1]));
-      this.progress.total += Number(m[2]);
-    }
-    return dbs;
-  }
-
-  private async scanDb(db: number, follower: LogFollower, touch: (e: Entry) => void): Promise<void> {
-    const { scanner, queueDb } = this.ctx;
-    await scanner.select(db);
-    const own = ownKeyPrefixes(this.keys.prefix);
-    const scan = (cursor: string) => {
-      const reply = scanner.scanBuffer(cursor, 'COUNT', this.scanCount);
-      reply.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
-      return reply;
-    };
-    // The next SCAN runs on its own connection while this batch is copied.
-    let pending = scan('0');
-    let cursor: string;
-    do {
-      this.checkLease();
-      const [next, found] = await pending;
-      cursor = next.toString();
-      if (cursor !== '0') pending = scan(cursor);
-      // qsync's own keys (log, meta, lease, control jobs...) stay on the master.
-      const batch = db === queueDb ? found.filter((k) => !own.some((o) => k.toString('latin1').startsWith(o))) : found;
-      if (batch.length === 0) continue;
-      const copied = await this.copier.copy(db, batch);
-      await follower.readTo(Math.max(...copied.map((c) => c.seq)), touch);
-      this.markers.copied(db, copied);
-      this.count(copied.length);
-    } while (cursor !== '0');
   }
 }

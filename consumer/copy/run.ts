@@ -132,32 +132,38 @@ export async function withRunContext<T>(options: CopyRunOptions, what: string, f
     clients.push(c);
     return c;
   };
-  let renew: NodeJS.Timeout | undefined;
-  let own: Lease | undefined;
   try {
     const [master, scanner, replica] = [
       await open(options.master, 'master'),
       await open(options.master, 'master'),
       await open(options.replica, 'replica'),
     ];
-    if (!options.heldLease) {
-      const lease = new Lease(master, keys, `${what}-${randomUUID()}`, leaseMs);
-      own = lease;
-      const wait = await lease.acquire();
-      if (wait > 0)
-        throw fail(
-          `a consumer holds the lease of queue '${keys.queue}' (for ${wait} more ms); stop it first, or run the ${what} inside it as a job (--job)`,
-        );
-      renew = setInterval(() => void lease.acquire().catch(() => {}), Math.max(100, Math.floor(leaseMs / 3)));
-    }
-    return await body({ master, scanner, replica, keys, queueDb, lease: options.heldLease ?? own! });
+    const run = (lease: { valid(): boolean }) => body({ master, scanner, replica, keys, queueDb, lease });
+    if (options.heldLease) return await run(options.heldLease);
+    const busy = (wait: number) =>
+      fail(`a consumer holds the lease of queue '${keys.queue}' (for ${wait} more ms); stop it first, or run the ${what} inside it as a job (--job)`);
+    return await underLease(new Lease(master, keys, `${what}-${randomUUID()}`, leaseMs), busy, run);
   } catch (err) {
     if (err instanceof QsyncError) throw err;
     throw fail(`${(err as Error).message}; the replica stays marked, run the ${what} again`);
   } finally {
-    clearInterval(renew);
-    await own?.release().catch(() => {});
     for (const c of clients) c.disconnect();
+  }
+}
+
+/**
+ * Takes `lease` (failing with `busy(ms left)` when a consumer holds it),
+ * renews it every third of its time while `body` runs, and releases it.
+ */
+export async function underLease<T>(lease: Lease, busy: (wait: number) => QsyncError, body: (lease: Lease) => Promise<T>): Promise<T> {
+  const wait = await lease.acquire();
+  if (wait > 0) throw busy(wait);
+  const renew = setInterval(() => void lease.acquire().catch(() => {}), Math.max(100, Math.floor(lease.ms / 3)));
+  try {
+    return await body(lease);
+  } finally {
+    clearInterval(renew);
+    await lease.release().catch(() => {});
   }
 }
 
