@@ -115,10 +115,10 @@ declare module 'ioredis' {
     qsyncResyncCopyBuffer(...args: Arg[]): Result<unknown[], Context>;
     /** resync-read-1.lua: seq, epoch, n, n packed arrays of copies, then the big keys */
     qsyncResyncReadBuffer(...args: Arg[]): Result<Array<Buffer | number>, Context>;
-    /** resync-restore-0.lua: keys or members written */
-    qsyncResyncRestore(...args: Arg[]): Result<number, Context>;
-    /** resync-replay-1.lua */
-    qsyncResyncReplay(...args: Arg[]): Result<[number, number, string?], Context>;
+    /** resync-restore.lua (key count first): keys or members written */
+    qsyncResyncRestore(numKeys: number, ...keysAndArgs: Arg[]): Result<number, Context>;
+    /** resync-replay.lua (key count first) */
+    qsyncResyncReplay(numKeys: number, ...keysAndArgs: Arg[]): Result<[number, number, string?], Context>;
     /** restore-held-1.lua: code, then keys restored and keys still pending (or the replica's epoch) */
     qsyncRestoreHeld(...args: Arg[]): Result<[number, number | string, number?], Context>;
     /** shard-leases-2.lua: the leases' expiry (server ms), live consumers, the share, then the node ids held */

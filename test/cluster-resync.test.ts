@@ -38,6 +38,10 @@ async function fill(producer: Cluster, n: number): Promise<void> {
     if (writes.length >= 200) await Promise.all(writes.splice(0));
   }
   await Promise.all(writes);
+  // Big keys (over --big-members below): copied in chunks from a snapshot on the source.
+  const members = Array.from({ length: 300 }, (_, i) => [`f${i}`, String(i)]).flat();
+  await producer.hset('{g0}:big', ...members);
+  await producer.hset('big', ...members);
 }
 
 /**
@@ -55,6 +59,7 @@ function writeOn(producer: Cluster): { stop(): Promise<number> } {
       incrs++;
       await producer.set(`s:${(i * 5) % 2000}`, `w${i}`);
       await producer.incr(`{g${(i % 20) * 50}}:n`);
+      await producer.hset(i % 2 ? 'big' : '{g0}:big', `f${i % 300}`, `w${i}`);
       if (i % 7 === 0) await producer.rename(`{g${(i % 20) * 50}}:a`, `{g${(i % 20) * 50}}:a2`).catch(() => {});
       if (i % 7 === 3) await producer.rename(`{g${(i % 20) * 50}}:a2`, `{g${(i % 20) * 50}}:a`).catch(() => {});
     }
@@ -100,7 +105,11 @@ async function resyncWhileWriting(
   const junkKeys = await junk(source);
   const writer = writeOn(producer);
   await eventually(async () => Number(await producer.get('counter')) > 50 || undefined, 20_000, 'writes under way');
-  const run = await runCli(['resync', '--master', source.url, '--replica', target.url, '--scan-count', '50'], {}, 120_000);
+  const run = await runCli(
+    ['resync', '--master', source.url, '--replica', target.url, '--scan-count', '50', '--big-members', '100', '--chunk', '40'],
+    {},
+    120_000,
+  );
   t.is(run.code, ExitCode.ok, run.stderr.join('\n'));
   t.regex(run.stdout.join('\n'), /^resync: copied \d+ keys, replayed \d+ entries in [\d.]+ s, \d+ hash slots \(127\.0\.0\.1:\d+ \d+ slots/m);
   const incrs = await writer.stop();

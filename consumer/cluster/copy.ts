@@ -207,7 +207,7 @@ export async function runSlots(
 function contextOf(shard: Shard, target: ClusterSide | Redis, slot: number, keys: QueueKeys, lease: Lease, fail: Fail): RunContext {
   const replica = targetNode(target, slot, fail);
   defineScripts(replica);
-  return { master: shard.client, scanner: shard.client, replica, keys, queueDb: 0, lease };
+  return { master: shard.client, scanner: shard.client, replica, keys, queueDb: 0, lease, declareKeys: 'shards' in target };
 }
 
 function slotLogger(log: Logger, slot: number): Logger {

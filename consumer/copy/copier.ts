@@ -42,6 +42,8 @@ export class Copier {
     private readonly queueDb: number,
     private readonly fail: Fail,
     private readonly limits: CopyLimits,
+    /** the replica is a Redis Cluster node: writes to it declare their keys (RunContext.declareKeys) */
+    private readonly declareKeys = false,
   ) {
     this.snapshot = keys.snapshot;
     this.tmp = keys.tmp;
@@ -60,18 +62,30 @@ export class Copier {
     const seq = this.check(Number(String(reply[0])), String(reply[1]));
     const packs = Number(reply[2]);
     const big = reply.slice(3 + packs) as Buffer[];
+    const whole = big.length === 0 ? keys : keys.filter((k) => !big.some((b) => b.equals(k)));
     // One batch in flight to the replica while the next is read from the
     // master; the replica runs them in the order sent.
     await this.writing;
     if (packs > 0) {
-      const writing = Promise.all((reply.slice(3, 3 + packs) as Buffer[]).map((copies) => this.replica.qsyncResyncRestore(db, 'packed', copies)));
+      // Each pack declares the batch's keys: some of them are in the other packs, all in one slot on a cluster.
+      const declared = this.declared(whole);
+      const writing = Promise.all((reply.slice(3, 3 + packs) as Buffer[]).map((copies) => this.restore(declared, db, 'packed', copies)));
       writing.catch(() => {}); // reported where it is awaited
       this.writing = writing;
     }
-    const whole = big.length === 0 ? keys : keys.filter((k) => !big.some((b) => b.equals(k)));
     const out = whole.map((key) => ({ key, seq }));
     for (const key of big) out.push({ key, seq: await this.copyBig(db, key) });
     return out;
+  }
+
+  /** The keys a write to the replica declares: none unless the replica is a Redis Cluster node. */
+  private declared(keys: Array<Buffer | string>): Array<Buffer | string> {
+    return this.declareKeys ? keys : [];
+  }
+
+  /** Runs resync-restore.lua on the replica with `keys` declared. */
+  private restore(keys: Array<Buffer | string>, ...args: Array<Buffer | string | number>): Promise<number> {
+    return this.replica.qsyncResyncRestore(keys.length, ...keys, ...args);
   }
 
   /** Waits until every key copied so far is written on the replica. */
@@ -104,19 +118,27 @@ export class Copier {
       const seq = this.check(Number(String(reply[0])), String(reply[1]));
       const [type, at] = [String(reply[3]), String(reply[5])];
       if (type === 'none') {
-        await this.replica.qsyncResyncRestore(db, 'restore', key, at, '');
+        await this.restore(this.declared([key]), db, 'restore', key, at, '');
         return seq;
       }
       let first = true;
       const put = async (values: Buffer[]) => {
         // Bounded so that no Lua call on the replica takes too many arguments.
         for (let i = 0; i < values.length || first; i += 2 * this.limits.chunk) {
-          await this.replica.qsyncResyncRestore(db, 'append', this.tmp, type, first ? '1' : '0', ...values.slice(i, i + 2 * this.limits.chunk));
+          await this.restore(
+            this.declared([this.tmp]),
+            db,
+            'append',
+            this.tmp,
+            type,
+            first ? '1' : '0',
+            ...values.slice(i, i + 2 * this.limits.chunk),
+          );
           first = false;
         }
       };
       await this.readChunks(type, put);
-      await this.replica.qsyncResyncRestore(db, 'finish', this.tmp, key, at);
+      await this.restore(this.declared([this.tmp, key]), db, 'finish', this.tmp, key, at);
       return seq;
     } finally {
       await this.master.del(this.snapshot);

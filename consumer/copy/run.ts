@@ -102,6 +102,12 @@ export interface RunContext {
   keys: QueueKeys;
   queueDb: number;
   lease: { valid(): boolean };
+  /**
+   * The replica is a Redis Cluster node: the scripts that write to it declare
+   * every key they write, so that the node checks them all before the script
+   * runs (a slot moving away is redirected or waits instead of half written).
+   */
+  declareKeys?: boolean;
 }
 
 /** A logged command waiting to be replayed, with its master's view (shared/lua/includes/view.lua) and the ids of its keys. */
@@ -172,6 +178,11 @@ export async function execAll(multi: ChainableCommander): Promise<void> {
   for (const [err] of (await multi.exec()) ?? []) if (err) throw err;
 }
 
+/** The distinct keys of key ids, to declare to a script. */
+function declaredKeys(ids: string[]): Buffer[] {
+  return [...new Set(ids)].map((id) => parseKeyId(id).key);
+}
+
 /** Copies keys and replays the log over them; a resync and a repair say which keys and from where. */
 export abstract class CopyRun {
   protected readonly markers = new Markers();
@@ -196,11 +207,19 @@ export abstract class CopyRun {
     ({ master: this.master, replica: this.replica, keys: this.keys } = ctx);
     this.scanCount = options.scanCount ?? COPY_DEFAULTS.scanCount;
     this.log = (options.logger ?? createLogger('silent')).child({ queue: ctx.keys.queue, [what]: true });
-    this.copier = new Copier(ctx.master, ctx.replica, ctx.keys, ctx.queueDb, fail, {
-      bigMembers: options.bigMembers ?? COPY_DEFAULTS.bigMembers,
-      bigBytes: options.bigBytes ?? COPY_DEFAULTS.bigBytes,
-      chunk: options.chunk ?? COPY_DEFAULTS.chunk,
-    });
+    this.copier = new Copier(
+      ctx.master,
+      ctx.replica,
+      ctx.keys,
+      ctx.queueDb,
+      fail,
+      {
+        bigMembers: options.bigMembers ?? COPY_DEFAULTS.bigMembers,
+        bigBytes: options.bigBytes ?? COPY_DEFAULTS.bigBytes,
+        chunk: options.chunk ?? COPY_DEFAULTS.chunk,
+      },
+      ctx.declareKeys,
+    );
   }
 
   /** Copies keys given by id, and sets their markers. */
@@ -263,7 +282,16 @@ export abstract class CopyRun {
         queued = [];
         queuedArgs = 0;
         const args = batch.flatMap((r) => [String(r.db), String(r.view.length), ...r.view.map(String), String(r.cmd.length), ...r.cmd]);
-        const [code, at, err] = await this.replica.qsyncResyncReplay(this.keys.applied, this.ctx.queueDb, done.seq, done.ts, ...args);
+        const declared = this.ctx.declareKeys ? declaredKeys(batch.flatMap((r) => r.ids)) : [];
+        const [code, at, err] = await this.replica.qsyncResyncReplay(
+          1 + declared.length,
+          this.keys.applied,
+          ...declared,
+          this.ctx.queueDb,
+          done.seq,
+          done.ts,
+          ...args,
+        );
         if (code === ReplyCode.ok) continue;
         if (code !== ReplyCode.keyLost)
           throw this.fail(`the replica refused a replayed command (${at} of the batch ending after entry ${done.seq}): ${err}`);

@@ -3,7 +3,7 @@
   Reads a batch of keys of the master for a resync's copy
   (consumer/copy/copier.ts) in one atomic step, with the log sequence they
   reflect: the copy of every key is that key after entry 'seq'. The copies
-  come packed as the replica's resync-restore-0.lua ('packed') takes them,
+  come packed as the replica's resync-restore.lua ('packed') takes them,
   so that they travel through the resync as one value, not one per key.
   Input (those of resync-copy-1.lua, with no snapshot key):
     KEYS[1] meta hash (seq, epoch) in ARGV[1], the queue db

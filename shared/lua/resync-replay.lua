@@ -5,8 +5,12 @@
   records, in the same step, the last entry fully replayed. The replica stays
   marked as resyncing until the resync finishes, so the consumer applies
   nothing meanwhile.
-  Input:
+  Input (the key count first: the keys of the commands may be declared too):
     KEYS[1] applied hash, in the queue db
+    KEYS[2...] on a Redis Cluster replica, the keys the commands touch,
+            declared so that the node checks them all before the script
+            runs (a slot moving between nodes is redirected or waits instead
+            of running in part); not read
     ARGV[1] queue db
     ARGV[2] seq of the last entry fully replayed by this call
     ARGV[3] its time (ms)

@@ -11,7 +11,10 @@
              GETRANGE piece of a string
     finish:  ARGV[3] temporary key, ARGV[4] key, ARGV[5] abs expiry (ms, <= 0 none):
              the temporary key replaces the key
-  Input:
+  Input (the key count first):
+    KEYS on a Redis Cluster replica, the keys written (the temporary key
+         included), declared so that the node checks them all before the
+         script runs; none otherwise; not read
     ARGV[1] db of the keys
     ARGV[2] operation
   Output: the number of keys or members written
