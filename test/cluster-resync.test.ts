@@ -221,7 +221,7 @@ test('repair on a cluster: a slot over its cap under mark-dirty runs writes unqu
   t.regex(idle.stdout.join('\n'), /nothing to repair/);
 });
 
-test('on a cluster, --method replication, --job and a standalone master with a cluster replica are refused in one line, nothing changed', async (t) => {
+test('on a cluster, --method replication, --job and a standalone master with a cluster replica are refused in one line, nothing changed; a slot that needs a resync fails the repair, named', async (t) => {
   const [cluster, server] = await Promise.all([clusterFor(t, 1), startRedis()]);
   t.teardown(() => server.destroy());
   await createProducer(cluster.client()).set('k', 'v');
@@ -241,4 +241,12 @@ test('on a cluster, --method replication, --job and a standalone master with a c
     t.regex(run.stderr[0] ?? '', message);
   }
   t.deepEqual(await snapshot(nodes), before);
+
+  // A slot whose dirty keys overflowed needs a resync: the repair names it.
+  const slot = slotOf('k');
+  await cluster.masters[0].admin.hset(slotKeys('qsync', 'default', slot).meta, 'state', 'resync-needed');
+  const repair = await runCli(['repair', '--master', cluster.url, '--replica', server.url]);
+  t.is(repair.code, ExitCode.resyncNeeded);
+  t.is(repair.stderr.length, 1, repair.stderr.join('\n'));
+  t.regex(repair.stderr[0] ?? '', new RegExp(`^qsync: repair: slot ${slot}: .*; rebuild the replica with qsync resync$`));
 });

@@ -120,6 +120,19 @@ class SummedProgress {
   }
 }
 
+/**
+ * Runs `body`, turning an unexpected failure (a server gone, a slot that
+ * moved since the slot map was read: MOVED, ASK) into the run's own error.
+ */
+export async function failingAs<T>(what: string, fail: Fail, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (err) {
+    if (err instanceof QsyncError) throw err;
+    throw fail(`${(err as Error).message}; slots not finished stay marked: run the ${what} again (after a reshard, once it is done)`);
+  }
+}
+
 /** What a run does with one slot, given its connections and lease; the figures it reports. */
 export type SlotRun = (ctx: RunContext, options: CopyRunOptions, slot: number) => Promise<CopyRunResult>;
 

@@ -11,7 +11,7 @@ import { slotKeys } from '../../shared/cluster.js';
 import { DEFAULT_PREFIX, DEFAULT_QUEUE } from '../../shared/keys.js';
 import { repairFailure, repairWith, type RepairResult } from '../copy/repair.js';
 import type { RunContext } from '../copy/run.js';
-import { pipelined, refuseLiveConsumer, runSlots, type ClusterCopyOptions, type ClusterCopyResult, type Command } from './copy.js';
+import { failingAs, pipelined, refuseLiveConsumer, runSlots, type ClusterCopyOptions, type ClusterCopyResult, type Command } from './copy.js';
 import type { Shard } from './shard-map.js';
 
 export interface ClusterRepairResult extends ClusterCopyResult {
@@ -24,7 +24,11 @@ export interface ClusterRepairResult extends ClusterCopyResult {
 }
 
 /** Repairs every hash slot of a cluster source whose writes went unqueued; the slots' figures summed. */
-export async function repairCluster(o: ClusterCopyOptions): Promise<ClusterRepairResult> {
+export function repairCluster(o: ClusterCopyOptions): Promise<ClusterRepairResult> {
+  return failingAs('repair', repairFailure, () => repairSlots(o));
+}
+
+async function repairSlots(o: ClusterCopyOptions): Promise<ClusterRepairResult> {
   await refuseLiveConsumer(o, 'repair', repairFailure);
   const prefix = o.prefix ?? DEFAULT_PREFIX;
   const queue = o.queue ?? DEFAULT_QUEUE;

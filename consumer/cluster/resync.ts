@@ -25,7 +25,16 @@ import type { Entry } from '../../shared/entry.js';
 import { CopyResync } from '../copy/resync.js';
 import { resyncFailure, type LogFollower } from '../copy/log-follower.js';
 import { execAll, type CopyRunOptions, type RunContext } from '../copy/run.js';
-import { pipelined, refuseLiveConsumer, runSlots, targetNode, type ClusterCopyOptions, type ClusterCopyResult, type Command } from './copy.js';
+import {
+  failingAs,
+  pipelined,
+  refuseLiveConsumer,
+  runSlots,
+  targetNode,
+  type ClusterCopyOptions,
+  type ClusterCopyResult,
+  type Command,
+} from './copy.js';
 import type { Shard } from './shard-map.js';
 
 /** What the plan knows of a slot to copy. */
@@ -37,7 +46,11 @@ interface SlotPlan {
 }
 
 /** Resyncs every hash slot of a cluster source onto the target; the slots' figures summed. */
-export async function resyncCluster(o: ClusterCopyOptions): Promise<ClusterCopyResult> {
+export function resyncCluster(o: ClusterCopyOptions): Promise<ClusterCopyResult> {
+  return failingAs('resync', resyncFailure, () => resyncSlots(o));
+}
+
+async function resyncSlots(o: ClusterCopyOptions): Promise<ClusterCopyResult> {
   await refuseLiveConsumer(o, 'resync', resyncFailure);
   const { slots, plans, empty, total } = await plan(o);
   const clusterTarget = 'shards' in o.target;
