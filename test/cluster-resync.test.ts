@@ -13,7 +13,7 @@ import { createProducer } from '../producer/index.js';
 import { slotKeys, slotOf } from '../shared/cluster.js';
 import { ExitCode } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
-import { runCli } from './support/cli.js';
+import { runCli, spawnCli } from './support/cli.js';
 import { startCluster, type LocalCluster } from './support/redis-cluster.js';
 import { startRedis } from './support/redis-server.js';
 import { eventually } from './support/wait.js';
@@ -146,6 +146,41 @@ test('a 3-shard source with writers on is resynced onto a standalone server: equ
   const read = server.client();
   await read.set('junk', 'x');
   await resyncWhileWriting(t, { url: server.url, host: server.host, port: server.port, read }, async () => ['junk']);
+});
+
+test('a cluster resync killed midway leaves its unfinished slots marked, and running it again makes the target exact', async (t) => {
+  const [source, target] = await Promise.all([clusterFor(t, 2), clusterFor(t, 1)]);
+  const producer = createProducer(source.client());
+  await fill(producer, 1500);
+  const writer = writeOn(producer);
+  const args = ['resync', '--master', source.url, '--replica', target.url, '--lease-ms', '1000', '--scan-count', '1'];
+  const first = spawnCli(args);
+  t.teardown(() => first.kill('SIGKILL'));
+  await first.waitForLog((l) => l.msg === 'resync progress' && Number(l.copied) > 0, 30_000, 'copy under way');
+  first.kill('SIGKILL');
+  t.is((await first.exited).code, null, 'killed before it finished');
+  const node = target.masters[0].admin;
+  const marked = [];
+  for (const key of await node.keys('qsync:*:applied')) if (await node.hget(key, 'resyncing')) marked.push(key);
+  t.true(marked.length > 0, 'unfinished slots are marked');
+
+  // The killed run's slot leases expire (--lease-ms 1000); until then the run refuses to start.
+  let again = await runCli(args, {}, 120_000);
+  await eventually(
+    async () => {
+      if (again.code !== ExitCode.ok) again = await runCli(args, {}, 120_000);
+      return again.code === ExitCode.ok || undefined;
+    },
+    20_000,
+    'the second resync',
+  );
+  t.regex(again.stdout.join('\n'), /^resync: copied \d+ keys/m);
+  const incrs = await writer.stop();
+  const consumer = consumerOf(source, { host: '127.0.0.1', port: target.masters[0].server.port });
+  t.teardown(() => consumer.close());
+  await consumer.start();
+  await eventually(async () => Number(await node.get('counter')) === incrs || undefined, 60_000, `counter at ${incrs} on the target`);
+  await verifyEqual(t, source.url, target.url);
 });
 
 /** Every key of the nodes with its value and expiry: what a refused run must leave as it was. */
