@@ -127,5 +127,7 @@ declare module 'ioredis' {
     qsyncShardLeasesRelease(...args: Arg[]): Result<number, Context>;
     /** sweep-logs-0.lua: the positions of the arguments (slot logs) that are not empty */
     qsyncSweepLogs(...logs: Arg[]): Result<number[], Context>;
+    /** set-limits.lua: 1 */
+    qsyncSetLimits(numKeys: 1 | 2, ...keysAndArgs: string[]): Result<number, Context>;
   }
 }

@@ -40,7 +40,6 @@ test('commands that do not serve a cluster refuse a cluster node on either side,
     ['promote', ['promote', '--replica', cluster.url]],
     ['promote', ['promote', '--master', cluster.url, '--replica', standalone]],
     ['rejoin', ['rejoin', '--master', standalone, '--replica', cluster.url]],
-    ['limit', ['limit', '--max-entries', '10', '--master', cluster.url]],
   ];
   for (const [command, args] of runs) {
     const run = await runCli(args);

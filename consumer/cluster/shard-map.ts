@@ -72,40 +72,43 @@ export async function openCluster(options: RedisOptions, what: string, where: st
   }
 }
 
-/** A read command: its name and arguments. */
+/** A command of one slot: its name and arguments. */
 export type Read = [string, ...string[]];
 
 const REDIRECT = /^(MOVED|ASK) \d+ (\S+)/;
+const TRYAGAIN_MS = 100;
+const MAX_TRIES = 50;
+
+/** One command sent again after `err`: to the master a MOVED or ASK names, or after a pause on TRYAGAIN. */
+async function sendAgain(client: Redis, command: Read, err: Error, side: ClusterSide | undefined, tries: number): Promise<unknown> {
+  const to = REDIRECT.exec(err.message);
+  const node = to ? side?.shards.find((s) => s.address === to[2])?.client : err.message.startsWith('TRYAGAIN') ? client : undefined;
+  if (!node || tries >= MAX_TRIES) throw err;
+  if (!to) await new Promise((r) => setTimeout(r, TRYAGAIN_MS));
+  const [name, ...args] = command;
+  const pipeline = to?.[1] === 'ASK' ? node.pipeline().call('ASKING') : node.pipeline();
+  const [err2, reply] = ((await pipeline.call(name, ...args).exec()) ?? []).at(-1) ?? [null, null];
+  return err2 ? sendAgain(node, command, err2, side, tries + 1) : reply;
+}
 
 /**
- * The replies of read commands sent to one node in one pipeline, as numbers
- * (nil: 0). A command whose slot moved since the slot map was read (MOVED),
- * or is moving now and whose key has left (ASK), is sent again to the node
- * the error names, when that is a master of `side`; any other error fails.
+ * The replies of commands of one slot each sent to one node in one pipeline.
+ * A command whose slot moved since the slot map was read (MOVED), or is
+ * moving now and whose key has left (ASK), is sent again to the node the
+ * error names, when that is a master of `side`; one whose keys a move has
+ * split between two nodes (TRYAGAIN) is sent again after a pause; any other
+ * error fails.
  */
-export async function readNumbers(client: Redis, reads: Read[], side?: ClusterSide): Promise<number[]> {
+export async function sendFollowing(client: Redis, commands: Read[], side?: ClusterSide): Promise<unknown[]> {
   const pipeline = client.pipeline();
-  for (const [name, ...args] of reads) pipeline.call(name, ...args);
+  for (const [name, ...args] of commands) pipeline.call(name, ...args);
   const replies = (await pipeline.exec()) ?? [];
-  return Promise.all(
-    replies.map(async ([err, value], i) => {
-      if (!err) return Number(value ?? 0);
-      const to = REDIRECT.exec(err.message);
-      const node = to && side?.shards.find((s) => s.address === to[2])?.client;
-      if (!node) throw err;
-      const [name, ...args] = reads[i];
-      const again =
-        to[1] === 'ASK'
-          ? node
-              .pipeline()
-              .call('ASKING')
-              .call(name, ...args)
-          : node.pipeline().call(name, ...args);
-      const [err2, reply] = ((await again.exec()) ?? []).at(-1) ?? [null, null];
-      if (err2) throw err2;
-      return Number(reply ?? 0);
-    }),
-  );
+  return Promise.all(replies.map(([err, value], i) => (err ? sendAgain(client, commands[i], err, side, 1) : value)));
+}
+
+/** The replies of read commands sent to one node in one pipeline (sendFollowing), as numbers (nil: 0). */
+export async function readNumbers(client: Redis, reads: Read[], side?: ClusterSide): Promise<number[]> {
+  return (await sendFollowing(client, reads, side)).map((v) => Number(v ?? 0));
 }
 
 /** The replica's watermark of each slot (0 where it has none), one pipeline per target node. */

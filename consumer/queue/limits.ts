@@ -5,13 +5,15 @@
  * nothing written) or `mark-dirty` (run them unqueued and record their keys
  * in the dirty set, up to `maxDirty`). It lives in the queue's meta hash,
  * which the log-write script reads on every call (shared/lua/log-write.lua),
- * so every producer obeys a change at once.
+ * so every producer obeys a change at once. On a Redis Cluster each hash
+ * slot's queue has its own (consumer/cluster/limits.ts).
  */
 import type { Redis } from 'ioredis';
 import { ConfigError } from '../../shared/errors.js';
 import { choiceOption, intOption } from '../../shared/config.js';
 import { sizeOption } from '../../shared/units.js';
 import type { QueueKeys } from '../../shared/keys.js';
+import { defineScripts } from '../../shared/scripts.js';
 
 export type Policy = 'reject' | 'mark-dirty' | 'detach-slowest';
 export const POLICIES: readonly Policy[] = ['reject', 'mark-dirty', 'detach-slowest'];
@@ -63,7 +65,6 @@ export interface LimitChange {
 
 /** The meta hash fields a QueueUsage is read from, in the order usageFrom takes them. */
 export const USAGE_FIELDS = ['bytes', 'state', 'stateSince', 'maxEntries', 'maxBytes', 'policy', 'maxDirty'] as const;
-const CAP_FIELDS = ['maxEntries', 'maxBytes', 'policy', 'maxDirty'];
 
 const num = (v: string | null): number | null => (v === null || v === '' ? null : Number(v));
 
@@ -122,27 +123,33 @@ export async function readUsage(master: Redis, keys: QueueKeys): Promise<QueueUs
   return { ...usageFrom(depth, fields, dirty), depth };
 }
 
-/** Applies a change in one step (MULTI) and returns the queue's usage after it. */
+/** The arguments of shared/lua/set-limits.lua (after its keys) for a change. */
+export function setLimitsArgs(change: LimitChange): string[] {
+  const value = (v: number | string | undefined) => (v === undefined ? '' : String(v));
+  return [
+    change.clear ? '1' : '0',
+    value(change.maxEntries),
+    value(change.maxBytes),
+    value(change.policy),
+    value(change.maxDirty),
+    change.clearRepair ? '1' : '0',
+  ];
+}
+
+/** Whether a change changes anything (flags given), or only asks to see the limits. */
+export function changesLimits(change: LimitChange): boolean {
+  return Object.values(change).some((v) => v !== undefined && v !== false);
+}
+
+/** Applies a change in one step (shared/lua/set-limits.lua) and returns the queue's usage after it. */
 export async function setLimits(master: Redis, keys: QueueKeys, change: LimitChange): Promise<QueueUsage & { depth: number }> {
-  const tx = master.multi();
-  const set = (field: string, value: number | string | undefined) => {
-    if (value === undefined) return;
-    if (value === 0) tx.hdel(keys.meta, field);
-    else tx.hset(keys.meta, field, String(value));
-  };
-  if (change.clear) tx.hdel(keys.meta, ...CAP_FIELDS);
-  set('maxEntries', change.maxEntries);
-  set('maxBytes', change.maxBytes);
-  set('policy', change.policy);
-  set('maxDirty', change.maxDirty);
-  // The state and the dirty set go together, so that a write never sees one without the other.
-  if (change.clearRepair) tx.hdel(keys.meta, 'state', 'stateSince').del(keys.dirty);
-  await tx.exec();
+  defineScripts(master);
+  await master.qsyncSetLimits(2, keys.meta, keys.dirty, ...setLimitsArgs(change));
   return readUsage(master, keys);
 }
 
 /** What each policy does to writes to a full queue, in words. */
-const POLICY_TEXT: Record<Policy, string> = {
+export const POLICY_TEXT: Record<Policy, string> = {
   reject: 'writes to a full queue fail with QueueFullError',
   'mark-dirty': 'writes to a full queue run unqueued and their keys are recorded',
   'detach-slowest': 'the replica furthest behind is detached (it needs a resync), and writes go on',
