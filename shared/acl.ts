@@ -17,6 +17,9 @@ const SCRIPTS = ['+evalsha', '+eval'];
  */
 const CLUSTER_CLIENT = ['+cluster|slots', '+cluster|shards', '+cluster|myid', '+cluster|info', '+asking'];
 
+/** How a resync on a Redis Cluster finds a hash slot's keys (CLUSTER COUNTKEYSINSLOT, GETKEYSINSLOT). Read-only. */
+const SLOT_KEYS = ['+cluster|countkeysinslot', '+cluster|getkeysinslot'];
+
 const CONSUMER_MASTER = [
   // lease-2, release-1: take, renew and give up the lease
   '+get',
@@ -110,11 +113,26 @@ export function aclRules(role: AclRole, prefix = 'qsync'): string[] {
       // set into its repair set (RENAME, SUNIONSTORE), adds to it the keys of
       // entries a master lost (SADD), and clears the queue's state; control
       // jobs use BullMQ's keys under '<prefix>-jobs:', all covered by ~*;
-      // status reads a cluster's slots in transactions (MULTI, EXEC).
-      return [...base('~*'), ...CONSUMER_MASTER, '+@read', '+copy', '+memory|usage', '+rename', '+sunionstore', '+sadd', '+hdel', '+multi', '+exec'];
+      // status reads a cluster's slots in transactions (MULTI, EXEC); a
+      // resync on a cluster counts and lists each slot's keys.
+      return [
+        ...base('~*'),
+        ...CONSUMER_MASTER,
+        '+@read',
+        '+copy',
+        '+memory|usage',
+        '+rename',
+        '+sunionstore',
+        '+sadd',
+        '+hdel',
+        '+multi',
+        '+exec',
+        ...SLOT_KEYS,
+      ];
     case 'operator-replica':
-      // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every replicated write.
-      return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec'];
+      // qsync resync rebuilds the replica: FLUSHALL, RESTORE, RENAME, and every
+      // replicated write; on a cluster, each slot's keys are listed and deleted.
+      return [...aclRules('consumer-replica', prefix), '+@read', '+flushall', '+restore', '+rename', '+del', '+multi', '+exec', ...SLOT_KEYS];
     case 'app-reader':
       // An application reading a replica (the seeds' slave-read-only): every
       // read command, on read-only keys, so that no write gets through, not

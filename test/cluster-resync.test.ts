@@ -12,6 +12,7 @@ import { ClusterConsumer } from '../consumer/cluster/consumer.js';
 import { createProducer } from '../producer/index.js';
 import { slotKeys, slotOf } from '../shared/cluster.js';
 import { ExitCode } from '../shared/errors.js';
+import { aclRules } from '../shared/acl.js';
 import { createLogger } from '../shared/logger.js';
 import { runCli, spawnCli } from './support/cli.js';
 import { startCluster, type LocalCluster } from './support/redis-cluster.js';
@@ -96,7 +97,7 @@ async function verifyEqual(t: ExecutionContext, source: string, target: string):
 /** Resyncs `target` from a filled 3-shard source while writers write, then drains with the cluster consumer; checks exactness. */
 async function resyncWhileWriting(
   t: ExecutionContext,
-  target: { url: string; host: string; port: number; read: Redis | Cluster },
+  target: { url: string; host: string; port: number; read: Redis | Cluster; nodes: Redis[] },
   junk: (source: LocalCluster) => Promise<string[]>,
 ): Promise<void> {
   const source = await clusterFor(t, 3);
@@ -105,12 +106,21 @@ async function resyncWhileWriting(
   const junkKeys = await junk(source);
   const writer = writeOn(producer);
   await eventually(async () => Number(await producer.get('counter')) > 50 || undefined, 20_000, 'writes under way');
+  // Run as the documented operator users (ACLs are per node): nothing refused on any node.
+  const sources = source.masters.map((m) => m.admin);
+  for (const [nodes, rules] of [
+    [sources, aclRules('operator-master')],
+    [target.nodes, aclRules('operator-replica')],
+  ] as const)
+    for (const node of nodes) await node.call('ACL', 'SETUSER', 'qsync-operator', 'on', '>o-secret', ...rules);
+  const as = (url: string) => url.replace('redis://', 'redis://qsync-operator:o-secret@');
   const run = await runCli(
-    ['resync', '--master', source.url, '--replica', target.url, '--scan-count', '50', '--big-members', '100', '--chunk', '40'],
+    ['resync', '--master', as(source.url), '--replica', as(target.url), '--scan-count', '50', '--big-members', '100', '--chunk', '40'],
     {},
     120_000,
   );
   t.is(run.code, ExitCode.ok, run.stderr.join('\n'));
+  for (const node of [...sources, ...target.nodes]) t.deepEqual(await node.call('ACL', 'LOG'), [], 'no command or key refused');
   t.regex(run.stdout.join('\n'), /^resync: copied \d+ keys, replayed \d+ entries in [\d.]+ s, \d+ hash slots \(127\.0\.0\.1:\d+ \d+ slots/m);
   const incrs = await writer.stop();
   t.true(incrs > 50);
@@ -129,7 +139,8 @@ test('a 3-shard source with writers on is resynced onto a 2-shard cluster: equal
   const read = target.client();
   const junk = ['junk:1', 'junk:2', '{g0}:junk', 'only:target'];
   for (const key of junk) await read.set(key, 'junk');
-  await resyncWhileWriting(t, { url: target.url, host: '127.0.0.1', port: target.masters[0].server.port, read }, async (source) => {
+  const nodes = target.masters.map((m) => m.admin);
+  await resyncWhileWriting(t, { url: target.url, host: '127.0.0.1', port: target.masters[0].server.port, read, nodes }, async (source) => {
     // A stale watermark in a slot the source never wrote: forgotten.
     const client = source.client();
     let slot = 0;
@@ -145,7 +156,7 @@ test('a 3-shard source with writers on is resynced onto a standalone server: equ
   t.teardown(() => server.destroy());
   const read = server.client();
   await read.set('junk', 'x');
-  await resyncWhileWriting(t, { url: server.url, host: server.host, port: server.port, read }, async () => ['junk']);
+  await resyncWhileWriting(t, { url: server.url, host: server.host, port: server.port, read, nodes: [server.client()] }, async () => ['junk']);
 });
 
 test('a cluster resync killed midway leaves its unfinished slots marked, and running it again makes the target exact', async (t) => {
