@@ -143,9 +143,9 @@ export async function setClusterLimits(side: ClusterSide, prefix: string, queue:
   );
 }
 
-/** Slots for people: "12, 40, 9000" and how many more. */
+/** Slots for people: "slot 12", "slots 12, 40, 9000" and how many more. */
 function slotList(slots: number[], most = 10): string {
-  return `${slots.slice(0, most).join(', ')}${slots.length > most ? `, ... (${slots.length - most} more)` : ''}`;
+  return `${slots.length === 1 ? 'slot' : 'slots'} ${slots.slice(0, most).join(', ')}${slots.length > most ? `, ... (${slots.length - most} more)` : ''}`;
 }
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
@@ -184,7 +184,7 @@ export function formatClusterLimits(u: ClusterUsage): string {
       `  caps differ between slots: ${u.caps.length} caps among ${slots} slots; qsync limit again with the flags wanted gives every slot the same`,
       ...u.caps.map(
         (g) =>
-          `    ${plural(g.slots.length, 'slot').padEnd(12)}  ${capText(g.limits)}; max dirty ${g.limits.maxDirty}${g.slots.length <= 10 ? `  (${g.slots.length === 1 ? 'slot' : 'slots'} ${slotList(g.slots)})` : ''}`,
+          `    ${plural(g.slots.length, 'slot').padEnd(12)}  ${capText(g.limits)}; max dirty ${g.limits.maxDirty}${g.slots.length <= 10 ? `  (${slotList(g.slots)})` : ''}`,
       ),
     );
   }
@@ -202,7 +202,7 @@ export function formatClusterLimits(u: ClusterUsage): string {
     lines.push(
       `  shard ${s.address}  (${s.node.slice(0, 12)}, ${s.slots} slots)`,
       `    queued        ${queuedText(s, s.slots)}`,
-      `    state         ${troubleText(s)}${s.troubleSlots.length ? `  (slots ${slotList(s.troubleSlots)})` : ''}`,
+      `    state         ${troubleText(s)}${s.troubleSlots.length ? `  (${slotList(s.troubleSlots)})` : ''}`,
     );
   }
   return lines.join('\n');
