@@ -174,12 +174,12 @@ async function viaJob(what: What, master: RedisOptions, s: Settings, log: Logger
 const COMMANDS: Record<What, { description: string; run: (o: ResyncOptions) => Promise<CopyRunResult> }> = {
   resync: {
     description:
-      "rebuild the replica from a copy of the master while writers go on: by Redis's own full sync when the replica server can reach the master, else key by key (--method); the replica must be dedicated (it is FLUSHALLed); next to a running consumer it runs inside it as a control job",
+      "rebuild the replica from a copy of the master while writers go on: by Redis's own full sync when the replica server can reach the master, else key by key (--method); the replica must be dedicated (it is FLUSHALLed); next to a running consumer it runs inside it as a control job; on a Redis Cluster, slot by slot with the consumer stopped",
     run: runResync,
   },
   repair: {
     description:
-      'after writes went unqueued (policy mark-dirty): copy only the keys recorded dirty to the replica while writers go on, then stream again; next to a running consumer it runs inside it as a control job',
+      'after writes went unqueued (policy mark-dirty): copy only the keys recorded dirty to the replica while writers go on, then stream again; next to a running consumer it runs inside it as a control job; on a Redis Cluster, slot by slot with the consumer stopped',
     run: runRepair,
   },
 };
