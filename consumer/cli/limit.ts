@@ -74,7 +74,10 @@ export function limitCommand(program: Command): void {
       `mark-dirty: most keys recorded before a full resync is needed (per hash slot on a Redis Cluster; default ${DEFAULT_MAX_DIRTY})`,
     )
     .option('--clear', 'remove every cap')
-    .option('--clear-repair', 'once the replica is repaired: forget the dirty keys and queue writes again')
+    .option(
+      '--clear-repair',
+      'once the replica is repaired: forget the dirty keys and queue writes again (on a Redis Cluster: in every slot that needs it)',
+    )
     .action(async (o: CommonOpts & LimitFlags) => {
       setExitCode(await limit(o));
     });
