@@ -2,7 +2,8 @@
  * The operator commands on a Redis Cluster: a side given as any node's URL is
  * found to be a cluster node (INFO cluster) and read shard by shard. `status`
  * and `verify` serve clusters, `resync` and `repair` run slot by slot
- * (copy-cluster.ts); `dlq` acts on one hash slot's dead letters (--slot);
+ * (copy-cluster.ts), `limit` sets the cap of every slot's queue (limit.ts);
+ * `dlq` acts on one hash slot's dead letters (--slot);
  * every other command, which acts on one queue's keys, refuses a cluster
  * (whose queue is one per hash slot) rather than act on a single node
  * (refuseCluster).
