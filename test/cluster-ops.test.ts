@@ -5,6 +5,8 @@
  * a cluster of another shape or with a standalone server, both ways; `dlq`
  * acts on one hash slot's dead letters (`limit`: test/cluster-limit.test.ts).
  */
+// Serial: each test starts whole clusters (up to a dozen redis-server processes);
+// run side by side on 2 cores they starve the 1 s leases these tests use.
 import test, { type ExecutionContext } from 'ava';
 import type { Cluster, Redis } from 'ioredis';
 import { ClusterConsumer } from '../consumer/cluster/consumer.js';
@@ -57,13 +59,13 @@ async function status(
   return { code: run.code, rows: JSON.parse(run.stdout.join('\n')) };
 }
 
-test('isClusterNode tells a cluster node from a standalone server', async (t) => {
+test.serial('isClusterNode tells a cluster node from a standalone server', async (t) => {
   const [cluster, server] = await Promise.all([clusterFor(t, 1), serverFor(t)]);
   t.true(await isClusterNode({ port: cluster.masters[0].server.port }, 2000));
   t.false(await isClusterNode({ port: server.port }, 2000));
 });
 
-test('status shows a cluster queue depth per source shard and in total, with no consumer', async (t) => {
+test.serial('status shows a cluster queue depth per source shard and in total, with no consumer', async (t) => {
   const cluster = await clusterFor(t, 3);
   // Tags whose slots fall on the first and second master (of 3 equal shares).
   const first = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].find((tag) => slotOf(tag) < 5461)!;
@@ -88,7 +90,7 @@ test('status shows a cluster queue depth per source shard and in total, with no 
   t.regex(text.stdout.join('\n'), /depth\s+8 entries in 2 of 16384 slots/);
 });
 
-test("status with --replica shows how far each shard's slots are behind on the target", async (t) => {
+test.serial("status with --replica shows how far each shard's slots are behind on the target", async (t) => {
   const [cluster, target] = await Promise.all([clusterFor(t, 3), serverFor(t)]);
   const slot = await writeInSlot(cluster, 'x', 6);
   const applied = target.client();
@@ -103,7 +105,7 @@ test("status with --replica shows how far each shard's slots are behind on the t
   t.is(shard.maxSlotLagEntries, 4);
 });
 
-test('status shows shard leases and states, and a slot in trouble makes it exit as a halted queue does', async (t) => {
+test.serial('status shows shard leases and states, and a slot in trouble makes it exit as a halted queue does', async (t) => {
   const cluster = await clusterFor(t, 3);
   const client = cluster.client();
   const until = Date.now() + 60_000;
@@ -139,7 +141,7 @@ test('status shows shard leases and states, and a slot in trouble makes it exit 
   t.regex(text.stdout.join('\n'), /slot 6000\s+halted: the replica refused entry 7/);
 });
 
-test('on a cluster, status and limit refuse a queue db other than 0, each with one line, nothing changed', async (t) => {
+test.serial('on a cluster, status and limit refuse a queue db other than 0, each with one line, nothing changed', async (t) => {
   const cluster = await clusterFor(t, 3);
   for (const args of [['status'], ['limit', '--max-entries', '10']]) {
     const run = await runCli([...args, '--master', cluster.url, '--queue-db', '1']);
@@ -150,7 +152,7 @@ test('on a cluster, status and limit refuse a queue db other than 0, each with o
   for (const m of cluster.masters) t.is(await m.admin.dbsize(), 0);
 });
 
-test('dlq on a cluster acts on the dead letters of the hash slot --slot names, which status lists per shard', async (t) => {
+test.serial('dlq on a cluster acts on the dead letters of the hash slot --slot names, which status lists per shard', async (t) => {
   const cluster = await clusterFor(t, 3);
   const slot = slotOf('d');
   const owner = await cluster.ownerOf(slot);
@@ -211,7 +213,7 @@ async function diverge(target: Redis | Cluster): Promise<void> {
 const kinds = (r: VerifyOutput) => r.examples.map((d) => `${d.kind} ${d.key}`).sort();
 const DIVERGED = ['missing-on-master only-on-target', 'missing-on-replica user:7', 'value user:3'];
 
-test('verify compares a 3-shard source cluster with a 2-shard target cluster, both ways, leaving qsync keys out', async (t) => {
+test.serial('verify compares a 3-shard source cluster with a 2-shard target cluster, both ways, leaving qsync keys out', async (t) => {
   const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
   const [s, c] = [source.client(), target.client()];
   await sameData(s, c, 200);
@@ -228,7 +230,7 @@ test('verify compares a 3-shard source cluster with a 2-shard target cluster, bo
   t.deepEqual(kinds(run.result), DIVERGED);
 });
 
-test('verify compares a cluster with a standalone server, either way round', async (t) => {
+test.serial('verify compares a cluster with a standalone server, either way round', async (t) => {
   const [source, server] = await Promise.all([clusterFor(t, 3), serverFor(t)]);
   const s = source.client();
   const standalone = server.client();
@@ -251,7 +253,7 @@ test('verify compares a cluster with a standalone server, either way round', asy
   ]);
 });
 
-test('verify on a cluster tells an entry still queued in its slot from a difference', async (t) => {
+test.serial('verify on a cluster tells an entry still queued in its slot from a difference', async (t) => {
   const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
   await writeInSlot(source, 'q', 1);
   await target.client().set('k:{z}:0', 'x');
@@ -263,7 +265,7 @@ test('verify on a cluster tells an entry still queued in its slot from a differe
   ]);
 });
 
-test('verify refuses the same cluster on both sides, and control jobs on a cluster', async (t) => {
+test.serial('verify refuses the same cluster on both sides, and control jobs and recent mode on a cluster', async (t) => {
   const cluster = await clusterFor(t, 3);
   const other = `redis://127.0.0.1:${cluster.masters[1].server.port}`;
   const same = await runCli(['verify', '--master', cluster.url, '--replica', other]);
@@ -272,90 +274,103 @@ test('verify refuses the same cluster on both sides, and control jobs on a clust
   const job = await runCli(['verify', '--master', cluster.url, '--job']);
   t.is(job.code, ExitCode.clusterMode);
   t.is(job.stderr.length, 1);
+  const standalone = await serverFor(t);
+  const recent = await runCli(['verify', '--master', cluster.url, '--replica', standalone.url, '--mode', 'recent']);
+  t.is(recent.code, ExitCode.clusterMode);
+  t.is(recent.stderr.length, 1);
+  t.regex(recent.stderr[0], /--mode recent/);
 });
 
-test('while qsync consume drains a 3-shard cluster into a 2-shard one, status and the consumer metrics show every shard held and caught up, and verify finds them equal', async (t) => {
-  const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
-  const producer = createProducer(source.client());
-  for (let i = 0; i < 300; i++) await producer.set(`user:${i}`, `v${i}`);
-  const consumer = spawnCli(['consume', '--master', source.url, '--replica', target.url, '--lease-ms', '1000', '--metrics-port', '0']);
-  t.teardown(() => consumer.kill('SIGKILL'));
-  const { port } = await consumer.waitForLog((l) => typeof l.port === 'number', 15_000, 'the metrics port');
+test.serial(
+  'while qsync consume drains a 3-shard cluster into a 2-shard one, status and the consumer metrics show every shard held and caught up, and verify finds them equal',
+  async (t) => {
+    const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
+    const producer = createProducer(source.client());
+    for (let i = 0; i < 300; i++) await producer.set(`user:${i}`, `v${i}`);
+    const consumer = spawnCli(['consume', '--master', source.url, '--replica', target.url, '--lease-ms', '1000', '--metrics-port', '0']);
+    t.teardown(() => consumer.kill('SIGKILL'));
+    const { port } = await consumer.waitForLog((l) => typeof l.port === 'number', 15_000, 'the metrics port');
 
-  const caughtUp = await eventually(
-    async () => {
-      const run = await status('--master', source.url, '--replica', target.url);
-      const [row] = run.rows;
-      return row.depth === 0 && row.lagEntries === 0 && row.shards.every((s) => s.lease && ['streaming', 'idle'].includes(s.state)) ? run : undefined;
-    },
-    60_000,
-    'every shard held and the queue drained',
-  );
-  t.is(caughtUp.code, ExitCode.ok);
-  t.is(new Set(caughtUp.rows[0].shards.map((s) => s.lease?.consumer)).size, 1);
-  const scraped = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  t.regex(scraped, /^qsync_queue_depth\{queue="default"\} 0$/m);
-  t.is(scraped.match(/^qsync_shard_queue_depth\{/gm)?.length, 3);
+    const caughtUp = await eventually(
+      async () => {
+        const run = await status('--master', source.url, '--replica', target.url);
+        const [row] = run.rows;
+        return row.depth === 0 && row.lagEntries === 0 && row.shards.every((s) => s.lease && ['streaming', 'idle'].includes(s.state))
+          ? run
+          : undefined;
+      },
+      60_000,
+      'every shard held and the queue drained',
+    );
+    t.is(caughtUp.code, ExitCode.ok);
+    t.is(new Set(caughtUp.rows[0].shards.map((s) => s.lease?.consumer)).size, 1);
+    const scraped = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    t.regex(scraped, /^qsync_queue_depth\{queue="default"\} 0$/m);
+    t.is(scraped.match(/^qsync_shard_queue_depth\{/gm)?.length, 3);
 
-  const equal = await verify(source.url, target.url);
-  t.is(equal.code, ExitCode.ok);
-  t.is(equal.result.keysChecked, 300);
-  consumer.kill('SIGKILL');
-  await target.client().set('user:5', 'changed');
-  const changed = await verify(source.url, target.url);
-  t.is(changed.code, ExitCode.different);
-  t.deepEqual(kinds(changed.result), ['value user:5']);
-});
+    const equal = await verify(source.url, target.url);
+    t.is(equal.code, ExitCode.ok);
+    t.is(equal.result.keysChecked, 300);
+    consumer.kill('SIGKILL');
+    await target.client().set('user:5', 'changed');
+    const changed = await verify(source.url, target.url);
+    t.is(changed.code, ExitCode.different);
+    t.deepEqual(kinds(changed.result), ['value user:5']);
+  },
+);
 
-test('the metrics of a consumer draining a cluster: depth per source shard and in total, shard states, entries applied per shard', async (t) => {
-  const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
-  const producer = createProducer(source.client());
-  for (let i = 0; i < 90; i++) await producer.set(`user:${i}`, `v${i}`);
-  const consumer = new ClusterConsumer({
-    master: { host: '127.0.0.1', port: source.masters[0].server.port },
-    replica: { host: '127.0.0.1', port: target.masters[0].server.port },
-    logger: createLogger('silent'),
-    leaseMs: 1000,
-  });
-  const metrics = clusterMetrics(
-    consumer,
-    { host: '127.0.0.1', port: source.masters[1].server.port },
-    { prefix: 'qsync', queue: 'default', name: 'default' },
-  );
-  t.teardown(async () => {
-    metrics.close();
-    await consumer.close();
-  });
-  const value = (text: string, series: string) =>
-    Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+test.serial(
+  'the metrics of a consumer draining a cluster: depth per source shard and in total, shard states, entries applied per shard',
+  async (t) => {
+    const [source, target] = await Promise.all([clusterFor(t, 3), clusterFor(t, 2)]);
+    const producer = createProducer(source.client());
+    for (let i = 0; i < 90; i++) await producer.set(`user:${i}`, `v${i}`);
+    const consumer = new ClusterConsumer({
+      master: { host: '127.0.0.1', port: source.masters[0].server.port },
+      replica: { host: '127.0.0.1', port: target.masters[0].server.port },
+      logger: createLogger('silent'),
+      leaseMs: 1000,
+    });
+    const metrics = clusterMetrics(
+      consumer,
+      { host: '127.0.0.1', port: source.masters[1].server.port },
+      { prefix: 'qsync', queue: 'default', name: 'default' },
+    );
+    t.teardown(async () => {
+      metrics.close();
+      await consumer.close();
+    });
+    const value = (text: string, series: string) =>
+      Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
 
-  let text = await metrics.registry.metrics();
-  t.is(value(text, 'qsync_queue_depth{queue="default"}'), 90);
-  const shards = source.masters.map((m) => m.id);
-  t.is(
-    shards.reduce((a, id) => a + value(text, `qsync_shard_queue_depth{queue="default",shard="${id}"}`), 0),
-    90,
-  );
+    let text = await metrics.registry.metrics();
+    t.is(value(text, 'qsync_queue_depth{queue="default"}'), 90);
+    const shards = source.masters.map((m) => m.id);
+    t.is(
+      shards.reduce((a, id) => a + value(text, `qsync_shard_queue_depth{queue="default",shard="${id}"}`), 0),
+      90,
+    );
 
-  await consumer.start();
-  const held = (now: string, id: string) =>
-    ['streaming', 'idle'].reduce((a, state) => a + value(now, `qsync_shard_state{queue="default",shard="${id}",state="${state}"}`), 0);
-  text = await eventually(
-    async () => {
-      const now = await metrics.registry.metrics();
-      return value(now, 'qsync_queue_depth{queue="default"}') === 0 && shards.every((id) => held(now, id) === 1) ? now : undefined;
-    },
-    30_000,
-    'every shard held and every entry applied and trimmed',
-  );
-  // The counters are the consumer's own counts, in total and per shard.
-  t.true(consumer.applied > 0);
-  t.is(value(text, 'qsync_entries_applied_total{queue="default"}'), consumer.applied);
-  for (const s of consumer.shards)
-    t.is(value(text, `qsync_shard_entries_applied_total{queue="default",shard="${s.id}"}`), s.applied, `shard ${s.id}`);
-});
+    await consumer.start();
+    const held = (now: string, id: string) =>
+      ['streaming', 'idle'].reduce((a, state) => a + value(now, `qsync_shard_state{queue="default",shard="${id}",state="${state}"}`), 0);
+    text = await eventually(
+      async () => {
+        const now = await metrics.registry.metrics();
+        return value(now, 'qsync_queue_depth{queue="default"}') === 0 && shards.every((id) => held(now, id) === 1) ? now : undefined;
+      },
+      30_000,
+      'every shard held and every entry applied and trimmed',
+    );
+    // The counters are the consumer's own counts, in total and per shard.
+    t.true(consumer.applied > 0);
+    t.is(value(text, 'qsync_entries_applied_total{queue="default"}'), consumer.applied);
+    for (const s of consumer.shards)
+      t.is(value(text, `qsync_shard_entries_applied_total{queue="default",shard="${s.id}"}`), s.applied, `shard ${s.id}`);
+  },
+);
 
-test('status reads a slot while it migrates: the log already moved is read where it went', async (t) => {
+test.serial('status reads a slot while it migrates: the log already moved is read where it went', async (t) => {
   const cluster = await clusterFor(t, 3);
   const slot = await writeInSlot(cluster, 'a', 4);
   const from = await cluster.ownerOf(slot);

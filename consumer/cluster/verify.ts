@@ -17,7 +17,7 @@
 import type { Redis } from 'ioredis';
 import { slotKeys, slotOf } from '../../shared/cluster.js';
 import { keyId } from '../../shared/entry-keys.js';
-import { ConfigError } from '../../shared/errors.js';
+import { ClusterModeError, ConfigError } from '../../shared/errors.js';
 import { DEFAULT_NAME, DEFAULT_PREFIX, DEFAULT_QUEUE, ownKeyPrefixes } from '../../shared/keys.js';
 import { compareKeys } from '../verify/compare.js';
 import { readLogView } from '../verify/log-view.js';
@@ -63,7 +63,9 @@ const PENDING_MAX = 10_000;
 export async function verifyCluster(o: ClusterVerifyOptions): Promise<VerifyResult> {
   const s = verifySettings(o);
   if (s.mode === 'recent')
-    throw new ConfigError('qsync: --mode recent does not serve a Redis Cluster yet (its log is one per hash slot); use --mode full or sample');
+    throw new ClusterModeError(
+      'qsync: --mode recent does not serve a Redis Cluster yet (its log is one per hash slot): use --mode full or sample; nothing changed',
+    );
   return new ClusterVerification(o, s).run();
 }
 
