@@ -227,7 +227,7 @@ test('a BullMQ-style worker loop (BZPOPMIN on a marker with timeouts, then the j
   for (const [i, job] of jobs.entries()) {
     await other.multi().lpush('q:wait', job).zadd('q:marker', 0, '0').exec();
     // Bursts, and pauses longer than the worker's timeout.
-    if (i % 10 === 9) await sleep(500);
+    if (i % 10 === 9) await sleep(1000);
     else await sleep(Math.floor(Math.random() * 40));
   }
   await worker;

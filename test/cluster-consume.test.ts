@@ -5,6 +5,8 @@
  * ends with the same data on both sides, counters proving every entry was
  * applied once.
  */
+// Serial: each test starts whole clusters (up to a dozen redis-server processes);
+// run side by side on 2 cores they starve the 1 s leases these tests use.
 import test, { type ExecutionContext } from 'ava';
 import { Writable } from 'node:stream';
 import type { Cluster, Redis } from 'ioredis';
@@ -165,7 +167,7 @@ async function sourceAndProducer(
   return { source, producer: createProducer(source.client()) };
 }
 
-test('a 3-shard source drains to a 2-shard target: equal data, every INCR applied once', async (t) => {
+test.serial('a 3-shard source drains to a 2-shard target: equal data, every INCR applied once', async (t) => {
   const { source, producer } = await sourceAndProducer(t);
   const target = await startCluster({ masters: 2 });
   t.teardown(() => target.destroy());
@@ -187,7 +189,7 @@ test('a 3-shard source drains to a 2-shard target: equal data, every INCR applie
   t.is(consumer.applied, expected);
 });
 
-test('a 3-shard source drains to a standalone target, and the shards publish their status', async (t) => {
+test.serial('a 3-shard source drains to a standalone target, and the shards publish their status', async (t) => {
   const { source, producer } = await sourceAndProducer(t);
   const target: RedisServer = await startRedis();
   t.teardown(() => target.destroy());
@@ -208,7 +210,7 @@ test('a 3-shard source drains to a standalone target, and the shards publish the
   for (const v of Object.values(status)) t.is(JSON.parse(v).consumer, consumer.id);
 });
 
-test('qsync consume drains a cluster; killed mid-stream (SIGKILL), a new one finishes with every INCR applied once', async (t) => {
+test.serial('qsync consume drains a cluster; killed mid-stream (SIGKILL), a new one finishes with every INCR applied once', async (t) => {
   const { source, producer } = await sourceAndProducer(t);
   const target = await startCluster({ masters: 2 });
   t.teardown(() => target.destroy());
@@ -262,20 +264,20 @@ async function drainsThrough(
   return consumer;
 }
 
-test('thousands of slots resharded on the source under load: drained by their new owner, every INCR once', async (t) => {
+test.serial('thousands of slots resharded on the source under load: drained by their new owner, every INCR once', async (t) => {
   await drainsThrough(t, async (source) => {
     await source.migrate(source.masters[0], source.masters[1], await someSlots(source.masters[0], 3000));
     t.is((await slotsOf(source.masters[1])).length, 5461 + 3000);
   });
 });
 
-test('thousands of slots resharded on the target under load: each batch applies where its slot is, every INCR once', async (t) => {
+test.serial('thousands of slots resharded on the target under load: each batch applies where its slot is, every INCR once', async (t) => {
   await drainsThrough(t, async (_source, target) => {
     await target.migrate(target.masters[0], target.masters[1], await someSlots(target.masters[0], 4000));
   });
 });
 
-test('a source shard failing over to its cluster replica gets a worker on the promoted node, with no restart', async (t) => {
+test.serial('a source shard failing over to its cluster replica gets a worker on the promoted node, with no restart', async (t) => {
   let promoted: ClusterNode | undefined;
   const consumer = await drainsThrough(
     t,
@@ -293,34 +295,37 @@ test('a source shard failing over to its cluster replica gets a worker on the pr
   t.is(shards.length, 3);
 });
 
-test('a batch meeting its target slot half moved (the watermark moved, a key it writes not yet) waits for the move, and applies once', async (t) => {
-  const { source, producer } = await sourceAndProducer(t);
-  const target = await startCluster({ masters: 2 });
-  t.teardown(() => target.destroy());
-  const key = 'moving:count';
-  const slot = slotOf(key);
-  const [from, to] = (await target.ownerOf(slot)) === target.masters[0] ? target.masters : [target.masters[1], target.masters[0]];
-  const consumer = consumerOf(source, { host: '127.0.0.1', port: from.server.port });
-  t.teardown(() => consumer.close());
-  await consumer.start();
-  for (let i = 0; i < 5; i++) await producer.incr(key);
-  await drained(source, mastersOf(target));
-  // The slot starts moving: the watermark goes first, the key stays behind for now.
-  await to.admin.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', from.id);
-  await from.admin.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', to.id);
-  await from.admin.call('MIGRATE', '127.0.0.1', to.server.port, '', 0, 5000, 'REPLACE', 'KEYS', slotKeys(PREFIX, QUEUE, slot).applied);
-  for (let i = 0; i < 5; i++) await producer.incr(key);
-  await new Promise((r) => setTimeout(r, 1500));
-  t.is(await to.admin.call('CLUSTER', 'COUNTKEYSINSLOT', slot), 1, 'the watermark alone on the node the key has not reached');
-  const rest = (await from.admin.call('CLUSTER', 'GETKEYSINSLOT', slot, 1000)) as string[];
-  await from.admin.call('MIGRATE', '127.0.0.1', to.server.port, '', 0, 5000, 'REPLACE', 'KEYS', ...rest);
-  for (const node of [to, from, ...target.masters.filter((m) => m !== to && m !== from)])
-    await node.admin.call('CLUSTER', 'SETSLOT', slot, 'NODE', to.id);
-  await target.settled();
-  await endsEqual(t, source, mastersOf(target), [key.replace(/:count$/, '')], () => 10);
-});
+test.serial(
+  'a batch meeting its target slot half moved (the watermark moved, a key it writes not yet) waits for the move, and applies once',
+  async (t) => {
+    const { source, producer } = await sourceAndProducer(t);
+    const target = await startCluster({ masters: 2 });
+    t.teardown(() => target.destroy());
+    const key = 'moving:count';
+    const slot = slotOf(key);
+    const [from, to] = (await target.ownerOf(slot)) === target.masters[0] ? target.masters : [target.masters[1], target.masters[0]];
+    const consumer = consumerOf(source, { host: '127.0.0.1', port: from.server.port });
+    t.teardown(() => consumer.close());
+    await consumer.start();
+    for (let i = 0; i < 5; i++) await producer.incr(key);
+    await drained(source, mastersOf(target));
+    // The slot starts moving: the watermark goes first, the key stays behind for now.
+    await to.admin.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', from.id);
+    await from.admin.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', to.id);
+    await from.admin.call('MIGRATE', '127.0.0.1', to.server.port, '', 0, 5000, 'REPLACE', 'KEYS', slotKeys(PREFIX, QUEUE, slot).applied);
+    for (let i = 0; i < 5; i++) await producer.incr(key);
+    await new Promise((r) => setTimeout(r, 1500));
+    t.is(await to.admin.call('CLUSTER', 'COUNTKEYSINSLOT', slot), 1, 'the watermark alone on the node the key has not reached');
+    const rest = (await from.admin.call('CLUSTER', 'GETKEYSINSLOT', slot, 1000)) as string[];
+    await from.admin.call('MIGRATE', '127.0.0.1', to.server.port, '', 0, 5000, 'REPLACE', 'KEYS', ...rest);
+    for (const node of [to, from, ...target.masters.filter((m) => m !== to && m !== from)])
+      await node.admin.call('CLUSTER', 'SETSLOT', slot, 'NODE', to.id);
+    await target.settled();
+    await endsEqual(t, source, mastersOf(target), [key.replace(/:count$/, '')], () => 10);
+  },
+);
 
-test('a slot whose entry the target refuses halts alone, reported in the shard status; the other slots drain', async (t) => {
+test.serial('a slot whose entry the target refuses halts alone, reported in the shard status; the other slots drain', async (t) => {
   const { source, producer } = await sourceAndProducer(t);
   const target = await startCluster({ masters: 2 });
   t.teardown(() => target.destroy());
@@ -363,7 +368,7 @@ test('a slot whose entry the target refuses halts alone, reported in the shard s
   t.regex(published.detail.slots[slot].reason, /refused/);
 });
 
-test('two consumers share the source shards; when one closes, the other drains them all', async (t) => {
+test.serial('two consumers share the source shards; when one closes, the other drains them all', async (t) => {
   const { source, producer } = await sourceAndProducer(t);
   const target = await startCluster({ masters: 2 });
   t.teardown(() => target.destroy());
@@ -390,7 +395,7 @@ test('two consumers share the source shards; when one closes, the other drains t
   await endsEqual(t, source, mastersOf(target), keys, () => 6);
 });
 
-test('a source whose ACL refuses CONFIG is drained by the sweep of the logs alone, with a warning', async (t) => {
+test.serial('a source whose ACL refuses CONFIG is drained by the sweep of the logs alone, with a warning', async (t) => {
   const { source, producer } = await sourceAndProducer(t);
   for (const n of [...source.masters, ...source.replicas]) await n.admin.call('ACL', 'SETUSER', 'sync', 'on', '>pw', '~*', '&*', '+@all', '-config');
   const target = await startRedis();
@@ -407,7 +412,7 @@ test('a source whose ACL refuses CONFIG is drained by the sweep of the logs alon
   for (const m of source.masters) t.is(((await m.admin.config('GET', 'notify-keyspace-events')) as string[])[1], '');
 });
 
-test('three qsync consume processes share three shards; the shard of one SIGKILLed moves to the others, every INCR once', async (t) => {
+test.serial('three qsync consume processes share three shards; the shard of one SIGKILLed moves to the others, every INCR once', async (t) => {
   const { source, producer } = await sourceAndProducer(t);
   const target = await startCluster({ masters: 2 });
   t.teardown(() => target.destroy());
@@ -441,7 +446,7 @@ test('three qsync consume processes share three shards; the shard of one SIGKILL
   }
 });
 
-test('qsync consume refuses a standalone master with a cluster replica, and a queue db other than 0 on a cluster, in one line', async (t) => {
+test.serial('qsync consume refuses a standalone master with a cluster replica, and a queue db other than 0 on a cluster, in one line', async (t) => {
   const target = await startCluster({ masters: 1 });
   t.teardown(() => target.destroy());
   const standalone = await startRedis();
@@ -456,7 +461,7 @@ test('qsync consume refuses a standalone master with a cluster replica, and a qu
   t.regex(db.stderr[0], /--queue-db 2 cannot be used with --master .*, a Redis Cluster node/);
 });
 
-test('ClusterConsumer refuses a master that is not a cluster node, in one line', async (t) => {
+test.serial('ClusterConsumer refuses a master that is not a cluster node, in one line', async (t) => {
   const standalone = await startRedis();
   t.teardown(() => standalone.destroy());
   const consumer = new ClusterConsumer({

@@ -6,6 +6,8 @@
  * last entry, verify finds both sides equal and a counter written during the
  * resync holds every INCR once.
  */
+// Serial: each test starts whole clusters (up to a dozen redis-server processes);
+// run side by side on 2 cores they starve the 1 s leases these tests use.
 import test, { type ExecutionContext } from 'ava';
 import type { Cluster, Redis } from 'ioredis';
 import { ClusterConsumer } from '../consumer/cluster/consumer.js';
@@ -65,6 +67,8 @@ function writeOn(producer: Cluster): { stop(): Promise<number> } {
       if (i % 7 === 3) await producer.rename(`{g${(i % 20) * 50}}:a2`, `{g${(i % 20) * 50}}:a`).catch(() => {});
     }
   })();
+  // stop() reports a failed write; a test that fails before stopping it leaves nothing unhandled.
+  run.catch(() => {});
   return {
     async stop() {
       stopped = true;
@@ -134,24 +138,27 @@ async function resyncWhileWriting(
   for (const key of junkKeys) t.is(await target.read.exists(key), 0, `${key} is gone`);
 }
 
-test('a 3-shard source with writers on is resynced onto a 2-shard cluster: equal after the consumer runs, every INCR once, the junk gone', async (t) => {
-  const target = await clusterFor(t, 2);
-  const read = target.client();
-  const junk = ['junk:1', 'junk:2', '{g0}:junk', 'only:target'];
-  for (const key of junk) await read.set(key, 'junk');
-  const nodes = target.masters.map((m) => m.admin);
-  await resyncWhileWriting(t, { url: target.url, host: '127.0.0.1', port: target.masters[0].server.port, read, nodes }, async (source) => {
-    // A stale watermark in a slot the source never wrote: forgotten.
-    const client = source.client();
-    let slot = 0;
-    while ((await client.call('CLUSTER', 'COUNTKEYSINSLOT', slot)) !== 0) slot++;
-    const stale = slotKeys('qsync', 'default', slot).applied;
-    await read.hset(stale, 'seq', 99);
-    return [...junk, stale];
-  });
-});
+test.serial(
+  'a 3-shard source with writers on is resynced onto a 2-shard cluster: equal after the consumer runs, every INCR once, the junk gone',
+  async (t) => {
+    const target = await clusterFor(t, 2);
+    const read = target.client();
+    const junk = ['junk:1', 'junk:2', '{g0}:junk', 'only:target'];
+    for (const key of junk) await read.set(key, 'junk');
+    const nodes = target.masters.map((m) => m.admin);
+    await resyncWhileWriting(t, { url: target.url, host: '127.0.0.1', port: target.masters[0].server.port, read, nodes }, async (source) => {
+      // A stale watermark in a slot the source never wrote: forgotten.
+      const client = source.client();
+      let slot = 0;
+      while ((await client.call('CLUSTER', 'COUNTKEYSINSLOT', slot)) !== 0) slot++;
+      const stale = slotKeys('qsync', 'default', slot).applied;
+      await read.hset(stale, 'seq', 99);
+      return [...junk, stale];
+    });
+  },
+);
 
-test('a 3-shard source with writers on is resynced onto a standalone server: equal after the consumer runs, every INCR once', async (t) => {
+test.serial('a 3-shard source with writers on is resynced onto a standalone server: equal after the consumer runs, every INCR once', async (t) => {
   const server = await startRedis();
   t.teardown(() => server.destroy());
   const read = server.client();
@@ -159,7 +166,7 @@ test('a 3-shard source with writers on is resynced onto a standalone server: equ
   await resyncWhileWriting(t, { url: server.url, host: server.host, port: server.port, read, nodes: [server.client()] }, async () => ['junk']);
 });
 
-test('a cluster resync killed midway leaves its unfinished slots marked, and running it again makes the target exact', async (t) => {
+test.serial('a cluster resync killed midway leaves its unfinished slots marked, and running it again makes the target exact', async (t) => {
   const [source, target] = await Promise.all([clusterFor(t, 2), clusterFor(t, 1)]);
   const producer = createProducer(source.client());
   await fill(producer, 1500);
@@ -203,7 +210,7 @@ async function snapshot(nodes: Redis[]): Promise<string[]> {
   return rows;
 }
 
-test('a resync while a cluster consumer runs fails in one line, changing nothing', async (t) => {
+test.serial('a resync while a cluster consumer runs fails in one line, changing nothing', async (t) => {
   const [source, target] = await Promise.all([clusterFor(t, 2), clusterFor(t, 1)]);
   const producer = createProducer(source.client());
   await fill(producer, 200);
@@ -223,76 +230,82 @@ test('a resync while a cluster consumer runs fails in one line, changing nothing
   t.deepEqual(settled(await snapshot(nodes)), settled(before));
 });
 
-test('repair on a cluster: a slot over its cap under mark-dirty runs writes unqueued, qsync repair copies them, the consumer goes on', async (t) => {
-  const [source, server] = await Promise.all([clusterFor(t, 2), startRedis()]);
-  t.teardown(() => server.destroy());
-  const producer = createProducer(source.client());
-  await fill(producer, 300);
-  const target = { host: server.host, port: server.port };
-  const first = consumerOf(source, target);
-  await first.start();
-  const read = server.client();
-  await eventually(async () => (await read.get('s:0')) === 'v0' || undefined, 20_000, 'first drain');
-  await verifyEqual(t, source.url, server.url);
-  await first.close();
+test.serial(
+  'repair on a cluster: a slot over its cap under mark-dirty runs writes unqueued, qsync repair copies them, the consumer goes on',
+  async (t) => {
+    const [source, server] = await Promise.all([clusterFor(t, 2), startRedis()]);
+    t.teardown(() => server.destroy());
+    const producer = createProducer(source.client());
+    await fill(producer, 300);
+    const target = { host: server.host, port: server.port };
+    const first = consumerOf(source, target);
+    await first.start();
+    const read = server.client();
+    await eventually(async () => (await read.get('s:0')) === 'v0' || undefined, 20_000, 'first drain');
+    await verifyEqual(t, source.url, server.url);
+    await first.close();
 
-  // The slot of tag 'r' capped at 3 entries under mark-dirty, as qsync limit sets it.
-  const slot = slotOf('r');
-  const meta = slotKeys('qsync', 'default', slot).meta;
-  const owner = await source.ownerOf(slot);
-  await owner.admin.hset(meta, 'maxEntries', 3, 'policy', 'mark-dirty');
-  for (let i = 0; i < 20; i++) await producer.incr(`{r}:n${i % 4}`);
-  t.is(await owner.admin.hget(meta, 'state'), 'repair-needed');
-  await owner.admin.hdel(meta, 'maxEntries', 'policy');
+    // The slot of tag 'r' capped at 3 entries under mark-dirty, as qsync limit sets it.
+    const slot = slotOf('r');
+    const meta = slotKeys('qsync', 'default', slot).meta;
+    const owner = await source.ownerOf(slot);
+    await owner.admin.hset(meta, 'maxEntries', 3, 'policy', 'mark-dirty');
+    for (let i = 0; i < 20; i++) await producer.incr(`{r}:n${i % 4}`);
+    t.is(await owner.admin.hget(meta, 'state'), 'repair-needed');
+    await owner.admin.hdel(meta, 'maxEntries', 'policy');
 
-  const run = await runCli(['repair', '--master', source.url, '--replica', server.url]);
-  t.is(run.code, ExitCode.ok, run.stderr.join('\n'));
-  t.regex(run.stdout.join('\n'), /^repair: copied \d+ keys \(\d+ dirty\), .* 1 hash slots/m);
-  t.is(await owner.admin.hget(meta, 'state'), null);
+    const run = await runCli(['repair', '--master', source.url, '--replica', server.url]);
+    t.is(run.code, ExitCode.ok, run.stderr.join('\n'));
+    t.regex(run.stdout.join('\n'), /^repair: copied \d+ keys \(\d+ dirty\), .* 1 hash slots/m);
+    t.is(await owner.admin.hget(meta, 'state'), null);
 
-  const again = consumerOf(source, target);
-  t.teardown(() => again.close());
-  await again.start();
-  for (let i = 0; i < 4; i++) await producer.incr(`{r}:n${i}`);
-  await eventually(async () => (await read.get('{r}:n3')) === '6' || undefined, 20_000, 'the repaired slot streams again');
-  await verifyEqual(t, source.url, server.url);
-  t.deepEqual(await Promise.all([0, 1, 2, 3].map((i) => read.get(`{r}:n${i}`))), ['6', '6', '6', '6']);
+    const again = consumerOf(source, target);
+    t.teardown(() => again.close());
+    await again.start();
+    for (let i = 0; i < 4; i++) await producer.incr(`{r}:n${i}`);
+    await eventually(async () => (await read.get('{r}:n3')) === '6' || undefined, 20_000, 'the repaired slot streams again');
+    await verifyEqual(t, source.url, server.url);
+    t.deepEqual(await Promise.all([0, 1, 2, 3].map((i) => read.get(`{r}:n${i}`))), ['6', '6', '6', '6']);
 
-  const nothing = await runCli(['repair', '--master', source.url, '--replica', server.url]);
-  t.is(nothing.code, ExitCode.repairNeeded, 'a consumer runs');
-  t.regex(nothing.stderr[0] ?? '', /^qsync: repair: .*stop them first/);
-  await again.close();
-  const idle = await runCli(['repair', '--master', source.url, '--replica', server.url]);
-  t.is(idle.code, ExitCode.ok);
-  t.regex(idle.stdout.join('\n'), /nothing to repair/);
-});
+    const nothing = await runCli(['repair', '--master', source.url, '--replica', server.url]);
+    t.is(nothing.code, ExitCode.repairNeeded, 'a consumer runs');
+    t.regex(nothing.stderr[0] ?? '', /^qsync: repair: .*stop them first/);
+    await again.close();
+    const idle = await runCli(['repair', '--master', source.url, '--replica', server.url]);
+    t.is(idle.code, ExitCode.ok);
+    t.regex(idle.stdout.join('\n'), /nothing to repair/);
+  },
+);
 
-test('on a cluster, --method replication, --job and a standalone master with a cluster replica are refused in one line, nothing changed; a slot that needs a resync fails the repair, named', async (t) => {
-  const [cluster, server] = await Promise.all([clusterFor(t, 1), startRedis()]);
-  t.teardown(() => server.destroy());
-  await createProducer(cluster.client()).set('k', 'v');
-  const nodes = [cluster.masters[0].admin, server.client()];
-  const before = await snapshot(nodes);
-  const runs: [string[], RegExp][] = [
-    [['resync', '--master', cluster.url, '--replica', server.url, '--method', 'replication'], /--method replication cannot serve a Redis Cluster/],
-    [['resync', '--master', cluster.url, '--replica', server.url, '--job'], /--job runs the resync inside a standalone queue's consumer/],
-    [['repair', '--master', cluster.url, '--replica', server.url, '--job'], /--job runs the repair inside a standalone queue's consumer/],
-    [['resync', '--master', server.url, '--replica', cluster.url], /is a Redis Cluster node but --master \S+ is a standalone server/],
-    [['repair', '--master', server.url, '--replica', cluster.url], /is a Redis Cluster node but --master \S+ is a standalone server/],
-  ];
-  for (const [args, message] of runs) {
-    const run = await runCli(args);
-    t.is(run.code, ExitCode.usage, `${args.join(' ')}: ${run.stderr.join('\n')}`);
-    t.is(run.stderr.length, 1, args.join(' '));
-    t.regex(run.stderr[0] ?? '', message);
-  }
-  t.deepEqual(await snapshot(nodes), before);
+test.serial(
+  'on a cluster, --method replication, --job and a standalone master with a cluster replica are refused in one line, nothing changed; a slot that needs a resync fails the repair, named',
+  async (t) => {
+    const [cluster, server] = await Promise.all([clusterFor(t, 1), startRedis()]);
+    t.teardown(() => server.destroy());
+    await createProducer(cluster.client()).set('k', 'v');
+    const nodes = [cluster.masters[0].admin, server.client()];
+    const before = await snapshot(nodes);
+    const runs: [string[], RegExp][] = [
+      [['resync', '--master', cluster.url, '--replica', server.url, '--method', 'replication'], /--method replication cannot serve a Redis Cluster/],
+      [['resync', '--master', cluster.url, '--replica', server.url, '--job'], /--job runs the resync inside a standalone queue's consumer/],
+      [['repair', '--master', cluster.url, '--replica', server.url, '--job'], /--job runs the repair inside a standalone queue's consumer/],
+      [['resync', '--master', server.url, '--replica', cluster.url], /is a Redis Cluster node but --master \S+ is a standalone server/],
+      [['repair', '--master', server.url, '--replica', cluster.url], /is a Redis Cluster node but --master \S+ is a standalone server/],
+    ];
+    for (const [args, message] of runs) {
+      const run = await runCli(args);
+      t.is(run.code, ExitCode.usage, `${args.join(' ')}: ${run.stderr.join('\n')}`);
+      t.is(run.stderr.length, 1, args.join(' '));
+      t.regex(run.stderr[0] ?? '', message);
+    }
+    t.deepEqual(await snapshot(nodes), before);
 
-  // A slot whose dirty keys overflowed needs a resync: the repair names it.
-  const slot = slotOf('k');
-  await cluster.masters[0].admin.hset(slotKeys('qsync', 'default', slot).meta, 'state', 'resync-needed');
-  const repair = await runCli(['repair', '--master', cluster.url, '--replica', server.url]);
-  t.is(repair.code, ExitCode.resyncNeeded);
-  t.is(repair.stderr.length, 1, repair.stderr.join('\n'));
-  t.regex(repair.stderr[0] ?? '', new RegExp(`^qsync: repair: slot ${slot}: .*; rebuild the replica with qsync resync$`));
-});
+    // A slot whose dirty keys overflowed needs a resync: the repair names it.
+    const slot = slotOf('k');
+    await cluster.masters[0].admin.hset(slotKeys('qsync', 'default', slot).meta, 'state', 'resync-needed');
+    const repair = await runCli(['repair', '--master', cluster.url, '--replica', server.url]);
+    t.is(repair.code, ExitCode.resyncNeeded);
+    t.is(repair.stderr.length, 1, repair.stderr.join('\n'));
+    t.regex(repair.stderr[0] ?? '', new RegExp(`^qsync: repair: slot ${slot}: .*; rebuild the replica with qsync resync$`));
+  },
+);
