@@ -102,7 +102,8 @@ export const scenario: Scenario = {
     "then one ClusterConsumer (defaults, in the bench's process) starts and is timed until it applied them all (its log " +
     'is then checked empty on every master). CPU per entry: every redis-server of each side from /proc, the Node process ' +
     'from process.cpuUsage() (the writes are not in it). One core per process is estimated from those costs: each shard ' +
-    "of a side takes its share of the entries, the consumer's process takes all of them.",
+    "of a side takes its share of the entries; the consumer's cost falls on one qsync consume process, or is split between one " +
+    'process per source shard (the shards shared through their leases).',
   rounds: 3,
   async run(rounds) {
     const byShards = new Map<number, Sample[]>();
@@ -127,22 +128,25 @@ export const scenario: Scenario = {
       ...SHARDS.map((n) => measured(`CPU per entry, all processes, ${n} shard${n > 1 ? 's' : ''}`, 'µs', total(n))),
       ...SHARDS.filter((n) => n > 1).map((n) => ratio(`CPU per entry, ${n} shards ÷ 1 shard`, total(n), total(1))),
     ];
-    // One core per process: a side's n redis-servers share the entries, the consumer's Node process does them all.
-    const estimate = (n: number) => Math.min(1e6 / us(n, 'node'), (n * 1e6) / us(n, 'source'), (n * 1e6) / us(n, 'target'));
-    const bound = (n: number) => {
-      const limits = {
-        'the consumer process': 1e6 / us(n, 'node'),
-        'the source shards': (n * 1e6) / us(n, 'source'),
-        'the target shards': (n * 1e6) / us(n, 'target'),
-      };
-      return Object.entries(limits).sort((a, b) => a[1] - b[1])[0][0];
+    // One core per process: a side's n redis-servers share the entries; the
+    // consumer's per-entry cost falls on one process, or is shared by `processes`
+    // qsync consume processes holding the shards between them.
+    const limits = (n: number, processes: number) => ({
+      'the consumer process': (processes * 1e6) / us(n, 'node'),
+      'the source shards': (n * 1e6) / us(n, 'source'),
+      'the target shards': (n * 1e6) / us(n, 'target'),
+    });
+    const estimate = (n: number, processes: number) => {
+      const [by, rate] = Object.entries(limits(n, processes)).sort((a, b) => a[1] - b[1])[0];
+      return `about ${Math.round(rate).toLocaleString('en')} entries/s, bound by ${processes > 1 && by === 'the consumer process' ? 'the consumer processes' : by}`;
     };
     const notes = [
       ...SHARDS.map(
         (n) =>
           `${n} shard${n > 1 ? 's' : ''}: CPU per entry (medians) ${us(n, 'source').toFixed(2)} µs on the source's servers, ` +
           `${us(n, 'target').toFixed(2)} µs on the target's, ${us(n, 'node').toFixed(2)} µs in the consumer's process; with one core ` +
-          `per process about ${Math.round(estimate(n)).toLocaleString('en')} entries/s, bound by ${bound(n)}.`,
+          `per process ${estimate(n, 1)} with one qsync consume process` +
+          (n > 1 ? `, ${estimate(n, n)} with ${n} (one per shard).` : '.'),
       ),
       "This host has 2 cores for every process of the run, so the measured rates cannot grow with shards; the per-entry costs show where the work goes. Shared by every shard: the consumer's Node process (one per `qsync consume`; several processes share the shards through their leases, each adding a core) and the lease hash of the queue, touched a few times per lease period, never per entry.",
     ];
