@@ -38,11 +38,16 @@ const version = versionIn(ROOT);
 const work = await mkdtemp(path.join(os.tmpdir(), 'qsync-package-'));
 test.after.always(() => rm(work, { recursive: true, force: true }));
 
-/** `npm pack`, whose `prepare` script builds dist/ first; once for the file. */
+/**
+ * `npm pack` of dist/ as `npm test` left it (built when older than the
+ * sources); once for the file. Not through the `prepare` script, which would
+ * rebuild dist/ while other test files run their CLI processes from it.
+ */
 async function pack(): Promise<string> {
   const dir = path.join(work, 'pack');
   await mkdir(dir);
-  await run('npm', ['pack', '--pack-destination', dir, '--silent'], ROOT);
+  await run(process.execPath, ['scripts/dist.mjs'], ROOT);
+  await run('npm', ['pack', '--ignore-scripts', '--pack-destination', dir, '--silent'], ROOT);
   const [file] = (await readdir(dir)).filter((f) => f.endsWith('.tgz'));
   if (!file) throw new Error(`npm pack left no tarball in ${dir}`);
   return path.join(dir, file);

@@ -1,15 +1,17 @@
 /**
- * Runs the qsync CLI as a child process, the way users run it
- * (`node bin/qsync.js ...`, which runs the sources in a checkout), and
- * records what it prints.
+ * Runs the qsync CLI as a child process, the way users run it, and records
+ * what it prints: the compiled package (dist/, as installed) when it is up to
+ * date with the sources (`npm test` builds it first), else `node
+ * bin/qsync.js`, which runs the sources through tsx.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { distIsFresh } from '../../scripts/dist.mjs';
 import { eventually } from './wait.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = fileURLToPath(new URL('../../bin/qsync.js', import.meta.url));
+const BIN = fileURLToPath(new URL(distIsFresh() ? './qsync-dist.mjs' : '../../bin/qsync.js', import.meta.url));
 
 export interface Exit {
   /** exit code, null when a signal ended the process */
