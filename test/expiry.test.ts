@@ -100,10 +100,10 @@ test("keys renewed while the consumer is away longer than their TTL end alive on
     'keepttl',
   ];
   const start = Date.now();
-  for (const k of kinds) await p.set(`r:${k}`, 'v', 'PX', 2000);
-  await p.set('r:counter', '10', 'PX', 2000);
+  for (const k of kinds) await p.set(`r:${k}`, 'v', 'PX', 4000);
+  await p.set('r:counter', '10', 'PX', 4000);
   await p.hset('r:hash', 'old', '1');
-  await p.pexpire('r:hash', 2000);
+  await p.pexpire('r:hash', 4000);
   const setUp = Date.now();
   c.start();
   await waitForDrain(pair.master.client(), pair.replica.client());
@@ -128,8 +128,8 @@ test("keys renewed while the consumer is away longer than their TTL end alive on
   await p.incr('r:counter');
   await p.expire('r:hash', 60);
   await p.hset('r:hash', 'new', '2');
-  t.true(Date.now() < start + 2000, 'the keys were renewed while alive');
-  await until(setUp + 2100); // every original TTL has run out, on both sides
+  t.true(Date.now() < start + 4000, 'the keys were renewed while alive');
+  await until(setUp + 4100); // every original TTL has run out, on both sides
 
   const worker = c.start();
   const registry = workerMetrics(worker, pair.master.client(), 'qsync', 'default');
