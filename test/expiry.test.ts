@@ -27,6 +27,7 @@ import { workerMetrics } from '../consumer/metrics/metrics.js';
 import { frameBatch } from '../shared/entry.js';
 import { defineScripts } from '../shared/scripts.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
+import { eventually } from './support/wait.js';
 import type { RedisServer } from './support/redis-server.js';
 
 type Producer = ReturnType<typeof createProducer>;
@@ -134,11 +135,12 @@ test("keys renewed while the consumer is away longer than their TTL end alive on
   const worker = c.start();
   const registry = workerMetrics(worker, pair.master.client(), 'qsync', 'default');
   await waitForDrain(pair.master.client(), pair.replica.client());
+  // The copy follows the batch that found the keys missing, once that batch is confirmed.
+  await eventually(() => worker.expiryFixes.copied > 0 || undefined, 10_000, 'the keys the replica had lost copied from the master');
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
   const replica = pair.replica.client();
   t.is(await replica.get('r:counter'), '11');
   t.deepEqual(await replica.hgetall('r:hash'), { old: '1', new: '2' });
-  t.true(worker.expiryFixes.copied > 0, 'the keys the replica had lost were copied from the master');
   t.regex(await registry.metrics(), /qsync_expiry_fixes_total\{queue="default",kind="copied"\} [1-9]/);
 });
 

@@ -17,6 +17,7 @@ import { setLimits } from '../consumer/queue/limits.js';
 import { aclRules } from '../shared/acl.js';
 import { QueueKeys } from '../shared/keys.js';
 import { startPair, startWorker, waitForDrain, datasetDiff, type Pair } from './support/fixtures.js';
+import { eventually } from './support/wait.js';
 
 const keys = new QueueKeys('qsync', 'default');
 
@@ -474,7 +475,8 @@ test('a stream the replica lost is copied from the master with its groups (held 
   const worker = startWorker(pair);
   t.teardown(() => worker.close());
   await waitForDrain(master, replica);
-  t.true(worker.expiryFixes.copied > 0, 'copied from the master');
+  // The copy follows the batch that found the key missing, once that batch is confirmed.
+  await eventually(() => worker.expiryFixes.copied > 0 || undefined, 10_000, 'the stream copied from the master');
   t.is(await streamDifference(master, replica, Buffer.from('held:s')), undefined);
   t.deepEqual(await datasetDiff(pair.master, pair.replica), []);
 });
